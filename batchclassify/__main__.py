@@ -1,0 +1,7 @@
+"""``python -m batchclassify``: the same as the ``batchclassify`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

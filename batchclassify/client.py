@@ -1,0 +1,195 @@
+"""HTTP to the classification API: one request per image, answers mapped to our errors.
+
+This is the only module that touches aiohttp. Its exceptions are translated here, once, into
+the tree in ``errors.py``; their text is never passed on as is, because aiohttp puts the full
+request URL, ``api_key`` query included, into its messages.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from .config import HttpConfig
+from .errors import FatalApiError, ItemError, RetryableError
+from .models import Prediction, parse_prediction
+from .retry import RETRYABLE_STATUSES, parse_retry_after
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+_FATAL_HINTS = {
+    401: "the API key was rejected: check --api-key or ROBOFLOW_API_KEY",
+    402: "the workspace is out of credits: add credits in Roboflow, then rerun to resume",
+    403: "the API key was refused (403 Forbidden): check --api-key or ROBOFLOW_API_KEY "
+    "and that the key belongs to the model's workspace",
+    404: "model not found: check --model (SLUG/VERSION) and --api-url",
+    423: "usage of this workspace is paused: resume it in Roboflow, then rerun to resume",
+    507: "the server may not load this model: check the model and the server's limits",
+}
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Replace every occurrence of ``secret`` in ``text``."""
+    if secret and secret in text:
+        return text.replace(secret, "***")
+    return text
+
+
+def _server_message(body: bytes) -> str:
+    """The ``message`` of an error body, or a short excerpt of whatever came instead."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return str(parsed["message"])[:500]
+    text = body[:200].decode("utf-8", "replace").strip()
+    if text.lstrip().lower().startswith(("<!doctype", "<html")):
+        return "an HTML page instead of JSON (a proxy or gateway error?)"
+    return text or "empty body"
+
+
+class ClassificationClient:
+    """Sends one image per request to ``{api_url}/{slug}/{version}``.
+
+    Use as an async context manager; one instance holds one connection pool for the job.
+    """
+
+    def __init__(self, config: HttpConfig, *, model: str, confidence: float | None) -> None:
+        self._config = config
+        self._endpoint = f"{config.api_url.rstrip('/')}/{model}"
+        self._host = urlsplit(config.api_url).netloc
+        self._params: dict[str, str] = {}
+        self._headers: dict[str, str] = dict(_FORM)
+        if config.api_key:
+            if config.api_key_in == "header":
+                self._headers["Authorization"] = f"Bearer {config.api_key}"
+            else:
+                self._params["api_key"] = config.api_key
+        if confidence is not None:
+            self._params["confidence"] = repr(confidence)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ClassificationClient:
+        connector = aiohttp.TCPConnector(
+            limit=self._config.concurrency,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=self._config.timeout,
+            sock_connect=self._config.connect_timeout,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            raise_for_status=False,
+            auto_decompress=True,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._config.api_key)
+
+    async def classify_bytes(self, encoded: bytes) -> Prediction:
+        """Classify one image given as base64 bytes."""
+        return await self._post(self._params, encoded)
+
+    async def classify_url(self, url: str) -> Prediction:
+        """Classify an image the server fetches itself (``image=`` in the query string)."""
+        return await self._post({**self._params, "image": url}, b"")
+
+    async def _post(self, params: dict[str, str], body: bytes) -> Prediction:
+        assert self._session is not None, "use ClassificationClient as an async context manager"
+        try:
+            async with self._session.post(
+                self._endpoint, params=params, data=body, headers=self._headers
+            ) as response:
+                status = response.status
+                payload = await response.read()
+                retry_after_header = response.headers.get("Retry-After")
+        except TimeoutError:
+            raise RetryableError(
+                f"no answer from {self._host} within {self._config.timeout:g} s "
+                "(raise --timeout if the server is just slow)",
+                kind="timeout",
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise RetryableError(
+                f"cannot connect to {self._host}: {self.redact(str(exc.os_error))}",
+                kind="connection",
+            ) from None
+        except aiohttp.ServerDisconnectedError:
+            raise RetryableError(
+                f"{self._host} closed the connection before answering", kind="connection"
+            ) from None
+        except aiohttp.ClientPayloadError:
+            raise RetryableError(
+                f"the answer from {self._host} was cut off", kind="connection"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise RetryableError(
+                f"request to {self._host} failed: {type(exc).__name__}", kind="connection"
+            ) from None
+        except OSError as exc:
+            raise RetryableError(
+                f"network error talking to {self._host}: {exc.strerror or type(exc).__name__}",
+                kind="connection",
+            ) from None
+        if status == 200:
+            try:
+                parsed: Any = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise ItemError(
+                    f"server answered 200 with a non-JSON body: {_server_message(payload)}",
+                    kind="bad_response",
+                    http_status=200,
+                ) from None
+            return parse_prediction(parsed)
+        raise self._error_for(status, payload, retry_after_header)
+
+    def _error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:
+        message = self.redact(_server_message(payload))
+        if status in RETRYABLE_STATUSES:
+            return RetryableError(
+                f"HTTP {status}: {message}",
+                kind="rate_limited" if status == 429 else "server_error",
+                http_status=status,
+                retry_after=parse_retry_after(retry_after, now=time.time),
+            )
+        if status in _FATAL_HINTS:
+            return FatalApiError(
+                f"{_FATAL_HINTS[status]} (HTTP {status}: {message})", http_status=status
+            )
+        lowered = message.lower()
+        if status == 400 and ("api key" in lowered or "api_key" in lowered):
+            return FatalApiError(
+                f"the server wants an API key: pass --api-key or set ROBOFLOW_API_KEY "
+                f"(HTTP 400: {message})",
+                http_status=status,
+            )
+        if status == 413:
+            return ItemError(
+                f"HTTP 413: the server refused the upload as too large ({message}); "
+                "try --max-size to downscale",
+                kind="too_large",
+                http_status=status,
+            )
+        kind = "bad_image" if status == 400 else "http_error"
+        return ItemError(f"HTTP {status}: {message}", kind=kind, http_status=status)

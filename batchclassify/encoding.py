@@ -1,0 +1,104 @@
+"""Reading an image file and turning it into the request body: base64, optionally downscaled.
+
+Everything here is blocking and runs in a worker thread, never on the event loop. Pillow
+releases the GIL while it decodes and resizes, so threads spread downscaling over the cores.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import pybase64
+
+from .errors import ItemError
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    body: bytes
+    """Base64 text, ready to be the request body."""
+    original_bytes: int
+    original_size: tuple[int, int] | None = None
+    """Width and height before downscaling; ``None`` when the image was sent as it is."""
+
+
+def read_and_encode(
+    path: str, *, max_upload_bytes: int, max_size: int | None = None, jpeg_quality: int = 90
+) -> EncodedImage:
+    """Read ``path`` and base64 it, raising ``ItemError`` with a clear message on any problem."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            # base64 grows data by 4/3; refuse before reading a file that cannot be sent anyway.
+            if max_size is None and _encoded_length(size) > max_upload_bytes:
+                raise ItemError(
+                    f"file is {size / 1e6:.1f} MB, over the {max_upload_bytes / 1e6:.0f} MB "
+                    "upload limit once base64-encoded; use --max-size to downscale it",
+                    kind="too_large",
+                )
+            data = handle.read()
+    except FileNotFoundError:
+        message = "file not found" if not os.path.islink(path) else "broken symlink"
+        raise ItemError(
+            f"{message} (moved or deleted since it was listed?)", kind="missing_file"
+        ) from None
+    except PermissionError:
+        raise ItemError("permission denied: the file is not readable", kind="unreadable") from None
+    except IsADirectoryError:
+        raise ItemError("is a directory, not an image file", kind="unreadable") from None
+    except OSError as exc:
+        raise ItemError(f"cannot read the file: {exc.strerror or exc}", kind="unreadable") from None
+    if not data:
+        raise ItemError("file is empty (0 bytes)", kind="empty_file")
+    original_size = None
+    if max_size is not None:
+        data, original_size = _downscale(data, max_size=max_size, quality=jpeg_quality)
+        if _encoded_length(len(data)) > max_upload_bytes:
+            raise ItemError(
+                f"still {len(data) / 1e6:.1f} MB after downscaling, over the upload limit",
+                kind="too_large",
+            )
+    return EncodedImage(
+        body=pybase64.b64encode(data), original_bytes=size, original_size=original_size
+    )
+
+
+def _encoded_length(raw_bytes: int) -> int:
+    return 4 * ((raw_bytes + 2) // 3)
+
+
+def _downscale(data: bytes, *, max_size: int, quality: int) -> tuple[bytes, tuple[int, int] | None]:
+    """Shrink so the longer side is at most ``max_size``; keep small images byte for byte.
+
+    For JPEG, ``draft`` asks libjpeg to decode at 1/2, 1/4 or 1/8 scale directly, which is far
+    cheaper than a full decode followed by a resize. EXIF orientation is applied so the model
+    sees the picture the right way up, as it would have after the server's own decode.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            if max(width, height) <= max_size and orientation == 1:
+                return data, None
+            if image.format == "JPEG":
+                image.draft("RGB", (max_size, max_size))
+            upright: Image.Image = ImageOps.exif_transpose(image)
+            if upright.mode not in ("RGB", "L"):
+                upright = upright.convert("RGB")
+            upright.thumbnail((max_size, max_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            out = io.BytesIO()
+            upright.save(out, format="JPEG", quality=quality)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        # Unreadable here means the server could not read it either; say so without a request.
+        raise ItemError(
+            f"cannot decode the image to downscale it: {exc}", kind="bad_image"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise ItemError(f"image too large to decode safely: {exc}", kind="bad_image") from None
+    return out.getvalue(), (width, height)

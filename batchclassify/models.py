@@ -1,0 +1,186 @@
+"""The data that flows through a job: input items, parsed predictions and output rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ItemError
+
+#: Output columns, in order. Manifest metadata columns follow them.
+ROW_FIELDS: tuple[str, ...] = (
+    "id",
+    "path",
+    "url",
+    "status",
+    "top",
+    "confidence",
+    "predicted_classes",
+    "predictions",
+    "multilabel",
+    "image_width",
+    "image_height",
+    "inference_id",
+    "attempts",
+    "http_status",
+    "error_type",
+    "error",
+    "elapsed_ms",
+)
+_RESERVED = frozenset(ROW_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One thing to classify: a local file or a URL, with the id used for resume and dedup.
+
+    ``problem`` is set when the source itself was faulty for this item (a malformed manifest
+    row, an empty path): the item gets an error row without any request being made.
+    """
+
+    id: str
+    path: str | None = None
+    url: str | None = None
+    metadata: dict[str, Any] | None = None
+    problem: str | None = None
+    problem_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A 200 answer, normalised to one shape for single- and multi-label models."""
+
+    multilabel: bool
+    top: str | None
+    confidence: float | None
+    predictions: list[dict[str, Any]]
+    predicted_classes: list[str]
+    image_width: int | None
+    image_height: int | None
+    inference_id: str | None
+
+
+def _as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def parse_prediction(body: Any) -> Prediction:
+    """Normalise a classification answer; raise ``ItemError`` for a body of another shape.
+
+    The shape of ``predictions`` tells the model kind: a list for single-label, an object keyed
+    by class for multi-label. Every other field is optional, as servers differ.
+    """
+    if not isinstance(body, dict) or "predictions" not in body:
+        raise ItemError(
+            "server answered 200 without 'predictions': not a classification model's answer",
+            kind="bad_response",
+        )
+    raw = body["predictions"]
+    image = body.get("image")
+    width = _as_int(image.get("width")) if isinstance(image, dict) else None
+    height = _as_int(image.get("height")) if isinstance(image, dict) else None
+    inference_id = body.get("inference_id")
+    inference_id = inference_id if isinstance(inference_id, str) else None
+
+    predictions: list[dict[str, Any]] = []
+    if isinstance(raw, list):
+        for entry in raw:
+            if isinstance(entry, dict) and isinstance(entry.get("class"), str):
+                conf = _as_float(entry.get("confidence"))
+                predictions.append({"class": entry["class"], "confidence": conf or 0.0})
+        predictions.sort(key=lambda p: -p["confidence"])
+        top = body.get("top")
+        if not isinstance(top, str):
+            top = predictions[0]["class"] if predictions else None
+        top = top or None  # the server sends "" when no class passes the threshold
+        confidence = _as_float(body.get("confidence"))
+        if confidence is None and predictions:
+            confidence = predictions[0]["confidence"]
+        if top is None:
+            confidence = None
+        return Prediction(
+            multilabel=False,
+            top=top,
+            confidence=confidence,
+            predictions=predictions,
+            predicted_classes=[top] if top else [],
+            image_width=width,
+            image_height=height,
+            inference_id=inference_id,
+        )
+    if isinstance(raw, dict):
+        for name, entry in raw.items():
+            conf = _as_float(entry.get("confidence")) if isinstance(entry, dict) else None
+            predictions.append({"class": str(name), "confidence": conf or 0.0})
+        predictions.sort(key=lambda p: -p["confidence"])
+        chosen = body.get("predicted_classes")
+        predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
+        best = predictions[0] if predictions else None
+        return Prediction(
+            multilabel=True,
+            top=best["class"] if best else None,
+            confidence=best["confidence"] if best else None,
+            predictions=predictions,
+            predicted_classes=predicted,
+            image_width=width,
+            image_height=height,
+            inference_id=inference_id,
+        )
+    raise ItemError(
+        "server answered 200 with 'predictions' that is neither a list nor an object",
+        kind="bad_response",
+    )
+
+
+def _base_row(item: Item, status: str) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
+    row["id"] = item.id
+    row["path"] = item.path
+    row["url"] = item.url
+    row["status"] = status
+    if item.metadata:
+        for key, value in item.metadata.items():
+            row[f"meta_{key}" if key in _RESERVED else key] = value
+    return row
+
+
+def ok_row(
+    item: Item, prediction: Prediction, *, attempts: int, elapsed_ms: float
+) -> dict[str, Any]:
+    row = _base_row(item, "ok")
+    row["top"] = prediction.top
+    row["confidence"] = prediction.confidence
+    row["predicted_classes"] = prediction.predicted_classes
+    row["predictions"] = prediction.predictions
+    row["multilabel"] = prediction.multilabel
+    row["image_width"] = prediction.image_width
+    row["image_height"] = prediction.image_height
+    row["inference_id"] = prediction.inference_id
+    row["attempts"] = attempts
+    row["http_status"] = 200
+    row["elapsed_ms"] = round(elapsed_ms, 1)
+    return row
+
+
+def error_row(
+    item: Item,
+    *,
+    error: str,
+    error_type: str,
+    attempts: int,
+    http_status: int | None = None,
+    elapsed_ms: float | None = None,
+) -> dict[str, Any]:
+    row = _base_row(item, "error")
+    row["attempts"] = attempts
+    row["http_status"] = http_status
+    row["error_type"] = error_type
+    row["error"] = error
+    row["elapsed_ms"] = None if elapsed_ms is None else round(elapsed_ms, 1)
+    return row

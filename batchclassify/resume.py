@@ -1,0 +1,120 @@
+"""Resume: what an earlier run of the same job already recorded, and whether it is the same job.
+
+The job's settings are stored beside the output (``<output>.job.json``, never the API key).
+A rerun with the same settings skips what is recorded; one with different settings (another
+model, say) is refused rather than mixing two models' answers in one file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import __version__
+from .config import JobConfig
+from .errors import OutputError
+from .idindex import IdIndex
+from .sinks import Sink
+
+#: Tags in the job's IdIndex.
+RECORDED_OK = 1
+RECORDED_FAILED = 2
+QUEUED = 3
+"""Seen in this run's input: a second occurrence is a duplicate."""
+QUEUED_AGAIN = 4
+"""Recorded as failed, queued again by ``--retry-failed``: its new row supersedes the old."""
+
+#: Settings that change what a row means; a rerun must match them to append to the output.
+_COMPATIBILITY_KEYS = ("model", "confidence", "max_size", "format")
+
+
+@dataclass
+class PriorState:
+    """What the output already holds when the job starts."""
+
+    index: IdIndex = field(default_factory=IdIndex)
+    ok: int = 0
+    failed: int = 0
+    superseded: int = 0
+    """Rows replaced by a later row of the same id, to be dropped by compaction."""
+    torn_bytes_repaired: int = 0
+
+
+def settings_path(output: Path) -> Path:
+    return output.with_name(output.name + ".job.json")
+
+
+def job_settings(config: JobConfig) -> dict[str, Any]:
+    return {
+        "model": config.model,
+        "confidence": config.confidence,
+        "max_size": config.max_size,
+        "format": config.format,
+        "api_url": config.http.api_url,
+        "batchclassify_version": __version__,
+    }
+
+
+def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
+    """Check the output belongs to this job, start over if asked, and load what is done."""
+    settings_file = settings_path(config.output)
+    wanted = job_settings(config)
+    if config.overwrite:
+        sink.remove()
+        settings_file.unlink(missing_ok=True)
+    elif sink.path.exists():
+        _check_compatible(config, settings_file, wanted)
+    _write_settings(settings_file, wanted)
+    state = PriorState()
+    for item_id, status in sink.scan():
+        tag = RECORDED_OK if status == "ok" else RECORDED_FAILED
+        previous = state.index.set(item_id, tag)
+        if previous:
+            state.superseded += 1
+            if previous == RECORDED_OK:
+                state.ok -= 1
+            else:
+                state.failed -= 1
+        if tag == RECORDED_OK:
+            state.ok += 1
+        else:
+            state.failed += 1
+    state.torn_bytes_repaired = getattr(sink, "torn_bytes_repaired", 0)
+    return state
+
+
+def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, Any]) -> None:
+    output = config.output
+    try:
+        recorded = orjson.loads(settings_file.read_bytes())
+    except FileNotFoundError:
+        if output.is_file() and output.stat().st_size == 0:
+            return
+        raise OutputError(
+            f"{output} exists but was not written by batchclassify (no {settings_file.name}); "
+            "use --overwrite to replace it, or choose another --output"
+        ) from None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise OutputError(
+            f"cannot read {settings_file}: {exc}; use --overwrite to start over"
+        ) from None
+    for key in _COMPATIBILITY_KEYS:
+        if recorded.get(key) != wanted[key]:
+            raise OutputError(
+                f"{output} holds results of a job with {key}={recorded.get(key)!r}, not "
+                f"{wanted[key]!r}; use --overwrite to start over, or choose another --output"
+            )
+
+
+def _write_settings(settings_file: Path, settings: dict[str, Any]) -> None:
+    try:
+        settings_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = settings_file.with_name(f".{settings_file.name}.tmp")
+        tmp.write_bytes(orjson.dumps(settings, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, settings_file)
+    except OSError as exc:
+        raise OutputError(f"cannot write {settings_file}: {exc.strerror}") from None

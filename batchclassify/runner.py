@@ -1,0 +1,488 @@
+"""The job: sources -> workers -> sink, wired together under one task group.
+
+    producer (1 task)       walks folders / reads manifests in a worker thread, in batches;
+        │                   skips ids already recorded and duplicates; bad rows become rows
+        ▼  bounded stream
+    workers (N tasks)       read + base64 in a thread, wait for the rate controller, POST,
+        │                   retry what is retryable; one row per item
+        ▼  bounded stream
+    sink (1 task)           appends rows to the output, flushes every half second
+
+Streams are bounded, so memory stays flat however many items there are; the producer waits
+when the workers are busy. Only the sink touches the output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .client import ClassificationClient
+from .config import HttpConfig, JobConfig
+from .encoding import EncodedImage, read_and_encode
+from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
+from .health import HealthMonitor
+from .models import Item, error_row, ok_row
+from .ratelimit import RateController
+from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
+from .retry import Backoff
+from .sinks import Sink, open_sink
+from .sources import check_sources, iter_item_batches
+
+#: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
+FLUSH_INTERVAL = 0.5
+#: After a stop request, how long in-flight requests may take before they are cut off.
+STOP_GRACE = 30.0
+_MAX_DISTINCT_ERRORS = 10_000
+
+
+class ProgressListener(Protocol):
+    """What the runner tells a progress display. Every method is called on the event loop."""
+
+    def started(self, *, already_done: int) -> None: ...
+
+    def add_total(self, count: int) -> None: ...
+
+    def row(self, status: str) -> None: ...
+
+    def retried(self) -> None: ...
+
+    def note(self, text: str | None) -> None: ...
+
+    def finished(self) -> None: ...
+
+
+class _NoProgress:
+    def started(self, *, already_done: int) -> None:
+        pass
+
+    def add_total(self, count: int) -> None:
+        pass
+
+    def row(self, status: str) -> None:
+        pass
+
+    def retried(self) -> None:
+        pass
+
+    def note(self, text: str | None) -> None:
+        pass
+
+    def finished(self) -> None:
+        pass
+
+
+@dataclass
+class JobSummary:
+    """What a finished (or stopped) job did. ``exit_code`` follows the CLI's convention."""
+
+    output: Path
+    ok: int = 0
+    failed: int = 0
+    already_done: int = 0
+    """Items skipped because an earlier run recorded them."""
+    previously_failed: int = 0
+    """Items skipped because an earlier run recorded them as failed (see --retry-failed)."""
+    duplicates: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    elapsed: float = 0.0
+    interrupted: bool = False
+    fatal: str | None = None
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.fatal is not None:
+            return 3
+        if self.interrupted:
+            return 130
+        return 1 if self.failed or self.previously_failed else 0
+
+
+class Job:
+    """One run of a classification job. ``run()`` once; ``request_stop()`` from anywhere."""
+
+    def __init__(
+        self,
+        config: JobConfig,
+        *,
+        progress: ProgressListener | None = None,
+        stdin: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._progress = progress or _NoProgress()
+        self._stdin = stdin
+        self._clock = clock
+        self._summary = JobSummary(output=config.output)
+        self._stopping = False
+        self._stop_requested = anyio.Event()
+        self._requeued = 0
+        self._fatal_error: BatchClassifyError | None = None
+        self._cancel: anyio.CancelScope | None = None
+        self._rate = RateController(
+            rate=config.rate.requests_per_second, adaptive=config.rate.adaptive, clock=clock
+        )
+        self._health = HealthMonitor(
+            max_outage=config.rate.max_outage,
+            outage_after=config.rate.outage_after,
+            probe_initial=config.rate.probe_initial,
+            probe_max=config.rate.probe_max,
+            clock=clock,
+            notify=self._progress.note,
+        )
+        self._backoff = Backoff(config.retry)
+
+    # -- control --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop taking new items; let requests in flight finish. A second call cuts them off."""
+        if self._stopping and self._cancel is not None:
+            self._cancel.cancel()
+        self._stopping = True
+        self._stop_requested.set()
+        self._summary.interrupted = True
+        self._progress.note("stopping: finishing requests in flight (Ctrl-C again to quit now)")
+
+    # -- the job --------------------------------------------------------------------------
+
+    async def run(self) -> JobSummary:
+        config = self.config
+        check_sources(config.sources, stdin=self._stdin)
+        sink = open_sink(config.output, config.format)
+        prior = prepare_output(config, sink)
+        self._summary.already_done = 0
+        started = self._clock()
+        self._progress.started(already_done=prior.ok)
+        try:
+            sink.open()
+            try:
+                async with self._api_url() as api_url:
+                    http = _with_api_url(config.http, api_url)
+                    async with ClassificationClient(
+                        http, model=config.model, confidence=config.confidence
+                    ) as client:
+                        await self._pipeline(client, sink, prior)
+            finally:
+                sink.close()
+                self._summary.elapsed = self._clock() - started
+            if prior.superseded or self._requeued or getattr(sink, "unparsable_lines", 0):
+                sink.compact()
+        finally:
+            self._summary.rate_limited = self._rate.rate_limited_count
+            self._progress.finished()
+        return self._summary
+
+    def _api_url(self) -> Any:
+        """The API's URL; for ``local``, an embedded server started for this job."""
+        from contextlib import asynccontextmanager
+
+        @asynccontextmanager
+        async def serve() -> Any:
+            if self.config.http.api_url != "local":
+                yield self.config.http.api_url
+                return
+            from .server import ServerConfig, start_server
+
+            server = await start_server(ServerConfig(api_key=self.config.http.api_key))
+            try:
+                yield server.url
+            finally:
+                await server.stop()
+
+        return serve()
+
+    async def _pipeline(self, client: ClassificationClient, sink: Sink, prior: PriorState) -> None:
+        size = max(16, self.config.http.concurrency * 2)
+        items_out, items_in = anyio.create_memory_object_stream[Item](size)
+        rows_out, rows_in = anyio.create_memory_object_stream[dict[str, Any]](size)
+        async with anyio.create_task_group() as group:
+            self._cancel = group.cancel_scope
+            group.start_soon(self._sink_loop, rows_in, sink)
+            with anyio.CancelScope() as workers_scope:
+                async with anyio.create_task_group() as workers:
+                    workers.start_soon(self._produce, items_out, rows_out.clone(), prior)
+                    for _ in range(self.config.http.concurrency):
+                        workers.start_soon(self._work, items_in.clone(), rows_out.clone(), client)
+                    items_in.close()
+                    rows_out.close()
+                    workers.start_soon(self._watch_stop, workers_scope)
+        if isinstance(self._fatal_error, OutputError):
+            raise self._fatal_error
+
+    def _fail(self, error: BatchClassifyError) -> None:
+        """Stop everything at once: every further request would fail the same way."""
+        if self._summary.fatal is None:
+            self._summary.fatal = str(error)
+            self._fatal_error = error
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def _watch_stop(self, workers_scope: anyio.CancelScope) -> None:
+        """Give requests in flight ``STOP_GRACE`` seconds after a stop request, then cut."""
+        await self._stop_requested.wait()
+        await anyio.sleep(STOP_GRACE)
+        workers_scope.cancel()
+
+    # -- producer -------------------------------------------------------------------------
+
+    async def _produce(
+        self,
+        items_out: ObjectSendStream[Item],
+        rows_out: ObjectSendStream[dict[str, Any]],
+        prior: PriorState,
+    ) -> None:
+        index = prior.index
+        retry_failed = self.config.retry_failed
+        batches: Iterator[list[Item]] = iter_item_batches(
+            self.config.sources, extensions=self.config.extensions, stdin=self._stdin
+        )
+        async with items_out, rows_out:
+            while not self._stopping:
+                batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
+                if batch is None:
+                    break
+                fresh: list[Item] = []
+                for item in batch:
+                    tag = index.get(item.id)
+                    if tag in (QUEUED, QUEUED_AGAIN):
+                        self._summary.duplicates += 1
+                    elif tag == RECORDED_OK:
+                        self._summary.already_done += 1
+                    elif tag == RECORDED_FAILED and not retry_failed:
+                        self._summary.previously_failed += 1
+                    else:
+                        if tag == RECORDED_FAILED:
+                            self._requeued += 1
+                        index.set(item.id, QUEUED_AGAIN if tag == RECORDED_FAILED else QUEUED)
+                        fresh.append(item)
+                self._progress.add_total(len(fresh))
+                for item in fresh:
+                    if self._stopping:
+                        break
+                    if item.problem is not None:
+                        await rows_out.send(
+                            error_row(
+                                item,
+                                error=item.problem,
+                                error_type=item.problem_kind or "bad_input",
+                                attempts=0,
+                            )
+                        )
+                    else:
+                        await items_out.send(item)
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def _work(
+        self,
+        items_in: ObjectReceiveStream[Item],
+        rows_out: ObjectSendStream[dict[str, Any]],
+        client: ClassificationClient,
+    ) -> None:
+        async with items_in, rows_out:
+            async for item in items_in:
+                if self._stopping:
+                    break
+                try:
+                    row = await self._classify(item, client)
+                except FatalApiError as error:
+                    self._fail(error)
+                    return
+                if row is not None:
+                    await rows_out.send(row)
+
+    async def _classify(self, item: Item, client: ClassificationClient) -> dict[str, Any] | None:
+        """Classify one item, retrying what is retryable. ``None`` means: left for a rerun."""
+        config = self.config
+        encoded: EncodedImage | None = None
+        if item.path is not None:
+            try:
+                encoded = await anyio.to_thread.run_sync(self._read, item.path)
+            except ItemError as error:
+                return error_row(item, error=str(error), error_type=error.kind, attempts=0)
+        attempts = 0
+        budget_used = 0  # attempts that count: those not made while the API was down
+        first_start = self._clock()
+        while True:
+            await self._health.wait_until_available()
+            if self._health.gave_up:
+                self._fail(
+                    FatalApiError(
+                        f"the API has been unavailable for {config.rate.max_outage:g} s "
+                        f"({self._health.last_error}); rerun the same command to resume"
+                    )
+                )
+                return None
+            await self._rate.acquire()
+            attempts += 1
+            started = self._clock()
+            try:
+                if encoded is not None:
+                    prediction = await client.classify_bytes(encoded.body)
+                else:
+                    prediction = await client.classify_url(item.url or "")
+            except RetryableError as error:
+                self._health.failure(error)
+                if error.http_status == 429:
+                    self._rate.on_rate_limited(error.retry_after)
+                elif not self._health.is_down:
+                    budget_used += 1
+                if not self._health.is_down and (
+                    budget_used >= config.retry.attempts
+                    or self._clock() - first_start >= config.retry.max_elapsed
+                ):
+                    return error_row(
+                        item,
+                        error=f"{error} (gave up after {attempts} attempts)",
+                        error_type=error.kind,
+                        attempts=attempts,
+                        http_status=error.http_status,
+                        elapsed_ms=(self._clock() - started) * 1000,
+                    )
+                if self._stopping:
+                    return None
+                self._summary.retries += 1
+                self._progress.retried()
+                delay = error.retry_after
+                if delay is None:
+                    delay = self._backoff.delay(max(budget_used, 1))
+                await anyio.sleep(delay)
+                continue
+            except ItemError as error:
+                self._health.success()
+                return error_row(
+                    item,
+                    error=str(error),
+                    error_type=error.kind,
+                    attempts=attempts,
+                    http_status=error.http_status,
+                    elapsed_ms=(self._clock() - started) * 1000,
+                )
+            self._health.success()
+            self._rate.on_success()
+            if encoded is not None and encoded.original_size is not None:
+                # The server measured the downscaled copy; report the image the user has.
+                prediction = replace(
+                    prediction,
+                    image_width=encoded.original_size[0],
+                    image_height=encoded.original_size[1],
+                )
+            return ok_row(
+                item, prediction, attempts=attempts, elapsed_ms=(self._clock() - started) * 1000
+            )
+
+    def _read(self, path: str) -> EncodedImage:
+        config = self.config
+        return read_and_encode(
+            path,
+            max_upload_bytes=config.max_upload_bytes,
+            max_size=config.max_size,
+            jpeg_quality=config.jpeg_quality,
+        )
+
+    # -- sink -----------------------------------------------------------------------------
+
+    async def _sink_loop(self, rows_in: ObjectReceiveStream[dict[str, Any]], sink: Sink) -> None:
+        summary = self._summary
+        errors = summary.errors
+        max_failures = self.config.max_failures
+        pending_since: float | None = None
+        async with rows_in:
+            while True:
+                try:
+                    if pending_since is None:
+                        row = await rows_in.receive()
+                    else:
+                        wait = pending_since + FLUSH_INTERVAL - self._clock()
+                        with anyio.fail_after(max(wait, 0.0)):
+                            row = await rows_in.receive()
+                except TimeoutError:
+                    self._flush(sink)
+                    pending_since = None
+                    continue
+                except anyio.EndOfStream:
+                    break
+                try:
+                    sink.write(row)
+                except OutputError as error:
+                    self._fail(error)
+                    return
+                status = row["status"]
+                if status == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed += 1
+                    key = f"{row['error_type']}: {_strip_gave_up(row['error'])}"
+                    if key in errors or len(errors) < _MAX_DISTINCT_ERRORS:
+                        errors[key] += 1
+                    if max_failures is not None and summary.failed >= max_failures:
+                        self._fail(
+                            BatchClassifyError(
+                                f"stopped after {summary.failed} failed items (--max-failures); "
+                                "see the error column of the output, then rerun to resume"
+                            )
+                        )
+                self._progress.row(status)
+                now = self._clock()
+                if pending_since is None:
+                    pending_since = now
+                elif now - pending_since >= FLUSH_INTERVAL:
+                    self._flush(sink)
+                    pending_since = None
+        self._flush(sink)
+
+    def _flush(self, sink: Sink) -> None:
+        try:
+            sink.flush()
+        except OutputError as error:
+            self._fail(error)
+
+
+def _strip_gave_up(message: str | None) -> str:
+    message = message or ""
+    cut = message.rfind(" (gave up after ")
+    return message[:cut] if cut != -1 else message
+
+
+def _with_api_url(http: HttpConfig, api_url: str) -> HttpConfig:
+    return http if http.api_url == api_url else replace(http, api_url=api_url)
+
+
+async def run_job(
+    config: JobConfig,
+    *,
+    progress: ProgressListener | None = None,
+    stdin: TextIO | None = None,
+) -> JobSummary:
+    """Run one job to the end and return its summary.
+
+    Raises ``UsageError`` or ``OutputError`` before anything is sent if the input or output is
+    unusable. A fatal API answer (bad key, unknown model) ends the job early: the summary's
+    ``fatal`` says why and its ``exit_code`` is 3.
+    """
+    return await Job(config, progress=progress, stdin=stdin).run()
+
+
+def classify(config: JobConfig, *, progress: ProgressListener | None = None) -> JobSummary:
+    """``run_job`` for code without an event loop (scripts, notebooks via a thread)."""
+    return anyio.run(lambda: run_job(config, progress=progress))
+
+
+__all__ = ["Job", "JobSummary", "ProgressListener", "classify", "run_job"]

@@ -1,0 +1,208 @@
+"""Where rows go: the output file, written only by the sink, crash-safe and resumable.
+
+A sink appends rows as they arrive and makes them durable against the process dying at least
+every ``flush_interval`` seconds. It can also read back what an earlier run wrote (``scan``),
+so the job resumes, and rewrite itself so that each id keeps only its latest row (``compact``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from .errors import OutputError
+
+
+class Sink(Protocol):
+    """What the runner needs from an output format."""
+
+    path: Path
+
+    def scan(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(id, status)`` for each row already recorded, oldest first."""
+        ...
+
+    def open(self) -> None: ...
+
+    def write(self, row: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None:
+        """Make every row written so far survive the death of this process."""
+        ...
+
+    def close(self) -> None: ...
+
+    def compact(self) -> int:
+        """Drop superseded rows, so each id keeps its latest row. Returns rows dropped."""
+        ...
+
+    def remove(self) -> None:
+        """Delete the output, for ``--overwrite``."""
+        ...
+
+
+def _dumps(row: dict[str, Any]) -> bytes:
+    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)
+
+
+class JsonlSink:
+    """One JSON object per line, appended; a torn last line is cut off before appending."""
+
+    def __init__(self, path: Path, *, buffer_bytes: int = 1 << 18) -> None:
+        self.path = path
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._buffer_limit = buffer_bytes
+        self._fd: int | None = None
+        self.torn_bytes_repaired = 0
+        self.unparsable_lines = 0
+
+    # -- reading what an earlier run left -------------------------------------------------
+
+    def scan(self) -> Iterator[tuple[str, str]]:
+        if not self.path.exists():
+            return
+        self._repair_tail()
+        self.unparsable_lines = 0
+        with open(self.path, "rb") as handle:
+            for line in handle:
+                try:
+                    row = orjson.loads(line)
+                    item_id, status = row["id"], row["status"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    self.unparsable_lines += 1
+                    continue
+                if isinstance(item_id, str) and isinstance(status, str):
+                    yield item_id, status
+
+    def _repair_tail(self) -> None:
+        """Cut a partial last line left by a process killed mid-write."""
+        with open(self.path, "rb+") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            if end == 0:
+                return
+            position = end
+            chunk = 1 << 16
+            while position > 0:
+                start = max(0, position - chunk)
+                handle.seek(start)
+                data = handle.read(position - start)
+                newline = data.rfind(b"\n")
+                if newline != -1:
+                    cut = start + newline + 1
+                    break
+                position = start
+            else:
+                cut = 0
+            if cut != end:
+                handle.truncate(cut)
+                self.torn_bytes_repaired = end - cut
+
+    # -- appending ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def write(self, row: dict[str, Any]) -> None:
+        data = _dumps(row)
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self._buffer_limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer or self._fd is None:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        try:
+            # One write of whole lines: a kill can tear at most the tail, which scan repairs.
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.flush()
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- rewriting ------------------------------------------------------------------------
+
+    def compact(self) -> int:
+        """Rewrite the file keeping, for every id, only its last row (and no unparsable line).
+
+        Written to a temporary file, fsynced, then renamed over the output: a kill during
+        compaction leaves the previous file whole, and the next run compacts again.
+        """
+        if not self.path.exists():
+            return 0
+        from .idindex import IdIndex
+
+        remaining = IdIndex()
+        with open(self.path, "rb") as handle:
+            for line in handle:
+                item_id = _line_id(line)
+                if item_id is not None:
+                    remaining.set(item_id, min(remaining.get(item_id) + 1, 255))
+        dropped = 0
+        tmp = self.path.with_name(f".{self.path.name}.compact.tmp")
+        with open(self.path, "rb") as source, open(tmp, "wb") as target:
+            for line in source:
+                item_id = _line_id(line)
+                if item_id is None:
+                    dropped += 1
+                    continue
+                left = remaining.get(item_id) - 1
+                remaining.set(item_id, left)
+                if left <= 0:
+                    target.write(line)
+                else:
+                    dropped += 1
+            target.flush()
+            os.fsync(target.fileno())
+        if dropped:
+            os.replace(tmp, self.path)
+        else:
+            tmp.unlink()
+        return dropped
+
+    def remove(self) -> None:
+        if self.path.is_dir():
+            shutil.rmtree(self.path)
+        elif self.path.exists():
+            self.path.unlink()
+
+
+def _line_id(line: bytes) -> str | None:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    item_id = row.get("id") if isinstance(row, dict) else None
+    return item_id if isinstance(item_id, str) else None
+
+
+def open_sink(path: Path, output_format: str) -> Sink:
+    if output_format == "parquet":
+        from .parquet_sink import ParquetSink
+
+        return ParquetSink(path)
+    return JsonlSink(path)
