@@ -31,10 +31,13 @@ class RateController:
 
     #: Multiplicative decrease on a 429.
     beta = 0.85
-    #: While below the last known limit, close this fraction of the gap every second.
-    recovery_per_second = 0.5
-    #: Above it, probe upward by this fraction of the limit every second.
-    probe_per_second = 0.01
+    #: Below the cruise level, close this fraction of the gap to it every second.
+    recovery_per_second = 1.0
+    #: At the cruise level, probe upward by this fraction of the limit every second (rising
+    #: the longer no 429 comes).
+    probe_per_second = 0.001
+    #: Recovery aims at this fraction of the rate that last met a 429, then probing starts.
+    cruise = 0.95
     #: Never throttle below this many requests per second.
     min_rate = 0.5
 
@@ -80,7 +83,8 @@ class RateController:
             if start <= now:
                 if self._rate is not None:
                     # Slots are never banked: an idle spell does not allow a burst after it.
-                    self._next_slot = max(self._next_slot, now) + 1.0 / self._rate
+                    # (0.1% slack keeps float rounding from fitting R+1 starts in a second.)
+                    self._next_slot = max(self._next_slot, now) + 1.001 / self._rate
                 return
             await self._sleep(start - now)
             # Loop: a pause or a rate cut may have arrived while this caller slept.
@@ -107,8 +111,9 @@ class RateController:
         if now - self._last_cut < max(wait, 1.0):
             return
         self._last_cut = now
-        achieved = self._achieved_rate(now)
-        base = min(x for x in (achieved, self._rate) if x is not None) if achieved else self._rate
+        # The rate that met the limit: the ceiling we were sending at, or on the first 429
+        # (no ceiling yet) what got through in the last second.
+        base = self._rate if self._rate is not None else self._achieved_rate(now)
         if base is None:
             base = self.min_rate * 2
         self._limit_seen = base
@@ -116,11 +121,8 @@ class RateController:
         self._last_update = now
 
     def _achieved_rate(self, now: float) -> float | None:
-        while self._successes and self._successes[0] < now - 2.0:
-            self._successes.popleft()
-        if len(self._successes) < 2:
-            return None
-        return len(self._successes) / 2.0
+        recent = sum(1 for moment in self._successes if moment >= now - 1.0)
+        return float(recent) if recent >= 2 else None
 
     def _grow(self, now: float) -> None:
         """Additive increase while no 429 arrives: fast below the known limit, slow above it."""
@@ -132,7 +134,11 @@ class RateController:
             return
         self._last_update = now
         limit = self._limit_seen
-        if self._rate < limit * 0.97:
-            self._rate += (limit - self._rate) * min(1.0, self.recovery_per_second * elapsed)
+        target = limit * self.cruise
+        if self._rate < target * 0.99:
+            self._rate += (target - self._rate) * min(1.0, self.recovery_per_second * elapsed)
         else:
-            self._rate += limit * self.probe_per_second * elapsed
+            # Probe faster the longer no 429 has come, as CUBIC does: near the last limit
+            # it creeps, yet a raised limit is found within a few minutes.
+            calm = now - self._last_cut
+            self._rate += limit * self.probe_per_second * (1.0 + calm / 40.0) * elapsed
