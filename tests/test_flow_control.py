@@ -46,7 +46,7 @@ def test_fixed_rate_never_exceeds_the_limit_in_any_one_second_window() -> None:
         in_window = [s for s in starts[i:] if s < start + 1.0]
         assert len(in_window) <= 20
     # and it is not slower than asked: 200 requests at 20/s take just under 10 s
-    assert starts[-1] - starts[0] == pytest.approx(199 / 20)
+    assert starts[-1] - starts[0] == pytest.approx(199 / 20, rel=0.002)
 
 
 def test_idle_time_is_not_banked_into_a_burst() -> None:
@@ -55,7 +55,7 @@ def test_idle_time_is_not_banked_into_a_burst() -> None:
     _acquire_many(controller, 1, clock)
     clock.now += 60
     starts = _acquire_many(controller, 5, clock)
-    assert starts[-1] - starts[0] == pytest.approx(0.4)
+    assert starts[-1] - starts[0] == pytest.approx(0.4, rel=0.002)
 
 
 def test_retry_after_pauses_every_new_request() -> None:

@@ -1,0 +1,142 @@
+"""Output files: torn-line repair, compaction, and the Parquet folder's crash recovery."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchclassify.models import Item, Prediction, error_row, ok_row
+from batchclassify.parquet_sink import ParquetSink
+from batchclassify.sinks import JsonlSink
+
+
+def _ok(item_id: str, **metadata: Any) -> dict[str, Any]:
+    prediction = Prediction(
+        multilabel=False,
+        top="red",
+        confidence=0.9,
+        predictions=[{"class": "red", "confidence": 0.9}, {"class": "blue", "confidence": 0.1}],
+        predicted_classes=["red"],
+        image_width=64,
+        image_height=48,
+        inference_id="abc",
+    )
+    return ok_row(
+        Item(id=item_id, path=item_id, metadata=metadata), prediction, attempts=1, elapsed_ms=3.0
+    )
+
+
+def _failed(item_id: str) -> dict[str, Any]:
+    return error_row(
+        Item(id=item_id, path=item_id), error="HTTP 400: bad", error_type="bad_image", attempts=1
+    )
+
+
+def test_jsonl_torn_last_line_is_cut_and_not_read(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    sink = JsonlSink(out)
+    sink.open()
+    for n in range(3):
+        sink.write(_ok(f"{n}.jpg"))
+    sink.close()
+    with open(out, "ab") as handle:
+        handle.write(b'{"id": "3.jpg", "status": "o')  # a kill -9 in the middle of a write
+    reader = JsonlSink(out)
+    assert list(reader.scan()) == [("0.jpg", "ok"), ("1.jpg", "ok"), ("2.jpg", "ok")]
+    assert reader.torn_bytes_repaired > 0
+    assert out.read_bytes().endswith(b"\n")
+    assert all(orjson.loads(line) for line in out.read_bytes().splitlines())
+
+
+def test_jsonl_compaction_keeps_the_last_row_of_each_id(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    sink = JsonlSink(out)
+    sink.open()
+    sink.write(_failed("a.jpg"))
+    sink.write(_ok("b.jpg"))
+    sink.write(_ok("a.jpg"))
+    sink.close()
+    assert sink.compact() == 1
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [(r["id"], r["status"]) for r in rows] == [("b.jpg", "ok"), ("a.jpg", "ok")]
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_parquet_parts_are_typed_and_readable(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    sink = ParquetSink(out, rows_per_part=4, rows_per_group=2)
+    sink.open()
+    for n in range(10):
+        sink.write(_ok(f"{n}.jpg", label="cat", split="train"))
+        sink.flush()
+    sink.write(_failed("bad.jpg"))
+    sink.close()
+    table = pq.read_table(out)
+    assert table.num_rows == 11
+    assert table.schema.field("predictions").type == pa.list_(
+        pa.struct([("class", pa.string()), ("confidence", pa.float64())])
+    )
+    assert table.schema.field("predicted_classes").type == pa.list_(pa.string())
+    assert table.schema.field("confidence").type == pa.float64()
+    assert table.schema.field("image_width").type == pa.int64()
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert rows["3.jpg"]["predictions"][0] == {"class": "red", "confidence": 0.9}
+    assert rows["3.jpg"]["label"] == "cat"
+    assert rows["bad.jpg"]["error_type"] == "bad_image" and rows["bad.jpg"]["label"] is None
+    assert not [p for p in os.listdir(out) if p.startswith(("_", "."))]
+
+
+def test_parquet_recovers_the_journal_of_a_killed_run(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    sink = ParquetSink(out, rows_per_part=3, rows_per_group=100)
+    sink.open()
+    for n in range(5):
+        sink.write(_ok(f"{n}.jpg"))
+        sink.flush()
+    # Simulate kill -9: no close(); part 0 is finished, rows 3 and 4 only in the journal,
+    # and the journal's last line is torn.
+    with open(out / "_journal-000001.jsonl", "ab") as handle:
+        handle.write(b'{"id": "5.jp')
+    (out / ".part-000001.parquet.tmp").write_bytes(b"PAR1 half written")
+    reader = ParquetSink(out)
+    assert sorted(item_id for item_id, _ in reader.scan()) == [
+        "0.jpg",
+        "1.jpg",
+        "2.jpg",
+        "3.jpg",
+        "4.jpg",
+    ]
+    assert sorted(os.listdir(out)) == ["part-000000.parquet", "part-000001.parquet"]
+    assert pq.read_table(out).num_rows == 5
+
+
+def test_parquet_new_metadata_column_mid_job_reaches_every_part(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    sink = ParquetSink(out, rows_per_part=2, rows_per_group=1)
+    sink.open()
+    sink.write(_ok("a.jpg"))
+    sink.write(_ok("b.jpg"))
+    sink.flush()
+    sink.write(_ok("c.jpg", camera=7))
+    sink.close()
+    table = pq.read_table(out)  # the dataset takes the first part's schema
+    assert table.column("camera").to_pylist() == [None, None, "7"]
+
+
+def test_parquet_compaction_drops_superseded_rows(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    sink = ParquetSink(out, rows_per_part=2)
+    sink.open()
+    sink.write(_failed("a.jpg"))
+    sink.write(_ok("b.jpg"))
+    sink.flush()
+    sink.write(_ok("a.jpg"))
+    sink.close()
+    assert sink.compact() == 1
+    rows = pq.read_table(out).to_pylist()
+    assert sorted((r["id"], r["status"]) for r in rows) == [("a.jpg", "ok"), ("b.jpg", "ok")]
