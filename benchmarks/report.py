@@ -1,0 +1,375 @@
+"""Reference answers, and the tables and target verdicts of ``RESULTS.md``."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness import PY, ROOT
+
+NOTES = ROOT / "profile_notes.md"
+
+
+# -- what the server answers ---------------------------------------------------------------
+
+
+def reference_tops(url: str, model: str, key: str, paths: list[Path]) -> dict[str, str | None]:
+    """The server's ``top`` for each image (by file name), one plain request at a time."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    tops: dict[str, str | None] = {}
+    for path in paths:
+        body = base64.b64encode(path.read_bytes())
+        conn.request("POST", f"/{model}?api_key={key}", body=body, headers=headers)
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"reference request for {path} answered {response.status}")
+        tops[path.name] = json.loads(payload).get("top") or None
+    conn.close()
+    return tops
+
+
+def upload_bytes(paths: list[Path], extra: tuple[str, ...]) -> int:
+    """Bytes of request bodies batchclassify sends for ``paths`` with these flags (measured
+    by running its own encoder), for servers that do not count bytes received."""
+    from batchclassify.config import MAX_UPLOAD_BYTES
+    from batchclassify.encoding import read_and_encode
+
+    if "--max-size" not in extra:
+        return sum(4 * ((p.stat().st_size + 2) // 3) for p in paths)
+    max_size = int(extra[extra.index("--max-size") + 1])
+    return sum(
+        len(read_and_encode(str(p), max_upload_bytes=MAX_UPLOAD_BYTES, max_size=max_size).body)
+        for p in paths
+    )
+
+
+# -- one line per run ------------------------------------------------------------------------
+
+
+def one_line(run: Any) -> str:
+    extra = ""
+    if run.rss_at:
+        extra = " rss@" + ",".join(f"{int(k):,}={v:.0f}MB" for k, v in run.rss_at.items())
+    if run.bytes_uploaded is not None:
+        extra += f" up={run.bytes_uploaded / 1e6:.1f}MB"
+    return (
+        f"  {run.client:<13} {run.label:<16} c={run.concurrency:<4} n={run.items:<7} "
+        f"{run.rate:8.1f} img/s  cpu {run.cpu_per_1k:6.2f} s/1k  rss {run.maxrss_mb:6.0f} MB  "
+        f"429 {run.http_429!s:>5}  ok {run.ok}/{run.items} wrong {run.ok - run.correct}  "
+        f"srv cpu {run.server_cpu:5.1f}s  exit {run.exit_code}{extra}"
+    )
+
+
+# -- RESULTS.md ---------------------------------------------------------------------------
+
+
+def _load(folder: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in sorted(folder.glob("regime-*.json")):
+        data = json.loads(path.read_text())
+        found[data["regime"]] = data
+    return found
+
+
+def _rate(r: dict[str, Any]) -> float:
+    return float(r["items"]) / max(r["wall"] - r["startup_wall"], 1e-3)
+
+
+def _ok_rate(r: dict[str, Any]) -> float:
+    return float(r["ok"]) / max(r["wall"] - r["startup_wall"], 1e-3)
+
+
+def _cpu1k(r: dict[str, Any]) -> float:
+    return max(r["cpu"] - r["startup_cpu"], 0.0) / max(r["items"], 1) * 1000
+
+
+def _srv1k(r: dict[str, Any]) -> float:
+    return float(r["server_cpu"]) / max(r["items"], 1) * 1000
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _correct(r: dict[str, Any]) -> str:
+    wrong = r["ok"] - r["correct"]
+    text = f"{r['correct']:,}/{r['items']:,}"
+    if wrong:
+        text += f" ({wrong} wrong)"
+    return text
+
+
+def _verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def machine() -> list[str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = []
+    for name in ("batchclassify", "aiohttp", "anyio", "orjson", "pybase64", "pillow"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+    sdk = ROOT / ".venv-sdk" / "bin" / "python"
+    if sdk.exists():
+        out = subprocess.run(
+            [str(sdk), "-c", "import importlib.metadata as m; print(m.version('inference-sdk'))"],
+            capture_output=True,
+            text=True,
+        )
+        versions.append(f"inference-sdk {out.stdout.strip()} (benchmark venv only)")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT.parent
+    ).stdout.strip()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return [
+        f"- CPU: {model}, {os.cpu_count()} cores; {mem:.0f} GB RAM; {platform.platform()}",
+        f"- Python {platform.python_version()} ({PY})",
+        f"- {', '.join(versions)}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; batchclassify commit {commit}",
+    ]
+
+
+def render(folder: Path, *, quick: bool) -> str:
+    data = _load(folder)
+    lines = ["# Benchmark results", ""]
+    if quick:
+        lines += ["**Quick smoke run: tiny sizes, figures not meaningful.**", ""]
+    lines += [
+        "Produced by `python benchmarks/run.py` (see `benchmarks/README.md`). "
+        "Server and client are separate processes; with `taskset` the server runs on CPU 1 "
+        "and each client on CPU 0, so a client never has more than one core. "
+        "Images/s and CPU per 1,000 images exclude each client's start-up (interpreter, "
+        "imports, first connection: measured once with a one-image run and subtracted). "
+        "Peak RSS is the client process's `ru_maxrss`; 429s and bytes come from the server's "
+        "counters; *correct* counts rows whose `top` equals the server's answer for that "
+        "image, obtained beforehand one request at a time.",
+        "",
+        "## Machine",
+        "",
+        *machine(),
+        "",
+    ]
+    targets: list[str] = []
+    sections = {"1": _regime_1, "2": _regime_2, "3": _regime_3, "4": _regime_4, "5": _regime_5}
+    for key, section in sections.items():
+        if key in data:
+            lines += section(data[key], targets)
+    lines += ["## Targets (issue 5)", "", *targets, ""]
+    if NOTES.exists():
+        lines += [NOTES.read_text(encoding="utf-8").strip(), ""]
+    return "\n".join(lines)
+
+
+def _regime_1(data: dict[str, Any], targets: list[str]) -> list[str]:
+    runs = data["runs"]
+    lines = [
+        "## 1. CPU-bound (server latency 0, small images)",
+        "",
+        f"{data['meta'].get('items')} images of 640x480 (~50 KB). Medians over "
+        f"{1 + max(r['repeat'] for r in runs)} repeats (client order rotated each repeat).",
+        "",
+        "| concurrency | client | images/s | client CPU s / 1k img | peak RSS MB | 429s "
+        "| server CPU s / 1k img | correct |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    by: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        by[(r["concurrency"], r["client"])].append(r)
+    for (conc, client), rs in sorted(by.items()):
+        lines.append(
+            f"| {conc} | {client} | {_med([_rate(r) for r in rs]):.0f} "
+            f"| {_med([_cpu1k(r) for r in rs]):.2f} | {_med([r['maxrss_mb'] for r in rs]):.0f} "
+            f"| {sum(r['http_429'] or 0 for r in rs)} | {_med([_srv1k(r) for r in rs]):.2f} "
+            f"| {_correct(rs[-1])} |"
+        )
+    lines.append("")
+    for conc in sorted({r["concurrency"] for r in runs}):
+        ratios_rate, ratios_cpu, ratios_sdk = [], [], []
+        for rep in sorted({r["repeat"] for r in runs}):
+            pick = {r["client"]: r for r in runs if r["concurrency"] == conc and r["repeat"] == rep}
+            bc, lean, sdk = pick.get("batchclassify"), pick.get("lean"), pick.get("sdk")
+            if bc and lean:
+                ratios_rate.append(_rate(bc) / _rate(lean))
+                ratios_cpu.append(_cpu1k(bc) / max(_cpu1k(lean), 1e-9))
+            if bc and sdk:
+                ratios_sdk.append(_rate(bc) / _rate(sdk))
+        if ratios_rate:
+            rate, cpu = _med(ratios_rate), _med(ratios_cpu)
+            targets.append(
+                f"- CPU-bound c={conc}: images/s ≥ 0.95× lean — {rate:.2f}× "
+                f"{_verdict(rate >= 0.95)}; CPU/image ≤ 1.15× lean — {cpu:.2f}× "
+                f"{_verdict(cpu <= 1.15)}"
+            )
+        if ratios_sdk:
+            sdk_ratio = _med(ratios_sdk)
+            targets.append(
+                f"- CPU-bound c={conc}: ≥ 2× Roboflow's client — {sdk_ratio:.2f}× "
+                f"{_verdict(sdk_ratio >= 2)}"
+            )
+    return lines
+
+
+def _regime_2(data: dict[str, Any], targets: list[str]) -> list[str]:
+    meta = data["meta"]
+    runs = data["runs"]
+    mean = meta.get("mean_latency")
+    lines = [
+        "## 2. Latency-bound, long tail",
+        "",
+        f"Server: `{' '.join(meta.get('knobs', []))}` (latency scale {meta.get('latency_scale')}"
+        + (f"; mean latency {mean * 1000:.0f} ms" if mean else "")
+        + "). Ideal = concurrency ÷ mean latency. *steady* is the rate between 10% and 90% "
+        "of the rows (no ramp-up, no drain of the last slow requests); the SDK writes its "
+        "rows only at the end, so it has only the end-to-end figure.",
+        "",
+        "| concurrency | client | images | images/s end to end | steady images/s | % of ideal "
+        "(end to end / steady) | client CPU s / 1k | peak RSS MB | correct |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["concurrency"], r["client"])):
+        ideal = r["concurrency"] / mean if mean else None
+        steady = r.get("steady")
+        pct = "–"
+        if ideal:
+            pct = f"{_rate(r) / ideal:.0%}"
+            if steady:
+                pct += f" / {steady / ideal:.0%}"
+        lines.append(
+            f"| {r['concurrency']} | {r['client']} | {r['items']:,} | {_rate(r):.1f} "
+            f"| {steady or 0:.1f} | {pct} | {_cpu1k(r):.2f} | {r['maxrss_mb']:.0f} "
+            f"| {_correct(r)} |"
+        )
+    lines.append("")
+    for conc in sorted({r["concurrency"] for r in runs}):
+        pick = {r["client"]: r for r in runs if r["concurrency"] == conc}
+        bc, sdk = pick.get("batchclassify"), pick.get("sdk")
+        if bc and mean:
+            ideal = conc / mean
+            e2e = _rate(bc) / ideal
+            steady = (bc.get("steady") or 0) / ideal
+            targets.append(
+                f"- Long tail c={conc}: ≥ 90% of concurrency ÷ mean latency — "
+                f"{e2e:.0%} end to end, {steady:.0%} steady {_verdict(max(e2e, steady) >= 0.9)}"
+            )
+        if bc and sdk:
+            ratio = _rate(bc) / _rate(sdk)
+            targets.append(
+                f"- Long tail c={conc}: ≥ 3× Roboflow's client — {ratio:.1f}× "
+                f"{_verdict(ratio >= 3)}"
+            )
+    return lines
+
+
+def _regime_3(data: dict[str, Any], targets: list[str]) -> list[str]:
+    runs = data["runs"]
+    lines = [
+        "## 3. Rate-bound (server allows 20 requests/s, 429 + Retry-After above)",
+        "",
+        "| client | mode | images | ok | ok images/s end to end | % of 20/s | 429s "
+        "| 429s / requests | client CPU s / 1k | correct |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        n429 = r["http_429"] or 0
+        requests = r["ok"] + n429
+        lines.append(
+            f"| {r['client']} | {r['label']} | {r['items']} | {r['ok']} | {_ok_rate(r):.2f} "
+            f"| {_ok_rate(r) / 20:.0%} | {n429} | {n429 / max(requests, 1):.1%} "
+            f"| {_cpu1k(r):.2f} | {_correct(r)} |"
+        )
+    lines.append("")
+    for r in runs:
+        if r["client"] != "batchclassify":
+            continue
+        n429 = r["http_429"] or 0
+        share = _ok_rate(r) / 20
+        if r["label"].startswith("--rate-limit"):
+            targets.append(
+                f"- Rate-bound, `--rate-limit 20`: ≥ 97% of 20/s and zero 429s — {share:.1%}, "
+                f"{n429} × 429 {_verdict(share >= 0.97 and n429 == 0)}"
+            )
+        else:
+            frac = n429 / max(r["ok"] + n429, 1)
+            targets.append(
+                f"- Rate-bound, adaptive: ≥ 90% of 20/s and < 5% of requests 429 — {share:.1%}, "
+                f"{frac:.1%} 429 {_verdict(share >= 0.9 and frac < 0.05)}"
+            )
+    return lines
+
+
+def _regime_4(data: dict[str, Any], targets: list[str]) -> list[str]:
+    runs = data["runs"]
+    lines = [
+        "## 4. Memory (URL items: the server fetches them; latency 0)",
+        "",
+        "| client | items | images/s | client CPU s / 1k | peak RSS at 10% done MB "
+        "| peak RSS at 100% MB | growth bytes / item | correct |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        marks = sorted((int(k), v) for k, v in r["rss_at"].items())
+        at10 = marks[0][1] if marks else float("nan")
+        at100 = r["maxrss_mb"]
+        growth = (at100 - at10) * 2**20 / max(r["items"] * 0.9, 1)
+        lines.append(
+            f"| {r['client']} | {r['items']:,} | {_rate(r):.0f} | {_cpu1k(r):.2f} "
+            f"| {at10:.0f} | {at100:.0f} | {growth:.1f} | {_correct(r)} |"
+        )
+        if r["client"] == "batchclassify":
+            targets.append(
+                f"- Memory ({r['items']:,} items): peak RSS < 150 MB — {at100:.0f} MB "
+                f"{_verdict(at100 < 150)}; growth 10%→100% {growth:.1f} bytes/item (resume "
+                f"index ≈ 14) {_verdict(growth <= 30)}"
+            )
+    lines.append("")
+    return lines
+
+
+def _regime_5(data: dict[str, Any], targets: list[str]) -> list[str]:
+    runs = data["runs"]
+    lines = [
+        "## 5. Large images (4000x3000 JPEG, several MB; some with EXIF orientation)",
+        "",
+        "| client | upload | images/s | MB uploaded / image | client CPU s / 1k "
+        "| peak RSS MB | server CPU s / 1k | correct |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        per = (r["bytes_uploaded"] or 0) / max(r["items"], 1) / 1e6
+        lines.append(
+            f"| {r['client']} | {r['label']} | {_rate(r):.1f} | {per:.2f} | {_cpu1k(r):.1f} "
+            f"| {r['maxrss_mb']:.0f} | {_srv1k(r):.1f} | {_correct(r)} |"
+        )
+    lines.append("")
+    pick = {r["label"]: r for r in runs if r["client"] == "batchclassify"}
+    small, big = pick.get("--max-size 640"), pick.get("originals")
+    if small and big and small["bytes_uploaded"] and big["bytes_uploaded"]:
+        fewer = big["bytes_uploaded"] / small["bytes_uploaded"]
+        faster = _rate(small) / _rate(big)
+        targets.append(
+            f"- Large images: ≥ 10× fewer bytes with `--max-size 640` — {fewer:.1f}× "
+            f"{_verdict(fewer >= 10)}; higher images/s — {faster:.2f}× {_verdict(faster > 1)}"
+        )
+    return lines
