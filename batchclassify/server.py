@@ -204,6 +204,7 @@ class ServerStats:
     hangs: int = 0
     url_fetches: int = 0
     url_cache_hits: int = 0
+    bytes_received: int = 0  # request bodies read on the inference route
     cpu_start: float = field(default_factory=time.process_time)
 
     @property
@@ -218,7 +219,7 @@ class ServerStats:
     def reset(self) -> None:
         """Zero every counter (a benchmark's warm-up should not count)."""
         self.requests = self.in_flight = self.max_in_flight = self.drops = self.hangs = 0
-        self.url_fetches = self.url_cache_hits = 0
+        self.url_fetches = self.url_cache_hits = self.bytes_received = 0
         self.statuses.clear()
         self.routes.clear()
         self.recent.clear()
@@ -566,8 +567,10 @@ class _State:
             raise _ApiError(413, f"Request payload too large: over {cap} bytes.")
         try:  # client_max_size caps bodies sent without a Content-Length
             if request.content_type == "multipart/form-data":
+                self.stats.bytes_received += request.content_length or 0
                 return await self._multipart_file(request)
             body = await request.read()
+            self.stats.bytes_received += len(body)
         except web.HTTPRequestEntityTooLarge:
             raise _ApiError(413, f"Request payload too large: over {cap} bytes.") from None
         if body.startswith(b"data:"):

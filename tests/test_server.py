@@ -400,6 +400,7 @@ def test_latency_and_peak_concurrency() -> None:
         async with session.get(f"{server.url}/_stats") as response:
             stats = await response.json()
         assert stats["statuses"] == {"200": 4} and stats["cpu_seconds"] > 0
+        assert stats["bytes_received"] == 4 * len(image)
 
     run(scenario, ServerConfig(latency=0.4, latency_scale=0.25))
 
