@@ -32,38 +32,47 @@ def _label(frame: str) -> str:
     return f"{file}:{name}" if file else name
 
 
+#: Innermost frames that mean "waiting", not working: the selector, idle worker threads.
+_IDLE = ("EpollSelector.select", "Condition.wait", "Event.wait")
+
+
 def summarise(raw: Path, top: int) -> str:
+    """Where the busy samples go, per thread kind, imports (start-up) set apart."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    total = 0
-    idle = 0
+    kinds: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
-        frames = [_label(f) for f in stack.split(";") if f]
-        # Threads waiting in the selector or on a queue are idle, not cost.
-        if frames and any(
-            key in frames[-1] for key in ("select", "_worker", "wait", "sleep", "poll")
-        ):
-            idle += count
+        thread, *frames = stack.split(";")
+        who = "event loop" if "MainThread" in thread else "worker threads"
+        labels = [_label(f) for f in frames]
+        if not labels:
+            kinds[f"{who}: no Python frame (native code / interpreter start and exit)"] += count
             continue
-        total += count
-        for label in set(frames):
-            inclusive[label] += count
-        if frames:
-            own[frames[-1]] += count
-    lines = [f"busy samples: {total} (idle samples dropped: {idle})", "", "inclusive:"]
-    for label, count in inclusive.most_common(top):
-        lines.append(f"  {count / max(total, 1):6.1%}  {label}")
-    lines += ["", "own time:"]
-    for label, count in own.most_common(top):
-        lines.append(f"  {count / max(total, 1):6.1%}  {label}")
+        if labels[-1].split(":", 1)[-1] in _IDLE:
+            kinds[f"{who}: idle (waiting in select / for work)"] += count
+            continue
+        if any("_find_and_load" in label for label in labels):
+            kinds[f"{who}: imports (start-up)"] += count
+            continue
+        kinds[f"{who}: busy"] += count
+        for label in set(labels):
+            inclusive[f"{who}: {label}"] += count
+        own[f"{who}: {labels[-1]}"] += count
+    busy = sum(n for k, n in kinds.items() if k.endswith("busy"))
+    lines = ["samples by kind:"]
+    lines += [f"  {n:7d}  {k}" for k, n in kinds.most_common()]
+    lines += ["", f"inclusive, share of the {busy} busy samples:"]
+    lines += [f"  {n / max(busy, 1):6.1%}  {k}" for k, n in inclusive.most_common(top)]
+    lines += ["", "own time (innermost Python frame):"]
+    lines += [f"  {n / max(busy, 1):6.1%}  {k}" for k, n in own.most_common(top)]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=int, default=997, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30)
