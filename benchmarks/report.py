@@ -11,7 +11,6 @@ import os
 import platform
 import statistics
 import subprocess
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -137,7 +136,14 @@ def _verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
-def machine() -> list[str]:
+def code_version() -> str:
+    """The commit the package was at, and whether its working tree had local changes."""
+    return subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT.parent
+    ).stdout.strip()
+
+
+def machine(data: dict[str, dict[str, Any]]) -> list[str]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -158,15 +164,17 @@ def machine() -> list[str]:
             text=True,
         )
         versions.append(f"inference-sdk {out.stdout.strip()} (benchmark venv only)")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT.parent
-    ).stdout.strip()
+    runs = sorted(
+        (d["meta"].get("date", "?"), key, d["meta"].get("code", "?")) for key, d in data.items()
+    )
+    when = "; ".join(f"regime {key}: {date}, code {code}" for date, key, code in runs)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return [
         f"- CPU: {model}, {os.cpu_count()} cores; {mem:.0f} GB RAM; {platform.platform()}",
         f"- Python {platform.python_version()} ({PY})",
         f"- {', '.join(versions)}",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; batchclassify commit {commit}",
+        f"- runs: {when}"
+        + (" (`-dirty`: the package had uncommitted changes then)" if "dirty" in when else ""),
     ]
 
 
@@ -190,7 +198,7 @@ def render(folder: Path, *, quick: bool) -> str:
         "",
         "## Machine",
         "",
-        *machine(),
+        *machine(data),
         "",
     ]
     targets: list[str] = []

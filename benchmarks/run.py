@@ -200,6 +200,7 @@ class Bench:
     def save(self, regime: str, runs: list[Run], meta: dict[str, Any]) -> None:
         folder = DATA / ("results-quick" if self.args.quick else "results")
         folder.mkdir(parents=True, exist_ok=True)
+        meta = {**meta, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "code": report.code_version()}
         payload = {"regime": regime, "meta": meta, "runs": [asdict(r) for r in runs]}
         (folder / f"regime-{regime}.json").write_text(json.dumps(payload, indent=1))
 
