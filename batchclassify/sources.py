@@ -1,0 +1,640 @@
+"""Turn the user's sources (folders, manifests, ``-`` for stdin) into a lazy stream of ``Item``s.
+
+Everything streams: a folder is walked one directory at a time with ``os.scandir`` (the names
+of one directory's images are held to sort them), a manifest is read a line at a time, a
+Parquet file a record batch at a time (pyarrow decodes one row group at a time, so its writer's
+row-group size bounds the memory), so memory does not grow with the job.
+The functions block on I/O; the runner calls them from a worker thread, in batches.
+
+Conventions a reader of the output relies on:
+
+- Folder items: ``path`` is ``os.path.join(given_folder, relative_path)``, exactly what
+  ``open()`` needs. ``id`` is the same string, except that bytes of a file name that are not
+  UTF-8 (``os.scandir`` hands them over as surrogate escapes) are written as ``\\xNN`` so the id
+  is valid text in JSON and Parquet. Each directory is listed, then its matching files are
+  yielded sorted by name, then its subfolders are walked sorted by name: the order is
+  deterministic. Hidden names (starting with ``.``) are skipped; symlinks are followed; a
+  symlinked folder that leads back to a folder on the current path (a loop) is not entered
+  again, since its files are already being walked.
+- Manifest items: a value starting with ``http://`` or ``https://`` is a URL, anything else a
+  path; a relative path is joined to the manifest's folder (stdin: the current folder); ``~``
+  is not expanded. ``id`` is the row's ``id`` if non-empty, else the path or URL as written.
+  A row with both a path and a URL keeps both: the file is read (no download by the server)
+  and the URL is carried into the output row; the id defaults to the path.
+- In a ``.txt`` manifest a line that is not UTF-8 is taken as a raw file name (as ``find``
+  writes them) and named like a folder item; in CSV and JSONL such a line is a bad row.
+- A faulty row never stops the stream: it becomes an ``Item`` with ``problem`` set and the id
+  ``"<manifest>:<line>"`` (Parquet: ``"<manifest>:<row>"``, counted from 1).
+
+``problem_kind`` values: ``bad_manifest_row`` (malformed or empty row), ``missing_file``
+(broken symlink in a folder), ``unreadable`` (folder that cannot be listed, special file).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime
+import io
+import os
+import sys
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any, TextIO
+
+import orjson
+
+from .errors import UsageError
+from .models import Item
+
+STDIN = "-"
+_STDIN_NAME = "<stdin>"
+_MANIFEST_KINDS = {
+    ".txt": "txt",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
+_URL_PREFIXES = ("http://", "https://", "HTTP://", "HTTPS://")
+_HEAD_BYTES = 64 * 1024
+_PARQUET_BATCH_ROWS = 8192
+_BAD_ROW = "bad_manifest_row"
+_POSIX = os.name == "posix"
+
+# -- public API ----------------------------------------------------------------------------
+
+
+def check_sources(sources: Sequence[str], *, stdin: TextIO | None = None) -> None:
+    """Raise ``UsageError`` for the first source that cannot be read, before any request.
+
+    Cheap: a folder is opened but not walked, a manifest's first 64 KB (Parquet: its footer)
+    is read. Rows are checked as they stream; a bad row becomes a problem item, not an error.
+    """
+    del stdin  # stdin cannot be checked without consuming it
+    if sum(1 for source in sources if source == STDIN) > 1:
+        raise UsageError("'-' (stdin) is given more than once: stdin can be read only once")
+    for source in sources:
+        if source == STDIN:
+            continue
+        kind = _source_kind(source)
+        if kind == "dir":
+            _check_folder(source)
+        elif kind == "parquet":
+            _parquet_columns(source)
+        else:
+            _check_text_manifest(source, kind)
+
+
+def iter_items(
+    sources: Sequence[str], *, extensions: frozenset[str], stdin: TextIO | None = None
+) -> Iterator[Item]:
+    """Yield the items of every source, in the order given. Lazy and blocking."""
+    wanted = frozenset(ext.lower().lstrip(".") for ext in extensions)
+    for source in sources:
+        if source == STDIN:
+            yield from _stdin_items(stdin)
+            continue
+        kind = _source_kind(source)
+        if kind == "dir":
+            yield from _walk_folder(source, wanted)
+        elif kind == "txt":
+            yield from _txt_items(source)
+        elif kind == "csv":
+            yield from _csv_items(source)
+        elif kind == "jsonl":
+            yield from _jsonl_items(source)
+        else:
+            yield from _parquet_items(source)
+
+
+def iter_item_batches(
+    sources: Sequence[str],
+    *,
+    extensions: frozenset[str],
+    stdin: TextIO | None = None,
+    batch_size: int = 512,
+) -> Iterator[list[Item]]:
+    """``iter_items`` in lists of up to ``batch_size``: one worker-thread hop per batch."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    items = iter_items(sources, extensions=extensions, stdin=stdin)
+    while batch := list(islice(items, batch_size)):
+        yield batch
+
+
+# -- naming --------------------------------------------------------------------------------
+
+
+def _text(name: str) -> str:
+    """``name`` as valid UTF-8 text: undecodable file-name bytes become ``\\xNN``."""
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def _is_text(value: str) -> bool:
+    """False when ``value`` holds surrogate escapes, i.e. bytes that were not UTF-8."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _source_kind(source: str) -> str:
+    """``"dir"`` or a manifest kind; ``UsageError`` for anything else."""
+    if os.path.isdir(source):
+        return "dir"
+    name = _text(source)
+    if not os.path.lexists(source):
+        raise UsageError(
+            f"{name}: no such file or folder; check the path (relative paths start from "
+            "the current folder)"
+        )
+    kind = _MANIFEST_KINDS.get(os.path.splitext(source)[1].lower())
+    if kind is None:
+        raise UsageError(
+            f"{name} is not a folder or a manifest (.txt, .csv, .jsonl, .parquet); to classify "
+            "single images, pass their folder or list them in a .txt manifest"
+        )
+    return kind
+
+
+def _prefix(manifest: str) -> str:
+    """What a relative path in ``manifest`` is joined to: its folder plus a separator."""
+    folder = os.path.dirname(manifest)
+    return os.path.join(folder, "") if folder else ""
+
+
+def _resolve(prefix: str, value: str) -> str:
+    """``os.path.join(prefix, value)``, kept cheap: it runs once per manifest row."""
+    if not prefix:
+        return value
+    if _POSIX:
+        return value if value[0] == "/" else prefix + value
+    return os.path.join(prefix, value)
+
+
+def _bad_row(manifest: str, where: str, number: int, message: str) -> Item:
+    return Item(
+        id=f"{manifest}:{number}",
+        problem=f"{manifest} {where} {number}: {message}",
+        problem_kind=_BAD_ROW,
+    )
+
+
+def _item(prefix: str, path: str, url: str, ident: str, metadata: dict[str, Any] | None) -> Item:
+    """One manifest row's item from its stripped ``path``, ``url`` and ``id`` values.
+
+    A path and a URL: both are kept and the runner reads the file. A URL in the path column
+    is a URL (the ``url`` column wins if it holds one too).
+    """
+    if path and not path.startswith(_URL_PREFIXES):
+        return Item(
+            id=ident or _text(path),
+            path=_resolve(prefix, path),
+            url=url or None,
+            metadata=metadata,
+        )
+    url = url or path
+    return Item(id=ident or url, url=url, metadata=metadata)
+
+
+# -- folders -------------------------------------------------------------------------------
+
+
+def _check_folder(folder: str) -> None:
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{_text(folder)}: cannot read this folder ({exc.strerror}); check its permissions"
+        ) from None
+
+
+def _walk_folder(top: str, extensions: frozenset[str]) -> Iterator[Item]:
+    """Depth first, one directory listing in memory at a time (plus pending subfolder names)."""
+    try:
+        stat = os.stat(top)
+    except OSError as exc:
+        raise UsageError(f"{_text(top)}: cannot open this folder ({exc.strerror})") from None
+    # Each frame: a folder's (st_dev, st_ino), its path, its id, its subfolders not yet walked.
+    # The keys of the frames are ``on_path``: a folder met again among them is a symlink loop.
+    key = (stat.st_dev, stat.st_ino)
+    ident = _text(top)
+    subfolders = yield from _folder_files(top, ident, extensions)
+    stack = [(key, top, ident, iter(subfolders))]
+    on_path = {key}
+    while stack:
+        key, path, ident, pending = stack[-1]
+        name = next(pending, None)
+        if name is None:
+            stack.pop()
+            on_path.discard(key)
+            continue
+        child, child_id = os.path.join(path, name), os.path.join(ident, _text(name))
+        try:
+            stat = os.stat(child)
+        except OSError as exc:
+            yield _unreadable(child, child_id, exc)
+            continue
+        key = (stat.st_dev, stat.st_ino)
+        if key in on_path:
+            continue  # a loop: this folder's files are already being walked
+        on_path.add(key)
+        subfolders = yield from _folder_files(child, child_id, extensions)
+        stack.append((key, child, child_id, iter(subfolders)))
+
+
+def _unreadable(path: str, ident: str, exc: OSError) -> Item:
+    return Item(
+        id=ident,
+        path=path,
+        problem=f"cannot read folder {ident}: {exc.strerror or exc}; check its permissions",
+        problem_kind="unreadable",
+    )
+
+
+def _folder_files(
+    path: str, ident: str, extensions: frozenset[str]
+) -> Generator[Item, None, list[str]]:
+    """Yield one folder's matching files sorted by name; return its subfolder names, sorted."""
+    files: list[str] = []
+    subfolders: list[str] = []
+    odd: dict[str, Item] = {}  # name -> problem item, for the rare entry that is not a file
+    file_prefix = os.path.join(path, "")
+    id_prefix = os.path.join(ident, "")
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                name = entry.name
+                if name[0] == ".":
+                    continue
+                error: OSError | None = None
+                try:
+                    if entry.is_dir():  # follows symlinks; no system call for plain entries
+                        subfolders.append(name)
+                        continue
+                    is_file = entry.is_file()
+                except OSError as exc:  # e.g. a chain of symlinks that loops (ELOOP)
+                    is_file, error = False, exc
+                dot = name.rfind(".")
+                if dot < 0 or name[dot + 1 :].lower() not in extensions:
+                    continue
+                files.append(name)
+                if not is_file:
+                    odd[name] = _odd_entry(entry, id_prefix + _text(name), error)
+    except OSError as exc:
+        yield _unreadable(path, ident, exc)
+        return []
+    files.sort()
+    for name in files:
+        if odd and name in odd:
+            yield odd[name]
+        else:
+            yield Item(id=id_prefix + _text(name), path=file_prefix + name)
+    subfolders.sort()
+    return subfolders
+
+
+def _odd_entry(entry: os.DirEntry[str], ident: str, error: OSError | None) -> Item:
+    """An entry with an image's name that is neither a file nor a folder."""
+    if entry.is_symlink():
+        try:
+            target = _text(os.readlink(entry.path))
+        except OSError:
+            target = "?"
+        reason = f"{error.strerror}" if error is not None else "target does not exist"
+        return Item(
+            id=ident,
+            path=entry.path,
+            problem=f"broken symlink: {ident} -> {target} ({reason})",
+            problem_kind="missing_file",
+        )
+    return Item(
+        id=ident,
+        path=entry.path,
+        problem=f"not a regular file (a device, pipe or socket): {ident}",
+        problem_kind="unreadable",
+    )
+
+
+# -- text manifests ------------------------------------------------------------------------
+
+
+def _check_text_manifest(source: str, kind: str) -> None:
+    name = _text(source)
+    try:
+        with open(source, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise UsageError(
+            f"{name}: cannot open this manifest ({exc.strerror}); check its permissions"
+        ) from None
+    if b"\x00" in head:
+        raise UsageError(f"{name} contains NUL bytes (UTF-16 or binary?); save it as UTF-8 text")
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{name} is not UTF-8 text (byte 0x{head[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    if kind == "csv":
+        header = next(csv.reader(io.StringIO(text)), None)
+        if header is None:
+            raise UsageError(f"{name} is empty: a CSV manifest needs a header row with 'path'")
+        _csv_columns(name, header)
+
+
+def _txt_lines(manifest: str, prefix: str, lines: Iterable[str]) -> Iterator[Item]:
+    for number, line in enumerate(lines, 1):
+        value = line.strip()
+        if not value or value[0] == "#":
+            continue
+        if value.startswith(_URL_PREFIXES):
+            if not _is_text(value):
+                yield _bad_row(manifest, "line", number, "not valid UTF-8; save it as UTF-8")
+            else:
+                yield Item(id=value, url=value)
+        elif value.isascii():
+            yield Item(id=value, path=_resolve(prefix, value))
+        else:
+            yield Item(id=_text(value), path=_resolve(prefix, value))
+
+
+def _txt_items(source: str) -> Iterator[Item]:
+    # surrogateescape: a bad line must not take its 8 KB decoding chunk down with it.
+    with _open_text(source, newline=None) as handle:
+        yield from _txt_lines(_text(source), _prefix(source), handle)
+
+
+def _stdin_items(stdin: TextIO | None) -> Iterator[Item]:
+    if stdin is not None:
+        yield from _txt_lines(_STDIN_NAME, "", stdin)
+        return
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        yield from _txt_lines(_STDIN_NAME, "", sys.stdin)
+        return
+    wrapper = io.TextIOWrapper(buffer, encoding="utf-8-sig", errors="surrogateescape")
+    try:
+        yield from _txt_lines(_STDIN_NAME, "", wrapper)
+    finally:
+        wrapper.detach()  # closing the wrapper would close the process's stdin
+
+
+def _open_text(source: str, *, newline: str | None) -> TextIO:
+    try:
+        return open(source, encoding="utf-8-sig", errors="surrogateescape", newline=newline)
+    except OSError as exc:
+        raise UsageError(f"{_text(source)}: cannot open this manifest ({exc.strerror})") from None
+
+
+def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | None, int | None]:
+    """Indexes of the ``path``, ``url`` and ``id`` columns; ``UsageError`` without path or url."""
+    cells = [cell.strip() for cell in header]
+    found: dict[str, int] = {}
+    for index, cell in enumerate(cells):
+        if cell in ("path", "url", "id"):
+            found.setdefault(cell, index)
+    if "path" not in found and "url" not in found:
+        hint = ""
+        if len(cells) == 1 and any(sep in cells[0] for sep in ";\t|"):
+            hint = "; is it separated by ';' or tabs? save it comma-separated"
+        raise UsageError(
+            f"{name} has no 'path' or 'url' column; found: {', '.join(cells) or '(none)'}{hint}"
+        )
+    return found.get("path"), found.get("url"), found.get("id")
+
+
+def _csv_items(source: str) -> Iterator[Item]:
+    manifest, prefix = _text(source), _prefix(source)
+    with _open_text(source, newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise UsageError(f"{manifest} is empty: a CSV manifest needs a header row") from None
+        except csv.Error as exc:
+            raise UsageError(f"{manifest}: unreadable CSV header ({exc})") from None
+        path_col, url_col, id_col = _csv_columns(manifest, header)
+        width = len(header)
+        meta = [
+            (index, cell.strip())
+            for index, cell in enumerate(header)
+            if cell.strip() and index not in (path_col, url_col, id_col)
+        ]
+        end = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield _bad_row(manifest, "line", end + 1, f"malformed CSV ({exc}); fix the quoting")
+                end = reader.line_num
+                continue
+            number, end = end + 1, reader.line_num
+            if not row:
+                continue  # a blank line
+            if len(row) != width:
+                if len(row) > width:
+                    yield _bad_row(
+                        manifest,
+                        "line",
+                        number,
+                        f"{len(row)} fields but the header has {width}; "
+                        "quote values that contain commas",
+                    )
+                    continue
+                row += [""] * (width - len(row))
+            if not _is_text("".join(row)):
+                yield _bad_row(manifest, "line", number, "not valid UTF-8; save it as UTF-8")
+                continue
+            path = row[path_col].strip() if path_col is not None else ""
+            url = row[url_col].strip() if url_col is not None else ""
+            if not path and not url:
+                yield _bad_row(
+                    manifest, "line", number, "empty path/url cell; fill it or drop the row"
+                )
+                continue
+            ident = row[id_col].strip() if id_col is not None else ""
+            metadata = {key: row[index] for index, key in meta} if meta else None
+            yield _item(prefix, path, url, ident, metadata)
+
+
+def _jsonl_items(source: str) -> Iterator[Item]:
+    manifest, prefix = _text(source), _prefix(source)
+    try:
+        handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise UsageError(f"{manifest}: cannot open this manifest ({exc.strerror})") from None
+    with handle:
+        for number, raw in enumerate(handle, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            if number == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[3:]
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield _bad_row(manifest, "line", number, f"not valid JSON ({exc})")
+                continue
+            if type(row) is not dict:
+                kind = type(row).__name__
+                yield _bad_row(manifest, "line", number, f"a JSON {kind}, not an object")
+                continue
+            values = []
+            for key in ("path", "url", "id"):
+                value = row.pop(key, None)
+                if type(value) is not str:
+                    if value is None:
+                        value = ""
+                    elif key == "id" and type(value) is int:
+                        value = str(value)
+                    else:
+                        kind = type(value).__name__
+                        yield _bad_row(
+                            manifest, "line", number, f"'{key}' is a {kind}, not a string"
+                        )
+                        break
+                values.append(value.strip())
+            else:
+                path, url, ident = values
+                if not path and not url:
+                    yield _bad_row(
+                        manifest,
+                        "line",
+                        number,
+                        "no 'path' or 'url' value; add one or drop the line",
+                    )
+                    continue
+                yield _item(prefix, path, url, ident, row or None)
+
+
+# -- Parquet -------------------------------------------------------------------------------
+
+
+def _import_parquet(name: str) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UsageError(
+            f"{name}: reading Parquet manifests needs pyarrow: pip install 'batchclassify[parquet]'"
+        ) from None
+    return pq
+
+
+def _parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
+    """Open only the footer; ``UsageError`` if unreadable or without a path/url column."""
+    name = _text(source)
+    pq = _import_parquet(name)
+    import pyarrow as pa
+
+    try:
+        with open(source, "rb") as handle:
+            names = pq.ParquetFile(handle).schema_arrow.names
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise UsageError(
+            f"{name}: cannot read this Parquet file ({exc}); check it was written completely"
+        ) from None
+    return _csv_columns(name, names)
+
+
+def _parquet_items(source: str) -> Iterator[Item]:
+    manifest, prefix = _text(source), _prefix(source)
+    pq = _import_parquet(manifest)
+    path_col, url_col, id_col = _parquet_columns(source)
+    import pyarrow as pa
+
+    number = 0
+    with open(source, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        names = parquet.schema_arrow.names
+        meta_cols = [i for i, n in enumerate(names) if n and i not in (path_col, url_col, id_col)]
+        batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                raise UsageError(
+                    f"{manifest}: cannot read past row {number} ({exc}); check the file is whole"
+                ) from None
+            rows = batch.num_rows
+            paths = _column(batch, path_col, rows)
+            urls = _column(batch, url_col, rows)
+            ids = _column(batch, id_col, rows)
+            meta = [(names[i], _meta_values(batch.column(i))) for i in meta_cols]
+            for row in range(rows):
+                number += 1
+                try:
+                    path, url, ident = _cell(paths[row]), _cell(urls[row]), _cell(ids[row])
+                except TypeError as exc:
+                    yield _bad_row(manifest, "row", number, str(exc))
+                    continue
+                if not path and not url:
+                    yield _bad_row(
+                        manifest, "row", number, "empty path/url value; fill it or drop the row"
+                    )
+                    continue
+                metadata = {key: values[row] for key, values in meta} if meta else None
+                yield _item(prefix, path, url, ident, metadata)
+
+
+def _column(batch: Any, index: int | None, rows: int) -> list[Any]:
+    return [None] * rows if index is None else list(batch.column(index).to_pylist())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if type(value) is str:
+        return value.strip()
+    if type(value) is int:
+        return str(value)
+    if type(value) is bytes:
+        return os.fsdecode(value).strip()
+    raise TypeError(f"a {type(value).__name__} where text was expected")
+
+
+def _meta_values(column: Any) -> list[Any]:
+    """A metadata column as JSON-ready Python values (the sinks serialise with orjson)."""
+    import pyarrow as pa
+
+    values = column.to_pylist()
+    kind = column.type
+    plain = (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_null(kind)
+    )
+    return list(values) if plain else [_jsonable(value) for value in values]
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return str(value)
