@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -135,6 +136,7 @@ class ProcResult:
     """Milestone rows -> peak RSS (VmHWM, MB) when the milestone was first seen."""
     timeline: list[tuple[float, int]] = field(default_factory=list)
     """(seconds since start, rows in the output) samples, every ``sample`` seconds."""
+    polls: list[tuple[float, Any]] = field(default_factory=list)
 
 
 def run_client(
@@ -145,9 +147,14 @@ def run_client(
     milestones: tuple[int, ...] = (),
     sample: float = 0.1,
     log: Path | None = None,
-    timeout: float = 3600,
+    poll: Callable[[], Any] | None = None,
+    poll_every: float = 0.5,
 ) -> ProcResult:
-    """Run one client to the end; sample its output's growth and its memory while it runs."""
+    """Run one client to the end; sample its output's growth and its memory while it runs.
+
+    ``poll`` (e.g. the server's counters) is called every ``poll_every`` seconds meanwhile;
+    its answers land in ``ProcResult.polls`` with their time since start.
+    """
     log_handle = open(log, "w", encoding="utf-8") if log else subprocess.DEVNULL  # noqa: SIM115
     started = time.monotonic()
     proc = subprocess.Popen(pinned(cmd, cpu), stdout=log_handle, stderr=log_handle, cwd=ROOT.parent)
@@ -158,11 +165,17 @@ def run_client(
         target=_watch, args=(proc.pid, output, milestones, sample, started, result, stop)
     )
     watcher.start()
+    poller = None
+    if poll is not None:
+        poller = threading.Thread(target=_poll, args=(poll, poll_every, started, result, stop))
+        poller.start()
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
         stop.set()
         watcher.join()
+        if poller is not None:
+            poller.join()
         if log_handle is not subprocess.DEVNULL:
             log_handle.close()  # type: ignore[union-attr]
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -171,6 +184,19 @@ def run_client(
     result.maxrss_mb = usage.ru_maxrss / 1024
     result.exit_code = proc.returncode
     return result
+
+
+def _poll(
+    poll: Callable[[], Any],
+    every: float,
+    started: float,
+    result: ProcResult,
+    stop: threading.Event,
+) -> None:
+    while True:
+        result.polls.append((time.monotonic() - started, poll()))
+        if stop.wait(every):
+            break
 
 
 def _watch(

@@ -54,7 +54,7 @@ FULL = Sizes(
     cpu_items=2000,
     tail_items={32: 1500, 128: 5000},
     tail_sdk_chunks=4,
-    rate_items=400,
+    rate_items=600,
     rate_other_items=200,
 )
 QUICK = Sizes(
@@ -141,6 +141,7 @@ class Bench:
         extra: tuple[str, ...] = (),
         milestones: tuple[int, ...] = (),
         repeat: int = 0,
+        poll_server: bool = False,
     ) -> Run:
         """Run one client over ``refs`` (or a ready ``manifest`` of ``items`` lines)."""
         tag = f"r{regime}-{client}-{label}-c{concurrency}".replace(" ", "_").replace("-", "_")
@@ -166,6 +167,7 @@ class Bench:
             milestones=milestones,
             sample=0.1 if items < 100_000 else 0.25,
             log=OUT / f"{tag}.log",
+            poll=server.stats if poll_server else None,
         )
         server_cpu = server.cpu_seconds() - before_cpu
         after_stats = server.stats()
@@ -194,6 +196,18 @@ class Bench:
             steady=steady_rate(proc.timeline, items) if client != "sdk" else None,
             rss_at={str(k): v for k, v in proc.rss_at.items()},
         )
+        if proc.polls:
+            # (seconds, answered 200, answered 429) since the run started.
+            base = before_stats.get("statuses", {})
+            run.extra["server_timeline"] = [
+                (
+                    round(t, 2),
+                    int(st.get("statuses", {}).get("200", 0)) - int(base.get("200", 0)),
+                    int(st.get("statuses", {}).get("429", 0)) - int(base.get("429", 0)),
+                )
+                for t, st in proc.polls
+                if st
+            ]
         self.log(report.one_line(run))
         return run
 
@@ -316,6 +330,7 @@ class Bench:
                         refs=[str(p) for p in paths],
                         concurrency=32,
                         extra=extra,
+                        poll_server=True,
                     )
                 )
                 time.sleep(2)  # let the server's window empty between runs
@@ -352,18 +367,20 @@ class Bench:
                 n = count if client == "batchclassify" else min(count, self.args.lean_memory)
                 manifest = DATA / f"urls-{n}.txt"
                 datagen.write_url_manifest(manifest, f"{server.url}/_files", files, n)
-                runs.append(
-                    self.measure(
-                        server,
-                        regime="4",
-                        client=client,
-                        label=f"{n:,} URLs",
-                        concurrency=32,
-                        manifest=manifest,
-                        items=n,
-                        milestones=(n // 10, n),
-                    )
+                run = self.measure(
+                    server,
+                    regime="4",
+                    client=client,
+                    label=f"{n:,} URLs",
+                    concurrency=32,
+                    manifest=manifest,
+                    items=n,
+                    milestones=(n // 10, n),
                 )
+                if client == "batchclassify":
+                    at10, at100 = report.index_peak_mb(n)
+                    run.extra["index_growth_mb"] = at100 - at10
+                runs.append(run)
         # One file per size, so a separate million-item run stays in the report beside the
         # default run's figures.
         self.save(f"4-{count}", runs, {"items": count})
