@@ -40,7 +40,8 @@ class HealthMonitor:
         self._probe_interval = probe_initial
         self._next_probe = 0.0
         self._probing = False
-        self._recovered = anyio.Event()
+        # Created on first use: an anyio Event needs a running event loop.
+        self._recovered: anyio.Event | None = None
         self.last_error: str | None = None
         self.outages = 0
 
@@ -62,8 +63,9 @@ class HealthMonitor:
             self._down_since = None
             self._probe_interval = self._probe_initial
             self._notify(None)
-            self._recovered.set()
-            self._recovered = anyio.Event()
+            if self._recovered is not None:
+                self._recovered.set()
+                self._recovered = None
 
     def failure(self, error: RetryableError) -> None:
         if error.http_status == 429:
@@ -95,6 +97,8 @@ class HealthMonitor:
             if not self._probing and now >= self._next_probe:
                 self._probing = True
                 return
+            if self._recovered is None:
+                self._recovered = anyio.Event()
             recovered = self._recovered
             delay = self._next_probe - now if not self._probing else self._probe_max
             with anyio.move_on_after(max(delay, 0.01)):

@@ -132,7 +132,7 @@ class Job:
         self._clock = clock
         self._summary = JobSummary(output=config.output)
         self._stopping = False
-        self._stop_requested = anyio.Event()
+        self._stop_requested: anyio.Event | None = None
         self._requeued = 0
         self._fatal_error: BatchClassifyError | None = None
         self._cancel: anyio.CancelScope | None = None
@@ -156,7 +156,8 @@ class Job:
         if self._stopping and self._cancel is not None:
             self._cancel.cancel()
         self._stopping = True
-        self._stop_requested.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
         self._summary.interrupted = True
         self._progress.note("stopping: finishing requests in flight (Ctrl-C again to quit now)")
 
@@ -215,14 +216,15 @@ class Job:
         async with anyio.create_task_group() as group:
             self._cancel = group.cancel_scope
             group.start_soon(self._sink_loop, rows_in, sink)
-            with anyio.CancelScope() as workers_scope:
-                async with anyio.create_task_group() as workers:
-                    workers.start_soon(self._produce, items_out, rows_out.clone(), prior)
-                    for _ in range(self.config.http.concurrency):
-                        workers.start_soon(self._work, items_in.clone(), rows_out.clone(), client)
-                    items_in.close()
-                    rows_out.close()
-                    workers.start_soon(self._watch_stop, workers_scope)
+            grace = anyio.CancelScope()
+            async with anyio.create_task_group() as workers:
+                group.start_soon(self._cut_after_grace, grace, workers.cancel_scope)
+                workers.start_soon(self._produce, items_out, rows_out.clone(), prior)
+                for _ in range(self.config.http.concurrency):
+                    workers.start_soon(self._work, items_in.clone(), rows_out.clone(), client)
+                items_in.close()
+                rows_out.close()
+            grace.cancel()
         if isinstance(self._fatal_error, OutputError):
             raise self._fatal_error
 
@@ -234,11 +236,17 @@ class Job:
         if self._cancel is not None:
             self._cancel.cancel()
 
-    async def _watch_stop(self, workers_scope: anyio.CancelScope) -> None:
-        """Give requests in flight ``STOP_GRACE`` seconds after a stop request, then cut."""
-        await self._stop_requested.wait()
-        await anyio.sleep(STOP_GRACE)
-        workers_scope.cancel()
+    async def _cut_after_grace(
+        self, grace: anyio.CancelScope, workers_scope: anyio.CancelScope
+    ) -> None:
+        """After a stop request, give requests in flight ``STOP_GRACE`` seconds, then cut."""
+        with grace:
+            self._stop_requested = anyio.Event()
+            if self._stopping:
+                self._stop_requested.set()
+            await self._stop_requested.wait()
+            await anyio.sleep(STOP_GRACE)
+            workers_scope.cancel()
 
     # -- producer -------------------------------------------------------------------------
 
