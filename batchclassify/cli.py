@@ -237,6 +237,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
 async def _run(job: Job) -> tuple[JobSummary, int | None]:
     """Run the job; the first SIGINT/SIGTERM stops it gently, the second at once."""
     received: list[int] = []
+    failure: Exception | None = None
     async with anyio.create_task_group() as group:
 
         async def watch_signals() -> None:
@@ -246,8 +247,13 @@ async def _run(job: Job) -> tuple[JobSummary, int | None]:
                     job.request_stop()
 
         group.start_soon(watch_signals)
-        summary = await job.run()
+        try:
+            summary = await job.run()
+        except Exception as exc:  # re-raised below, bare rather than in an ExceptionGroup
+            failure = exc
         group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return summary, (received[0] if received else None)
 
 
@@ -258,6 +264,10 @@ def _command_run(args: argparse.Namespace) -> int:
     summary, signum = anyio.run(_run, job)
     if not args.quiet:
         print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
+    elif summary.fatal is not None:  # --quiet hides the summary, never why the job stopped
+        print(
+            f"batchclassify: stopped: {redact(summary.fatal, config.http.api_key)}", file=sys.stderr
+        )
     if signum is not None and summary.fatal is None:
         return 128 + signum
     return summary.exit_code

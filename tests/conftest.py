@@ -1,0 +1,119 @@
+"""Shared fixtures: a real local server on 127.0.0.1 port 0, images on disk, the CLI.
+
+The CLI runs in-process through ``batchclassify.cli.main`` (its own event loop, like the
+real command) against a ``BackgroundServer`` on another thread; tests that need a real
+process (signals, kill -9) start ``python -m batchclassify`` with ``subprocess``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from PIL import Image
+
+from batchclassify.cli import main
+from batchclassify.server import BackgroundServer, ServerConfig
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_manifests"
+KEY = "sk-test-5ecret-4f1c9e"
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 20, 30),
+    "green": (20, 200, 40),
+    "blue": (20, 40, 220),
+    "yellow": (235, 220, 30),
+    "white": (250, 250, 250),
+    "black": (5, 5, 5),
+}
+
+
+def make_image(
+    path: Path, color: str = "red", size: tuple[int, int] = (40, 30), fmt: str | None = None
+) -> Path:
+    """A solid-colour image the local server classifies as ``color``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, COLORS[color])
+    image.save(path, format=fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None))
+    return path
+
+
+def read_rows(output: Path) -> list[dict[str, Any]]:
+    """Every row of a JSONL output, or of a Parquet dataset folder."""
+    if output.is_dir() or output.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(output).to_pylist())
+    return [orjson.loads(line) for line in output.read_bytes().splitlines()]
+
+
+def rows_by_id(output: Path) -> dict[str, dict[str, Any]]:
+    rows = read_rows(output)
+    by_id = {row["id"]: row for row in rows}
+    assert len(by_id) == len(rows), "duplicate ids in the output"
+    return by_id
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def server() -> Iterator[BackgroundServer]:
+    """A local server that requires ``KEY``."""
+    with BackgroundServer(ServerConfig(api_key=KEY)) as running:
+        yield running
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., BackgroundServer]]:
+    """Start servers with any ``ServerConfig`` knobs; all are stopped after the test."""
+    started: list[BackgroundServer] = []
+
+    def start(**knobs: Any) -> BackgroundServer:
+        knobs.setdefault("api_key", KEY)
+        running = BackgroundServer(ServerConfig(**knobs))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
+    """Run ``batchclassify ARGS`` in-process; the key comes from ROBOFLOW_API_KEY."""
+    monkeypatch.setenv("ROBOFLOW_API_KEY", KEY)
+
+    def run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        code = main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for ``python -m batchclassify`` in a child process."""
+    env = dict(os.environ)
+    env["ROBOFLOW_API_KEY"] = KEY
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+PYTHON = sys.executable
