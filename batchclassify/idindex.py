@@ -27,7 +27,7 @@ class IdIndex:
         size = 1
         while size < capacity:
             size <<= 1
-        self._keys = array("Q", bytes(8 * size))
+        self._keys = array("Q", [0]) * size
         self._tags = bytearray(size)
         self._mask = size - 1
         self._count = 0
@@ -72,7 +72,7 @@ class IdIndex:
     def _grow(self) -> None:
         old_keys, old_tags = self._keys, self._tags
         size = len(old_keys) * 2
-        self._keys = array("Q", bytes(8 * size))
+        self._keys = array("Q", [0]) * size
         self._tags = bytearray(size)
         self._mask = size - 1
         for slot, key in enumerate(old_keys):

@@ -3,13 +3,15 @@
     producer (1 task)       walks folders / reads manifests in a worker thread, in batches;
         │                   skips ids already recorded and duplicates; bad rows become rows
         ▼  bounded stream
-    workers (N tasks)       read + base64 in a thread, wait for the rate controller, POST,
-        │                   retry what is retryable; one row per item
-        ▼  bounded stream
-    sink (1 task)           appends rows to the output, flushes every half second
+    workers (N tasks)       read + base64 (inline while reads are fast, else in a thread),
+        │                   wait for the rate controller, POST, retry what is retryable;
+        │                   one row per item, handed to the sink with a plain call
+        ▼
+    sink                    buffers rows; a timer task flushes them every half second
 
-Streams are bounded, so memory stays flat however many items there are; the producer waits
-when the workers are busy. Only the sink touches the output.
+The item stream is bounded, so memory stays flat however many items there are; the producer
+waits when the workers are busy. Everything runs on one event loop thread, so handing a row
+to the sink needs no stream or lock: ``_record`` is synchronous and only it touches the sink.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from .sources import check_sources, iter_item_batches
 FLUSH_INTERVAL = 0.5
 #: After a stop request, how long in-flight requests may take before they are cut off.
 STOP_GRACE = 30.0
+#: A file read + base64 slower than this moves all further reads off the event loop.
+INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
 
 
@@ -148,6 +152,10 @@ class Job:
             notify=self._progress.note,
         )
         self._backoff = Backoff(config.retry)
+        self._sink: Sink = open_sink(config.output, config.format)
+        # Small local files read + encode in ~50 µs, cheaper than a thread hop; after one slow
+        # read (network storage, huge files) the rest go to worker threads.
+        self._inline_reads = config.max_size is None
 
     # -- control --------------------------------------------------------------------------
 
@@ -166,7 +174,7 @@ class Job:
     async def run(self) -> JobSummary:
         config = self.config
         check_sources(config.sources, stdin=self._stdin)
-        sink = open_sink(config.output, config.format)
+        sink = self._sink
         prior = prepare_output(config, sink)
         self._summary.already_done = 0
         started = self._clock()
@@ -212,19 +220,21 @@ class Job:
     async def _pipeline(self, client: ClassificationClient, sink: Sink, prior: PriorState) -> None:
         size = max(16, self.config.http.concurrency * 2)
         items_out, items_in = anyio.create_memory_object_stream[Item](size)
-        rows_out, rows_in = anyio.create_memory_object_stream[dict[str, Any]](size)
-        async with anyio.create_task_group() as group:
-            self._cancel = group.cancel_scope
-            group.start_soon(self._sink_loop, rows_in, sink)
-            grace = anyio.CancelScope()
-            async with anyio.create_task_group() as workers:
-                group.start_soon(self._cut_after_grace, grace, workers.cancel_scope)
-                workers.start_soon(self._produce, items_out, rows_out.clone(), prior)
-                for _ in range(self.config.http.concurrency):
-                    workers.start_soon(self._work, items_in.clone(), rows_out.clone(), client)
-                items_in.close()
-                rows_out.close()
-            grace.cancel()
+        try:
+            async with anyio.create_task_group() as group:
+                self._cancel = group.cancel_scope
+                flushing, grace = anyio.CancelScope(), anyio.CancelScope()
+                group.start_soon(self._flush_periodically, flushing)
+                async with anyio.create_task_group() as workers:
+                    group.start_soon(self._cut_after_grace, grace, workers.cancel_scope)
+                    workers.start_soon(self._produce, items_out, prior)
+                    for _ in range(self.config.http.concurrency):
+                        workers.start_soon(self._work, items_in.clone(), client)
+                    items_in.close()
+                flushing.cancel()
+                grace.cancel()
+        finally:
+            self._flush()
         if isinstance(self._fatal_error, OutputError):
             raise self._fatal_error
 
@@ -250,18 +260,13 @@ class Job:
 
     # -- producer -------------------------------------------------------------------------
 
-    async def _produce(
-        self,
-        items_out: ObjectSendStream[Item],
-        rows_out: ObjectSendStream[dict[str, Any]],
-        prior: PriorState,
-    ) -> None:
+    async def _produce(self, items_out: ObjectSendStream[Item], prior: PriorState) -> None:
         index = prior.index
         retry_failed = self.config.retry_failed
         batches: Iterator[list[Item]] = iter_item_batches(
             self.config.sources, extensions=self.config.extensions, stdin=self._stdin
         )
-        async with items_out, rows_out:
+        async with items_out:
             while not self._stopping:
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
@@ -285,7 +290,7 @@ class Job:
                     if self._stopping:
                         break
                     if item.problem is not None:
-                        await rows_out.send(
+                        self._record(
                             error_row(
                                 item,
                                 error=item.problem,
@@ -293,18 +298,16 @@ class Job:
                                 attempts=0,
                             )
                         )
+                        await anyio.lowlevel.checkpoint()
                     else:
                         await items_out.send(item)
 
     # -- workers --------------------------------------------------------------------------
 
     async def _work(
-        self,
-        items_in: ObjectReceiveStream[Item],
-        rows_out: ObjectSendStream[dict[str, Any]],
-        client: ClassificationClient,
+        self, items_in: ObjectReceiveStream[Item], client: ClassificationClient
     ) -> None:
-        async with items_in, rows_out:
+        async with items_in:
             async for item in items_in:
                 if self._stopping:
                     break
@@ -314,7 +317,7 @@ class Job:
                     self._fail(error)
                     return
                 if row is not None:
-                    await rows_out.send(row)
+                    self._record(row)
 
     async def _classify(self, item: Item, client: ClassificationClient) -> dict[str, Any] | None:
         """Classify one item, retrying what is retryable. ``None`` means: left for a rerun."""
@@ -322,7 +325,13 @@ class Job:
         encoded: EncodedImage | None = None
         if item.path is not None:
             try:
-                encoded = await anyio.to_thread.run_sync(self._read, item.path)
+                if self._inline_reads:
+                    read_started = time.perf_counter()
+                    encoded = self._read(item.path)
+                    if time.perf_counter() - read_started > INLINE_READ_BUDGET:
+                        self._inline_reads = False
+                else:
+                    encoded = await anyio.to_thread.run_sync(self._read, item.path)
             except ItemError as error:
                 return error_row(item, error=str(error), error_type=error.kind, attempts=0)
         attempts = 0
@@ -407,58 +416,43 @@ class Job:
 
     # -- sink -----------------------------------------------------------------------------
 
-    async def _sink_loop(self, rows_in: ObjectReceiveStream[dict[str, Any]], sink: Sink) -> None:
-        summary = self._summary
-        errors = summary.errors
-        max_failures = self.config.max_failures
-        pending_since: float | None = None
-        async with rows_in:
-            while True:
-                try:
-                    if pending_since is None:
-                        row = await rows_in.receive()
-                    else:
-                        wait = pending_since + FLUSH_INTERVAL - self._clock()
-                        with anyio.fail_after(max(wait, 0.0)):
-                            row = await rows_in.receive()
-                except TimeoutError:
-                    self._flush(sink)
-                    pending_since = None
-                    continue
-                except anyio.EndOfStream:
-                    break
-                try:
-                    sink.write(row)
-                except OutputError as error:
-                    self._fail(error)
-                    return
-                status = row["status"]
-                if status == "ok":
-                    summary.ok += 1
-                else:
-                    summary.failed += 1
-                    key = f"{row['error_type']}: {_strip_gave_up(row['error'])}"
-                    if key in errors or len(errors) < _MAX_DISTINCT_ERRORS:
-                        errors[key] += 1
-                    if max_failures is not None and summary.failed >= max_failures:
-                        self._fail(
-                            BatchClassifyError(
-                                f"stopped after {summary.failed} failed items (--max-failures); "
-                                "see the error column of the output, then rerun to resume"
-                            )
-                        )
-                self._progress.row(status)
-                now = self._clock()
-                if pending_since is None:
-                    pending_since = now
-                elif now - pending_since >= FLUSH_INTERVAL:
-                    self._flush(sink)
-                    pending_since = None
-        self._flush(sink)
-
-    def _flush(self, sink: Sink) -> None:
+    def _record(self, row: dict[str, Any]) -> None:
+        """Hand one finished row to the sink and count it. Called on the event loop only."""
+        if isinstance(self._fatal_error, OutputError):
+            return  # the output is broken; the item stays unrecorded for a rerun
         try:
-            sink.flush()
+            self._sink.write(row)
+        except OutputError as error:
+            self._fail(error)
+            return
+        summary = self._summary
+        if row["status"] == "ok":
+            summary.ok += 1
+        else:
+            summary.failed += 1
+            errors = summary.errors
+            key = f"{row['error_type']}: {_strip_gave_up(row['error'])}"
+            if key in errors or len(errors) < _MAX_DISTINCT_ERRORS:
+                errors[key] += 1
+            max_failures = self.config.max_failures
+            if max_failures is not None and summary.failed >= max_failures:
+                self._fail(
+                    BatchClassifyError(
+                        f"stopped after {summary.failed} failed items (--max-failures); "
+                        "see the error column of the output, then rerun to resume"
+                    )
+                )
+        self._progress.row(row["status"])
+
+    async def _flush_periodically(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            while True:
+                await anyio.sleep(FLUSH_INTERVAL)
+                self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self._sink.flush()
         except OutputError as error:
             self._fail(error)
 
