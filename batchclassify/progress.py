@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -27,11 +28,17 @@ class ProgressBar:
     def started(self, *, already_done: int) -> None:
         if not self._enabled:
             return
+        sized = _terminal_width(self._stream) > 0
         self._bar = tqdm(
-            total=0,
+            total=already_done,
+            initial=already_done,
             unit="img",
             file=self._stream,
-            dynamic_ncols=True,
+            # Follow the terminal's size, unless it reports none (some ptys): tqdm would then
+            # draw nothing at all.
+            dynamic_ncols=sized,
+            ncols=None if sized else 100,
+            nrows=None if sized else 24,
             mininterval=0.2,
             smoothing=0.05,
             desc="classifying",
@@ -74,6 +81,13 @@ class ProgressBar:
             self._postfix(force=True)
             self._bar.close()
             self._bar = None
+
+
+def _terminal_width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
