@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -137,6 +138,7 @@ class Job:
         self._summary = JobSummary(output=config.output)
         self._stopping = False
         self._stop_requested: anyio.Event | None = None
+        self._waits: set[anyio.CancelScope] = set()
         self._requeued = 0
         self._fatal_error: BatchClassifyError | None = None
         self._cancel: anyio.CancelScope | None = None
@@ -166,6 +168,8 @@ class Job:
         self._stopping = True
         if self._stop_requested is not None:
             self._stop_requested.set()
+        for scope in list(self._waits):
+            scope.cancel()
         self._summary.interrupted = True
         self._progress.note("stopping: finishing requests in flight (Ctrl-C again to quit now)")
 
@@ -338,7 +342,12 @@ class Job:
         budget_used = 0  # attempts that count: those not made while the API was down
         first_start = self._clock()
         while True:
-            await self._health.wait_until_available()
+            with self._unless_stopping():
+                await self._health.wait_until_available()
+                if not self._health.gave_up:
+                    await self._rate.acquire()
+            if self._stopping:
+                return None
             if self._health.gave_up:
                 self._fail(
                     FatalApiError(
@@ -347,7 +356,6 @@ class Job:
                     )
                 )
                 return None
-            await self._rate.acquire()
             attempts += 1
             started = self._clock()
             try:
@@ -380,7 +388,8 @@ class Job:
                 delay = error.retry_after
                 if delay is None:
                     delay = self._backoff.delay(max(budget_used, 1))
-                await anyio.sleep(delay)
+                with self._unless_stopping():
+                    await anyio.sleep(delay)
                 continue
             except ItemError as error:
                 self._health.success()
@@ -404,6 +413,20 @@ class Job:
             return ok_row(
                 item, prediction, attempts=attempts, elapsed_ms=(self._clock() - started) * 1000
             )
+
+    @contextmanager
+    def _unless_stopping(self) -> Iterator[None]:
+        """A wait for a turn (outage, rate limit, backoff) that a stop request ends at once:
+        only requests on the wire are let finish."""
+        scope = anyio.CancelScope()
+        if self._stopping:
+            scope.cancel()
+        self._waits.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._waits.discard(scope)
 
     def _read(self, path: str) -> EncodedImage:
         config = self.config

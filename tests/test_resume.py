@@ -17,11 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from batchclassify import HttpConfig, JobConfig, RateConfig, RetryConfig, classify
+from batchclassify.progress import ProgressBar
+from batchclassify.runner import Job, JobSummary
 from batchclassify.server import BackgroundServer
 
 from .conftest import COLORS, KEY, PYTHON, CliResult, subprocess_env
@@ -335,6 +339,68 @@ def test_second_ctrl_c_quits_at_once_and_leaves_a_clean_output(
     check_final(output, expected)
 
 
+@pytest.mark.parametrize("status", [503, 429])
+def test_ctrl_c_does_not_wait_out_a_pause_the_server_asked_for(
+    tmp_path: Path, server: BackgroundServer, status: int
+) -> None:
+    """Only requests on the wire are waited for: items waiting out a Retry-After stop at once,
+    and nothing more is sent."""
+    expected = make_images(tmp_path / "images", 20)
+    output = tmp_path / "out.jsonl"
+    args = [*run_args(server, output, tmp_path / "images"), "--concurrency", "4"]
+    server.fail_next(4, status, {"Retry-After": "30"})
+
+    process = start(args)
+    wait_until(lambda: server.stats.requests >= 4, process)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    code, err = finish(process, timeout=60)
+
+    assert code == 130
+    assert time.monotonic() - sent < 3
+    assert INTERRUPTED in err
+    assert server.stats.requests == 4
+    assert on_disk(output) == []
+
+    code, err = finish(start(args))
+    assert code == 0, err
+    check_final(output, expected)
+    assert server.stats.requests == 24
+
+
+def test_stop_during_an_outage_returns_at_once(tmp_path: Path, server: BackgroundServer) -> None:
+    make_images(tmp_path / "images", 20)
+    server.set_down(True)
+    config = JobConfig(
+        sources=(str(tmp_path / "images"),),
+        model="colors/1",
+        output=tmp_path / "out.jsonl",
+        http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=4),
+        retry=RetryConfig(attempts=1000, backoff_base=0.02, backoff_max=0.05),
+        rate=RateConfig(outage_after=0.2, probe_initial=30),
+    )
+    job = Job(config)
+
+    async def main() -> JobSummary:
+        async with anyio.create_task_group() as group:
+
+            async def stop_soon() -> None:
+                await anyio.sleep(1.0)  # the outage has been declared by now
+                job.request_stop()
+
+            group.start_soon(stop_soon)
+            return await job.run()
+
+    started = time.monotonic()
+    summary = anyio.run(main)
+
+    assert time.monotonic() - started < 2.5
+    assert summary.interrupted and summary.exit_code == 130
+    assert (summary.ok, summary.failed) == (0, 0)
+    assert on_disk(tmp_path / "out.jsonl") == []
+
+
 # -- rerunning --------------------------------------------------------------------------------
 
 
@@ -361,6 +427,31 @@ def test_rerun_skips_everything_recorded_before_any_request(
     assert "0 ok, 0 failed, 30 already done" in result.err
     assert server.stats.requests == 30
     check_final(output, expected)
+
+
+def test_progress_bar_of_a_resumed_job_starts_from_what_is_done(
+    tmp_path: Path, server: BackgroundServer
+) -> None:
+    expected = make_images(tmp_path / "images", 30)
+    part = tmp_path / "part.txt"
+    part.write_text("".join(f"{item_id}\n" for item_id in sorted(expected)[:12]))
+
+    def config(source: Path) -> JobConfig:
+        http = HttpConfig(api_url=server.url, api_key=KEY)
+        return JobConfig(sources=(str(source),), model="colors/1", output=output, http=http)
+
+    output = tmp_path / "out.jsonl"
+    assert classify(config(part)).ok == 12
+    stream = io.StringIO()
+    summary = classify(
+        config(tmp_path / "images"), progress=ProgressBar(stream=stream, enabled=True)
+    )
+
+    assert (summary.ok, summary.already_done) == (18, 12)
+    frames = [frame for frame in stream.getvalue().split("\r") if frame]
+    assert "| 12/12 " in frames[0]  # drawn at once, before anything else is known
+    assert "| 30/30 " in frames[-1] and "ok=18 " in frames[-1]
+    assert all(" 0/" not in frame for frame in frames)
 
 
 def test_retry_failed_requests_only_failed_items_and_replaces_their_rows(
