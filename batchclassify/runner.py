@@ -43,7 +43,7 @@ from .sources import check_sources, iter_item_batches
 FLUSH_INTERVAL = 0.5
 #: After a stop request, how long in-flight requests may take before they are cut off.
 STOP_GRACE = 30.0
-#: A file read + base64 slower than this moves all further reads off the event loop.
+#: Reads + base64 taking longer than this on average move off the event loop, to threads.
 INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
 
@@ -155,9 +155,10 @@ class Job:
         )
         self._backoff = Backoff(config.retry)
         self._sink: Sink = open_sink(config.output, config.format)
-        # Small local files read + encode in ~50 µs, cheaper than a thread hop; after one slow
-        # read (network storage, huge files) the rest go to worker threads.
-        self._inline_reads = config.max_size is None
+        # Small local files read + encode in ~50 µs, cheaper than a thread hop. Slow storage
+        # or big files (a moving average over the last reads) send reads to worker threads
+        # until they are fast again; downscaling always runs in threads.
+        self._read_seconds = 0.0
 
     # -- control --------------------------------------------------------------------------
 
@@ -329,13 +330,11 @@ class Job:
         encoded: EncodedImage | None = None
         if item.path is not None:
             try:
-                if self._inline_reads:
-                    read_started = time.perf_counter()
-                    encoded = self._read(item.path)
-                    if time.perf_counter() - read_started > INLINE_READ_BUDGET:
-                        self._inline_reads = False
+                if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
+                    encoded, seconds = self._read(item.path)
                 else:
-                    encoded = await anyio.to_thread.run_sync(self._read, item.path)
+                    encoded, seconds = await anyio.to_thread.run_sync(self._read, item.path)
+                self._read_seconds += (seconds - self._read_seconds) * 0.1
             except ItemError as error:
                 return error_row(item, error=str(error), error_type=error.kind, attempts=0)
         attempts = 0
@@ -428,14 +427,17 @@ class Job:
         finally:
             self._waits.discard(scope)
 
-    def _read(self, path: str) -> EncodedImage:
+    def _read(self, path: str) -> tuple[EncodedImage, float]:
+        """Read and encode one file; also return how long that took."""
         config = self.config
-        return read_and_encode(
+        started = time.perf_counter()
+        encoded = read_and_encode(
             path,
             max_upload_bytes=config.max_upload_bytes,
             max_size=config.max_size,
             jpeg_quality=config.jpeg_quality,
         )
+        return encoded, time.perf_counter() - started
 
     # -- sink -----------------------------------------------------------------------------
 
