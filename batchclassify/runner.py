@@ -183,7 +183,7 @@ class Job:
         prior = prepare_output(config, sink)
         self._summary.already_done = 0
         started = self._clock()
-        self._progress.started(already_done=prior.ok)
+        self._progress.started(already_done=prior.ok + (0 if config.retry_failed else prior.failed))
         try:
             sink.open()
             try:
