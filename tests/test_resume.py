@@ -102,6 +102,13 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str]) ->
         time.sleep(0.005)
 
 
+def poll(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 # -- reading the output as a crash left it ----------------------------------------------------
 
 
@@ -401,6 +408,41 @@ def test_stop_during_an_outage_returns_at_once(tmp_path: Path, server: Backgroun
     assert on_disk(tmp_path / "out.jsonl") == []
 
 
+def test_requests_in_flight_after_a_stop_are_cut_after_the_grace_period(
+    tmp_path: Path, server: BackgroundServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batchclassify.runner.STOP_GRACE", 0.5)
+    expected = make_images(tmp_path / "images", 12)
+    server.script(*[200] * 4, *["hang"] * 4)
+    output = tmp_path / "out.jsonl"
+    config = JobConfig(
+        sources=(str(tmp_path / "images"),),
+        model="colors/1",
+        output=output,
+        http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=4),
+    )
+    job = Job(config)
+    stopped: list[float] = []
+
+    async def main() -> JobSummary:
+        async with anyio.create_task_group() as group:
+
+            async def stop_when_stuck() -> None:
+                await anyio.to_thread.run_sync(poll, lambda: server.stats.hangs == 4)
+                job.request_stop()
+                stopped.append(time.monotonic())
+
+            group.start_soon(stop_when_stuck)
+            return await job.run()
+
+    summary = anyio.run(main)
+
+    assert 0.4 < time.monotonic() - stopped[0] < 2.0
+    assert summary.interrupted and (summary.ok, summary.failed) == (4, 0)
+    check_rows(on_disk(output), expected)
+    assert len(on_disk(output)) == 4
+
+
 # -- rerunning --------------------------------------------------------------------------------
 
 
@@ -454,13 +496,14 @@ def test_progress_bar_of_a_resumed_job_starts_from_what_is_done(
     assert all(" 0/" not in frame for frame in frames)
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_retry_failed_requests_only_failed_items_and_replaces_their_rows(
-    tmp_path: Path, server: BackgroundServer, cli: Cli
+    tmp_path: Path, server: BackgroundServer, cli: Cli, fmt: str
 ) -> None:
     expected = make_images(tmp_path / "images", 30)
     blue = {item_id for item_id, color in expected.items() if color == "blue"}
     server.fail_image(png("blue"), 400)
-    output = tmp_path / "out.jsonl"
+    output = tmp_path / f"out.{fmt}"
     args = run_args(server, output, tmp_path / "images")
 
     result = cli(*args)
@@ -482,10 +525,10 @@ def test_retry_failed_requests_only_failed_items_and_replaces_their_rows(
     assert "5 ok, 0 failed, 25 already done" in result.err
     assert server.stats.requests == 35
     assert [r.status for r in list(server.stats.recent)[-5:]] == [200] * 5
-    check_final(output, expected)
-    assert output.read_bytes().count(b"\n") == 30
-    for item_id in blue:
-        assert by_id(on_disk(output))[item_id]["attempts"] == 1
+    check_final(output, expected)  # the error rows were replaced, not added to
+    rows = by_id(on_disk(output))
+    assert len(rows) == 30
+    assert all(rows[item_id]["attempts"] == 1 for item_id in blue)
 
     result = cli(*args, "--retry-failed")
     assert result.code == 0
