@@ -26,7 +26,7 @@ from PIL import Image
 from batchclassify import HttpConfig, JobConfig, RateConfig, RetryConfig, classify
 from batchclassify.progress import ProgressBar
 from batchclassify.runner import Job, JobSummary
-from batchclassify.server import BackgroundServer
+from batchclassify.server import BackgroundServer, Fault
 
 from .conftest import COLORS, KEY, PYTHON, CliResult, subprocess_env
 
@@ -94,19 +94,35 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, st
     return process.returncode, err
 
 
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str] | None = None) -> None:
+    """Poll ``condition`` (server counters live on another thread) while the job runs."""
     deadline = time.monotonic() + 30
     while not condition():
-        assert process.poll() is None, f"the job ended early: {process.communicate()[1]}"
+        if process is not None:
+            assert process.poll() is None, f"the job ended early: {process.communicate()[1]}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
 
 
-def poll(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+def run_and_stop(job: Job, when: Callable[[], bool]) -> tuple[JobSummary, float]:
+    """Run ``job`` in-process and call ``request_stop()`` once ``when()`` holds; returns the
+    summary and when the stop was requested."""
+    stopped: list[float] = []
+
+    async def main() -> JobSummary:
+        async with anyio.create_task_group() as group:
+
+            async def stop() -> None:
+                await anyio.to_thread.run_sync(wait_until, when)
+                job.request_stop()
+                stopped.append(time.monotonic())
+
+            group.start_soon(stop)
+            summary = await job.run()
+        return summary
+
+    summary = anyio.run(main)
+    return summary, stopped[0]
 
 
 # -- reading the output as a crash left it ----------------------------------------------------
@@ -317,7 +333,7 @@ def test_second_ctrl_c_quits_at_once_and_leaves_a_clean_output(
     expected = make_images(tmp_path / "images", 40)
     output = tmp_path / f"results.{fmt}"
     args = [*run_args(server, output, tmp_path / "images"), "--concurrency", "8"]
-    server.script(*[200] * 16, *["hang"] * 8)  # then requests in flight never end
+    server.script(*[200] * 16, *[Fault(action="hang")] * 8)  # then requests in flight never end
 
     process = start(args)
     wait_until(lambda: server.stats.hangs == 8, process)
@@ -387,20 +403,9 @@ def test_stop_during_an_outage_returns_at_once(tmp_path: Path, server: Backgroun
         retry=RetryConfig(attempts=1000, backoff_base=0.02, backoff_max=0.05),
         rate=RateConfig(outage_after=0.2, probe_initial=30),
     )
-    job = Job(config)
-
-    async def main() -> JobSummary:
-        async with anyio.create_task_group() as group:
-
-            async def stop_soon() -> None:
-                await anyio.sleep(1.0)  # the outage has been declared by now
-                job.request_stop()
-
-            group.start_soon(stop_soon)
-            return await job.run()
-
     started = time.monotonic()
-    summary = anyio.run(main)
+    # By then the outage has been declared; the next probe would be 30 s away.
+    summary, _ = run_and_stop(Job(config), lambda: time.monotonic() > started + 1.0)
 
     assert time.monotonic() - started < 2.5
     assert summary.interrupted and summary.exit_code == 130
@@ -413,7 +418,7 @@ def test_requests_in_flight_after_a_stop_are_cut_after_the_grace_period(
 ) -> None:
     monkeypatch.setattr("batchclassify.runner.STOP_GRACE", 0.5)
     expected = make_images(tmp_path / "images", 12)
-    server.script(*[200] * 4, *["hang"] * 4)
+    server.script(*[200] * 4, *[Fault(action="hang")] * 4)
     output = tmp_path / "out.jsonl"
     config = JobConfig(
         sources=(str(tmp_path / "images"),),
@@ -421,23 +426,9 @@ def test_requests_in_flight_after_a_stop_are_cut_after_the_grace_period(
         output=output,
         http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=4),
     )
-    job = Job(config)
-    stopped: list[float] = []
+    summary, stopped = run_and_stop(Job(config), lambda: server.stats.hangs == 4)
 
-    async def main() -> JobSummary:
-        async with anyio.create_task_group() as group:
-
-            async def stop_when_stuck() -> None:
-                await anyio.to_thread.run_sync(poll, lambda: server.stats.hangs == 4)
-                job.request_stop()
-                stopped.append(time.monotonic())
-
-            group.start_soon(stop_when_stuck)
-            return await job.run()
-
-    summary = anyio.run(main)
-
-    assert 0.4 < time.monotonic() - stopped[0] < 2.0
+    assert 0.4 < time.monotonic() - stopped < 2.0
     assert summary.interrupted and (summary.ok, summary.failed) == (4, 0)
     check_rows(on_disk(output), expected)
     assert len(on_disk(output)) == 4
