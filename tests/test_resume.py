@@ -253,6 +253,32 @@ def test_kill_9_at_random_points_then_resume_until_done(
     check_final(output, expected)
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_kill_9_loses_at_most_about_the_last_second(
+    tmp_path: Path, make_server: MakeServer, fmt: str
+) -> None:
+    """At a slow pace (no buffer fills up), rows reach the disk within a second anyway."""
+    server = make_server(latency=0.05)
+    expected = make_images(tmp_path / "images", 400)
+    output = tmp_path / f"results.{fmt}"
+    process = start([*run_args(server, output, tmp_path / "images"), "--concurrency", "4"])
+    wait_until(lambda: server.stats.requests > 0, process)
+    answered: list[tuple[float, int]] = []
+    kill_at = time.monotonic() + 2.5
+    while time.monotonic() < kill_at:
+        answered.append((time.monotonic(), server.stats.statuses[200]))
+        time.sleep(0.005)
+    process.kill()
+    killed_at = time.monotonic()
+    assert process.wait(10) == -signal.SIGKILL
+
+    rows = on_disk(output)
+    check_rows(rows, expected)
+    surely_written = max(count for when, count in answered if when <= killed_at - LOSS_WINDOW)
+    assert len(rows) >= surely_written > 50
+    assert len(rows) < len(expected)
+
+
 def test_retry_failed_killed_midway_still_ends_with_one_row_per_id(
     tmp_path: Path, server: BackgroundServer, make_server: MakeServer, cli: Cli
 ) -> None:
