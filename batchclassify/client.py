@@ -157,11 +157,16 @@ class ClassificationClient:
                 parsed: Any = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 raise ItemError(
-                    f"server answered 200 with a non-JSON body: {_server_message(payload)}",
+                    "server answered 200 with a non-JSON body: "
+                    + self.redact(_server_message(payload)),
                     kind="bad_response",
                     http_status=200,
                 ) from None
-            return parse_prediction(parsed)
+            try:
+                return parse_prediction(parsed)
+            except ItemError as error:
+                error.http_status = 200
+                raise
         raise self._error_for(status, payload, retry_after_header)
 
     def _error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:

@@ -62,8 +62,13 @@ class RateConfig:
     probe_initial: float = 1.0
     """First wait between probes during an outage; it doubles up to ``probe_max``."""
     probe_max: float = 60.0
+    stall_after: float | None = None
+    """Watchdog: seconds with requests in flight and none completing before they are cancelled
+    and retried; ``None`` means three times the request timeout."""
 
     def __post_init__(self) -> None:
+        if self.stall_after is not None:
+            _require(self.stall_after > 0, "rate.stall_after: must be positive")
         if self.requests_per_second is not None:
             _require(self.requests_per_second > 0, "--rate-limit: must be a positive number")
         _require(self.max_outage > 0, "--max-outage: must be positive")

@@ -34,8 +34,8 @@ def read_and_encode(
             # base64 grows data by 4/3; refuse before reading a file that cannot be sent anyway.
             if max_size is None and _encoded_length(size) > max_upload_bytes:
                 raise ItemError(
-                    f"file is {size / 1e6:.1f} MB, over the {max_upload_bytes / 1e6:.0f} MB "
-                    "upload limit once base64-encoded; use --max-size to downscale it",
+                    f"file is {_size(size)}, over the {_size(max_upload_bytes)} upload limit "
+                    "once base64-encoded; use --max-size to downscale it",
                     kind="too_large",
                 )
             data = handle.read()
@@ -57,12 +57,17 @@ def read_and_encode(
         data, original_size = _downscale(data, max_size=max_size, quality=jpeg_quality)
         if _encoded_length(len(data)) > max_upload_bytes:
             raise ItemError(
-                f"still {len(data) / 1e6:.1f} MB after downscaling, over the upload limit",
+                f"still {_size(len(data))} after downscaling, over the "
+                f"{_size(max_upload_bytes)} upload limit once base64-encoded",
                 kind="too_large",
             )
     return EncodedImage(
         body=pybase64.b64encode(data), original_bytes=size, original_size=original_size
     )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 1024:.1f} KiB"
 
 
 def _encoded_length(raw_bytes: int) -> int:

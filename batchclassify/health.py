@@ -2,15 +2,23 @@
 
 Without this, an API that is down for ten minutes turns thousands of queued images into error
 rows in seconds, each burning its retries against a dead endpoint. Instead, once only failures
-(connection errors, timeouts, 5xx) have come back for ``outage_after`` seconds, new requests
-wait; one probe goes out on a growing interval; the first success releases everyone. Attempts
-made during an outage do not count against an item's retry budget.
+(connection errors, timeouts, 5xx), for more than one item, have come back for ``outage_after``
+seconds, new requests wait; one probe goes out on a growing interval; the first success
+releases everyone. Attempts made during an outage do not count against an item's retry budget,
+and an item whose budget runs out gives up only on evidence that the API works for others: a
+request sent after its first failure was answered, or no other item is failing. One item
+failing alone is that item's problem (an image the server chokes on), not an outage.
+
+``Watchdog`` is the last line against a job that stops moving: if requests are in flight but
+none has completed for ``stall_after`` seconds (each should have timed out long before), it
+says so and cancels them, so they are retried instead of holding their workers for ever.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import anyio
 
@@ -36,6 +44,9 @@ class HealthMonitor:
         self._notify = notify
         self._last_success = clock()
         self._failures_since_success = 0
+        self._failing: set[object] = set()  # items failed since the last success (up to 2)
+        self._answered_started = -1e18  # start of the latest request the server answered
+        self._latest_failures: dict[object, float] = {}  # the two items that failed last
         self._down_since: float | None = None
         self._probe_interval = probe_initial
         self._next_probe = 0.0
@@ -49,15 +60,29 @@ class HealthMonitor:
     def is_down(self) -> bool:
         return self._down_since is not None
 
+    def others_fine_since(self, item: object, moment: float) -> bool:
+        """Whether the API works for others: a request that started after ``moment`` was
+        answered, or no item but ``item`` has failed since the latest answered request was
+        sent. (Answers to requests sent earlier prove little: they may have been on their way
+        as the API went down.)"""
+        answered = self._answered_started
+        others = (t for key, t in self._latest_failures.items() if key != item)
+        return answered >= moment or max(others, default=-1e18) <= answered
+
     @property
     def gave_up(self) -> bool:
         """Down for longer than ``max_outage``: the job should stop, resumable."""
         return self._down_since is not None and self._clock() - self._down_since >= self._max_outage
 
-    def success(self) -> None:
-        """Any answer from the server that is not a retryable failure."""
+    def success(self, started: float | None = None) -> None:
+        """Any answer from the server that is not a retryable failure, to a request that
+        started at ``started`` (default: now)."""
         self._last_success = self._clock()
+        self._answered_started = max(
+            self._answered_started, self._last_success if started is None else started
+        )
         self._failures_since_success = 0
+        self._failing.clear()
         self._probing = False
         if self._down_since is not None:
             self._down_since = None
@@ -67,11 +92,19 @@ class HealthMonitor:
                 self._recovered.set()
                 self._recovered = None
 
-    def failure(self, error: RetryableError) -> None:
+    def failure(self, error: RetryableError, item: object = None) -> None:
+        """A retryable failure of ``item`` (any key; ``None``: count it as another item)."""
         if error.http_status == 429:
             return  # the server is up and talking: rate control's business, not an outage
         now = self._clock()
         self._failures_since_success += 1
+        key = object() if item is None else item
+        if len(self._failing) < 2:
+            self._failing.add(key)
+        self._latest_failures.pop(key, None)
+        self._latest_failures[key] = now
+        if len(self._latest_failures) > 2:
+            del self._latest_failures[next(iter(self._latest_failures))]
         self.last_error = str(error)
         if self._down_since is not None:
             if self._probing:
@@ -80,7 +113,11 @@ class HealthMonitor:
                 self._next_probe = now + self._probe_interval
                 self._announce(now)
             return
-        if self._failures_since_success >= 3 and now - self._last_success >= self._outage_after:
+        if (
+            self._failures_since_success >= 3
+            and len(self._failing) >= 2
+            and now - self._last_success >= self._outage_after
+        ):
             self._down_since = now
             self.outages += 1
             self._next_probe = now + self._probe_interval
@@ -103,3 +140,64 @@ class HealthMonitor:
             delay = self._next_probe - now if not self._probing else self._probe_max
             with anyio.move_on_after(max(delay, 0.01)):
                 await recovered.wait()
+
+
+class Watchdog:
+    """Cancels the requests in flight when none has completed for ``stall_after`` seconds.
+
+    Wrap each request in ``watch()``; run ``run()`` as a task for the job's lifetime. A request
+    it cancels leaves ``watch()`` quietly; the caller then treats it as a timeout. Time with
+    nothing in flight (a ``Retry-After`` pause, an outage) does not count as a stall.
+    """
+
+    def __init__(
+        self,
+        *,
+        stall_after: float,
+        clock: Callable[[], float] = time.monotonic,
+        notify: Callable[[str | None], None] = lambda _text: None,
+    ) -> None:
+        self.stall_after = stall_after
+        self._clock = clock
+        self._notify = notify
+        self._in_flight: set[anyio.CancelScope] = set()
+        self._last_progress = clock()
+        self._noted = False
+        self.stalls = 0
+
+    @contextmanager
+    def watch(self) -> Iterator[anyio.CancelScope]:
+        """Run one request under a scope the watchdog may cancel."""
+        if not self._in_flight:
+            self._last_progress = self._clock()
+        scope = anyio.CancelScope()
+        self._in_flight.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._in_flight.discard(scope)
+            if not scope.cancel_called:
+                self._last_progress = self._clock()
+                if self._noted:
+                    self._noted = False
+                    self._notify(None)
+
+    async def run(self) -> None:
+        """Check a few times per ``stall_after``; never returns (cancel it)."""
+        while True:
+            await anyio.sleep(self.stall_after / 4)
+            now = self._clock()
+            stalled_for = now - self._last_progress
+            if not self._in_flight or stalled_for < self.stall_after:
+                continue
+            stuck = list(self._in_flight)
+            self.stalls += 1
+            self._noted = True
+            self._notify(
+                f"no request has completed for {stalled_for:.0f} s: "
+                f"retrying the {len(stuck)} stuck in flight"
+            )
+            for scope in stuck:
+                scope.cancel()
+            self._last_progress = now

@@ -73,7 +73,8 @@ class ProgressBar:
         self._last_postfix = now
         text = f"ok={self._ok} failed={self._failed} retried={self._retried}"
         if self._note:
-            text += f" | {self._note}"
+            # First: tqdm cuts the line at the terminal's width, and the note is the news.
+            text = f"{self._note} | {text}"
         self._bar.set_postfix_str(text, refresh=force)
 
     def finished(self) -> None:

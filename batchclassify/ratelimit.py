@@ -8,6 +8,9 @@ Every request calls ``acquire()`` before it starts, so limits apply before work 
 * Adaptive (no ``--rate-limit``): unlimited until the first 429. Then AIMD in the spirit of
   TCP CUBIC: cut to ``beta`` times the rate that succeeded when the limit was hit, climb back
   quickly to just under it, then probe slowly above it. Few 429s, most of the capacity used.
+  The first limit is measured once the pause is over, from the requests that *started* in the
+  second before the 429 and succeeded: a 429 comes back at once while the successes sent with
+  it are still in flight, so counting completions at that moment would find almost none.
 * Pauses: a ``Retry-After`` (or an outage) holds back *new* requests until a moment, without
   freezing requests already in flight.
 
@@ -59,8 +62,13 @@ class RateController:
         self._limit_seen: float | None = None
         self._last_cut = -1e18
         self._last_update = clock()
-        # Completion times of recent successes: the rate that really got through.
+        # Start times of recent successes: the rate that really got through.
         self._successes: deque[float] = deque()
+        # The first 429's moment while its limit is being measured, and the count so far.
+        self._measuring: float | None = None
+        self._measured = 0
+        # Last time the ceiling held a request back; it grows only while it does.
+        self._last_bound = -1e18
         self.rate_limited_count = 0
 
     @property
@@ -76,15 +84,23 @@ class RateController:
         """Wait until one more request may start, then claim the slot."""
         while True:
             now = self._clock()
+            if self._measuring is not None and now >= self._paused_until:
+                self._set_first_limit(now)
             self._grow(now)
             start = max(now, self._paused_until)
-            if self._rate is not None:
+            if self._rate is not None and self._next_slot > now:
                 start = max(start, self._next_slot)
+                self._last_bound = now
             if start <= now:
                 if self._rate is not None:
                     # Slots are never banked: an idle spell does not allow a burst after it.
                     # (0.1% slack keeps float rounding from fitting R+1 starts in a second.)
-                    self._next_slot = max(self._next_slot, now) + 1.001 / self._rate
+                    interval = 1.001 / self._rate
+                    # Adaptive: a caller woken late keeps up to half a slot of its lateness,
+                    # so timer lag (a few % of a 25 ms slot) does not cut the rate; 429s
+                    # remain the referee. A fixed --rate-limit is never exceeded, so no slack.
+                    slack = interval / 2 if self._adaptive else 0.0
+                    self._next_slot = max(self._next_slot, now - slack) + interval
                 return
             await self._sleep(start - now)
             # Loop: a pause or a rate cut may have arrived while this caller slept.
@@ -93,39 +109,61 @@ class RateController:
         """Start no new request before ``moment`` (clock time)."""
         self._paused_until = max(self._paused_until, moment)
 
-    def on_success(self) -> None:
+    def on_success(self, started: float | None = None) -> None:
+        """A request that started at ``started`` (clock time; default now) succeeded."""
         now = self._clock()
-        self._successes.append(now)
+        started = now if started is None else started
+        if self._measuring is not None and self._measuring - 1.0 < started < self._measuring:
+            self._measured += 1
+        self._successes.append(started)
         while self._successes and self._successes[0] < now - 2.0:
             self._successes.popleft()
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause as told, and (adaptive) cut the rate once per congestion event."""
+    def on_rate_limited(self, retry_after: float | None, started: float | None = None) -> None:
+        """A 429 for a request that started at ``started``: pause as told, and (adaptive) cut
+        the rate once per congestion event."""
         self.rate_limited_count += 1
         now = self._clock()
         wait = retry_after if retry_after is not None else 1.0
         self.pause_until(now + wait)
-        if not self._adaptive:
+        if not self._adaptive or self._measuring is not None:
             return
         # Requests started before the previous cut answer 429 too; they carry no new news.
         if now - self._last_cut < max(wait, 1.0):
             return
         self._last_cut = now
-        # The rate that met the limit: the ceiling we were sending at, or on the first 429
-        # (no ceiling yet) what got through in the last second.
-        base = self._rate if self._rate is not None else self._achieved_rate(now)
-        if base is None:
-            base = self.min_rate * 2
+        if self._rate is None:
+            # No ceiling yet: count the successes that started in the second before this
+            # request, as their answers come in; ``acquire`` sets the limit after the pause.
+            moment = now if started is None else started
+            self._measuring = moment
+            self._measured = sum(1 for s in self._successes if moment - 1.0 < s < moment)
+            return
+        self._cut(now, self._rate)
+
+    def _set_first_limit(self, now: float) -> None:
+        """End of the first pause: the successes started in the second before the 429'd
+        request. A sliding-window limit admits requests in the order they arrive, so that is
+        the server's limit; a 429 with none before it was not about our rate."""
+        measured, self._measuring = self._measured, None
+        # None at all: another client, a run just stopped, a glitch. A ceiling from no
+        # evidence would throttle the whole job to a crawl for good.
+        if measured:
+            self._cut(now, float(measured))
+
+    def _cut(self, now: float, base: float) -> None:
+        """Multiplicative decrease from ``base``, the rate that met the limit."""
         self._limit_seen = base
         self._rate = max(self.min_rate, base * self.beta)
         self._last_update = now
 
-    def _achieved_rate(self, now: float) -> float | None:
-        recent = sum(1 for moment in self._successes if moment >= now - 1.0)
-        return float(recent) if recent >= 2 else None
-
     def _grow(self, now: float) -> None:
-        """Additive increase while no 429 arrives: fast below the known limit, slow above it."""
+        """Additive increase while no 429 arrives: fast below the known limit, slow above it.
+
+        Only while the ceiling is what holds requests back: a client held back by something
+        else (concurrency, slow answers, an outage) learns nothing about the server's limit,
+        and a ceiling grown meanwhile would let a burst of 429s through when it binds again.
+        """
         if not self._adaptive or self._rate is None or self._limit_seen is None:
             self._last_update = now
             return
@@ -137,7 +175,7 @@ class RateController:
         target = limit * self.cruise
         if self._rate < target * 0.99:
             self._rate += (target - self._rate) * min(1.0, self.recovery_per_second * elapsed)
-        else:
+        elif now - self._last_bound <= 1.0:
             # Probe faster the longer no 429 has come, as CUBIC does: near the last limit
             # it creeps, yet a raised limit is found within a few minutes.
             calm = now - self._last_cut

@@ -31,8 +31,8 @@ from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
 from .encoding import EncodedImage, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
-from .health import HealthMonitor
-from .models import Item, error_row, ok_row
+from .health import HealthMonitor, Watchdog
+from .models import Item, Prediction, error_row, ok_row
 from .ratelimit import RateController
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
 from .retry import Backoff
@@ -153,6 +153,11 @@ class Job:
             clock=clock,
             notify=self._progress.note,
         )
+        self._watchdog = Watchdog(
+            stall_after=config.rate.stall_after or 3 * config.http.timeout,
+            clock=clock,
+            notify=self._progress.note,
+        )
         self._backoff = Backoff(config.retry)
         self._sink: Sink = open_sink(config.output, config.format)
         # Small local files read + encode in ~50 µs, cheaper than a thread hop. Slow storage
@@ -230,6 +235,8 @@ class Job:
                 self._cancel = group.cancel_scope
                 flushing, grace = anyio.CancelScope(), anyio.CancelScope()
                 group.start_soon(self._flush_periodically, flushing)
+                watching = anyio.CancelScope()
+                group.start_soon(self._watch, watching)
                 async with anyio.create_task_group() as workers:
                     group.start_soon(self._cut_after_grace, grace, workers.cancel_scope)
                     workers.start_soon(self._produce, items_out, prior)
@@ -237,6 +244,7 @@ class Job:
                         workers.start_soon(self._work, items_in.clone(), client)
                     items_in.close()
                 flushing.cancel()
+                watching.cancel()
                 grace.cancel()
         finally:
             self._flush()
@@ -340,6 +348,7 @@ class Job:
         attempts = 0
         budget_used = 0  # attempts that count: those not made while the API was down
         first_start = self._clock()
+        first_failure: float | None = None
         while True:
             with self._unless_stopping():
                 await self._health.wait_until_available()
@@ -358,19 +367,23 @@ class Job:
             attempts += 1
             started = self._clock()
             try:
-                if encoded is not None:
-                    prediction = await client.classify_bytes(encoded.body)
-                else:
-                    prediction = await client.classify_url(item.url or "")
+                prediction = await self._send(item, encoded, client)
             except RetryableError as error:
-                self._health.failure(error)
+                first_failure = self._clock() if first_failure is None else first_failure
+                self._health.failure(error, item.id)
                 if error.http_status == 429:
-                    self._rate.on_rate_limited(error.retry_after)
+                    self._rate.on_rate_limited(error.retry_after, started)
                 elif not self._health.is_down:
                     budget_used += 1
-                if not self._health.is_down and (
-                    budget_used >= config.retry.attempts
-                    or self._clock() - first_start >= config.retry.max_elapsed
+                # Give up only while the API works for others: if other items fail too and
+                # nothing sent since this one first failed was answered, an outage is starting.
+                if (
+                    not self._health.is_down
+                    and self._health.others_fine_since(item.id, first_failure)
+                    and (
+                        budget_used >= config.retry.attempts
+                        or self._clock() - first_start >= config.retry.max_elapsed
+                    )
                 ):
                     return error_row(
                         item,
@@ -391,7 +404,7 @@ class Job:
                     await anyio.sleep(delay)
                 continue
             except ItemError as error:
-                self._health.success()
+                self._health.success(started)
                 return error_row(
                     item,
                     error=str(error),
@@ -400,8 +413,8 @@ class Job:
                     http_status=error.http_status,
                     elapsed_ms=(self._clock() - started) * 1000,
                 )
-            self._health.success()
-            self._rate.on_success()
+            self._health.success(started)
+            self._rate.on_success(started)
             if encoded is not None and encoded.original_size is not None:
                 # The server measured the downscaled copy; report the image the user has.
                 prediction = replace(
@@ -426,6 +439,21 @@ class Job:
                 yield
         finally:
             self._waits.discard(scope)
+
+    async def _send(
+        self, item: Item, encoded: EncodedImage | None, client: ClassificationClient
+    ) -> Prediction:
+        """One request, under the watchdog: one it cuts off counts as a timeout."""
+        with self._watchdog.watch():
+            if encoded is not None:
+                return await client.classify_bytes(encoded.body)
+            return await client.classify_url(item.url or "")
+        raise RetryableError(
+            "no answer, and no other request completed either, for "
+            f"{self._watchdog.stall_after:g} s: the connection was stuck; cancelled by the "
+            "watchdog",
+            kind="timeout",
+        )
 
     def _read(self, path: str) -> tuple[EncodedImage, float]:
         """Read and encode one file; also return how long that took."""
@@ -468,6 +496,10 @@ class Job:
                     )
                 )
         self._progress.row(row["status"])
+
+    async def _watch(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._watchdog.run()
 
     async def _flush_periodically(self, scope: anyio.CancelScope) -> None:
         with scope:

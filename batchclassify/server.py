@@ -18,6 +18,7 @@ runtime, on a ``RunningServer`` or ``BackgroundServer``:
   inference requests answer these, in order (``200`` = answer normally, ``"drop"`` = close the
   connection unanswered, ``"hang"`` = never answer); ``fail_next(n, status, headers)`` is the
   short form. Scripted answers come before the rate limit and random faults.
+  ``Fault(status=200, body=b"<html>...")`` answers that body as is: malformed answers.
 - ``fail_image(image_bytes_or_url, status, times=None)``: every request for that image (its
   decoded bytes, or its ``image=`` URL) gets that answer.
 - ``set_down(True)`` closes the listening socket and every open connection (clients see
@@ -155,6 +156,9 @@ class Fault:
     headers: Mapping[str, str] | None = None
     message: str | None = None
     delay: float = 0.0
+    body: bytes | None = None
+    """Sent as is instead of the ``{"message": ...}`` JSON (with any status, 200 too): an HTML
+    error page, a truncated or non-JSON body. Content type from ``headers``, else guessed."""
 
 
 FaultSpec = int | Literal["drop", "hang"] | Fault
@@ -188,6 +192,8 @@ class RequestRecord:
     content_type: str | None
     content_length: int | None
     status: int | None = None  # None: dropped, hung or cancelled
+    received: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when the request arrived: what a rate limit is judged on."""
 
 
 @dataclass(kw_only=True)
@@ -302,9 +308,24 @@ class _Faults:
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
+        self.status, self.message, self.headers, self.body = status, message, headers, body
+
+    def response(self) -> web.Response:
+        if self.body is None:
+            return _json(self.status, {"message": self.message}, self.headers)
+        headers = dict(self.headers or {})
+        if not any(name.lower() == "content-type" for name in headers):
+            html = self.body.lstrip()[:1] == b"<"
+            headers["Content-Type"] = "text/html; charset=utf-8" if html else "application/json"
+        return web.Response(status=self.status, body=self.body, headers=headers)
 
 
 def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -343,7 +364,9 @@ def _analyse(data: bytes, auto_orient: bool) -> _Analysis:
             source = image.convert("RGBA") if "transparency" in image.info else image
             thumb = source.convert("RGB")
             thumb.thumbnail((_THUMB, _THUMB), Image.Resampling.BOX, reducing_gap=None)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+    except UnidentifiedImageError:  # its text names a BytesIO object: say what it means
+        raise _bad_image("the image data could not be decoded (not a known image format)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise _bad_image(f"the image data could not be decoded ({exc})") from None
     except Image.DecompressionBombError as exc:
         raise _bad_image(f"image too large to decode ({exc})") from None
@@ -449,7 +472,7 @@ class _State:
         try:
             response = await self._infer(request)
         except _ApiError as error:
-            response = _json(error.status, {"message": error.message}, error.headers)
+            response = error.response()
         finally:
             stats.in_flight -= 1
         record.status = response.status
@@ -512,6 +535,8 @@ class _State:
                 request.transport.close()
             # The peer is gone; cancelling ends the handler without aiohttp writing an answer.
             raise asyncio.CancelledError
+        if fault.body is not None:
+            raise _ApiError(fault.status, "", fault.headers or {}, body=fault.body)
         if fault.status == 200:
             return
         headers = fault.headers
@@ -673,7 +698,7 @@ async def _json_errors(
     try:
         return await handler(request)
     except _ApiError as error:
-        return _json(error.status, {"message": error.message}, error.headers)
+        return error.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

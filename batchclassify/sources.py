@@ -353,6 +353,25 @@ def _check_text_manifest(source: str, kind: str) -> None:
         if header is None:
             raise UsageError(f"{name} is empty: a CSV manifest needs a header row with 'path'")
         _csv_columns(name, header)
+    elif kind == "jsonl":
+        _check_jsonl_keys(name, text, complete=len(head) < _HEAD_BYTES)
+
+
+def _check_jsonl_keys(name: str, head: str, *, complete: bool) -> None:
+    """A first object with neither 'path' nor 'url' means every row would fail the same way."""
+    lines = head.split("\n")
+    if not complete:
+        lines.pop()  # possibly cut off
+    first = next((line for line in lines if line.strip()), None)
+    try:
+        row = orjson.loads(first) if first is not None else None
+    except orjson.JSONDecodeError:
+        return  # a bad line is that line's problem, reported in its row
+    if type(row) is dict and "path" not in row and "url" not in row:
+        raise UsageError(
+            f"{name} has no 'path' or 'url' key on its first line; found: "
+            f"{', '.join(map(str, row)) or '(none)'}; name the image's key 'path' or 'url'"
+        )
 
 
 def _txt_lines(manifest: str, prefix: str, lines: Iterable[str]) -> Iterator[Item]:
@@ -419,7 +438,8 @@ def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | No
 def _csv_items(source: str) -> Iterator[Item]:
     manifest, prefix = _text(source), _prefix(source)
     with _open_text(source, newline="") as handle:
-        reader = csv.reader(handle)
+        # strict: a stray quote is an error for its row, not silently merged into the value.
+        reader = csv.reader(handle, strict=True)
         try:
             header = next(reader)
         except StopIteration:
@@ -465,6 +485,14 @@ def _csv_items(source: str) -> Iterator[Item]:
             if not path and not url:
                 yield _bad_row(
                     manifest, "line", number, "empty path/url cell; fill it or drop the row"
+                )
+                continue
+            if "\n" in path or "\n" in url:
+                yield _bad_row(
+                    manifest,
+                    "line",
+                    number,
+                    f"a quoted value runs on to line {end}: a stray '\"'? fix the quoting",
                 )
                 continue
             ident = row[id_col].strip() if id_col is not None else ""
