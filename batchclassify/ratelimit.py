@@ -64,9 +64,12 @@ class RateController:
         self._last_update = clock()
         # Start times of recent successes: the rate that really got through.
         self._successes: deque[float] = deque()
-        # The first 429's moment while its limit is being measured, and the count so far.
+        # While the first limit is measured: the refused request's start, when its 429 came,
+        # the successes started in the second before it, and whether one started after it.
         self._measuring: float | None = None
+        self._refused_at = 0.0
         self._measured = 0
+        self._contradicted = False
         # Last time the ceiling held a request back; it grows only while it does.
         self._last_bound = -1e18
         self.rate_limited_count = 0
@@ -113,8 +116,11 @@ class RateController:
         """A request that started at ``started`` (clock time; default now) succeeded."""
         now = self._clock()
         started = now if started is None else started
-        if self._measuring is not None and self._measuring - 1.0 < started < self._measuring:
-            self._measured += 1
+        if self._measuring is not None:
+            if self._measuring - 1.0 < started < self._measuring:
+                self._measured += 1
+            elif self._measuring < started <= self._refused_at:
+                self._contradicted = True
         self._successes.append(started)
         while self._successes and self._successes[0] < now - 2.0:
             self._successes.popleft()
@@ -136,20 +142,21 @@ class RateController:
             # No ceiling yet: count the successes that started in the second before this
             # request, as their answers come in; ``acquire`` sets the limit after the pause.
             moment = now if started is None else started
-            self._measuring = moment
+            self._measuring, self._refused_at = moment, now
             self._measured = sum(1 for s in self._successes if moment - 1.0 < s < moment)
+            self._contradicted = any(moment < s <= now for s in self._successes)
             return
         self._cut(now, self._rate)
 
     def _set_first_limit(self, now: float) -> None:
         """End of the first pause: the successes started in the second before the 429'd
-        request. A sliding-window limit admits requests in the order they arrive, so that is
-        the server's limit; a 429 with none before it was not about our rate."""
-        measured, self._measuring = self._measured, None
-        # None at all: another client, a run just stopped, a glitch. A ceiling from no
-        # evidence would throttle the whole job to a crawl for good.
-        if measured:
-            self._cut(now, float(measured))
+        request. A full sliding window admits requests in the order they arrive, so that is
+        the server's limit, and no request sent after the refused one gets through."""
+        self._measuring = None
+        # None before it, or one after it: the window was not full of ours (another client, a
+        # run just stopped, a glitch). A ceiling from that would throttle the job for good.
+        if self._measured and not self._contradicted:
+            self._cut(now, float(self._measured))
 
     def _cut(self, now: float, base: float) -> None:
         """Multiplicative decrease from ``base``, the rate that met the limit."""

@@ -266,11 +266,13 @@ def test_adaptive_rate_settles_under_the_limit_with_few_429s(
     assert whole >= 0.85 * limit and rejected_whole < 0.05
 
 
-def test_a_stray_429_does_not_set_a_ceiling() -> None:
-    """A 429 before any of our requests got through (a run just stopped, another client) says
-    nothing about our rate: the job goes on at full speed after the pause."""
+@pytest.mark.parametrize("refused", [1, 5])
+def test_a_stray_429_does_not_set_a_ceiling(refused: int) -> None:
+    """A 429 that a full window cannot explain (none of ours got through before it, or some
+    sent after it did: another client, a run just stopped, a glitch) says nothing about our
+    rate: the job goes on at full speed after the pause."""
     api = SimulatedApi(limit=lambda _t: 10_000, latency=0.05, concurrency=8)
-    api.strays = [0.0]
+    api.strays = [(refused - 0.5) * 0.0001]  # the first wave's request number ``refused``
     api.run(60)
     achieved, _ = api.figures(5, 60)
     assert achieved >= 0.9 * 8 / 0.05  # what 8 workers at 50 ms manage
