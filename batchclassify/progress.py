@@ -120,5 +120,9 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
     if summary.fatal is not None:
         lines.append(f"stopped: {summary.fatal}")
     elif summary.interrupted:
-        lines.append("interrupted — rerun the same command to resume")
+        # With --overwrite, the same command would start over: say how to resume instead.
+        again = (
+            "the same command without --overwrite" if summary.started_over else "the same command"
+        )
+        lines.append(f"interrupted — rerun {again} to resume")
     return "\n".join(lines)

@@ -100,6 +100,8 @@ class JobSummary:
     rate_limited: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
+    started_over: bool = False
+    """The run began with --overwrite (so resuming means rerunning without it)."""
     fatal: str | None = None
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -135,7 +137,7 @@ class Job:
         self._progress = progress or _NoProgress()
         self._stdin = stdin
         self._clock = clock
-        self._summary = JobSummary(output=config.output)
+        self._summary = JobSummary(output=config.output, started_over=config.overwrite)
         self._stopping = False
         self._stop_requested: anyio.Event | None = None
         self._waits: set[anyio.CancelScope] = set()

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from batchclassify import HttpConfig, JobConfig, RateConfig, RetryConfig, classify
-from batchclassify.progress import ProgressBar
+from batchclassify.progress import ProgressBar, format_summary
 from batchclassify.runner import Job, JobSummary
 from batchclassify.server import BackgroundServer, Fault
 
@@ -721,3 +721,24 @@ def test_duplicate_ids_in_the_input_are_classified_once(
     assert "13 ok, 0 failed, 7 duplicates skipped" in result.err
     assert server.stats.requests == 13
     check_final(output, expected)
+
+
+def test_interrupted_overwrite_run_says_to_resume_without_overwrite(
+    tmp_path: Path, make_server: MakeServer
+) -> None:
+    server = make_server(latency=0.2)
+    make_images(tmp_path / "images", 20)
+    output = tmp_path / "out.jsonl"
+    output.write_text("")  # an earlier output that --overwrite replaces
+    config = JobConfig(
+        sources=(str(tmp_path / "images"),),
+        model="colors/1",
+        output=output,
+        overwrite=True,
+        http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=2),
+    )
+    summary, _ = run_and_stop(Job(config), lambda: server.stats.requests >= 2)
+
+    # Rerunning the same command would start over again: the hint must not say so.
+    assert summary.exit_code == 130
+    assert "rerun the same command without --overwrite to resume" in format_summary(summary)
