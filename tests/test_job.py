@@ -444,3 +444,37 @@ def test_rows_stream_to_disk_before_the_job_ends(
     anyio.run(main)
     assert 0 < seen_midway[0] < 12
     assert len(read_rows(output)) == 12
+
+
+def test_jsonl_output_loads_in_pandas_polars_and_duckdb(
+    tmp_path: Path, server: BackgroundServer, cli: Cli
+) -> None:
+    """Error rows (nulls), both model kinds and metadata in one file: still one clean table."""
+    pandas = pytest.importorskip("pandas")
+    polars = pytest.importorskip("polars")
+    duckdb = pytest.importorskip("duckdb")
+    output = tmp_path / "results.jsonl"
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(
+        "id,path,label\n"
+        f"a,{SAMPLES / 'images' / 'red.jpg'},red\n"
+        f"b,{tmp_path / 'missing.jpg'},none\n"
+        f"c,{SAMPLES / 'images' / 'more' / 'red-blue.png'},both\n"
+    )
+    assert cli(*run_args(server, output, manifest), "-q").code == 1
+
+    frame = pandas.read_json(output, lines=True)
+    assert list(frame.sort_values("id")["status"]) == ["ok", "error", "ok"]
+    table = polars.read_ndjson(output).sort("id")
+    assert table["top"].to_list()[:2] == ["red", None]
+    assert table["predictions"].dtype == polars.List(
+        polars.Struct({"class": polars.String, "confidence": polars.Float64})
+    )
+    query = f"SELECT id, status, label, predictions[1].class FROM '{output}' ORDER BY id"
+    rows = duckdb.connect().execute(query).fetchall()
+    assert [row[:3] for row in rows] == [
+        ("a", "ok", "red"),
+        ("b", "error", "none"),
+        ("c", "ok", "both"),
+    ]
+    assert rows[0][3] == "red"
