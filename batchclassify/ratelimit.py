@@ -85,28 +85,32 @@ class RateController:
 
     async def acquire(self) -> None:
         """Wait until one more request may start, then claim the slot."""
-        while True:
-            now = self._clock()
-            if self._measuring is not None and now >= self._paused_until:
-                self._set_first_limit(now)
-            self._grow(now)
-            start = max(now, self._paused_until)
-            if self._rate is not None and self._next_slot > now:
-                start = max(start, self._next_slot)
-                self._last_bound = now
-            if start <= now:
-                if self._rate is not None:
-                    # Slots are never banked: an idle spell does not allow a burst after it.
-                    # (0.1% slack keeps float rounding from fitting R+1 starts in a second.)
-                    interval = 1.001 / self._rate
-                    # Adaptive: a caller woken late keeps up to half a slot of its lateness,
-                    # so timer lag (a few % of a 25 ms slot) does not cut the rate; 429s
-                    # remain the referee. A fixed --rate-limit is never exceeded, so no slack.
-                    slack = interval / 2 if self._adaptive else 0.0
-                    self._next_slot = max(self._next_slot, now - slack) + interval
-                return
-            await self._sleep(start - now)
+        while (wait := self.try_acquire()) > 0:
+            await self._sleep(wait)
             # Loop: a pause or a rate cut may have arrived while this caller slept.
+
+    def try_acquire(self) -> float:
+        """Claim a slot if one is free now and return 0; else return the seconds to wait."""
+        now = self._clock()
+        if self._measuring is not None and now >= self._paused_until:
+            self._set_first_limit(now)
+        self._grow(now)
+        start = max(now, self._paused_until)
+        if self._rate is not None and self._next_slot > now:
+            start = max(start, self._next_slot)
+            self._last_bound = now
+        if start > now:
+            return start - now
+        if self._rate is not None:
+            # Slots are never banked: an idle spell does not allow a burst after it.
+            # (0.1% slack keeps float rounding from fitting R+1 starts in a second.)
+            interval = 1.001 / self._rate
+            # Adaptive: a caller woken late keeps up to half a slot of its lateness,
+            # so timer lag (a few % of a 25 ms slot) does not cut the rate; 429s
+            # remain the referee. A fixed --rate-limit is never exceeded, so no slack.
+            slack = interval / 2 if self._adaptive else 0.0
+            self._next_slot = max(self._next_slot, now - slack) + interval
+        return 0.0
 
     def pause_until(self, moment: float) -> None:
         """Start no new request before ``moment`` (clock time)."""

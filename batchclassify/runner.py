@@ -315,7 +315,13 @@ class Job:
                         )
                         await anyio.lowlevel.checkpoint()
                     else:
-                        await items_out.send(item)
+                        try:
+                            try:  # skips send()'s extra event-loop turn while there is room
+                                items_out.send_nowait(item)
+                            except anyio.WouldBlock:
+                                await items_out.send(item)
+                        except anyio.BrokenResourceError:
+                            return  # every worker has stopped (a stop request)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -323,8 +329,15 @@ class Job:
         self, items_in: ObjectReceiveStream[Item], client: ClassificationClient
     ) -> None:
         async with items_in:
-            async for item in items_in:
-                if self._stopping:
+            while not self._stopping:
+                try:  # skips receive()'s extra event-loop turn when an item is waiting
+                    item = items_in.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        item = await items_in.receive()
+                    except anyio.EndOfStream:
+                        break
+                except anyio.EndOfStream:
                     break
                 try:
                     row = await self._classify(item, client)
@@ -352,10 +365,12 @@ class Job:
         first_start = self._clock()
         first_failure: float | None = None
         while True:
-            with self._unless_stopping():
-                await self._health.wait_until_available()
-                if not self._health.gave_up:
-                    await self._rate.acquire()
+            # Usually a slot is free at once; a cancel scope only for a real wait.
+            if self._health.is_down or self._rate.try_acquire() > 0:
+                with self._unless_stopping():
+                    await self._health.wait_until_available()
+                    if not self._health.gave_up:
+                        await self._rate.acquire()
             if self._stopping:
                 return None
             if self._health.gave_up:
