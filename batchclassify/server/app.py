@@ -1,0 +1,332 @@
+"""The aiohttp application: routes, the inference handler, request checks and fault application."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import hmac
+import math
+import random
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import pybase64
+from aiohttp import web
+
+from .config import ServerConfig
+from .errors import _MESSAGES, _MISSING_KEY, _ApiError, _bad_image, _json
+from .faults import Fault, SlidingWindowLimiter, _Faults, image_key, longtail_latency
+from .model import CLASSES, MODELS, _analyse, _multi_label, _single_label
+from .stats import RequestRecord, ServerStats
+
+_b64decode: Callable[..., bytes] = pybase64.b64decode
+#: Slugs standing for a workspace in a fatal state, so clients can test stopping the job.
+_FATAL_SLUGS = {"paused": 423, "no-credits": 402}
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+#: Bodies above this are decoded in a worker thread so the event loop keeps answering.
+_OFFLOAD_BYTES = 256 * 1024
+
+
+def _format_seconds(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+class _State:
+    """Everything one app instance shares between requests."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.stats = ServerStats(recent=deque(maxlen=config.history_size))
+        self.faults = _Faults()
+        self.rng = random.Random(config.seed)
+        self.limiter = SlidingWindowLimiter(config.rate_limit) if config.rate_limit else None
+        self.own_hosts: set[str] = set()  # "127.0.0.1:PORT", so self-fetches share a cache
+        self.url_cache: OrderedDict[str, bytes] = OrderedDict()
+        self.session: aiohttp.ClientSession | None = None
+
+    def record(self, request: web.Request) -> RequestRecord:
+        query = request.query
+        bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+        key_in: Literal["query", "header", "both"] | None = (
+            ("both" if bearer else "query")
+            if "api_key" in query
+            else ("header" if bearer else None)
+        )
+        record = RequestRecord(
+            path=request.path,
+            query_keys=tuple(query.keys()),
+            header_names=tuple(h.lower() for h in request.headers),
+            api_key_in=key_in,
+            confidence=query.get("confidence"),
+            image_url=query.get("image"),
+            content_type=request.headers.get("Content-Type"),
+            content_length=request.content_length,
+        )
+        self.stats.recent.append(record)
+        return record
+
+    # -- the inference route -------------------------------------------------------------
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        record = self.record(request)
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            response = await self._infer(request)
+        except _ApiError as error:
+            response = error.response()
+        finally:
+            stats.in_flight -= 1
+        record.status = response.status
+        stats.statuses[response.status] += 1
+        return response
+
+    async def _infer(self, request: web.Request) -> web.StreamResponse:
+        config = self.config
+        fault = self.faults.next() or self._random_fault()
+        if fault is not None:
+            await self._apply(request, fault)
+        if self.limiter is not None and (wait := self.limiter.acquire()) is not None:
+            after = (
+                config.retry_after if config.retry_after is not None else max(1, math.ceil(wait))
+            )
+            raise _ApiError(429, _MESSAGES[429], {"Retry-After": _format_seconds(after)})
+        delay = config.latency + (
+            longtail_latency(self.rng) if config.latency_distribution == "longtail" else 0.0
+        )
+        if delay * config.latency_scale > 0:
+            await asyncio.sleep(delay * config.latency_scale)
+        started = time.perf_counter()
+        kind, threshold = self._check_request(request)
+        data = await self._image_bytes(request)
+        if self.faults.has_images and (image_fault := self.faults.for_image(image_key(data))):
+            await self._apply(request, image_fault)
+        orient = request.query.get("disable_preproc_auto_orient", "").lower() not in ("true", "1")
+        if len(data) > _OFFLOAD_BYTES:
+            analysis = await asyncio.to_thread(_analyse, data, orient)
+        else:
+            analysis = _analyse(data, orient)
+        answer = (_single_label if kind == "single" else _multi_label)(analysis, threshold)
+        body: dict[str, Any] = {"inference_id": str(uuid.uuid4())}
+        body["time"] = round(time.perf_counter() - started, 6)
+        body["image"] = {"width": analysis.width, "height": analysis.height}
+        body.update(answer)
+        return _json(200, body)
+
+    def _random_fault(self) -> Fault | None:
+        config = self.config
+        if config.drop_rate and self.rng.random() < config.drop_rate:
+            return Fault(action="drop")
+        if config.hang_rate and self.rng.random() < config.hang_rate:
+            return Fault(action="hang")
+        if config.error_rate and self.rng.random() < config.error_rate:
+            return Fault(status=500)
+        return None
+
+    async def _apply(self, request: web.Request, fault: Fault) -> None:
+        """Carry out a fault: raise its answer, or drop/hang the connection. 200 returns."""
+        if fault.delay > 0:
+            await asyncio.sleep(fault.delay)
+        if fault.action == "hang":
+            self.stats.hangs += 1
+            await asyncio.sleep(self.config.hang_seconds)
+        if fault.action in ("drop", "hang"):
+            if fault.action == "drop":
+                self.stats.drops += 1
+            if request.transport is not None:
+                request.transport.close()
+            # The peer is gone; cancelling ends the handler without aiohttp writing an answer.
+            raise asyncio.CancelledError
+        if fault.body is not None:
+            raise _ApiError(fault.status, "", fault.headers or {}, body=fault.body)
+        if fault.status == 200:
+            return
+        headers = fault.headers
+        if headers is None:
+            retry_after = self.config.retry_after
+            after = _format_seconds(1 if retry_after is None else retry_after)
+            headers = {"Retry-After": after} if fault.status in (429, 503) else {}
+        raise _ApiError(
+            fault.status, fault.message or _MESSAGES.get(fault.status, "Error."), headers
+        )
+
+    def _check_request(self, request: web.Request) -> tuple[Literal["single", "multi"], float]:
+        """Model id, key, model and threshold, in the order the real servers check them."""
+        slug, version = request.match_info["slug"], request.match_info["version"]
+        if not (version.isdigit() and int(version) > 0):
+            raise _ApiError(400, "Invalid Model ID sent in request.")
+        expected = self.config.api_key
+        if expected is not None:
+            key = request.query.get("api_key")
+            authorization = request.headers.get("Authorization", "")
+            if key is None and authorization[:7].lower() == "bearer ":
+                key = authorization[7:].strip()
+            if not key:
+                raise _ApiError(400, _MISSING_KEY)
+            if not hmac.compare_digest(key.encode(), expected.encode()):
+                raise _ApiError(403, _MESSAGES[403])
+        if slug in _FATAL_SLUGS:
+            raise _ApiError(_FATAL_SLUGS[slug], _MESSAGES[_FATAL_SLUGS[slug]])
+        kind = MODELS.get(slug)
+        if kind is None:
+            raise _ApiError(404, _MESSAGES[404])
+        raw = request.query.get("confidence", "0.4")
+        try:
+            threshold = float(raw)
+        except ValueError:
+            raise _ApiError(400, f"confidence must be a number, got {raw[:20]!r}") from None
+        if not math.isfinite(threshold):
+            raise _ApiError(400, "confidence must be a finite number")
+        if threshold >= 1:
+            threshold /= 100  # the real server reads 40 as 40%
+        return kind, max(threshold, 0.01)  # the real server's floor
+
+    async def _image_bytes(self, request: web.Request) -> bytes:
+        url = request.query.get("image")
+        if url is not None:
+            if self.faults.has_images and (fault := self.faults.for_image(url)):
+                await self._apply(request, fault)
+            return await self._fetch(url)
+        if "Content-Type" not in request.headers:
+            raise _ApiError(400, "Content-Type header not provided with request.")
+        cap = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > cap:
+            raise _ApiError(413, f"Request payload too large: over {cap} bytes.")
+        try:  # client_max_size caps bodies sent without a Content-Length
+            if request.content_type == "multipart/form-data":
+                self.stats.bytes_received += request.content_length or 0
+                return await self._multipart_file(request)
+            body = await request.read()
+            self.stats.bytes_received += len(body)
+        except web.HTTPRequestEntityTooLarge:
+            raise _ApiError(413, f"Request payload too large: over {cap} bytes.") from None
+        if body.startswith(b"data:"):
+            body = body.partition(b",")[2]
+        if not body.strip():
+            raise _bad_image("Image not found in request body.")
+        try:
+            return _b64decode(body, validate=True)
+        except binascii.Error:
+            pass
+        if body.startswith(_IMAGE_MAGIC):
+            raise _bad_image(
+                "the body is raw image bytes; send it base64-encoded or as a multipart 'file' part"
+            )
+        try:
+            return binascii.a2b_base64(body)  # lenient: line breaks and the like, as servers do
+        except (binascii.Error, ValueError):
+            raise _bad_image("the body is not valid base64") from None
+
+    async def _multipart_file(self, request: web.Request) -> bytes:
+        form = await request.post()
+        part = form.get("file")
+        if isinstance(part, web.FileField):
+            return part.file.read()
+        raise _bad_image("the multipart body has no part named 'file'")
+
+    async def _fetch(self, url: str) -> bytes:
+        """Download an ``image=`` URL, through a small LRU so repeated URLs are cheap."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise _bad_image(f"the image URL is not an http(s) URL: {url[:200]!r}")
+        # Our own /_files/ route ignores the query, so a query cannot change the bytes.
+        own = parts.netloc in self.own_hosts and parts.path.startswith("/_files/")
+        key = f"{parts.netloc}{parts.path}" if own else url
+        if (cached := self.url_cache.get(key)) is not None:
+            self.url_cache.move_to_end(key)
+            self.stats.url_cache_hits += 1
+            return cached
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        self.stats.url_fetches += 1
+        cap = self.config.max_body_bytes
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.config.fetch_timeout)
+            async with self.session.get(url, timeout=timeout) as response:
+                if response.status != 200:
+                    raise _bad_image(f"fetching the image URL answered HTTP {response.status}")
+                data = await response.content.read(cap + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _bad_image(f"could not fetch the image URL ({type(exc).__name__})") from None
+        if len(data) > cap:
+            raise _bad_image(f"the image at the URL is over {cap} bytes")
+        if self.config.url_cache_size and len(data) <= 4 * 1024 * 1024:
+            self.url_cache[key] = data
+            while len(self.url_cache) > self.config.url_cache_size:
+                self.url_cache.popitem(last=False)
+        return data
+
+    # -- the other routes ----------------------------------------------------------------
+
+    async def info(self, request: web.Request) -> web.Response:
+        return _json(
+            200,
+            {
+                "name": "batchclassify local classification server",
+                "models": {f"{slug}/N": kind + "-label" for slug, kind in MODELS.items()},
+                "classes": [name for name, _ in CLASSES],
+            },
+        )
+
+    async def stats_route(self, request: web.Request) -> web.Response:
+        return _json(200, self.stats.as_dict())
+
+    async def files(self, request: web.Request) -> web.StreamResponse:
+        root = self.config.files_dir
+        if root is None:
+            raise _ApiError(404, "no files directory configured (--files-dir)")
+        base = root.resolve()
+        path = (base / request.match_info["name"]).resolve()
+        if not path.is_relative_to(base) or not path.is_file():
+            raise _ApiError(404, f"no such file: {request.match_info['name'][:200]}")
+        return web.FileResponse(path)
+
+    async def close(self, app: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+_STATE = web.AppKey("batchclassify_server_state", _State)
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count routes, and give aiohttp's own errors (404, 405) ``{"message"}`` bodies."""
+    state = request.app[_STATE]
+    route = request.match_info.route.name or "unmatched"
+    state.stats.routes[route] += 1
+    try:
+        return await handler(request)
+    except _ApiError as error:
+        return error.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json(
+            exc.status,
+            {"message": _MESSAGES[404] if exc.status == 404 else exc.reason},
+            {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")},
+        )
+
+
+def create_app(config: ServerConfig) -> web.Application:
+    """The aiohttp application, for embedding or for ``aiohttp.test_utils``."""
+    state = _State(config)
+    app = web.Application(middlewares=[_json_errors], client_max_size=config.max_body_bytes)
+    app[_STATE] = state
+    app.router.add_get("/", state.info, name="info")
+    app.router.add_get("/info", state.info, name="info-alias")
+    app.router.add_get("/_stats", state.stats_route, name="stats")
+    app.router.add_get("/_files/{name:.+}", state.files, name="files")
+    app.router.add_post("/{slug}/{version}", state.infer, name="infer")
+    app.on_cleanup.append(state.close)
+    return app

@@ -1,0 +1,52 @@
+"""How the local server behaves: ``ServerConfig``, every fault knob off by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """How the server behaves. Every fault knob is off by default; random ones use ``seed``.
+
+    Latency per request is ``(latency + sample) * latency_scale`` where ``sample`` is 0 for
+    ``"fixed"`` and, for ``"longtail"``, drawn from a mixture shaped like the hosted API
+    (p50 ≈ 0.18 s, p90 ≈ 0.63 s, p99 ≈ 5.6 s). ``rate_limit`` R allows at most R requests in
+    any sliding one-second window (for R < 1, one per 1/R seconds); beyond it 429 with
+    ``Retry-After`` in whole seconds (at least 1), or ``retry_after`` verbatim when set.
+    """
+
+    api_key: str | None = None
+    files_dir: Path | None = None
+    latency: float = 0.0
+    latency_distribution: Literal["fixed", "longtail"] = "fixed"
+    latency_scale: float = 1.0
+    rate_limit: float | None = None
+    retry_after: float | None = None
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = 3600.0
+    max_body_bytes: int = 20 * 1024 * 1024
+    fetch_timeout: float = 10.0
+    url_cache_size: int = 64
+    history_size: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("latency", "latency_scale", "hang_seconds", "fetch_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("error_rate", "drop_rate", "hang_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"ServerConfig.{name} must be within 0..1")
+        if self.latency_distribution not in ("fixed", "longtail"):
+            raise ValueError("ServerConfig.latency_distribution must be 'fixed' or 'longtail'")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError("ServerConfig.rate_limit must be > 0 (None for no limit)")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError("ServerConfig.retry_after must be >= 0")
+        if self.max_body_bytes < 1 or self.url_cache_size < 0 or self.history_size < 0:
+            raise ValueError("ServerConfig sizes must be positive")

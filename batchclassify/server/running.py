@@ -1,0 +1,178 @@
+"""Running a server: in the current event loop, on a background thread, or until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .app import _STATE, create_app
+from .config import ServerConfig
+from .faults import Fault, FaultSpec, _as_fault, _Faults, image_key
+from .stats import ServerStats
+
+_T = TypeVar("_T")
+
+
+class _FaultControls:
+    """Scripting faults; shared by ``RunningServer`` and ``BackgroundServer``."""
+
+    _faults: _Faults
+
+    def script(self, *responses: FaultSpec) -> None:
+        """The next inference requests answer these, in order, then normally again."""
+        self._faults.push([_as_fault(r) for r in responses])
+
+    def fail_next(
+        self,
+        n: int,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+        *,
+        message: str | None = None,
+    ) -> None:
+        """The next ``n`` inference requests answer ``status`` (with ``headers`` if given)."""
+        self.script(*[Fault(status=status, headers=headers, message=message)] * n)
+
+    def fail_image(self, key: bytes | str, fault: FaultSpec, *, times: int | None = None) -> None:
+        """Requests for this image (its bytes, or its ``image=`` URL) answer ``fault``;
+        ``times=None`` means for ever."""
+        name = image_key(key) if isinstance(key, bytes) else key
+        self._faults.add_image(name, _as_fault(fault), times)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+
+class RunningServer(_FaultControls):
+    """A started server; see ``batchclassify.server``'s docstring for scripting faults."""
+
+    def __init__(self, app: web.Application, runner: web.AppRunner, host: str, port: int) -> None:
+        self._state = app[_STATE]
+        self._faults = self._state.faults
+        self._runner = runner
+        self._host, self.port = host, port
+        self._site: web.TCPSite | None = None
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        self._state.own_hosts.update({f"{host}:{port}", f"localhost:{port}"})
+
+    @property
+    def config(self) -> ServerConfig:
+        return self._state.config
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._state.stats
+
+    @property
+    def down(self) -> bool:
+        return self._site is None
+
+    async def _listen(self) -> None:
+        self._site = web.TCPSite(self._runner, self._host, self.port, reuse_address=True)
+        await self._site.start()
+
+    async def set_down(self, down: bool) -> None:
+        """Down: stop listening and cut every open connection. Up: listen on the same port."""
+        if down and self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()
+            for connection in self._runner.server.connections if self._runner.server else []:
+                connection.force_close()
+        elif not down and self._site is None:
+            await self._listen()
+
+    async def stop(self) -> None:
+        await self.set_down(True)  # cut hung requests now instead of waiting them out
+        await self._runner.cleanup()
+
+
+async def start_server(
+    config: ServerConfig = ServerConfig(),  # noqa: B008 (frozen; ruff only sees that in its module)
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> RunningServer:
+    """Start listening (port 0: any free port, see ``.url``) in the running event loop."""
+    app = create_app(config)
+    # No access log: it would write request lines, api_key query included.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1]
+    server = RunningServer(app, runner, host, bound)
+    server._site = site
+    return server
+
+
+class BackgroundServer(_FaultControls):
+    """A server on its own thread and event loop, for synchronous code (and ``inference_sdk``).
+
+    Starts on construction; a context manager that stops on exit. ``script``, ``fail_next``,
+    ``fail_image`` and ``set_down`` are safe to call from any thread.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig = ServerConfig(),  # noqa: B008 (frozen)
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="batchclassify-server", daemon=True
+        )
+        self._thread.start()
+        self._server = self._call(start_server(config, host=host, port=port))
+        self._faults = self._server._faults  # thread-safe: it takes a lock
+        self.url = self._server.url
+        self.port = self._server.port
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._server.stats
+
+    def set_down(self, down: bool) -> None:
+        self._call(self._server.set_down(down))
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._server.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_forever(config: ServerConfig, *, host: str, port: int) -> None:
+    """Serve until Ctrl-C or SIGTERM; prints ``listening on URL`` once ready."""
+
+    async def main() -> None:
+        server = await start_server(config, host=host, port=port)
+        print(f"listening on {server.url}", flush=True)
+        stopping = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        try:
+            await stopping.wait()
+        finally:
+            await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
