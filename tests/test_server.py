@@ -28,6 +28,7 @@ from batchclassify.server import (
     RunningServer,
     ServerConfig,
     SlidingWindowLimiter,
+    Uplink,
     longtail_latency,
     start_server,
 )
@@ -308,6 +309,47 @@ def test_sliding_window_allows_exactly_the_rate_in_any_second() -> None:
     assert slow.acquire() is None and slow.acquire() == pytest.approx(2.0)
 
 
+def test_upload_mbps_reads_bodies_through_one_uplink_shared_by_all_connections() -> None:
+    # About 300 KB of base64: red.jpg, then bytes after its end marker that decoders ignore.
+    padded = (IMAGES / "red.jpg").read_bytes() + random.Random(1).randbytes(220_000)
+    image = base64.b64encode(padded)
+    assert 290_000 < len(image) < 310_000
+    elapsed: list[float] = []
+
+    async def scenario(server: RunningServer, session: aiohttp.ClientSession) -> None:
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(post(session, f"{server.url}/colors/1", image) for _ in range(2))
+        )
+        elapsed.append(time.monotonic() - started)
+        assert [(status, body["top"]) for status, body, _ in answers] == [(200, "red")] * 2
+        assert server.stats.bytes_received == 2 * len(image)
+        if server.config.upload_mbps is not None:  # multipart bodies wait their turn too
+            form = aiohttp.FormData()
+            form.add_field("file", padded, filename="red.jpg")
+            started = time.monotonic()
+            status, body, _ = await post(session, f"{server.url}/colors/1", form, headers=None)
+            assert (status, body["top"]) == (200, "red")
+            elapsed.append(time.monotonic() - started)
+
+    run(scenario, ServerConfig(upload_mbps=8))  # 1 MB/s: 600 KB take 0.6 s, shared or not
+    both, multipart = elapsed
+    assert 0.5 < both < 1.5 and 0.2 < multipart < 1.0
+    run(scenario, ServerConfig())
+    assert elapsed[-1] < 0.3
+
+
+def test_uplink_shares_its_rate_and_banks_nothing_while_idle() -> None:
+    now = [0.0]
+    uplink = Uplink(1000, clock=lambda: now[0])  # bytes per second
+    assert uplink.reserve(500) == pytest.approx(0.5)
+    assert uplink.reserve(500) == pytest.approx(1.0)  # queued behind the first
+    now[0] = 0.5
+    assert uplink.reserve(100) == pytest.approx(0.6)
+    now[0] = 10.0  # idle for long: the next chunk still takes its full time
+    assert uplink.reserve(100) == pytest.approx(0.1)
+
+
 def test_scripted_statuses_then_normal_answers() -> None:
     async def scenario(server: RunningServer, session: aiohttp.ClientSession) -> None:
         url, image = f"{server.url}/colors/1", b64("red.jpg")
@@ -417,6 +459,8 @@ def test_config_rejects_bad_values_naming_the_field() -> None:
         ServerConfig(error_rate=1.5)
     with pytest.raises(ValueError, match="rate_limit"):
         ServerConfig(rate_limit=0)
+    with pytest.raises(ValueError, match="upload_mbps"):
+        ServerConfig(upload_mbps=0)
 
 
 def test_inference_sdk_v0_client_gets_the_right_answers() -> None:

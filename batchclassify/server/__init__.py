@@ -11,8 +11,9 @@ Models: ``colors/N`` (single-label: softmax over the mean colour's distance to e
 ``paused`` and ``no-credits`` always answer 423 and 402; any other slug is a 404.
 
 Faults, all off by default (``ServerConfig``): fixed or long-tailed latency, a rate limit
-answering 429 with ``Retry-After``, random 500s, dropped and hung connections (seeded). At
-runtime, on a ``RunningServer`` or ``BackgroundServer``:
+answering 429 with ``Retry-After``, random 500s, dropped and hung connections (seeded), an
+uplink of ``upload_mbps`` shared by all uploads (loopback has none, so client-side downscaling
+would show no gain). At runtime, on a ``RunningServer`` or ``BackgroundServer``:
 
 - ``script(503, "drop", 200, Fault(status=429, headers={"Retry-After": "2"}))``: the next
   inference requests answer these, in order (``200`` = answer normally, ``"drop"`` = close the
@@ -32,7 +33,14 @@ from __future__ import annotations
 
 from .app import create_app
 from .config import ServerConfig
-from .faults import Fault, FaultSpec, SlidingWindowLimiter, image_key, longtail_latency
+from .faults import (
+    Fault,
+    FaultSpec,
+    SlidingWindowLimiter,
+    Uplink,
+    image_key,
+    longtail_latency,
+)
 from .model import CLASSES, MODELS
 from .running import BackgroundServer, RunningServer, serve_forever, start_server
 from .stats import RequestRecord, ServerStats
@@ -48,6 +56,7 @@ __all__ = [
     "ServerConfig",
     "ServerStats",
     "SlidingWindowLimiter",
+    "Uplink",
     "create_app",
     "image_key",
     "longtail_latency",

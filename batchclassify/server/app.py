@@ -20,7 +20,7 @@ from aiohttp import web
 
 from .config import ServerConfig
 from .errors import _MESSAGES, _MISSING_KEY, _ApiError, _bad_image, _json
-from .faults import Fault, SlidingWindowLimiter, _Faults, image_key, longtail_latency
+from .faults import Fault, SlidingWindowLimiter, Uplink, _Faults, image_key, longtail_latency
 from .model import CLASSES, MODELS, _analyse, _multi_label, _single_label
 from .stats import RequestRecord, ServerStats
 
@@ -30,6 +30,8 @@ _FATAL_SLUGS = {"paused": 423, "no-credits": 402}
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 #: Bodies above this are decoded in a worker thread so the event loop keeps answering.
 _OFFLOAD_BYTES = 256 * 1024
+#: With ``upload_mbps``, bodies are read and paced in pieces of this size.
+_UPLINK_CHUNK = 64 * 1024
 
 
 def _format_seconds(value: float) -> str:
@@ -45,6 +47,8 @@ class _State:
         self.faults = _Faults()
         self.rng = random.Random(config.seed)
         self.limiter = SlidingWindowLimiter(config.rate_limit) if config.rate_limit else None
+        mbps = config.upload_mbps
+        self.uplink = Uplink(mbps * 1_000_000 / 8) if mbps is not None else None
         self.own_hosts: set[str] = set()  # "127.0.0.1:PORT", so self-fetches share a cache
         self.url_cache: OrderedDict[str, bytes] = OrderedDict()
         self.session: aiohttp.ClientSession | None = None
@@ -202,8 +206,13 @@ class _State:
         try:  # client_max_size caps bodies sent without a Content-Length
             if request.content_type == "multipart/form-data":
                 self.stats.bytes_received += request.content_length or 0
+                if self.uplink is not None:
+                    await self._pace(self.uplink, request.content_length or 0)
                 return await self._multipart_file(request)
-            body = await request.read()
+            if self.uplink is None:
+                body = await request.read()
+            else:
+                body = await self._read_paced(request, self.uplink)
             self.stats.bytes_received += len(body)
         except web.HTTPRequestEntityTooLarge:
             raise _ApiError(413, f"Request payload too large: over {cap} bytes.") from None
@@ -223,6 +232,28 @@ class _State:
             return binascii.a2b_base64(body)  # lenient: line breaks and the like, as servers do
         except (binascii.Error, ValueError):
             raise _bad_image("the body is not valid base64") from None
+
+    async def _read_paced(self, request: web.Request, uplink: Uplink) -> bytes:
+        """``request.read()`` through the shared uplink: each chunk waits for its turn on it."""
+        cap = self.config.max_body_bytes
+        body = bytearray()
+        while chunk := await request.content.read(_UPLINK_CHUNK):
+            body += chunk
+            if len(body) > cap:  # the check request.read() makes against client_max_size
+                raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=len(body))
+            if (wait := uplink.reserve(len(chunk))) > 0:
+                await asyncio.sleep(wait)
+        return bytes(body)
+
+    async def _pace(self, uplink: Uplink, size: int) -> None:
+        """Wait out ``size`` bytes on the uplink, chunk by chunk so concurrent uploads share it.
+
+        For multipart bodies, which aiohttp parses from the stream itself: the body is read
+        after the wait instead of during it, which delays the answer the same.
+        """
+        for start in range(0, size, _UPLINK_CHUNK):
+            if (wait := uplink.reserve(min(_UPLINK_CHUNK, size - start))) > 0:
+                await asyncio.sleep(wait)
 
     async def _multipart_file(self, request: web.Request) -> bytes:
         form = await request.post()

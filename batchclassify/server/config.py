@@ -16,6 +16,8 @@ class ServerConfig:
     (p50 ≈ 0.18 s, p90 ≈ 0.63 s, p99 ≈ 5.6 s). ``rate_limit`` R allows at most R requests in
     any sliding one-second window (for R < 1, one per 1/R seconds); beyond it 429 with
     ``Retry-After`` in whole seconds (at least 1), or ``retry_after`` verbatim when set.
+    ``upload_mbps`` reads inference request bodies at most that many megabits per second, in
+    total over all connections: a client's uplink to a hosted API, which loopback lacks.
     """
 
     api_key: str | None = None
@@ -25,6 +27,7 @@ class ServerConfig:
     latency_scale: float = 1.0
     rate_limit: float | None = None
     retry_after: float | None = None
+    upload_mbps: float | None = None
     error_rate: float = 0.0
     drop_rate: float = 0.0
     hang_rate: float = 0.0
@@ -48,5 +51,7 @@ class ServerConfig:
             raise ValueError("ServerConfig.rate_limit must be > 0 (None for no limit)")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("ServerConfig.retry_after must be >= 0")
+        if self.upload_mbps is not None and not self.upload_mbps > 0:
+            raise ValueError("ServerConfig.upload_mbps must be > 0 (None for no limit)")
         if self.max_body_bytes < 1 or self.url_cache_size < 0 or self.history_size < 0:
             raise ValueError("ServerConfig sizes must be positive")

@@ -1,4 +1,4 @@
-"""Fault knobs: scripted and per-image answers, the sliding-window rate limit, latency."""
+"""Fault knobs: scripted and per-image answers, the rate limit, the uplink, latency."""
 
 from __future__ import annotations
 
@@ -68,6 +68,26 @@ class SlidingWindowLimiter:
             self._accepted.append(now)
             return None
         return self._accepted[0] + self.window - now
+
+
+class Uplink:
+    """A link of ``rate`` bytes per second that every connection's upload shares.
+
+    A token bucket with room for one chunk only, kept as the time the link is next free: each
+    chunk occupies the link for ``size / rate`` seconds after the chunks booked before it, so
+    concurrent uploads share the rate and an idle link banks no burst.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._free_at = -math.inf
+
+    def reserve(self, size: int) -> float:
+        """Book ``size`` bytes; the seconds until they have crossed the link."""
+        now = self._clock()
+        self._free_at = max(self._free_at, now) + size / self.rate
+        return self._free_at - now
 
 
 class _Faults:
