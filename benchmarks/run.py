@@ -307,7 +307,7 @@ class Bench:
                             concurrency=concurrency,
                         )
                     )
-        # The server's long-tail mixture (server._longtail): 97% lognormal(ln 0.17 s, 0.9),
+        # The server's long-tail mixture (server.longtail_latency): 97% lognormal(ln 0.17 s, 0.9),
         # 3% lognormal(ln 4.6 s, 0.45); mean = 0.97·0.17·e^(0.9²/2) + 0.03·4.6·e^(0.45²/2).
         mean = (0.97 * 0.17 * math.exp(0.9**2 / 2) + 0.03 * 4.6 * math.exp(0.45**2 / 2)) * scale
         self.save("2", runs, {"latency_scale": scale, "knobs": knobs, "mean_latency": mean})
