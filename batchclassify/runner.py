@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
@@ -275,7 +275,7 @@ class Job:
 
     # -- producer -------------------------------------------------------------------------
 
-    async def _produce(self, items_out: ObjectSendStream[Item], prior: PriorState) -> None:
+    async def _produce(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
         index = prior.index
         retry_failed = self.config.retry_failed
         batches: Iterator[list[Item]] = iter_item_batches(
@@ -326,7 +326,7 @@ class Job:
     # -- workers --------------------------------------------------------------------------
 
     async def _work(
-        self, items_in: ObjectReceiveStream[Item], client: ClassificationClient
+        self, items_in: MemoryObjectReceiveStream[Item], client: ClassificationClient
     ) -> None:
         async with items_in:
             while not self._stopping:
