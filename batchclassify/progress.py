@@ -9,7 +9,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from .runner import JobSummary
+from .summary import JobSummary
 
 
 class ProgressBar:

@@ -17,12 +17,10 @@ to the sink needs no stream or lock: ``_record`` is synchronous and only it touc
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from dataclasses import replace
+from typing import Any, TextIO
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -38,6 +36,7 @@ from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorSta
 from .retry import Backoff
 from .sinks import Sink, open_sink
 from .sources import check_sources, iter_item_batches
+from .summary import JobSummary, ProgressListener, SilentProgress
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
@@ -46,80 +45,6 @@ STOP_GRACE = 30.0
 #: Reads + base64 taking longer than this on average move off the event loop, to threads.
 INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
-
-
-class ProgressListener(Protocol):
-    """What the runner tells a progress display. Every method is called on the event loop."""
-
-    def started(self, *, already_done: int) -> None: ...
-
-    def add_total(self, count: int) -> None: ...
-
-    def row(self, status: str) -> None: ...
-
-    def retried(self) -> None: ...
-
-    def note(self, text: str | None) -> None: ...
-
-    def finished(self) -> None: ...
-
-
-class _NoProgress:
-    def started(self, *, already_done: int) -> None:
-        pass
-
-    def add_total(self, count: int) -> None:
-        pass
-
-    def row(self, status: str) -> None:
-        pass
-
-    def retried(self) -> None:
-        pass
-
-    def note(self, text: str | None) -> None:
-        pass
-
-    def finished(self) -> None:
-        pass
-
-
-@dataclass
-class JobSummary:
-    """What a finished (or stopped) job did. ``exit_code`` follows the CLI's convention."""
-
-    output: Path
-    ok: int = 0
-    failed: int = 0
-    already_done: int = 0
-    """Items skipped because an earlier run recorded them."""
-    previously_failed: int = 0
-    """Items skipped because an earlier run recorded them as failed (see --retry-failed)."""
-    duplicates: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    elapsed: float = 0.0
-    interrupted: bool = False
-    started_over: bool = False
-    """The run began with --overwrite (so resuming means rerunning without it)."""
-    fatal: str | None = None
-    errors: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def processed(self) -> int:
-        return self.ok + self.failed
-
-    @property
-    def images_per_second(self) -> float:
-        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def exit_code(self) -> int:
-        if self.fatal is not None:
-            return 3
-        if self.interrupted:
-            return 130
-        return 1 if self.failed or self.previously_failed else 0
 
 
 class Job:
@@ -134,7 +59,7 @@ class Job:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self._progress = progress or _NoProgress()
+        self._progress = progress or SilentProgress()
         self._stdin = stdin
         self._clock = clock
         self._summary = JobSummary(output=config.output, started_over=config.overwrite)
