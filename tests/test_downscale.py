@@ -1,0 +1,82 @@
+"""Client-side downscaling (``--max-size``): fewer bytes on the wire, the same answers, and
+rows that describe the user's original image."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pybase64
+from PIL import Image
+
+from batchclassify.encoding import read_and_encode
+from batchclassify.server import BackgroundServer
+
+from .conftest import COLORS, CliResult, read_rows
+
+Cli = Callable[..., CliResult]
+
+
+def photo(path: Path, color: str, size: tuple[int, int], orientation: int = 1) -> Path:
+    """A noisy JPEG (so it compresses like a photo) of mostly one colour."""
+    base = Image.new("RGB", size, COLORS[color])
+    noise = Image.merge("RGB", [Image.effect_noise(size, 60)] * 3)
+    image = Image.blend(base, noise, 0.2)
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="JPEG", quality=92, exif=exif)
+    return path
+
+
+def test_encoder_shrinks_large_images_upright_and_keeps_small_ones_as_they_are(
+    tmp_path: Path,
+) -> None:
+    big = photo(tmp_path / "big.jpg", "red", (1600, 1200))
+    turned = photo(tmp_path / "turned.jpg", "yellow", (1200, 600), orientation=6)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (100, 80), COLORS["blue"]).save(small)
+
+    encoded = read_and_encode(str(big), max_upload_bytes=20 << 20, max_size=256)
+    with Image.open(io.BytesIO(pybase64.b64decode(encoded.body))) as sent:
+        assert sent.format == "JPEG" and sent.size == (256, 192)
+    assert encoded.original_size == (1600, 1200)
+    assert len(encoded.body) * 10 < len(pybase64.b64encode(big.read_bytes()))
+
+    encoded = read_and_encode(str(turned), max_upload_bytes=20 << 20, max_size=256)
+    with Image.open(io.BytesIO(pybase64.b64decode(encoded.body))) as sent:
+        assert sent.size == (128, 256)  # EXIF orientation 6 applied: now portrait
+    assert encoded.original_size == (600, 1200)
+
+    encoded = read_and_encode(str(small), max_upload_bytes=20 << 20, max_size=256)
+    assert encoded.body == pybase64.b64encode(small.read_bytes())
+    assert encoded.original_size is None
+
+
+def test_max_size_uploads_less_and_rows_keep_the_original_size(
+    tmp_path: Path, server: BackgroundServer, cli: Cli
+) -> None:
+    folder = tmp_path / "photos"
+    photo(folder / "big.jpg", "red", (1600, 1200))
+    photo(folder / "turned.jpg", "yellow", (1200, 600), orientation=6)
+    Image.new("RGB", (100, 80), COLORS["blue"]).save(folder / "small.png")
+    originals = sum(len(pybase64.b64encode(p.read_bytes())) for p in folder.iterdir())
+    output = tmp_path / "out.jsonl"
+
+    result = cli(
+        "run", folder, "--model", "colors/1", "--api-url", server.url, "--output", output,
+        "--max-size", "256", "-q",
+    )  # fmt: skip
+
+    assert result.code == 0, result.err
+    rows = {Path(row["path"]).name: row for row in read_rows(output)}
+    assert {name: row["top"] for name, row in rows.items()} == {
+        "big.jpg": "red",
+        "turned.jpg": "yellow",
+        "small.png": "blue",
+    }
+    sizes = {name: (row["image_width"], row["image_height"]) for name, row in rows.items()}
+    assert sizes == {"big.jpg": (1600, 1200), "turned.jpg": (600, 1200), "small.png": (100, 80)}
+    assert server.stats.bytes_received * 5 < originals
