@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from batchclassify.server import (
+    CLASSES,
     BackgroundServer,
     Fault,
     RunningServer,
@@ -113,6 +114,24 @@ def test_single_label_answer_names_the_dominant_colour(name: str, colour: str) -
         assert all(p["confidence"] >= 0.4 for p in body["predictions"])
 
     run(scenario)
+
+
+def test_hash_model_answers_without_decoding_and_consistently() -> None:
+    """``model_cost="hash"`` (for client benchmarks): a class per image from its bytes."""
+
+    async def scenario(server: RunningServer, session: aiohttp.ClientSession) -> None:
+        answers = []
+        for name in ("red.jpg", "green.png", "red.jpg"):
+            status, body, _ = await post(session, f"{server.url}/colors/1", b64(name))
+            assert status == 200, body
+            answers.append(body["top"])
+        assert answers[0] == answers[2]
+        assert set(answers) <= {name for name, _ in CLASSES}
+        # No decoding: bytes that are no image still get an answer.
+        status, body, _ = await post(session, f"{server.url}/colors/1", base64.b64encode(b"x"))
+        assert status == 200 and body["image"] == {"width": 0, "height": 0}
+
+    run(scenario, ServerConfig(model_cost="hash"))
 
 
 def test_response_reports_the_upright_original_size() -> None:

@@ -21,7 +21,7 @@ from aiohttp import web
 from .config import ServerConfig
 from .errors import _MESSAGES, _MISSING_KEY, _ApiError, _bad_image, _json
 from .faults import Fault, SlidingWindowLimiter, Uplink, _Faults, image_key, longtail_latency
-from .model import CLASSES, MODELS, _analyse, _multi_label, _single_label
+from .model import CLASSES, MODELS, _analyse, _hashed, _multi_label, _single_label
 from .stats import RequestRecord, ServerStats
 
 _b64decode: Callable[..., bytes] = pybase64.b64decode
@@ -113,7 +113,9 @@ class _State:
         if self.faults.has_images and (image_fault := self.faults.for_image(image_key(data))):
             await self._apply(request, image_fault)
         orient = request.query.get("disable_preproc_auto_orient", "").lower() not in ("true", "1")
-        if len(data) > _OFFLOAD_BYTES:
+        if config.model_cost == "hash":
+            analysis = _hashed(data)
+        elif len(data) > _OFFLOAD_BYTES:
             analysis = await asyncio.to_thread(_analyse, data, orient)
         else:
             analysis = _analyse(data, orient)

@@ -37,6 +37,10 @@ class ServerConfig:
     url_cache_size: int = 64
     history_size: int = 200
     seed: int = 0
+    model_cost: Literal["pixels", "hash"] = "pixels"
+    """``hash``: answer from a checksum of the image bytes, no decoding (a class per image,
+    deterministic but meaningless), so a benchmark measures the client, not the server's
+    model. The default decodes and classifies by colour."""
 
     def __post_init__(self) -> None:
         for name in ("latency", "latency_scale", "hang_seconds", "fetch_timeout"):
@@ -47,6 +51,8 @@ class ServerConfig:
                 raise ValueError(f"ServerConfig.{name} must be within 0..1")
         if self.latency_distribution not in ("fixed", "longtail"):
             raise ValueError("ServerConfig.latency_distribution must be 'fixed' or 'longtail'")
+        if self.model_cost not in ("pixels", "hash"):
+            raise ValueError("ServerConfig.model_cost must be 'pixels' or 'hash'")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError("ServerConfig.rate_limit must be > 0 (None for no limit)")
         if self.retry_after is not None and self.retry_after < 0:
