@@ -386,7 +386,7 @@ class Job:
         self, item: Item, encoded: EncodedImage | None, client: ClassificationClient
     ) -> Prediction:
         """One request, under the watchdog: one it cuts off counts as a timeout."""
-        with self._watchdog.watch():
+        async with self._watchdog.watch():
             if encoded is not None:
                 return await client.classify_bytes(encoded.body)
             return await client.classify_url(item.url or "")

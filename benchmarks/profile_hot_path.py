@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/profile_hot_path.py [--items 10000] [--concurrency 32]
 
-Runs the real CLI and the lean client over the same images against a zero-latency server,
+Runs the real CLI and the lean client over the same images against a zero-latency server (hash model, so the client is the bottleneck),
 each under cProfile (the event-loop thread, where all per-request Python work happens), and
 prints where the time goes, grouped by package, side by side: what batchclassify spends
 beyond the lean client is its own overhead. Then the costliest batchclassify, anyio and
@@ -105,7 +105,7 @@ def main() -> int:
     paths = clients.hardlinked_copies(small, args.items, DATA / "copies")
     manifest = clients.write_manifest(OUT / "manifest.txt", [str(p) for p in paths])
     reports = {}
-    with Server([], cpu="1", log=OUT / "server.log") as server:
+    with Server(["--model-cost", "hash"], cpu="1", log=OUT / "server.log") as server:
         for client in ("batchclassify", "lean"):
             cmd = clients.command(
                 client,
