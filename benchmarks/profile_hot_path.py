@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/profile_hot_path.py [--items 10000] [--concurrency 32]
 
-Runs the real CLI and the lean client over the same images against a zero-latency server (hash model, so the client is the bottleneck),
-each under cProfile (the event-loop thread, where all per-request Python work happens), and
+Runs the real CLI and the lean client over the same images against a zero-latency server
+(its hash model, so the client is the bottleneck), each under cProfile (the event-loop
+thread, where all per-request Python work happens), and
 prints where the time goes, grouped by package, side by side: what batchclassify spends
 beyond the lean client is its own overhead. Then the costliest batchclassify, anyio and
 asyncio functions. With ``--py-spy`` it also samples the CLI with ``py-spy record --gil``
