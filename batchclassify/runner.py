@@ -113,7 +113,6 @@ class Job:
         check_sources(config.sources, stdin=self._stdin)
         sink = self._sink
         prior = prepare_output(config, sink)
-        self._summary.already_done = 0
         started = self._clock()
         self._progress.started(already_done=prior.ok + (0 if config.retry_failed else prior.failed))
         try:
@@ -124,7 +123,7 @@ class Job:
                     async with ClassificationClient(
                         http, model=config.model, confidence=config.confidence
                     ) as client:
-                        await self._pipeline(client, sink, prior)
+                        await self._pipeline(client, prior)
             finally:
                 sink.close()
                 self._summary.elapsed = self._clock() - started
@@ -154,25 +153,23 @@ class Job:
 
         return serve()
 
-    async def _pipeline(self, client: ClassificationClient, sink: Sink, prior: PriorState) -> None:
+    async def _pipeline(self, client: ClassificationClient, prior: PriorState) -> None:
         size = max(16, self.config.http.concurrency * 2)
         items_out, items_in = anyio.create_memory_object_stream[Item](size)
         try:
+            # The outer group runs the timers (flush, watchdog, stop grace) and is what a fatal
+            # error cancels; once the producer and workers are done, the timers are cut too.
             async with anyio.create_task_group() as group:
                 self._cancel = group.cancel_scope
-                flushing, grace = anyio.CancelScope(), anyio.CancelScope()
-                group.start_soon(self._flush_periodically, flushing)
-                watching = anyio.CancelScope()
-                group.start_soon(self._watch, watching)
+                group.start_soon(self._flush_periodically)
+                group.start_soon(self._watchdog.run)
                 async with anyio.create_task_group() as workers:
-                    group.start_soon(self._cut_after_grace, grace, workers.cancel_scope)
+                    group.start_soon(self._cut_after_grace, workers.cancel_scope)
                     workers.start_soon(self._produce, items_out, prior)
                     for _ in range(self.config.http.concurrency):
                         workers.start_soon(self._work, items_in.clone(), client)
                     items_in.close()
-                flushing.cancel()
-                watching.cancel()
-                grace.cancel()
+                group.cancel_scope.cancel()
         finally:
             self._flush()
         if isinstance(self._fatal_error, OutputError):
@@ -186,17 +183,14 @@ class Job:
         if self._cancel is not None:
             self._cancel.cancel()
 
-    async def _cut_after_grace(
-        self, grace: anyio.CancelScope, workers_scope: anyio.CancelScope
-    ) -> None:
+    async def _cut_after_grace(self, workers_scope: anyio.CancelScope) -> None:
         """After a stop request, give requests in flight ``STOP_GRACE`` seconds, then cut."""
-        with grace:
-            self._stop_requested = anyio.Event()
-            if self._stopping:
-                self._stop_requested.set()
-            await self._stop_requested.wait()
-            await anyio.sleep(STOP_GRACE)
-            workers_scope.cancel()
+        self._stop_requested = anyio.Event()
+        if self._stopping:
+            self._stop_requested.set()
+        await self._stop_requested.wait()
+        await anyio.sleep(STOP_GRACE)
+        workers_scope.cancel()
 
     # -- producer -------------------------------------------------------------------------
 
@@ -439,15 +433,10 @@ class Job:
                 )
         self._progress.row(row["status"])
 
-    async def _watch(self, scope: anyio.CancelScope) -> None:
-        with scope:
-            await self._watchdog.run()
-
-    async def _flush_periodically(self, scope: anyio.CancelScope) -> None:
-        with scope:
-            while True:
-                await anyio.sleep(FLUSH_INTERVAL)
-                self._flush()
+    async def _flush_periodically(self) -> None:
+        while True:
+            await anyio.sleep(FLUSH_INTERVAL)
+            self._flush()
 
     def _flush(self) -> None:
         try:
