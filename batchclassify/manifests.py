@@ -15,7 +15,7 @@ import orjson
 
 from .errors import UsageError
 from .models import Item
-from .names import _is_text, _text
+from .names import as_text, is_text
 
 _STDIN_NAME = "<stdin>"
 _URL_PREFIXES = ("http://", "https://", "HTTP://", "HTTPS://")
@@ -58,7 +58,7 @@ def _item(prefix: str, path: str, url: str, ident: str, metadata: dict[str, Any]
     """
     if path and not path.startswith(_URL_PREFIXES):
         return Item(
-            id=ident or _text(path),
+            id=ident or as_text(path),
             path=_resolve(prefix, path),
             url=url or None,
             metadata=metadata,
@@ -71,7 +71,7 @@ def _item(prefix: str, path: str, url: str, ident: str, metadata: dict[str, Any]
 
 
 def _check_text_manifest(source: str, kind: str) -> None:
-    name = _text(source)
+    name = as_text(source)
     try:
         with open(source, "rb") as handle:
             head = handle.read(_HEAD_BYTES)
@@ -120,20 +120,20 @@ def _txt_lines(manifest: str, prefix: str, lines: Iterable[str]) -> Iterator[Ite
         if not value or value[0] == "#":
             continue
         if value.startswith(_URL_PREFIXES):
-            if not _is_text(value):
+            if not is_text(value):
                 yield _bad_row(manifest, "line", number, "not valid UTF-8; save it as UTF-8")
             else:
                 yield Item(id=value, url=value)
         elif value.isascii():
             yield Item(id=value, path=_resolve(prefix, value))
         else:
-            yield Item(id=_text(value), path=_resolve(prefix, value))
+            yield Item(id=as_text(value), path=_resolve(prefix, value))
 
 
 def _txt_items(source: str) -> Iterator[Item]:
     # surrogateescape: a bad line must not take its 8 KB decoding chunk down with it.
     with _open_text(source, newline=None) as handle:
-        yield from _txt_lines(_text(source), _prefix(source), handle)
+        yield from _txt_lines(as_text(source), _prefix(source), handle)
 
 
 def _stdin_items(stdin: TextIO | None) -> Iterator[Item]:
@@ -155,7 +155,7 @@ def _open_text(source: str, *, newline: str | None) -> TextIO:
     try:
         return open(source, encoding="utf-8-sig", errors="surrogateescape", newline=newline)
     except OSError as exc:
-        raise UsageError(f"{_text(source)}: cannot open this manifest ({exc.strerror})") from None
+        raise UsageError(f"{as_text(source)}: cannot open this manifest ({exc.strerror})") from None
 
 
 def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | None, int | None]:
@@ -176,7 +176,7 @@ def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | No
 
 
 def _csv_items(source: str) -> Iterator[Item]:
-    manifest, prefix = _text(source), _prefix(source)
+    manifest, prefix = as_text(source), _prefix(source)
     with _open_text(source, newline="") as handle:
         # strict: a stray quote is an error for its row, not silently merged into the value.
         reader = csv.reader(handle, strict=True)
@@ -217,7 +217,7 @@ def _csv_items(source: str) -> Iterator[Item]:
                     )
                     continue
                 row += [""] * (width - len(row))
-            if not _is_text("".join(row)):
+            if not is_text("".join(row)):
                 yield _bad_row(manifest, "line", number, "not valid UTF-8; save it as UTF-8")
                 continue
             path = row[path_col].strip() if path_col is not None else ""
@@ -241,7 +241,7 @@ def _csv_items(source: str) -> Iterator[Item]:
 
 
 def _jsonl_items(source: str) -> Iterator[Item]:
-    manifest, prefix = _text(source), _prefix(source)
+    manifest, prefix = as_text(source), _prefix(source)
     try:
         handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
@@ -305,7 +305,7 @@ def _import_parquet(name: str) -> Any:
 
 def _parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
     """Open only the footer; ``UsageError`` if unreadable or without a path/url column."""
-    name = _text(source)
+    name = as_text(source)
     pq = _import_parquet(name)
     import pyarrow as pa
 
@@ -320,7 +320,7 @@ def _parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
 
 
 def _parquet_items(source: str) -> Iterator[Item]:
-    manifest, prefix = _text(source), _prefix(source)
+    manifest, prefix = as_text(source), _prefix(source)
     pq = _import_parquet(manifest)
     path_col, url_col, id_col = _parquet_columns(source)
     import pyarrow as pa

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ItemError
+from .names import as_text
 
 #: Output columns, in order. Manifest metadata columns follow them.
 ROW_FIELDS: tuple[str, ...] = (
@@ -138,22 +139,11 @@ def parse_prediction(body: Any) -> Prediction:
     )
 
 
-def _text(path: str | None) -> str | None:
-    """A path as valid text: file-name bytes that are not UTF-8 written as ``\\xNN``, as ids
-    are (``os.scandir`` hands them over as surrogate escapes, which JSON cannot hold)."""
-    if path is None or path.isascii():
-        return path
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return path
-
-
 def _base_row(item: Item, status: str) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
     row["id"] = item.id
-    row["path"] = _text(item.path)
+    # Non-UTF-8 file-name bytes as \xNN, as in ids: JSON cannot hold surrogate escapes.
+    row["path"] = None if item.path is None else as_text(item.path)
     row["url"] = item.url
     row["status"] = status
     if item.metadata:

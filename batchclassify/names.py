@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 
-def _text(name: str) -> str:
+def as_text(name: str) -> str:
     """``name`` as valid UTF-8 text: undecodable file-name bytes become ``\\xNN``."""
     if name.isascii():
         return name
@@ -16,7 +16,7 @@ def _text(name: str) -> str:
     return name
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
     """False when ``value`` holds surrogate escapes, i.e. bytes that were not UTF-8."""
     if value.isascii():
         return True

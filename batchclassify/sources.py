@@ -48,7 +48,7 @@ from .manifests import (
     _txt_items,
 )
 from .models import Item
-from .names import _text
+from .names import as_text
 
 STDIN = "-"
 _MANIFEST_KINDS = {
@@ -127,7 +127,7 @@ def _source_kind(source: str) -> str:
     """``"dir"`` or a manifest kind; ``UsageError`` for anything else."""
     if os.path.isdir(source):
         return "dir"
-    name = _text(source)
+    name = as_text(source)
     if not os.path.lexists(source):
         raise UsageError(
             f"{name}: no such file or folder; check the path (relative paths start from "
@@ -151,7 +151,7 @@ def _check_folder(folder: str) -> None:
             pass
     except OSError as exc:
         raise UsageError(
-            f"{_text(folder)}: cannot read this folder ({exc.strerror}); check its permissions"
+            f"{as_text(folder)}: cannot read this folder ({exc.strerror}); check its permissions"
         ) from None
 
 
@@ -160,11 +160,11 @@ def _walk_folder(top: str, extensions: frozenset[str]) -> Iterator[Item]:
     try:
         stat = os.stat(top)
     except OSError as exc:
-        raise UsageError(f"{_text(top)}: cannot open this folder ({exc.strerror})") from None
+        raise UsageError(f"{as_text(top)}: cannot open this folder ({exc.strerror})") from None
     # Each frame: a folder's (st_dev, st_ino), its path, its id, its subfolders not yet walked.
     # The keys of the frames are ``on_path``: a folder met again among them is a symlink loop.
     key = (stat.st_dev, stat.st_ino)
-    ident = _text(top)
+    ident = as_text(top)
     subfolders = yield from _folder_files(top, ident, extensions)
     stack = [(key, top, ident, iter(subfolders))]
     on_path = {key}
@@ -175,7 +175,7 @@ def _walk_folder(top: str, extensions: frozenset[str]) -> Iterator[Item]:
             stack.pop()
             on_path.discard(key)
             continue
-        child, child_id = os.path.join(path, name), os.path.join(ident, _text(name))
+        child, child_id = os.path.join(path, name), os.path.join(ident, as_text(name))
         try:
             stat = os.stat(child)
         except OSError as exc:
@@ -226,7 +226,7 @@ def _folder_files(
                     continue
                 files.append(name)
                 if not is_file:
-                    odd[name] = _odd_entry(entry, id_prefix + _text(name), error)
+                    odd[name] = _odd_entry(entry, id_prefix + as_text(name), error)
     except OSError as exc:
         yield _unreadable(path, ident, exc)
         return []
@@ -235,7 +235,7 @@ def _folder_files(
         if odd and name in odd:
             yield odd[name]
         else:
-            yield Item(id=id_prefix + _text(name), path=file_prefix + name)
+            yield Item(id=id_prefix + as_text(name), path=file_prefix + name)
     subfolders.sort()
     return subfolders
 
@@ -244,7 +244,7 @@ def _odd_entry(entry: os.DirEntry[str], ident: str, error: OSError | None) -> It
     """An entry with an image's name that is neither a file nor a folder."""
     if entry.is_symlink():
         try:
-            target = _text(os.readlink(entry.path))
+            target = as_text(os.readlink(entry.path))
         except OSError:
             target = "?"
         reason = f"{error.strerror}" if error is not None else "target does not exist"
