@@ -418,17 +418,10 @@ class Bench:
         stands for a remote machine, has the other. Unpinned runs show what the client does
         when it may use every core (here shared with the server).
         """
-        refs = [str(p) for p in self.large]
         runs: list[Run] = []
-        variants: list[tuple[str, str, tuple[str, ...], bool]] = [
-            ("batchclassify", "--max-size 640", ("--max-size", "640"), True),
-            ("batchclassify", "originals", (), True),
-            ("lean", "originals", (), True),
-            ("sdk", "originals", (), True),
-            ("batchclassify", "--max-size 640, unpinned", ("--max-size", "640"), False),
-            ("batchclassify", "originals, unpinned", (), False),
-        ]
-        with self.server("5", []) as server:
+        Variant = tuple[str, str, tuple[str, ...], bool]  # client, label, flags, pinned
+
+        def measure_all(server: Server, images: list[Path], variants: list[Variant]) -> None:
             for client, label, extra, pin in variants:
                 if client not in self.clients:
                     continue
@@ -439,7 +432,7 @@ class Bench:
                         regime="5",
                         client=client,
                         label=label,
-                        refs=refs,
+                        refs=[str(p) for p in images],
                         concurrency=16,
                         extra=extra,
                     )
@@ -448,36 +441,38 @@ class Bench:
                 if run.bytes_uploaded is None:
                     # A server without the counter: the bodies batchclassify's own encoder
                     # makes with these flags (for the others, the base64 of the files).
-                    run.bytes_uploaded = report.upload_bytes(self.large, extra)
+                    run.bytes_uploaded = report.upload_bytes(images, extra)
                 runs.append(run)
+
+        shrink = ("--max-size", "640")
+        with self.server("5", []) as server:
+            measure_all(
+                server,
+                self.large,
+                [
+                    ("batchclassify", "--max-size 640", shrink, True),
+                    ("batchclassify", "originals", (), True),
+                    ("lean", "originals", (), True),
+                    ("sdk", "originals", (), True),
+                    ("batchclassify", "--max-size 640, unpinned", shrink, False),
+                    ("batchclassify", "originals, unpinned", (), False),
+                ],
+            )
         # The same behind a real (server-side) 100 Mbit/s uplink: what downscaling saves on
         # the way to a hosted API. Fewer images: originals take ~0.4 s each through it.
-        uplink_refs = refs[: self.sizes.uplink_items]
+        uplink = self.large[: self.sizes.uplink_items]
+        link = f"{UPLINK_MBPS} Mbit/s uplink"
         with self.server("5u", ["--upload-mbps", str(UPLINK_MBPS)]) as server:
-            for client, label, extra in (
-                (
-                    "batchclassify",
-                    f"--max-size 640, {UPLINK_MBPS} Mbit/s uplink",
-                    ("--max-size", "640"),
-                ),
-                ("batchclassify", f"originals, {UPLINK_MBPS} Mbit/s uplink", ()),
-                ("lean", f"originals, {UPLINK_MBPS} Mbit/s uplink", ()),
-            ):
-                if client not in self.clients:
-                    continue
-                run = self.measure(
-                    server,
-                    regime="5",
-                    client=client,
-                    label=label,
-                    refs=uplink_refs,
-                    concurrency=16,
-                    extra=extra,
-                )
-                if run.bytes_uploaded is None:
-                    run.bytes_uploaded = report.upload_bytes(self.large[: len(uplink_refs)], extra)
-                runs.append(run)
-        self.save("5", runs, {"images": len(refs), "uplink_images": len(uplink_refs)})
+            measure_all(
+                server,
+                uplink,
+                [
+                    ("batchclassify", f"--max-size 640, {link}", shrink, True),
+                    ("batchclassify", f"originals, {link}", (), True),
+                    ("lean", f"originals, {link}", (), True),
+                ],
+            )
+        self.save("5", runs, {"images": len(self.large), "uplink_images": len(uplink)})
 
 
 def _count_429(before: dict[str, Any], after: dict[str, Any], fallback: int) -> int:
