@@ -7,6 +7,7 @@ process (signals, kill -9) start ``python -m batchclassify`` with ``subprocess``
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -43,6 +44,47 @@ def make_image(
     image = Image.new("RGB", size, COLORS[color])
     image.save(path, format=fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None))
     return path
+
+
+_PNG: dict[tuple[str, int], bytes] = {}
+
+
+def png(color: str, side: int = 8) -> bytes:
+    """A small solid-colour PNG the local server classifies as ``color``."""
+    if (color, side) not in _PNG:
+        buffer = io.BytesIO()
+        Image.new("RGB", (side, side), COLORS[color]).save(buffer, format="PNG")
+        _PNG[color, side] = buffer.getvalue()
+    return _PNG[color, side]
+
+
+def make_images(folder: Path, count: int) -> dict[str, str]:
+    """``count`` tiny images in ``folder``; returns id (the path as walked) -> colour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    colors = list(COLORS)
+    expected = {}
+    for n in range(count):
+        color = colors[n % len(colors)]
+        path = folder / f"{n:05d}-{color}.png"
+        path.write_bytes(png(color))
+        expected[str(path)] = color
+    return expected
+
+
+def run_args(
+    server: BackgroundServer, output: Path, *sources: str | Path, model: str = "colors/1"
+) -> list[str]:
+    """``run SOURCES --model M --api-url URL --output OUT`` for the CLI."""
+    return [
+        "run",
+        *map(str, sources),
+        "--model",
+        model,
+        "--api-url",
+        server.url,
+        "--output",
+        str(output),
+    ]
 
 
 def read_rows(output: Path) -> list[dict[str, Any]]:

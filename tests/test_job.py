@@ -16,13 +16,9 @@ import pytest
 from batchclassify import HttpConfig, JobConfig, RetryConfig, classify, run_job
 from batchclassify.server import BackgroundServer, Fault
 
-from .conftest import KEY, SAMPLES, CliResult, make_image, read_rows, rows_by_id
+from .conftest import KEY, SAMPLES, CliResult, make_image, read_rows, rows_by_id, run_args
 
 Cli = Callable[..., CliResult]
-
-
-def run_args(server: BackgroundServer, output: Path, *sources: str | Path) -> list[str | Path]:
-    return ["run", *sources, "--model", "colors/1", "--api-url", server.url, "--output", output]
 
 
 def test_folder_walk_classifies_every_image_once(

@@ -18,8 +18,7 @@ import pytest
 
 from batchclassify.server import BackgroundServer
 
-from .conftest import CliResult
-from .test_resume import make_images, run_args
+from .conftest import CliResult, make_images, run_args
 
 Cli = Callable[..., CliResult]
 

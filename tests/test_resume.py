@@ -21,14 +21,13 @@ import anyio
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from batchclassify import HttpConfig, JobConfig, RateConfig, RetryConfig, classify
 from batchclassify.progress import ProgressBar, format_summary
 from batchclassify.runner import Job, JobSummary
 from batchclassify.server import BackgroundServer, Fault
 
-from .conftest import COLORS, KEY, PYTHON, CliResult, subprocess_env
+from .conftest import KEY, PYTHON, CliResult, make_images, png, run_args, subprocess_env
 
 Cli = Callable[..., CliResult]
 MakeServer = Callable[..., BackgroundServer]
@@ -37,45 +36,6 @@ Row = dict[str, Any]
 INTERRUPTED = "interrupted — rerun the same command to resume"
 #: What kill -9 may lose: rows answered longer ago than this must be on disk.
 LOSS_WINDOW = 1.0
-
-_PNG: dict[str, bytes] = {}
-
-
-def png(color: str) -> bytes:
-    """An 8x8 solid-colour PNG the local server classifies as ``color``."""
-    if color not in _PNG:
-        buffer = io.BytesIO()
-        Image.new("RGB", (8, 8), COLORS[color]).save(buffer, format="PNG")
-        _PNG[color] = buffer.getvalue()
-    return _PNG[color]
-
-
-def make_images(folder: Path, count: int) -> dict[str, str]:
-    """``count`` tiny images in ``folder``; returns id (the path as walked) -> colour."""
-    folder.mkdir(parents=True, exist_ok=True)
-    colors = list(COLORS)
-    expected = {}
-    for n in range(count):
-        color = colors[n % len(colors)]
-        path = folder / f"{n:05d}-{color}.png"
-        path.write_bytes(png(color))
-        expected[str(path)] = color
-    return expected
-
-
-def run_args(
-    server: BackgroundServer, output: Path, *sources: str | Path, model: str = "colors/1"
-) -> list[str]:
-    return [
-        "run",
-        *map(str, sources),
-        "--model",
-        model,
-        "--api-url",
-        server.url,
-        "--output",
-        str(output),
-    ]
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:

@@ -23,7 +23,6 @@ from typing import Any
 
 import anyio
 import pytest
-from PIL import Image
 
 from batchclassify import HttpConfig, JobConfig, RetryConfig, run_job
 from batchclassify.config import RateConfig
@@ -34,7 +33,7 @@ from batchclassify.ratelimit import RateController
 from batchclassify.runner import JobSummary
 from batchclassify.server import BackgroundServer, Fault, RequestRecord
 
-from .conftest import COLORS, KEY, CliResult, read_rows, rows_by_id
+from .conftest import COLORS, KEY, CliResult, png, read_rows, rows_by_id
 
 Cli = Callable[..., CliResult]
 MakeServer = Callable[..., BackgroundServer]
@@ -69,19 +68,13 @@ def hard_timeout() -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def tiny_png(color: str, side: int = 8) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (side, side), COLORS[color]).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def make_images(folder: Path, count: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     colors = list(COLORS)
     paths = []
     for n in range(count):
         path = folder / f"{n:04d}.png"
-        path.write_bytes(tiny_png(colors[n % len(colors)]))
+        path.write_bytes(png(colors[n % len(colors)]))
         paths.append(path)
     return paths
 
@@ -535,7 +528,7 @@ def test_items_failing_alone_still_use_their_retry_budget(
     folder = tmp_path / "in"
     make_images(folder, 20)
     for name, side in (("0000-bad.png", 9), ("0001-bad.png", 10)):
-        data = tiny_png("red", side)
+        data = png("red", side)
         (folder / name).write_bytes(data)
         server.fail_image(data, 500)
     progress = Recorder()
@@ -720,9 +713,9 @@ def test_malformed_answers_are_errors_for_their_item(
     folder.mkdir()
     server = make_server()
     for name in answers:  # one worker: the folder's sorted order is the request order
-        (folder / f"{name}.png").write_bytes(tiny_png("blue"))
+        (folder / f"{name}.png").write_bytes(png("blue"))
         server.script(*answers[name][0])
-    (folder / "z-fine.png").write_bytes(tiny_png("blue"))
+    (folder / "z-fine.png").write_bytes(png("blue"))
     config = job_config(
         server, folder, tmp_path / "out.jsonl", http={"concurrency": 1}, retry=FAST_RETRY
     )

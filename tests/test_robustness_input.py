@@ -15,8 +15,8 @@ from PIL import Image
 
 from batchclassify.server import BackgroundServer
 
-from .conftest import KEY, CliResult, make_image, read_rows, rows_by_id
-from .test_robustness import Recorder, hard_timeout, job_config, run, tiny_png
+from .conftest import KEY, CliResult, make_image, png, read_rows, rows_by_id
+from .test_robustness import Recorder, hard_timeout, job_config, run
 
 __all__ = ["hard_timeout"]  # the autouse fixture, applied here too
 
@@ -49,7 +49,7 @@ def test_bad_files_each_get_a_clear_error_row(
         make_image(folder / name, "yellow")
     raw_name = os.fsencode(folder) + b"/caf\xe9 latin-1.jpg"  # not UTF-8
     with open(raw_name, "wb") as handle:
-        handle.write(tiny_png("green"))
+        handle.write(png("green"))
     output = tmp_path / output_name
 
     def delete_after_the_walk(count: int) -> None:
