@@ -169,7 +169,6 @@ class Watchdog:
         self._in_flight: set[asyncio.Timeout] = set()
         self._last_progress = clock()
         self._noted = False
-        self.stalls = 0
 
     def watch(self) -> _Watched:
         """Run one request under a deadline the watchdog may bring forward to now."""
@@ -197,7 +196,6 @@ class Watchdog:
             if not self._in_flight or stalled_for < self.stall_after:
                 continue
             stuck = list(self._in_flight)
-            self.stalls += 1
             self._noted = True
             self._notify(
                 f"no request has completed for {stalled_for:.0f} s: "
