@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -196,7 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--files-dir", type=Path, default=None, help="serve these files at /_files/")
     serve.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
     serve.add_argument("--rate-limit", type=float, default=None, help="answer 429 above N req/s")
+    run.set_defaults(handler=_command_run)
+    serve.set_defaults(handler=_command_serve)
+    # Commands that live in their own modules: each ``register(commands)`` adds its parser
+    # and sets ``handler`` (a function of the parsed args returning the exit code).
+    for register in _command_registrars():
+        register(commands)
     return parser
+
+
+def _command_registrars() -> list[Callable[[Any], None]]:
+    """The ``register`` functions of the commands defined outside this module."""
+    return []
 
 
 def _job_config(args: argparse.Namespace) -> JobConfig:
@@ -295,9 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     secret = getattr(args, "api_key", None) or os.environ.get("ROBOFLOW_API_KEY")
     try:
-        if args.command == "serve":
-            return _command_serve(args)
-        return _command_run(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except (UsageError, OutputError) as error:
         print(f"batchclassify: error: {redact(str(error), secret)}", file=sys.stderr)
         _traceback_if_verbose(args, secret)
