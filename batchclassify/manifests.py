@@ -10,12 +10,13 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from .errors import UsageError
 from .models import Item
-from .names import as_text, is_text
+from .names import LocalIds, as_text, is_text
 
 _STDIN_NAME = "<stdin>"
 _URL_PREFIXES = ("http://", "https://", "HTTP://", "HTTPS://")
@@ -42,29 +43,96 @@ def _resolve(prefix: str, value: str) -> str:
     return os.path.join(prefix, value)
 
 
-def _bad_row(manifest: str, where: str, number: int, message: str) -> Item:
-    return Item(
-        id=f"{manifest}:{number}",
-        problem=f"{manifest} {where} {number}: {message}",
-        problem_kind=_BAD_ROW,
-    )
+class _Manifest:
+    """One manifest being read: its names, and how its rows become items."""
 
+    def __init__(self, source: str | None, ids: LocalIds) -> None:
+        self.name = _STDIN_NAME if source is None else as_text(source)
+        self.ident = _STDIN_NAME if source is None else ids.file(source)
+        self.prefix = "" if source is None else _prefix(source)
+        self.ids = ids
 
-def _item(prefix: str, path: str, url: str, ident: str, metadata: dict[str, Any] | None) -> Item:
-    """One manifest row's item from its stripped ``path``, ``url`` and ``id`` values.
-
-    A path and a URL: both are kept and the runner reads the file. A URL in the path column
-    is a URL (the ``url`` column wins if it holds one too).
-    """
-    if path and not path.startswith(_URL_PREFIXES):
+    def bad(self, where: str, number: int, message: str, group: str | None = None) -> Item:
+        """A bad row; ``group`` is the problem without this row's particulars, if they vary."""
         return Item(
-            id=ident or as_text(path),
-            path=_resolve(prefix, path),
-            url=url or None,
-            metadata=metadata,
+            # Not absolute, so never the id of a file.
+            id=f"{where} {number} of {self.ident}",
+            problem=f"{self.name} {where} {number}: {message}",
+            problem_kind=_BAD_ROW,
+            problem_group=f"{self.name}: {group or message}",
+            problem_at=f"{where} {number}",
         )
-    url = url or path
-    return Item(id=ident or url, url=url, metadata=metadata)
+
+    def item(
+        self,
+        where: str,
+        number: int,
+        path: str,
+        url: str,
+        ident: str,
+        metadata: dict[str, Any] | None,
+    ) -> Item:
+        """One row's item from its stripped ``path``, ``url`` and ``id`` values.
+
+        A path and a URL: both are kept and the runner reads the file. A URL in the path
+        column is a URL (the ``url`` column wins if it holds one too).
+        """
+        if path and not path.startswith(_URL_PREFIXES):
+            if "://" in path:
+                problem = _unsupported_path(path)
+                if problem is not None:
+                    return self.bad(where, number, problem[0], problem[1])
+                path = _from_file_url(path)
+            resolved = _resolve(self.prefix, path)
+            if path[0] == "~" and not os.path.lexists(resolved):
+                return self.bad(
+                    where,
+                    number,
+                    f"~ is not expanded: write the full path ({as_text(os.path.expanduser(path))})",
+                    "~ is not expanded: write the full path",
+                )
+            ident = ident or self.ids.file(resolved)
+            return Item(id=ident, path=resolved, url=url or None, metadata=metadata)
+        url = url or path
+        problem = _unsupported_path(url) if not url.startswith(_URL_PREFIXES) else None
+        if problem is not None:
+            return self.bad(where, number, problem[0], problem[1])
+        return Item(id=ident or url, url=url, metadata=metadata)
+
+
+def _scheme(value: str) -> str | None:
+    """The scheme of ``value`` if it is written as a URL (``gs://...``), else ``None``."""
+    head, sep, _ = value.partition("://")
+    if sep and head[:1].isalpha() and all(c.isalnum() or c in "+-." for c in head):
+        return head.lower()
+    return None
+
+
+def _unsupported_path(value: str) -> tuple[str, str] | None:
+    """(message, group) for a URL this tool cannot read, else ``None``."""
+    scheme = _scheme(value)
+    if scheme is None or scheme in ("http", "https"):
+        return None
+    if scheme == "file":
+        host = value[7:].partition("/")[0]
+        if host in ("", "localhost"):
+            return None
+        message = f"file:// URL with a host ({host}): only local files (file:///path) are read"
+        return message, "file:// URL with a host: only local files (file:///path) are read"
+    message = (
+        f"{scheme}:// is not supported: give local paths, or http(s) URLs (the server "
+        "downloads them, e.g. signed URLs); or download the files first"
+    )
+    return message, message
+
+
+def _from_file_url(path: str) -> str:
+    """``file:///a/b%20c.jpg`` -> ``/a/b c.jpg``; anything else as it is."""
+    if _scheme(path) != "file":
+        return path
+    rest = path[7:]
+    rest = rest[rest.index("/") :] if "/" in rest else "/"
+    return os.fsdecode(unquote_to_bytes(rest))
 
 
 # -- text manifests ------------------------------------------------------------------------
@@ -81,13 +149,10 @@ def _check_text_manifest(source: str, kind: str) -> None:
         ) from None
     if b"\x00" in head:
         raise UsageError(f"{name} contains NUL bytes (UTF-16 or binary?); save it as UTF-8 text")
-    try:
-        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"{name} is not UTF-8 text (byte 0x{head[exc.start]:02x} at offset {exc.start}); "
-            "save it as UTF-8"
-        ) from None
+    # A line that is not UTF-8 is decided on its own, wherever it is (a raw file name in .txt,
+    # a bad row in CSV and JSONL): the first 64 KB get no stricter rule than the rest.
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
+    text = decoder.decode(head, final=False)
     if kind == "csv":
         header = next(csv.reader(io.StringIO(text)), None)
         if header is None:
@@ -104,49 +169,48 @@ def _check_jsonl_keys(name: str, head: str, *, complete: bool) -> None:
         lines.pop()  # possibly cut off
     first = next((line for line in lines if line.strip()), None)
     try:
-        row = orjson.loads(first) if first is not None else None
+        row = orjson.loads(first) if first is not None and is_text(first) else None
     except orjson.JSONDecodeError:
         return  # a bad line is that line's problem, reported in its row
-    if type(row) is dict and "path" not in row and "url" not in row:
+    if type(row) is dict and not {str(key).lower() for key in row} & {"path", "url"}:
         raise UsageError(
             f"{name} has no 'path' or 'url' key on its first line; found: "
             f"{', '.join(map(str, row)) or '(none)'}; name the image's key 'path' or 'url'"
         )
 
 
-def _txt_lines(manifest: str, prefix: str, lines: Iterable[str]) -> Iterator[Item]:
+def _txt_lines(manifest: _Manifest, lines: Iterable[str]) -> Iterator[Item]:
     for number, line in enumerate(lines, 1):
         value = line.strip()
         if not value or value[0] == "#":
             continue
         if value.startswith(_URL_PREFIXES):
             if not is_text(value):
-                yield _bad_row(manifest, "line", number, "not valid UTF-8; save it as UTF-8")
+                yield manifest.bad("line", number, "not valid UTF-8; save it as UTF-8")
             else:
                 yield Item(id=value, url=value)
-        elif value.isascii():
-            yield Item(id=value, path=_resolve(prefix, value))
         else:
-            yield Item(id=as_text(value), path=_resolve(prefix, value))
+            yield manifest.item("line", number, value, "", "", None)
 
 
-def _txt_items(source: str) -> Iterator[Item]:
+def _txt_items(source: str, ids: LocalIds) -> Iterator[Item]:
     # surrogateescape: a bad line must not take its 8 KB decoding chunk down with it.
     with _open_text(source, newline=None) as handle:
-        yield from _txt_lines(as_text(source), _prefix(source), handle)
+        yield from _txt_lines(_Manifest(source, ids), handle)
 
 
-def _stdin_items(stdin: TextIO | None) -> Iterator[Item]:
+def _stdin_items(stdin: TextIO | None, ids: LocalIds) -> Iterator[Item]:
+    manifest = _Manifest(None, ids)
     if stdin is not None:
-        yield from _txt_lines(_STDIN_NAME, "", stdin)
+        yield from _txt_lines(manifest, stdin)
         return
     buffer = getattr(sys.stdin, "buffer", None)
     if buffer is None:
-        yield from _txt_lines(_STDIN_NAME, "", sys.stdin)
+        yield from _txt_lines(manifest, sys.stdin)
         return
     wrapper = io.TextIOWrapper(buffer, encoding="utf-8-sig", errors="surrogateescape")
     try:
-        yield from _txt_lines(_STDIN_NAME, "", wrapper)
+        yield from _txt_lines(manifest, wrapper)
     finally:
         wrapper.detach()  # closing the wrapper would close the process's stdin
 
@@ -159,12 +223,15 @@ def _open_text(source: str, *, newline: str | None) -> TextIO:
 
 
 def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | None, int | None]:
-    """Indexes of the ``path``, ``url`` and ``id`` columns; ``UsageError`` without path or url."""
+    """Indexes of the ``path``, ``url`` and ``id`` columns (any case); ``UsageError`` without
+    path or url."""
     cells = [cell.strip() for cell in header]
+    if not is_text("".join(cells)):
+        raise UsageError(f"{name}: the header row is not UTF-8 text; save the file as UTF-8")
     found: dict[str, int] = {}
     for index, cell in enumerate(cells):
-        if cell in ("path", "url", "id"):
-            found.setdefault(cell, index)
+        if cell.lower() in ("path", "url", "id"):
+            found.setdefault(cell.lower(), index)
     if "path" not in found and "url" not in found:
         hint = ""
         if len(cells) == 1 and any(sep in cells[0] for sep in ";\t|"):
@@ -175,23 +242,24 @@ def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | No
     return found.get("path"), found.get("url"), found.get("id")
 
 
-def _csv_items(source: str) -> Iterator[Item]:
-    manifest, prefix = as_text(source), _prefix(source)
+def _csv_items(source: str, ids: LocalIds) -> Iterator[Item]:
+    manifest = _Manifest(source, ids)
     with _open_text(source, newline="") as handle:
         # strict: a stray quote is an error for its row, not silently merged into the value.
         reader = csv.reader(handle, strict=True)
         try:
             header = next(reader)
         except StopIteration:
-            raise UsageError(f"{manifest} is empty: a CSV manifest needs a header row") from None
+            raise UsageError(
+                f"{manifest.name} is empty: a CSV manifest needs a header row"
+            ) from None
         except csv.Error as exc:
-            raise UsageError(f"{manifest}: unreadable CSV header ({exc})") from None
-        path_col, url_col, id_col = _csv_columns(manifest, header)
-        width = len(header)
+            raise UsageError(f"{manifest.name}: unreadable CSV header ({exc})") from None
+        columns = _csv_columns(manifest.name, header)
         meta = [
             (index, cell.strip())
             for index, cell in enumerate(header)
-            if cell.strip() and index not in (path_col, url_col, id_col)
+            if cell.strip() and index not in columns
         ]
         end = reader.line_num
         while True:
@@ -200,52 +268,82 @@ def _csv_items(source: str) -> Iterator[Item]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield _bad_row(manifest, "line", end + 1, f"malformed CSV ({exc}); fix the quoting")
+                yield manifest.bad(
+                    "line", end + 1, f"malformed CSV ({exc}); fix the quoting", "malformed CSV"
+                )
                 end = reader.line_num
                 continue
             number, end = end + 1, reader.line_num
-            if not row:
-                continue  # a blank line
-            if len(row) != width:
-                if len(row) > width:
-                    yield _bad_row(
-                        manifest,
-                        "line",
-                        number,
-                        f"{len(row)} fields but the header has {width}; "
-                        "quote values that contain commas",
-                    )
-                    continue
-                row += [""] * (width - len(row))
-            if not is_text("".join(row)):
-                yield _bad_row(manifest, "line", number, "not valid UTF-8; save it as UTF-8")
-                continue
-            path = row[path_col].strip() if path_col is not None else ""
-            url = row[url_col].strip() if url_col is not None else ""
-            if not path and not url:
-                yield _bad_row(
-                    manifest, "line", number, "empty path/url cell; fill it or drop the row"
-                )
-                continue
-            if "\n" in path or "\n" in url:
-                yield _bad_row(
-                    manifest,
-                    "line",
-                    number,
-                    f"a quoted value runs on to line {end}: a stray '\"'? fix the quoting",
-                )
-                continue
-            ident = row[id_col].strip() if id_col is not None else ""
-            metadata = {key: row[index] for index, key in meta} if meta else None
-            yield _item(prefix, path, url, ident, metadata)
+            if row:  # else a blank line
+                yield _csv_row(manifest, number, end, row, len(header), columns, meta)
 
 
-def _jsonl_items(source: str) -> Iterator[Item]:
-    manifest, prefix = as_text(source), _prefix(source)
+def _csv_row(
+    manifest: _Manifest,
+    number: int,
+    end: int,
+    row: list[str],
+    width: int,
+    columns: tuple[int | None, int | None, int | None],
+    meta: list[tuple[int, str]],
+) -> Item:
+    """One CSV row (lines ``number`` to ``end``) as an item or a bad row."""
+    if len(row) != width:
+        if len(row) > width:
+            return manifest.bad(
+                "line",
+                number,
+                f"{len(row)} fields but the header has {width}; quote values that contain commas",
+                f"more fields than the header's {width}; quote values that contain commas",
+            )
+        row += [""] * (width - len(row))
+    if not is_text("".join(row)):
+        return manifest.bad("line", number, "not valid UTF-8; save it as UTF-8")
+    path_col, url_col, id_col = columns
+    path = row[path_col].strip() if path_col is not None else ""
+    url = row[url_col].strip() if url_col is not None else ""
+    if not path and not url:
+        return manifest.bad("line", number, "empty path/url cell; fill it or drop the row")
+    if "\n" in url or "\r" in url:
+        return manifest.bad(
+            "line",
+            number,
+            f"the url cell holds a line break (a quoted value from line {number} to {end}); "
+            "a stray '\"'? fix the quoting",
+            "a url cell holds a line break; a stray '\"'? fix the quoting",
+        )
+    if ("\n" in path or "\r" in path) and not os.path.lexists(_resolve(manifest.prefix, path)):
+        # A file name may hold a line break (quoted, that is valid CSV); if no such file
+        # exists, a stray quote more likely merged the lines that follow into this cell.
+        return manifest.bad(
+            "line",
+            number,
+            f"the path cell holds a line break (a quoted value from line {number} to {end}) "
+            "and no such file exists: a stray '\"'? fix the quoting",
+            "a path cell holds a line break and no such file exists: a stray '\"'? "
+            "fix the quoting",
+        )
+    ident = row[id_col].strip() if id_col is not None else ""
+    metadata = {key: row[index] for index, key in meta} if meta else None
+    return manifest.item("line", number, path, url, ident, metadata)
+
+
+def _take(row: dict[str, Any], key: str) -> Any:
+    """Pop ``key`` from a JSON object, matching its name in any case."""
+    if key in row:
+        return row.pop(key)
+    for name in row:
+        if name.lower() == key:
+            return row.pop(name)
+    return None
+
+
+def _jsonl_items(source: str, ids: LocalIds) -> Iterator[Item]:
+    manifest = _Manifest(source, ids)
     try:
         handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
-        raise UsageError(f"{manifest}: cannot open this manifest ({exc.strerror})") from None
+        raise UsageError(f"{manifest.name}: cannot open this manifest ({exc.strerror})") from None
     with handle:
         for number, raw in enumerate(handle, 1):
             line = raw.strip()
@@ -253,41 +351,45 @@ def _jsonl_items(source: str) -> Iterator[Item]:
                 continue
             if number == 1 and line.startswith(codecs.BOM_UTF8):
                 line = line[3:]
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                yield _bad_row(manifest, "line", number, f"not valid JSON ({exc})")
-                continue
-            if type(row) is not dict:
-                kind = type(row).__name__
-                yield _bad_row(manifest, "line", number, f"a JSON {kind}, not an object")
-                continue
-            values = []
-            for key in ("path", "url", "id"):
-                value = row.pop(key, None)
-                if type(value) is not str:
-                    if value is None:
-                        value = ""
-                    elif key == "id" and type(value) is int:
-                        value = str(value)
-                    else:
-                        kind = type(value).__name__
-                        yield _bad_row(
-                            manifest, "line", number, f"'{key}' is a {kind}, not a string"
-                        )
-                        break
-                values.append(value.strip())
+            yield _jsonl_row(manifest, number, line)
+
+
+def _jsonl_row(manifest: _Manifest, number: int, line: bytes) -> Item:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if not _is_utf8(line):
+            return manifest.bad("line", number, "not valid UTF-8; save it as UTF-8")
+        return manifest.bad("line", number, f"not valid JSON ({exc})", "not valid JSON")
+    if type(row) is not dict:
+        kind = type(row).__name__
+        return manifest.bad(
+            "line", number, f"a JSON {kind}, not an object", "a JSON value that is not an object"
+        )
+    values = []
+    for key in ("path", "url", "id"):
+        value = _take(row, key)
+        if type(value) is not str:
+            if value is None:
+                value = ""
+            elif key == "id" and type(value) is int:
+                value = str(value)
             else:
-                path, url, ident = values
-                if not path and not url:
-                    yield _bad_row(
-                        manifest,
-                        "line",
-                        number,
-                        "no 'path' or 'url' value; add one or drop the line",
-                    )
-                    continue
-                yield _item(prefix, path, url, ident, row or None)
+                kind = type(value).__name__
+                return manifest.bad("line", number, f"'{key}' is a {kind}, not a string")
+        values.append(value.strip())
+    path, url, ident = values
+    if not path and not url:
+        return manifest.bad("line", number, "no 'path' or 'url' value; add one or drop the line")
+    return manifest.item("line", number, path, url, ident, row or None)
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # -- Parquet -------------------------------------------------------------------------------
@@ -319,9 +421,9 @@ def _parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
     return _csv_columns(name, names)
 
 
-def _parquet_items(source: str) -> Iterator[Item]:
-    manifest, prefix = as_text(source), _prefix(source)
-    pq = _import_parquet(manifest)
+def _parquet_items(source: str, ids: LocalIds) -> Iterator[Item]:
+    manifest = _Manifest(source, ids)
+    pq = _import_parquet(manifest.name)
     path_col, url_col, id_col = _parquet_columns(source)
     import pyarrow as pa
 
@@ -338,27 +440,28 @@ def _parquet_items(source: str) -> Iterator[Item]:
                 return
             except (OSError, ValueError, pa.ArrowException) as exc:
                 raise UsageError(
-                    f"{manifest}: cannot read past row {number} ({exc}); check the file is whole"
+                    f"{manifest.name}: cannot read past row {number} ({exc}); "
+                    "check the file is whole"
                 ) from None
             rows = batch.num_rows
             paths = _column(batch, path_col, rows)
             urls = _column(batch, url_col, rows)
-            ids = _column(batch, id_col, rows)
+            id_values = _column(batch, id_col, rows)
             meta = [(names[i], _meta_values(batch.column(i))) for i in meta_cols]
             for row in range(rows):
                 number += 1
                 try:
-                    path, url, ident = _cell(paths[row]), _cell(urls[row]), _cell(ids[row])
+                    path, url, ident = _cell(paths[row]), _cell(urls[row]), _cell(id_values[row])
                 except TypeError as exc:
-                    yield _bad_row(manifest, "row", number, str(exc))
+                    yield manifest.bad("row", number, str(exc))
                     continue
                 if not path and not url:
-                    yield _bad_row(
-                        manifest, "row", number, "empty path/url value; fill it or drop the row"
+                    yield manifest.bad(
+                        "row", number, "empty path/url value; fill it or drop the row"
                     )
                     continue
                 metadata = {key: values[row] for key, values in meta} if meta else None
-                yield _item(prefix, path, url, ident, metadata)
+                yield manifest.item("row", number, path, url, ident, metadata)
 
 
 def _column(batch: Any, index: int | None, rows: int) -> list[Any]:

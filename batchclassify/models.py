@@ -37,6 +37,12 @@ class Item:
 
     ``problem`` is set when the source itself was faulty for this item (a malformed manifest
     row, an empty path): the item gets an error row without any request being made.
+    ``problem_group`` names the kind of problem without the row's particulars (manifest rows:
+    ``"<manifest>: <problem>"``) and ``problem_at`` where it is (``"line 12"``), so the summary
+    lists each kind once with a few places instead of one entry per line.
+
+    ``id`` is what resume and de-duplication go by (see ``sources`` for how it is made);
+    ``path`` is the file as the user spelled it.
     """
 
     id: str
@@ -45,6 +51,8 @@ class Item:
     metadata: dict[str, Any] | None = None
     problem: str | None = None
     problem_kind: str | None = None
+    problem_group: str | None = None
+    problem_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,23 @@
-"""File names as ids: bytes that are not UTF-8 become ``\\xNN`` so an id is valid text."""
+"""File names as text: readable for messages and the ``path`` column, injective for ids.
+
+``os.scandir`` and ``os.fsdecode`` hand over file-name bytes that are not UTF-8 as surrogate
+escapes, which JSON and Parquet cannot hold. ``as_text`` writes them as ``\\xNN``: readable, but
+a name that literally contains the text ``\\xff`` reads the same as one holding the byte 0xff.
+``as_id`` is the same for almost every name and never maps two names to one text.
+"""
 
 from __future__ import annotations
 
 import os
+
+_ESCAPE = "\\x"
+
+#: How ids are made, recorded in the settings file: an output written under another scheme
+#: has other ids for the same images, so resuming into it would classify everything again.
+#: 1 (no key): the path as spelled, ``\xNN`` for undecodable bytes. 2: the absolute path with
+#: the folder's symlinks resolved, escaped injectively (``as_id``); manifest bad rows
+#: ``line N of <absolute manifest path>``.
+ID_SCHEME = 2
 
 
 def as_text(name: str) -> str:
@@ -16,6 +31,20 @@ def as_text(name: str) -> str:
     return name
 
 
+def as_id(name: str) -> str:
+    """``name`` as valid text, injectively: two different names never give the same text.
+
+    A name that is valid text and does not contain ``\\x`` is kept as it is (nearly all).
+    Any other name is escaped: each ``\\`` is doubled and each byte that is not UTF-8 becomes
+    ``\\xNN``. Every escaped form contains ``\\x`` and no kept name does, and the escape can
+    be undone left to right, so the mapping is one to one.
+    """
+    if _ESCAPE not in name and is_text(name):
+        return name
+    raw = os.fsencode(name).replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def is_text(value: str) -> bool:
     """False when ``value`` holds surrogate escapes, i.e. bytes that were not UTF-8."""
     if value.isascii():
@@ -25,3 +54,44 @@ def is_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def path_id(path: str) -> str:
+    """A whole path as an id: ``as_id`` of each component, so a folder's id prefixes its files'."""
+    if _ESCAPE not in path and is_text(path):
+        return path
+    return os.sep.join(as_id(part) for part in path.split(os.sep))
+
+
+class LocalIds:
+    """The ids of local files: the absolute path, with every symlink in its folder resolved.
+
+    The folder part goes through ``os.path.realpath`` once per distinct folder (a small cache),
+    not once per file: a manifest of a million files in a few folders costs a few system calls.
+    The file's own name is kept (a symlinked image is its own item), so an id needs no system
+    call per file. ``photos/a.jpg``, ``./photos/a.jpg``, ``/abs/photos/a.jpg`` and
+    ``../x/photos/a.jpg`` from another working directory all give ``/abs/photos/a.jpg``.
+    """
+
+    _MAX_FOLDERS = 4096
+
+    def __init__(self) -> None:
+        self._folders: dict[str, str] = {}
+
+    def folder(self, path: str) -> str:
+        """The id of a folder (``""`` is the working directory)."""
+        ident = self._folders.get(path)
+        if ident is None:
+            if len(self._folders) >= self._MAX_FOLDERS:
+                self._folders.clear()  # bounded memory; a miss only costs one realpath
+            ident = path_id(os.path.realpath(path or os.curdir))
+            self._folders[path] = ident
+        return ident
+
+    def file(self, path: str) -> str:
+        """The id of the file at ``path`` (relative to the working directory, or absolute)."""
+        folder, name = os.path.split(path)
+        if name in ("", os.curdir, os.pardir):
+            return path_id(os.path.realpath(path))  # not a file name: resolve it whole
+        prefix = self.folder(folder)
+        return prefix + as_id(name) if prefix.endswith(os.sep) else prefix + os.sep + as_id(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from typing import TextIO
 
 from tqdm import tqdm
@@ -112,9 +113,14 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
     if summary.rate_limited:
         extra += f", {summary.rate_limited:,} answered 429"
     lines.append(f"{summary.processed:,} images in {summary.elapsed:,.1f} s ({rate}), {extra}")
+    lines.extend(_input_lines(summary))
     if summary.errors:
         lines.append("top errors:")
         for message, count in summary.errors.most_common(top_errors):
+            places = summary.error_lines.get(message)
+            if places:
+                more = ", …" if count > len(places) else ""
+                message = f"{message} ({', '.join(places)}{more})"
             lines.append(f"  {count:>7,} × {message}")
     lines.append(f"results: {summary.output}")
     if summary.fatal is not None:
@@ -126,3 +132,44 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
         )
         lines.append(f"interrupted — rerun {again} to resume")
     return "\n".join(lines)
+
+
+def _input_lines(summary: JobSummary) -> list[str]:
+    """Files passed over, and a warning for each source (or the job) with nothing to do."""
+    inputs = summary.inputs
+    lines = []
+    skipped = []
+    if inputs.skipped_extensions:
+        total = sum(inputs.skipped_extensions.values())
+        seen = ", ".join(
+            f"{count:,} .{ext}" if ext else f"{count:,} without one"
+            for ext, count in inputs.skipped_extensions.most_common(5)
+        )
+        skipped.append(f"{total:,} files with an extension not in --extensions ({seen})")
+    if inputs.skipped_hidden:
+        skipped.append(f"{inputs.skipped_hidden:,} hidden (names starting with '.')")
+    if skipped:
+        lines.append("skipped in folders: " + "; ".join(skipped))
+    hint = _extensions_hint(inputs.skipped_extensions)
+    if summary.nothing_found:
+        lines.append(f"nothing to classify: no images found in {_sources(inputs.empty_sources)}")
+        lines.append(hint or "check the paths, and that folders hold images")
+    elif inputs.empty_sources:
+        lines.append(f"warning: no images found in {_sources(inputs.empty_sources)}")
+    return lines
+
+
+def _sources(names: list[str]) -> str:
+    shown = ", ".join(names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _extensions_hint(skipped: Counter[str]) -> str | None:
+    """``--extensions`` naming the extensions passed over, if any look like images."""
+    named = [ext for ext, _ in skipped.most_common(3) if ext]
+    if not named:
+        return None
+    return (
+        "to pick them up, name them in --extensions (which replaces the default list), "
+        f"e.g. --extensions {','.join(named)}"
+    )

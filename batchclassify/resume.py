@@ -18,6 +18,7 @@ from . import __version__
 from .config import JobConfig
 from .errors import OutputError
 from .idindex import IdIndex
+from .names import ID_SCHEME
 from .sinks import Sink
 
 #: Tags in the job's IdIndex.
@@ -55,6 +56,7 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         "max_size": config.max_size,
         "format": config.format,
         "api_url": config.http.api_url,
+        "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
     }
 
@@ -102,12 +104,25 @@ def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, 
         raise OutputError(
             f"cannot read {settings_file}: {exc}; use --overwrite to start over"
         ) from None
+    _check_id_scheme(output, recorded)
     for key in _COMPATIBILITY_KEYS:
         if recorded.get(key) != wanted[key]:
             raise OutputError(
                 f"{output} holds results of a job with {key}={recorded.get(key)!r}, not "
                 f"{wanted[key]!r}; use --overwrite to start over, or choose another --output"
             )
+
+
+def _check_id_scheme(output: Path, recorded: dict[str, Any]) -> None:
+    """Ids made another way would not match: every image would be classified again."""
+    scheme = recorded.get("id_scheme", 1)  # written before the key existed: scheme 1
+    if scheme != ID_SCHEME:
+        raise OutputError(
+            f"{output} was written by a batchclassify that named images differently (id scheme "
+            f"{scheme}, this version uses {ID_SCHEME}): resuming would classify every image "
+            "again and give it a second row; use --overwrite to start over (its rows are "
+            "replaced), or choose another --output and keep the old file"
+        )
 
 
 def _write_settings(settings_file: Path, settings: dict[str, Any]) -> None:

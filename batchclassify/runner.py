@@ -45,6 +45,8 @@ STOP_GRACE = 30.0
 #: Reads + base64 taking longer than this on average move off the event loop, to threads.
 INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
+#: Places (manifest line numbers) kept per grouped error, for the summary.
+_ERROR_PLACES = 5
 
 
 class Job:
@@ -197,23 +199,29 @@ class Job:
     async def _produce(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
         index = prior.index
         retry_failed = self.config.retry_failed
+        summary = self._summary
         batches: Iterator[list[Item]] = iter_item_batches(
-            self.config.sources, extensions=self.config.extensions, stdin=self._stdin
+            self.config.sources,
+            extensions=self.config.extensions,
+            stdin=self._stdin,
+            report=summary.inputs,  # filled in by the walk, in the worker thread
         )
         async with items_out:
             while not self._stopping:
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
+                    summary.nothing_found = summary.found == 0
                     break
+                summary.found += len(batch)
                 fresh: list[Item] = []
                 for item in batch:
                     tag = index.get(item.id)
                     if tag in (QUEUED, QUEUED_AGAIN):
-                        self._summary.duplicates += 1
+                        summary.duplicates += 1
                     elif tag == RECORDED_OK:
-                        self._summary.already_done += 1
+                        summary.already_done += 1
                     elif tag == RECORDED_FAILED and not retry_failed:
-                        self._summary.previously_failed += 1
+                        summary.previously_failed += 1
                     else:
                         if tag == RECORDED_FAILED:
                             self._requeued += 1
@@ -230,7 +238,9 @@ class Job:
                                 error=item.problem,
                                 error_type=item.problem_kind or "bad_input",
                                 attempts=0,
-                            )
+                            ),
+                            group=item.problem_group,
+                            at=item.problem_at,
                         )
                         await anyio.lowlevel.checkpoint()
                     else:
@@ -405,8 +415,15 @@ class Job:
 
     # -- sink -----------------------------------------------------------------------------
 
-    def _record(self, row: dict[str, Any]) -> None:
-        """Hand one finished row to the sink and count it. Called on the event loop only."""
+    def _record(
+        self, row: dict[str, Any], *, group: str | None = None, at: str | None = None
+    ) -> None:
+        """Hand one finished row to the sink and count it. Called on the event loop only.
+
+        ``group`` (with ``at``, where in its source) counts the error under one entry for its
+        kind of problem instead of its own message: a manifest's bad rows are one line of the
+        summary, with a few line numbers, not one line each.
+        """
         if isinstance(self._fatal_error, OutputError):
             return  # the output is broken; the item stays unrecorded for a rerun
         try:
@@ -420,9 +437,13 @@ class Job:
         else:
             summary.failed += 1
             errors = summary.errors
-            key = f"{row['error_type']}: {_strip_gave_up(row['error'])}"
+            key = f"{row['error_type']}: {group or _strip_gave_up(row['error'])}"
             if key in errors or len(errors) < _MAX_DISTINCT_ERRORS:
                 errors[key] += 1
+                if at is not None:
+                    places = summary.error_lines.setdefault(key, [])
+                    if len(places) < _ERROR_PLACES:
+                        places.append(at)
             max_failures = self.config.max_failures
             if max_failures is not None and summary.failed >= max_failures:
                 self._fail(

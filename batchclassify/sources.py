@@ -8,23 +8,32 @@ The functions block on I/O; the runner calls them from a worker thread, in batch
 
 Conventions a reader of the output relies on:
 
-- Folder items: ``path`` is ``os.path.join(given_folder, relative_path)``, exactly what
-  ``open()`` needs. ``id`` is the same string, except that bytes of a file name that are not
-  UTF-8 (``os.scandir`` hands them over as surrogate escapes) are written as ``\\xNN`` so the id
-  is valid text in JSON and Parquet. Each directory is listed, then its matching files are
-  yielded sorted by name, then its subfolders are walked sorted by name: the order is
-  deterministic. Hidden names (starting with ``.``) are skipped; symlinks are followed; a
-  symlinked folder that leads back to a folder on the current path (a loop) is not entered
-  again, since its files are already being walked.
-- Manifest items: a value starting with ``http://`` or ``https://`` is a URL, anything else a
-  path; a relative path is joined to the manifest's folder (stdin: the current folder); ``~``
-  is not expanded. ``id`` is the row's ``id`` if non-empty, else the path or URL as written.
-  A row with both a path and a URL keeps both: the file is read (no download by the server)
-  and the URL is carried into the output row; the id defaults to the path.
-- In a ``.txt`` manifest a line that is not UTF-8 is taken as a raw file name (as ``find``
-  writes them) and named like a folder item; in CSV and JSONL such a line is a bad row.
+- Ids (``ID_SCHEME``): the id of a local file is its absolute path with every symlink in its
+  folder resolved (``names.LocalIds``), whichever way the source was spelled and from whichever
+  working directory: ``photos``, ``./photos`` and ``/abs/photos`` give the same ids, and two
+  different files never share one. Bytes of a name that are not UTF-8 and literal ``\\x``
+  are escaped injectively (``names.as_id``). A URL's id is the URL as written.
+- Folder items: ``path`` is ``os.path.join(given_folder, relative_path)``, the path as the user
+  spelled it, exactly what ``open()`` needs. Each directory is listed, then its matching files
+  are yielded sorted by name, then its subfolders are walked sorted by name: the order is
+  deterministic. Hidden names (starting with ``.``) are skipped, and so are files whose
+  extension is not wanted; both are counted in the ``InputReport``. Symlinks are followed
+  (a symlinked folder's files get ids under its resolved path); a symlinked folder that leads
+  back to a folder on the current path (a loop) is not entered again, since its files are
+  already being walked.
+- Manifest items: a value starting with ``http://`` or ``https://`` is a URL, ``file://`` a
+  local path, anything else a path; a relative path is joined to the manifest's folder (stdin:
+  the current folder). ``~`` is not expanded and other URL schemes (``gs://``, ``s3://``) are
+  not supported: such rows are bad rows saying so. ``id`` is the row's ``id`` if non-empty,
+  else the file's id as above, or the URL as written. A row with both a path and a URL keeps
+  both: the file is read (no download by the server) and the URL is carried into the output
+  row; the id defaults to the file's. Column names (``path``, ``url``, ``id``) are matched
+  case-insensitively.
+- A line of a ``.txt`` manifest that is not UTF-8 is taken as a raw file name (as ``find``
+  writes them) wherever it is in the file; in CSV and JSONL such a line is a bad row.
 - A faulty row never stops the stream: it becomes an ``Item`` with ``problem`` set and the id
-  ``"<manifest>:<line>"`` (Parquet: ``"<manifest>:<row>"``, counted from 1).
+  ``"line N of <manifest>"`` (Parquet: ``"row N of <manifest>"``, counted from 1), with the
+  manifest's absolute path: it cannot be a file's id, which is absolute.
 
 ``problem_kind`` values: ``bad_manifest_row`` (malformed or empty row), ``missing_file``
 (broken symlink in a folder), ``unreadable`` (folder that cannot be listed, special file).
@@ -48,7 +57,8 @@ from .manifests import (
     _txt_items,
 )
 from .models import Item
-from .names import as_text
+from .names import LocalIds, as_id, as_text
+from .summary import InputReport
 
 STDIN = "-"
 _MANIFEST_KINDS = {
@@ -84,25 +94,49 @@ def check_sources(sources: Sequence[str], *, stdin: TextIO | None = None) -> Non
 
 
 def iter_items(
-    sources: Sequence[str], *, extensions: frozenset[str], stdin: TextIO | None = None
+    sources: Sequence[str],
+    *,
+    extensions: frozenset[str],
+    stdin: TextIO | None = None,
+    report: InputReport | None = None,
 ) -> Iterator[Item]:
-    """Yield the items of every source, in the order given. Lazy and blocking."""
+    """Yield the items of every source, in the order given. Lazy and blocking.
+
+    ``report``, if given, is filled in as the sources are read: files passed over, and the
+    sources that held nothing.
+    """
     wanted = frozenset(ext.lower().lstrip(".") for ext in extensions)
+    report = report if report is not None else InputReport()
+    ids = LocalIds()
     for source in sources:
-        if source == STDIN:
-            yield from _stdin_items(stdin)
+        items = _source_items(source, wanted, stdin, report, ids)
+        first = next(items, None)
+        if first is None:
+            report.empty_sources.append("<stdin>" if source == STDIN else as_text(source))
             continue
-        kind = _source_kind(source)
-        if kind == "dir":
-            yield from _walk_folder(source, wanted)
-        elif kind == "txt":
-            yield from _txt_items(source)
-        elif kind == "csv":
-            yield from _csv_items(source)
-        elif kind == "jsonl":
-            yield from _jsonl_items(source)
-        else:
-            yield from _parquet_items(source)
+        yield first
+        yield from items
+
+
+def _source_items(
+    source: str,
+    wanted: frozenset[str],
+    stdin: TextIO | None,
+    report: InputReport,
+    ids: LocalIds,
+) -> Iterator[Item]:
+    if source == STDIN:
+        return _stdin_items(stdin, ids)
+    kind = _source_kind(source)
+    if kind == "dir":
+        return _walk_folder(source, wanted, report, ids)
+    if kind == "txt":
+        return _txt_items(source, ids)
+    if kind == "csv":
+        return _csv_items(source, ids)
+    if kind == "jsonl":
+        return _jsonl_items(source, ids)
+    return _parquet_items(source, ids)
 
 
 def iter_item_batches(
@@ -111,11 +145,12 @@ def iter_item_batches(
     extensions: frozenset[str],
     stdin: TextIO | None = None,
     batch_size: int = 512,
+    report: InputReport | None = None,
 ) -> Iterator[list[Item]]:
     """``iter_items`` in lists of up to ``batch_size``: one worker-thread hop per batch."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    items = iter_items(sources, extensions=extensions, stdin=stdin)
+    items = iter_items(sources, extensions=extensions, stdin=stdin, report=report)
     while batch := list(islice(items, batch_size)):
         yield batch
 
@@ -155,7 +190,9 @@ def _check_folder(folder: str) -> None:
         ) from None
 
 
-def _walk_folder(top: str, extensions: frozenset[str]) -> Iterator[Item]:
+def _walk_folder(
+    top: str, extensions: frozenset[str], report: InputReport, ids: LocalIds
+) -> Iterator[Item]:
     """Depth first, one directory listing in memory at a time (plus pending subfolder names)."""
     try:
         stat = os.stat(top)
@@ -164,18 +201,21 @@ def _walk_folder(top: str, extensions: frozenset[str]) -> Iterator[Item]:
     # Each frame: a folder's (st_dev, st_ino), its path, its id, its subfolders not yet walked.
     # The keys of the frames are ``on_path``: a folder met again among them is a symlink loop.
     key = (stat.st_dev, stat.st_ino)
-    ident = as_text(top)
-    subfolders = yield from _folder_files(top, ident, extensions)
+    ident = ids.folder(top)
+    subfolders = yield from _folder_files(top, ident, extensions, report)
     stack = [(key, top, ident, iter(subfolders))]
     on_path = {key}
     while stack:
         key, path, ident, pending = stack[-1]
-        name = next(pending, None)
+        name, is_link = next(pending, (None, False))
         if name is None:
             stack.pop()
             on_path.discard(key)
             continue
-        child, child_id = os.path.join(path, name), os.path.join(ident, as_text(name))
+        child = os.path.join(path, name)
+        # Below a symlink the files belong to the folder it leads to: ids name that folder,
+        # so the same file listed by its real path (in a manifest, say) gets the same id.
+        child_id = ids.folder(child) if is_link else os.path.join(ident, as_id(name))
         try:
             stat = os.stat(child)
         except OSError as exc:
@@ -185,7 +225,7 @@ def _walk_folder(top: str, extensions: frozenset[str]) -> Iterator[Item]:
         if key in on_path:
             continue  # a loop: this folder's files are already being walked
         on_path.add(key)
-        subfolders = yield from _folder_files(child, child_id, extensions)
+        subfolders = yield from _folder_files(child, child_id, extensions, report)
         stack.append((key, child, child_id, iter(subfolders)))
 
 
@@ -193,40 +233,46 @@ def _unreadable(path: str, ident: str, exc: OSError) -> Item:
     return Item(
         id=ident,
         path=path,
-        problem=f"cannot read folder {ident}: {exc.strerror or exc}; check its permissions",
+        problem=f"cannot read folder {as_text(path)}: {exc.strerror or exc}; "
+        "check its permissions",
         problem_kind="unreadable",
     )
 
 
 def _folder_files(
-    path: str, ident: str, extensions: frozenset[str]
-) -> Generator[Item, None, list[str]]:
-    """Yield one folder's matching files sorted by name; return its subfolder names, sorted."""
+    path: str, ident: str, extensions: frozenset[str], report: InputReport
+) -> Generator[Item, None, list[tuple[str, bool]]]:
+    """Yield one folder's matching files sorted by name; return its subfolders, sorted, each
+    with whether it is a symlink."""
     files: list[str] = []
-    subfolders: list[str] = []
+    subfolders: list[tuple[str, bool]] = []
     odd: dict[str, Item] = {}  # name -> problem item, for the rare entry that is not a file
     file_prefix = os.path.join(path, "")
     id_prefix = os.path.join(ident, "")
+    skipped = report.skipped_extensions
     try:
         with os.scandir(path) as entries:
             for entry in entries:
                 name = entry.name
                 if name[0] == ".":
+                    report.skipped_hidden += 1
                     continue
                 error: OSError | None = None
                 try:
                     if entry.is_dir():  # follows symlinks; no system call for plain entries
-                        subfolders.append(name)
+                        subfolders.append((name, entry.is_symlink()))
                         continue
                     is_file = entry.is_file()
                 except OSError as exc:  # e.g. a chain of symlinks that loops (ELOOP)
                     is_file, error = False, exc
                 dot = name.rfind(".")
-                if dot < 0 or name[dot + 1 :].lower() not in extensions:
+                extension = name[dot + 1 :].lower() if dot > 0 else ""
+                if extension not in extensions:
+                    skipped[as_text(extension)] += 1
                     continue
                 files.append(name)
                 if not is_file:
-                    odd[name] = _odd_entry(entry, id_prefix + as_text(name), error)
+                    odd[name] = _odd_entry(entry, id_prefix + as_id(name), error)
     except OSError as exc:
         yield _unreadable(path, ident, exc)
         return []
@@ -235,13 +281,14 @@ def _folder_files(
         if odd and name in odd:
             yield odd[name]
         else:
-            yield Item(id=id_prefix + as_text(name), path=file_prefix + name)
+            yield Item(id=id_prefix + as_id(name), path=file_prefix + name)
     subfolders.sort()
     return subfolders
 
 
 def _odd_entry(entry: os.DirEntry[str], ident: str, error: OSError | None) -> Item:
     """An entry with an image's name that is neither a file nor a folder."""
+    shown = as_text(entry.path)
     if entry.is_symlink():
         try:
             target = as_text(os.readlink(entry.path))
@@ -251,12 +298,12 @@ def _odd_entry(entry: os.DirEntry[str], ident: str, error: OSError | None) -> It
         return Item(
             id=ident,
             path=entry.path,
-            problem=f"broken symlink: {ident} -> {target} ({reason})",
+            problem=f"broken symlink: {shown} -> {target} ({reason})",
             problem_kind="missing_file",
         )
     return Item(
         id=ident,
         path=entry.path,
-        problem=f"not a regular file (a device, pipe or socket): {ident}",
+        problem=f"not a regular file (a device, pipe or socket): {shown}",
         problem_kind="unreadable",
     )

@@ -47,6 +47,23 @@ class SilentProgress:
 
 
 @dataclass
+class InputReport:
+    """What the sources held besides their items: files passed over, sources with nothing."""
+
+    skipped_extensions: Counter[str] = field(default_factory=Counter)
+    """Files in folders whose extension is not in ``--extensions``: extension -> count
+    (lowercase, without the dot; ``""`` for a name without one)."""
+    skipped_hidden: int = 0
+    """Hidden files and folders (names starting with ``.``) not walked."""
+    empty_sources: list[str] = field(default_factory=list)
+    """Sources, as given, that yielded no item at all."""
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_extensions.values()) + self.skipped_hidden
+
+
+@dataclass
 class JobSummary:
     """What a finished (or stopped) job did. ``exit_code`` follows the CLI's convention."""
 
@@ -66,6 +83,13 @@ class JobSummary:
     """The run began with --overwrite (so resuming means rerunning without it)."""
     fatal: str | None = None
     errors: Counter[str] = field(default_factory=Counter)
+    error_lines: dict[str, list[str]] = field(default_factory=dict)
+    """For grouped manifest errors: the first few line (or row) numbers of each."""
+    found: int = 0
+    """Items the sources yielded, including those skipped as done or duplicate."""
+    inputs: InputReport = field(default_factory=InputReport)
+    nothing_found: bool = False
+    """Every source was read to the end and none held an item: nothing to classify."""
 
     @property
     def processed(self) -> int:
@@ -81,4 +105,6 @@ class JobSummary:
             return 3
         if self.interrupted:
             return 130
+        if self.nothing_found:
+            return 2
         return 1 if self.failed or self.previously_failed else 0

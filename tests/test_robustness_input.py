@@ -142,23 +142,25 @@ def test_csv_manifest_problems_each_get_a_row(tmp_path: Path, make_server: MakeS
 
     assert summary.exit_code == 1 and summary.duplicates == 1
     rows = rows_by_id(output)
-    assert rows["imgs/a.jpg"]["status"] == "ok" and rows["imgs/a.jpg"]["label"] == "cat"
-    assert rows["imgs/c.png"]["top"] == "green" and rows["imgs/c.png"]["label"] == "z"
-    missing = rows["imgs/missing.jpg"]
+    a, c, gone = (str(tmp_path / "imgs" / name) for name in ("a.jpg", "c.png", "missing.jpg"))
+    assert rows[a]["status"] == "ok" and rows[a]["label"] == "cat"
+    assert rows[c]["top"] == "green" and rows[c]["label"] == "z"
+    missing = rows[gone]
     assert missing["error_type"] == "missing_file" and missing["label"] == "dog"
     assert missing["path"] == str(tmp_path / "imgs" / "missing.jpg")
     problems = {
         4: "empty path/url cell; fill it or drop the row",
         5: "3 fields but the header has 2; quote values that contain commas",
-        7: "a quoted value runs on to line 8: a stray '\"'? fix the quoting",
+        7: "the path cell holds a line break (a quoted value from line 7 to 8) and no such "
+        "file exists: a stray '\"'? fix the quoting",
         10: "malformed CSV (',' expected after '\"'); fix the quoting",
         11: "malformed CSV (unexpected end of data); fix the quoting",
     }
     for line, message in problems.items():
-        row = rows.pop(f"{manifest}:{line}")
+        row = rows.pop(f"line {line} of {manifest}")
         assert row["error_type"] == "bad_manifest_row" and row["attempts"] == 0
         assert row["error"] == f"{manifest} line {line}: {message}"
-    assert sorted(rows) == ["imgs/a.jpg", "imgs/c.png", "imgs/missing.jpg"]
+    assert sorted(rows) == [a, c, gone]
     assert server.stats.requests == 2
 
 
@@ -181,11 +183,12 @@ def test_jsonl_manifest_problems_each_get_a_row(tmp_path: Path, make_server: Mak
 
     assert summary.exit_code == 1 and summary.duplicates == 1
     rows = rows_by_id(output)
-    assert rows["imgs/a.jpg"]["label"] == "cat" and rows["imgs/a.jpg"]["top"] == "red"
-    assert rows["imgs/b.png"]["camera"] == {"make": "X"} and rows["imgs/b.png"]["top"] == "blue"
-    assert rows["imgs/missing.jpg"]["error_type"] == "missing_file"
-    assert "no 'path' or 'url' value" in rows[f"{manifest}:3"]["error"]
-    assert rows[f"{manifest}:5"]["error"].startswith(f"{manifest} line 5: not valid JSON")
+    a, b, gone = (str(tmp_path / "imgs" / name) for name in ("a.jpg", "b.png", "missing.jpg"))
+    assert rows[a]["label"] == "cat" and rows[a]["top"] == "red"
+    assert rows[b]["camera"] == {"make": "X"} and rows[b]["top"] == "blue"
+    assert rows[gone]["error_type"] == "missing_file"
+    assert "no 'path' or 'url' value" in rows[f"line 3 of {manifest}"]["error"]
+    assert rows[f"line 5 of {manifest}"]["error"].startswith(f"{manifest} line 5: not valid JSON")
     assert len(rows) == 5
 
 
@@ -200,7 +203,7 @@ def test_jsonl_manifest_problems_each_get_a_row(tmp_path: Path, make_server: Mak
             "has no 'path' or 'url' key on its first line; found: file, label; "
             "name the image's key 'path' or 'url'",
         ),
-        ("latin.csv", b"path\ncaf\xe9.jpg\n", "is not UTF-8 text (byte 0xe9 at offset 8)"),
+        ("latin.csv", b"path,l\xe9gende\na.jpg,x\n", "the header row is not UTF-8 text"),
         ("utf16.txt", "a.jpg\n".encode("utf-16"), "contains NUL bytes (UTF-16 or binary?)"),
     ],
 )

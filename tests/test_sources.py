@@ -72,14 +72,22 @@ def test_folder_walk_is_recursive_filtered_and_deterministic(tmp_path: Path) -> 
     assert ids(items(root)) == ids(found)
 
 
-def test_folder_ids_join_the_folder_as_given(
+def test_folder_ids_are_absolute_and_paths_join_the_folder_as_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Ids were the path as spelled (so "photos" and "./photos" were two jobs); now the absolute
+    # path, while ``path`` keeps the user's spelling.
     touch(tmp_path / "photos" / "sub" / "a.jpg")
     monkeypatch.chdir(tmp_path)
-    assert ids(items("photos/")) == ["photos/sub/a.jpg"]
-    assert ids(items("photos")) == ["photos/sub/a.jpg"]
-    assert ids(items(".")) == ["./photos/sub/a.jpg"]
+    absolute = str(tmp_path / "photos" / "sub" / "a.jpg")
+    for spelling, path in [
+        ("photos/", "photos/sub/a.jpg"),
+        ("photos", "photos/sub/a.jpg"),
+        (".", "./photos/sub/a.jpg"),
+        ("photos/sub/../", "photos/sub/../sub/a.jpg"),
+    ]:
+        (item,) = items(spelling)
+        assert (item.id, item.path) == (absolute, path)
 
 
 def test_extensions_are_matched_case_insensitively(tmp_path: Path) -> None:
@@ -104,10 +112,11 @@ def test_symlinks_are_followed_and_a_loop_does_not_hang(tmp_path: Path) -> None:
 
     top = str(root)
     assert ids(found) == [
-        os.path.join(top, "alias.jpg"),
+        os.path.join(top, "alias.jpg"),  # a symlinked file is its own item
         os.path.join(top, "a", "1.jpg"),
-        os.path.join(top, "linked", "o.jpg"),
+        str(outside / "o.jpg"),  # files below a symlinked folder: the folder's real path
     ]
+    assert found[2].path == os.path.join(top, "linked", "o.jpg")  # the path as walked
     assert all(item.problem is None for item in found)
 
 
@@ -213,10 +222,10 @@ def test_txt_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     found = items("lists/images.txt")
 
     assert [(i.id, i.path, i.url) for i in found] == [
-        ("images/a.jpg", "lists/images/a.jpg", None),
+        (str(tmp_path / "lists/images/a.jpg"), "lists/images/a.jpg", None),
         ("/abs/b.png", "/abs/b.png", None),
         ("https://example.com/c.jpg?x=1", None, "https://example.com/c.jpg?x=1"),
-        ("../up/d.jpg", "lists/../up/d.jpg", None),
+        (str(tmp_path / "up/d.jpg"), "lists/../up/d.jpg", None),
         ("HTTP://EXAMPLE.COM/E.JPG", None, "HTTP://EXAMPLE.COM/E.JPG"),
     ]
     assert all(i.problem is None and i.metadata is None for i in found)
@@ -225,7 +234,7 @@ def test_txt_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_txt_manifest_next_to_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     touch(tmp_path / "images.txt", b"\xef\xbb\xbfa.jpg\n")  # with a UTF-8 byte order mark
     monkeypatch.chdir(tmp_path)
-    assert [(i.id, i.path) for i in items("images.txt")] == [("a.jpg", "a.jpg")]
+    assert [(i.id, i.path) for i in items("images.txt")] == [(str(tmp_path / "a.jpg"), "a.jpg")]
 
 
 @posix_only
@@ -235,22 +244,23 @@ def test_txt_line_that_is_not_utf8_is_a_raw_file_name(tmp_path: Path) -> None:
 
     found = items(tmp_path / "list.txt")
 
-    assert found[1].id == "caf\\xe9.jpg"
+    assert found[1].id == f"{tmp_path}/caf\\xe9.jpg"
     assert found[1].path == str(image)
     with open(found[1].path, "rb") as handle:
         assert handle.read() == b"img"
     bad = found[2]
     assert bad.problem_kind == "bad_manifest_row"
-    assert bad.id == f"{tmp_path / 'list.txt'}:3"
+    assert bad.id == f"line 3 of {tmp_path / 'list.txt'}"
     for item in found:
         orjson.dumps({"id": item.id, "problem": item.problem})
 
 
-def test_stdin(tmp_path: Path) -> None:
+def test_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     stdin = io.StringIO("# from find\nphotos/a.jpg\n\n/abs/b.jpg\nhttps://x.test/c.png\n")
     found = items("-", stdin=stdin)
     assert [(i.id, i.path, i.url) for i in found] == [
-        ("photos/a.jpg", "photos/a.jpg", None),  # relative to the current folder
+        (str(tmp_path / "photos/a.jpg"), "photos/a.jpg", None),  # relative to the current folder
         ("/abs/b.jpg", "/abs/b.jpg", None),
         ("https://x.test/c.png", None, "https://x.test/c.png"),
     ]
@@ -291,7 +301,7 @@ def test_csv_manifest_with_metadata(tmp_path: Path) -> None:
     folder = str(tmp_path / "m")
     assert [(i.id, i.path, i.url) for i in found] == [
         ("img-1", os.path.join(folder, "a.jpg"), None),
-        ("sub/b.png", os.path.join(folder, "sub/b.png"), None),
+        (os.path.join(folder, "sub/b.png"), os.path.join(folder, "sub/b.png"), None),
         ("img-3", "/abs/c.jpg", None),
         ("img-4", None, "https://x.test/d.jpg"),
     ]
@@ -313,7 +323,7 @@ def test_csv_with_url_column_and_both(tmp_path: Path) -> None:
     assert [(i.id, i.path, i.url, i.metadata) for i in found] == [
         ("https://x.test/a.jpg", None, "https://x.test/a.jpg", None),
         # both: the local file is read, the URL is kept for the output row
-        ("b.jpg", str(tmp_path / "b.jpg"), "https://x.test/b.jpg", None),
+        (str(tmp_path / "b.jpg"), str(tmp_path / "b.jpg"), "https://x.test/b.jpg", None),
     ]
 
 
@@ -334,7 +344,7 @@ def test_csv_bad_rows_become_problem_items(tmp_path: Path) -> None:
         str(tmp_path / "ok3.jpg"),
     ]
     bad = [i for i in found if i.problem is not None]
-    assert [i.id for i in bad] == [f"{manifest}:{n}" for n in (3, 4, 5, 7)]
+    assert [i.id for i in bad] == [f"line {n} of {manifest}" for n in (3, 4, 5, 7)]
     assert {i.problem_kind for i in bad} == {"bad_manifest_row"}
     assert all(i.path is None and i.url is None for i in bad)
     for item, line, fix in zip(
@@ -369,7 +379,7 @@ def test_jsonl_manifest_keeps_json_types(tmp_path: Path) -> None:
         ("a", os.path.join(folder, "a.jpg"), None),
         ("/abs/b.jpg", "/abs/b.jpg", None),
         ("7", None, "https://x.test/c.jpg"),
-        ("d.jpg", os.path.join(folder, "d.jpg"), "https://x.test/d.jpg"),
+        (os.path.join(folder, "d.jpg"), os.path.join(folder, "d.jpg"), "https://x.test/d.jpg"),
     ]
     assert [i.metadata for i in found] == [
         {"n": 3, "score": 0.5, "ok": True, "tags": ["x"], "x": None},
@@ -400,7 +410,7 @@ def test_jsonl_bad_rows_become_problem_items(tmp_path: Path) -> None:
         str(tmp_path / "ok2.jpg"),
     ]
     bad = [i for i in found if i.problem is not None]
-    assert [i.id for i in bad] == [f"{manifest}:{n}" for n in range(2, 8)]
+    assert [i.id for i in bad] == [f"line {n} of {manifest}" for n in range(2, 8)]
     assert {i.problem_kind for i in bad} == {"bad_manifest_row"}
     messages = [i.problem or "" for i in bad]
     assert all(
@@ -411,7 +421,7 @@ def test_jsonl_bad_rows_become_problem_items(tmp_path: Path) -> None:
     assert "no 'path' or 'url'" in messages[2]
     assert "no 'path' or 'url'" in messages[3]
     assert "'path' is a int, not a string" in messages[4]
-    assert "not valid JSON" in messages[5]
+    assert "not valid UTF-8" in messages[5]
 
 
 # -- parquet -------------------------------------------------------------------------------
@@ -435,12 +445,12 @@ def test_parquet_manifest(tmp_path: Path) -> None:
     found = items(tmp_path / "m.parquet")
 
     assert len(found) == rows
-    assert (found[0].id, found[0].path) == ("img/0.jpg", str(tmp_path / "img/0.jpg"))
+    assert (found[0].id, found[0].path) == (str(tmp_path / "img/0.jpg"),) * 2
     assert found[1].id == "id1"
     assert found[1].metadata == {"label": "c1", "n": 1, "when": "2024-01-01"}
     bad = found[9_000]
     assert bad.problem_kind == "bad_manifest_row"
-    assert bad.id == f"{tmp_path / 'm.parquet'}:9001"
+    assert bad.id == f"row 9001 of {tmp_path / 'm.parquet'}"
     assert bad.problem is not None and f"{tmp_path / 'm.parquet'} row 9001: " in bad.problem
     assert found[9_999].id == "id9999"
     orjson.dumps([i.metadata for i in found[:3]])
@@ -519,10 +529,13 @@ def test_folder_that_cannot_be_read(tmp_path: Path) -> None:
 
 
 def test_manifest_that_is_not_utf8(tmp_path: Path) -> None:
+    # A .txt line that is not UTF-8 is a raw file name wherever it is (it used to refuse the
+    # manifest when in the first 64 KB); a CSV header that is not UTF-8 refuses it.
     touch(tmp_path / "latin1.txt", "café.jpg\n".encode("latin-1"))
-    message = usage_error(tmp_path / "latin1.txt")
-    assert message.startswith(f"{tmp_path / 'latin1.txt'} is not UTF-8 text (byte 0xe9")
-    assert message.endswith("save it as UTF-8")
+    check_sources([str(tmp_path / "latin1.txt")])
+    touch(tmp_path / "latin1.csv", "path,légende\na.jpg,x\n".encode("latin-1"))
+    message = usage_error(tmp_path / "latin1.csv")
+    assert message == f"{tmp_path / 'latin1.csv'}: the header row is not UTF-8 text; save the file as UTF-8"
 
     touch(tmp_path / "utf16.csv", "path\na.jpg\n".encode("utf-16-le"))
     message = usage_error(tmp_path / "utf16.csv")
