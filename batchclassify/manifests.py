@@ -320,8 +320,7 @@ def _csv_row(
             number,
             f"the path cell holds a line break (a quoted value from line {number} to {end}) "
             "and no such file exists: a stray '\"'? fix the quoting",
-            "a path cell holds a line break and no such file exists: a stray '\"'? "
-            "fix the quoting",
+            "a path cell holds a line break and no such file exists: a stray '\"'? fix the quoting",
         )
     ident = row[id_col].strip() if id_col is not None else ""
     metadata = {key: row[index] for index, key in meta} if meta else None

@@ -233,8 +233,7 @@ def _unreadable(path: str, ident: str, exc: OSError) -> Item:
     return Item(
         id=ident,
         path=path,
-        problem=f"cannot read folder {as_text(path)}: {exc.strerror or exc}; "
-        "check its permissions",
+        problem=f"cannot read folder {as_text(path)}: {exc.strerror or exc}; check its permissions",
         problem_kind="unreadable",
     )
 

@@ -535,7 +535,10 @@ def test_manifest_that_is_not_utf8(tmp_path: Path) -> None:
     check_sources([str(tmp_path / "latin1.txt")])
     touch(tmp_path / "latin1.csv", "path,légende\na.jpg,x\n".encode("latin-1"))
     message = usage_error(tmp_path / "latin1.csv")
-    assert message == f"{tmp_path / 'latin1.csv'}: the header row is not UTF-8 text; save the file as UTF-8"
+    assert (
+        message
+        == f"{tmp_path / 'latin1.csv'}: the header row is not UTF-8 text; save the file as UTF-8"
+    )
 
     touch(tmp_path / "utf16.csv", "path\na.jpg\n".encode("utf-16-le"))
     message = usage_error(tmp_path / "utf16.csv")
