@@ -119,8 +119,7 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
         for message, count in summary.errors.most_common(top_errors):
             places = summary.error_lines.get(message)
             if places:
-                more = ", …" if count > len(places) else ""
-                message = f"{message} ({', '.join(places)}{more})"
+                message = f"{message} ({_places(places, count)})"
             lines.append(f"  {count:>7,} × {message}")
     lines.append(f"results: {summary.output}")
     if summary.fatal is not None:
@@ -132,6 +131,16 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
         )
         lines.append(f"interrupted — rerun {again} to resume")
     return "\n".join(lines)
+
+
+def _places(places: list[str], count: int) -> str:
+    """``["line 3", "line 7"]`` -> ``"lines 3, 7"``, with ``…`` when there are more."""
+    words = {place.partition(" ")[0] for place in places}
+    if len(places) > 1 and len(words) == 1:
+        text = f"{words.pop()}s " + ", ".join(place.partition(" ")[2] for place in places)
+    else:
+        text = ", ".join(places)
+    return text + (", …" if count > len(places) else "")
 
 
 def _input_lines(summary: JobSummary) -> list[str]:
