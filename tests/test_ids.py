@@ -54,9 +54,7 @@ def test_a_rerun_spelled_differently_or_from_elsewhere_sends_nothing(
         assert result.code == 0, (spelling, result.err)
         assert "6 already done" in result.err
     # A manifest naming the same files relative to itself: the same ids too.
-    (tmp_path / "photos" / "list.txt").write_text(
-        "\n".join(os.path.basename(p) for p in expected)
-    )
+    (tmp_path / "photos" / "list.txt").write_text("\n".join(os.path.basename(p) for p in expected))
     assert cli(*run_args(server, output, tmp_path / "photos" / "list.txt")).code == 0
 
     assert server.stats.requests == 6  # nothing was sent again

@@ -579,3 +579,75 @@ def test_parquet_that_is_unusable(tmp_path: Path) -> None:
 def test_stdin_given_twice() -> None:
     message = usage_error("-", "-")
     assert "'-' (stdin) is given more than once" in message
+
+
+# -- what manifests can name (issue 9) -----------------------------------------------------
+
+
+def test_manifest_paths_that_cannot_be_read_say_what_is_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    touch(tmp_path / "real.jpg")
+    url = "file://" + str(tmp_path / "real.jpg").replace(" ", "%20")
+    touch(
+        tmp_path / "list.txt",
+        f"~/photos/a.jpg\n{url}\ngs://bucket/b.jpg\nS3://bucket/c.jpg\nfile://host/x.jpg\n".encode(),
+    )
+
+    found = items(tmp_path / "list.txt")
+
+    home, local, gs, s3, remote = found
+    assert home.problem == (
+        f"{tmp_path / 'list.txt'} line 1: ~ is not expanded: write the full path "
+        f"({tmp_path / 'home' / 'photos' / 'a.jpg'})"
+    )
+    assert (local.id, local.path, local.problem) == (str(tmp_path / "real.jpg"),) * 2 + (None,)
+    assert gs.problem is not None and "gs:// is not supported" in gs.problem
+    assert "http(s) URLs" in gs.problem and "download the files first" in gs.problem
+    assert s3.problem is not None and "s3:// is not supported" in s3.problem
+    assert remote.problem is not None and "only local files (file:///path)" in remote.problem
+    assert {i.problem_kind for i in (home, gs, s3, remote)} == {"bad_manifest_row"}
+
+
+def test_a_file_whose_name_starts_with_a_tilde_is_read(tmp_path: Path) -> None:
+    touch(tmp_path / "~backup.jpg")
+    touch(tmp_path / "list.txt", b"~backup.jpg\n")
+    (item,) = items(tmp_path / "list.txt")
+    assert item.problem is None and item.path == str(tmp_path / "~backup.jpg")
+
+
+def test_column_names_match_in_any_case(tmp_path: Path) -> None:
+    touch(tmp_path / "m.csv", b"ID,Path,URL,Label\nx1,a.jpg,,cat\n,,https://x.test/b.jpg,dog\n")
+    touch(tmp_path / "m.jsonl", b'{"Path": "a.jpg", "Label": "cat"}\n{"URL": "https://x.test/b"}\n')
+    check_sources([str(tmp_path / "m.csv"), str(tmp_path / "m.jsonl")])
+    found = items(tmp_path / "m.csv", tmp_path / "m.jsonl")
+    assert [(i.id, i.path, i.url, i.metadata) for i in found] == [
+        ("x1", str(tmp_path / "a.jpg"), None, {"Label": "cat"}),
+        ("https://x.test/b.jpg", None, "https://x.test/b.jpg", {"Label": "dog"}),
+        (str(tmp_path / "a.jpg"), str(tmp_path / "a.jpg"), None, {"Label": "cat"}),
+        ("https://x.test/b", None, "https://x.test/b", None),
+    ]
+
+
+def test_a_csv_path_cell_with_a_line_break_is_said_to_be_one(tmp_path: Path) -> None:
+    touch(tmp_path / "two\nlines.jpg")
+    touch(tmp_path / "m.csv", b'path\n"two\nlines.jpg"\n"no\nsuch.jpg"\n')
+    ok, bad = items(tmp_path / "m.csv")
+    assert ok.problem is None and ok.path == str(tmp_path / "two\nlines.jpg")
+    assert bad.problem == (
+        f"{tmp_path / 'm.csv'} line 4: the path cell holds a line break (a quoted value from "
+        "line 4 to 5) and no such file exists: a stray '\"'? fix the quoting"
+    )
+
+
+@posix_only
+def test_a_txt_line_that_is_not_utf8_is_treated_the_same_anywhere(tmp_path: Path) -> None:
+    # It used to refuse the whole manifest in the first 64 KB and be a file name after them.
+    filler = b"".join(b"%06d.jpg\n" % n for n in range(8000))  # 88 KB
+    odd_line = b"caf\xe9.jpg\n"
+    for name, content in [("early.txt", odd_line + filler), ("late.txt", filler + odd_line)]:
+        touch(tmp_path / name, content)
+        check_sources([str(tmp_path / name)])
+        odd = [i for i in items(tmp_path / name) if "caf" in (i.path or "")]
+        assert [(i.id, i.problem) for i in odd] == [(f"{tmp_path}/caf\\xe9.jpg", None)]
