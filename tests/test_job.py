@@ -96,8 +96,8 @@ def test_txt_manifest_and_stdin(
     assert result.code == 0, result.err
     rows = rows_by_id(tmp_path / "a.jsonl")
     assert {row_id: row["top"] for row_id, row in rows.items()} == {
-        "imgs/one.jpg": "red",
-        "imgs/two.png": "green",
+        str(tmp_path / "imgs/one.jpg"): "red",  # ids are absolute paths (issue 9)
+        str(tmp_path / "imgs/two.png"): "green",
     }
 
     import io
