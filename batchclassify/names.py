@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 _ESCAPE = "\\x"
+_POSIX = os.name == "posix"
 
 #: How ids are made, recorded in the settings file: an output written under another scheme
 #: has other ids for the same images, so resuming into it would classify everything again.
@@ -90,8 +91,15 @@ class LocalIds:
 
     def file(self, path: str) -> str:
         """The id of the file at ``path`` (relative to the working directory, or absolute)."""
-        folder, name = os.path.split(path)
+        if _POSIX:  # os.path.split's work, at a third of its cost: this runs once per row
+            folder, sep, name = path.rpartition("/")
+            folder = folder or sep
+        else:
+            folder, name = os.path.split(path)
         if name in ("", os.curdir, os.pardir):
             return path_id(os.path.realpath(path))  # not a file name: resolve it whole
-        prefix = self.folder(folder)
-        return prefix + as_id(name) if prefix.endswith(os.sep) else prefix + os.sep + as_id(name)
+        prefix = self._folders.get(folder) or self.folder(folder)
+        if not (name.isascii() and _ESCAPE not in name):
+            name = as_id(name)
+        # A root folder's id ends with the separator; every other folder's does not.
+        return prefix + name if prefix[-1] == os.sep else prefix + os.sep + name

@@ -164,10 +164,7 @@ def _source_kind(source: str) -> str:
         return "dir"
     name = as_text(source)
     if not os.path.lexists(source):
-        raise UsageError(
-            f"{name}: no such file or folder; check the path (relative paths start from "
-            "the current folder)"
-        )
+        raise UsageError(f"{name}: no such file or folder; {_missing_source_hint(source)}")
     kind = _MANIFEST_KINDS.get(os.path.splitext(source)[1].lower())
     if kind is None:
         raise UsageError(
@@ -175,6 +172,21 @@ def _source_kind(source: str) -> str:
             "single images, pass their folder or list them in a .txt manifest"
         )
     return kind
+
+
+def _missing_source_hint(source: str) -> str:
+    """What to do about a source that does not exist, for the forms people try."""
+    if source.startswith("~"):
+        return (
+            f"~ is not expanded here: write the full path ({as_text(os.path.expanduser(source))})"
+        )
+    scheme, sep, _ = source.partition("://")
+    if sep and scheme.isalpha():
+        return (
+            "a source is a folder, a manifest or '-': list URLs in a manifest (.txt, one per "
+            "line); only http(s) URLs are supported, sent to the server to download"
+        )
+    return "check the path (relative paths start from the current folder)"
 
 
 # -- folders -------------------------------------------------------------------------------

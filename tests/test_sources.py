@@ -651,3 +651,16 @@ def test_a_txt_line_that_is_not_utf8_is_treated_the_same_anywhere(tmp_path: Path
         check_sources([str(tmp_path / name)])
         odd = [i for i in items(tmp_path / name) if "caf" in (i.path or "")]
         assert [(i.id, i.problem) for i in odd] == [(f"{tmp_path}/caf\\xe9.jpg", None)]
+
+
+def test_a_missing_source_spelled_with_a_tilde_or_as_a_url_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    message = usage_error("~/photos")
+    assert message == (
+        "~/photos: no such file or folder; ~ is not expanded here: write the full path "
+        f"({tmp_path / 'photos'})"
+    )
+    message = usage_error("gs://bucket/photos")
+    assert "list URLs in a manifest" in message and "only http(s) URLs are supported" in message
