@@ -75,14 +75,24 @@ class _Manifest:
         """One row's item from its stripped ``path``, ``url`` and ``id`` values.
 
         A path and a URL: both are kept and the runner reads the file. A URL in the path
-        column is a URL (the ``url`` column wins if it holds one too).
+        column is a URL (the ``url`` column wins if it holds one too); a ``file://`` URL in
+        either is a path.
         """
-        if path and not path.startswith(_URL_PREFIXES):
-            if "://" in path:
-                problem = _unsupported_path(path)
-                if problem is not None:
-                    return self.bad(where, number, problem[0], problem[1])
+        if "://" in path:
+            scheme = _scheme(path)
+            if scheme in ("http", "https"):
+                url, path = url or path, ""
+            elif scheme == "file" and _local_file_url(path):
                 path = _from_file_url(path)
+            elif scheme is not None:
+                return self.bad(where, number, *_unsupported(path, scheme))
+        if "://" in url:
+            scheme = _scheme(url)
+            if scheme == "file" and _local_file_url(url):
+                path, url = path or _from_file_url(url), ""
+            elif scheme not in (None, "http", "https"):
+                return self.bad(where, number, *_unsupported(url, scheme))
+        if path:
             resolved = _resolve(self.prefix, path)
             if path[0] == "~" and not os.path.lexists(resolved):
                 return self.bad(
@@ -93,10 +103,6 @@ class _Manifest:
                 )
             ident = ident or self.ids.file(resolved)
             return Item(id=ident, path=resolved, url=url or None, metadata=metadata)
-        url = url or path
-        problem = _unsupported_path(url) if not url.startswith(_URL_PREFIXES) else None
-        if problem is not None:
-            return self.bad(where, number, problem[0], problem[1])
         return Item(id=ident or url, url=url, metadata=metadata)
 
 
@@ -108,15 +114,15 @@ def _scheme(value: str) -> str | None:
     return None
 
 
-def _unsupported_path(value: str) -> tuple[str, str] | None:
-    """(message, group) for a URL this tool cannot read, else ``None``."""
-    scheme = _scheme(value)
-    if scheme is None or scheme in ("http", "https"):
-        return None
+def _local_file_url(value: str) -> bool:
+    """A ``file://`` URL naming a file on this machine (no host, or ``localhost``)."""
+    return value[7:].partition("/")[0].lower() in ("", "localhost")
+
+
+def _unsupported(value: str, scheme: str) -> tuple[str, str]:
+    """(message, group) for a URL this tool cannot read."""
     if scheme == "file":
         host = value[7:].partition("/")[0]
-        if host in ("", "localhost"):
-            return None
         message = f"file:// URL with a host ({host}): only local files (file:///path) are read"
         return message, "file:// URL with a host: only local files (file:///path) are read"
     message = (
@@ -127,9 +133,7 @@ def _unsupported_path(value: str) -> tuple[str, str] | None:
 
 
 def _from_file_url(path: str) -> str:
-    """``file:///a/b%20c.jpg`` -> ``/a/b c.jpg``; anything else as it is."""
-    if _scheme(path) != "file":
-        return path
+    """``file:///a/b%20c.jpg`` -> ``/a/b c.jpg``."""
     rest = path[7:]
     rest = rest[rest.index("/") :] if "/" in rest else "/"
     return os.fsdecode(unquote_to_bytes(rest))

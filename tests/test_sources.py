@@ -664,3 +664,16 @@ def test_a_missing_source_spelled_with_a_tilde_or_as_a_url_says_what_to_do(
     )
     message = usage_error("gs://bucket/photos")
     assert "list URLs in a manifest" in message and "only http(s) URLs are supported" in message
+
+
+def test_url_forms_in_the_url_and_path_columns(tmp_path: Path) -> None:
+    touch(tmp_path / "a.jpg")
+    local = "file://localhost" + str(tmp_path / "a.jpg")
+    touch(
+        tmp_path / "m.csv",
+        f"path,url\nHttps://x.test/b.jpg,\n,{local}\n,gs://bucket/c.jpg\n".encode(),
+    )
+    url, path, gs = items(tmp_path / "m.csv")
+    assert (url.id, url.path, url.url) == ("Https://x.test/b.jpg", None, "Https://x.test/b.jpg")
+    assert (path.id, path.path, path.url) == (str(tmp_path / "a.jpg"),) * 2 + (None,)
+    assert gs.problem is not None and "gs:// is not supported" in gs.problem
