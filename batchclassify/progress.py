@@ -174,7 +174,7 @@ def _sources(names: list[str]) -> str:
 
 
 def _extensions_hint(skipped: Counter[str]) -> str | None:
-    """``--extensions`` naming the extensions passed over, if any look like images."""
+    """An ``--extensions`` naming the commonest extensions passed over, if any had one."""
     named = [ext for ext, _ in skipped.most_common(3) if ext]
     if not named:
         return None

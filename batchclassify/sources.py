@@ -47,15 +47,8 @@ from itertools import islice
 from typing import TextIO
 
 from .errors import UsageError
-from .manifests import (
-    _check_text_manifest,
-    _csv_items,
-    _jsonl_items,
-    _parquet_columns,
-    _parquet_items,
-    _stdin_items,
-    _txt_items,
-)
+from .manifest_parquet import _parquet_columns, _parquet_items
+from .manifests import _check_text_manifest, _csv_items, _jsonl_items, _stdin_items, _txt_items
 from .models import Item
 from .names import LocalIds, as_id, as_text
 from .summary import InputReport
