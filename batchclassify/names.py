@@ -9,6 +9,7 @@ a name that literally contains the text ``\\xff`` reads the same as one holding 
 from __future__ import annotations
 
 import os
+import sys
 
 _ESCAPE = "\\x"
 _POSIX = os.name == "posix"
@@ -64,6 +65,32 @@ def path_id(path: str) -> str:
     return os.sep.join(as_id(part) for part in path.split(os.sep))
 
 
+def _real_folder(path: str) -> str:
+    """``os.path.realpath``; on macOS also the folder's true letter case, as stored on disk.
+
+    macOS file systems ignore case, so ``Photos`` and ``photos`` are one folder, but realpath
+    keeps the case it was given. F_GETPATH on an open folder gives the stored spelling (on
+    Windows, realpath already does). A folder that cannot be opened keeps realpath's answer.
+    """
+    real = os.path.realpath(path)
+    if sys.platform != "darwin":
+        return real
+    import fcntl
+
+    try:
+        # Never block: the "folder" of a bad row may be a pipe.
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NONBLOCK)
+    except OSError:
+        return real
+    try:
+        stored = fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024))
+    except OSError:
+        return real
+    finally:
+        os.close(fd)
+    return os.fsdecode(stored.rstrip(b"\0")) or real
+
+
 class LocalIds:
     """The ids of local files: the absolute path, with every symlink in its folder resolved.
 
@@ -85,7 +112,7 @@ class LocalIds:
         if ident is None:
             if len(self._folders) >= self._MAX_FOLDERS:
                 self._folders.clear()  # bounded memory; a miss only costs one realpath
-            ident = path_id(os.path.realpath(path or os.curdir))
+            ident = path_id(_real_folder(path or os.curdir))
             self._folders[path] = ident
         return ident
 
