@@ -32,7 +32,7 @@ requests' query keys and header names, never the API key itself; ``GET /_stats``
 from __future__ import annotations
 
 from .app import create_app
-from .config import ServerConfig
+from .config import ServerConfig, flag_message
 from .faults import (
     Fault,
     FaultSpec,
@@ -42,7 +42,14 @@ from .faults import (
     longtail_latency,
 )
 from .model import CLASSES, MODELS
-from .running import BackgroundServer, RunningServer, serve_forever, start_server
+from .running import (
+    BackgroundServer,
+    ListenError,
+    RunningServer,
+    check_port,
+    serve_forever,
+    start_server,
+)
 from .stats import RequestRecord, ServerStats
 
 __all__ = [
@@ -51,13 +58,16 @@ __all__ = [
     "BackgroundServer",
     "Fault",
     "FaultSpec",
+    "ListenError",
     "RequestRecord",
     "RunningServer",
     "ServerConfig",
     "ServerStats",
     "SlidingWindowLimiter",
     "Uplink",
+    "check_port",
     "create_app",
+    "flag_message",
     "image_key",
     "longtail_latency",
     "serve_forever",
