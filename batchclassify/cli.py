@@ -170,10 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         metavar="N",
         help="extra attempts per image after failures of its own (timeout, dropped connection, "
-        "5xx) while the API answers other requests; then the image gets an error row "
-        "(default 5; 0: no retry). Not counted: 429 answers (the job slows down and the image "
-        "waits its turn) and requests made while the API is down for everyone (the job pauses "
-        "instead, up to --max-outage)",
+        "5xx), then the image gets an error row (default 5; 0: none). Not counted: 429 "
+        "answers (the job slows down and the image waits its turn), and failures while other "
+        "images fail too: an outage is likely starting, and the job waits for the API instead, "
+        "up to --max-outage. The 'attempts' column counts every request made",
     )
     speed.add_argument(
         "--timeout",
