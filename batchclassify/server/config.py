@@ -45,6 +45,8 @@ class ServerConfig:
     model. The default decodes and classifies by colour."""
 
     def __post_init__(self) -> None:
+        if self.files_dir is not None:  # a str is fine too
+            object.__setattr__(self, "files_dir", Path(self.files_dir))
         for name in ("latency", "latency_scale", "hang_seconds", "fetch_timeout"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
