@@ -3,10 +3,11 @@
 The job in one call::
 
     from batchclassify import JobConfig, HttpConfig, classify
-    summary = classify(JobConfig(sources=("photos/",), model="colors/1",
-                                 output=Path("results.jsonl"), http=HttpConfig(api_url="local")))
+    summary = classify(JobConfig(sources="photos/", model="colors/1",
+                                 output="results.jsonl", http=HttpConfig(api_url="local")))
 
-``run_job`` is the same as a coroutine, for code that already runs an event loop.
+``classify`` also works where an event loop is already running (a Jupyter notebook): the job
+then runs on a worker thread. ``run_job`` is the same as a coroutine, for async code.
 """
 
 from __future__ import annotations

@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         metavar="N",
         help="extra attempts per image after failures of its own (timeout, dropped connection, "
-        "5xx), then the image gets an error row (default 5; 0: none). Not counted: 429 "
+        "5xx); after N of them (or 10 minutes) it gets an error row (default 5; 0: none). "
+        "Not counted: 429 "
         "answers (the job slows down and the image waits its turn), and failures while other "
         "images fail too: an outage is likely starting, and the job waits for the API instead, "
         "up to --max-outage. The 'attempts' column counts every request made",
@@ -226,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a local Roboflow-compatible classification server (for tests and trials)",
         description="Serve the classification protocol locally with a small built-in colour "
-        "model: models colors/N (single-label) and colors-multilabel/N.",
+        "model: models colors/N (single-label) and colors-multilabel/N. Both the legacy route "
+        "(POST /MODEL/VERSION) and the v1 routes Roboflow's inference_sdk uses by default "
+        "(/model/registry, /model/add, /infer/classification) are served.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument(

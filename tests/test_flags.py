@@ -96,7 +96,10 @@ def test_confidence_reaches_the_server_in_its_unit(
     assert [record.confidence for record in server.stats.recent] == [sent]
 
 
-def test_help_says_what_confidence_and_retries_mean(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_says_what_confidence_and_retries_mean(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside --flag-names
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -2,9 +2,11 @@
 
 It speaks the legacy route ``POST /{slug}/{version}`` as ``PROTOCOL.md`` describes it (base64,
 multipart and ``image=`` URL inputs; ``api_key`` query or Bearer header; the real servers'
-status codes and ``{"message": ...}`` bodies). The tests start it in-process on port 0,
-``--api-url local`` embeds it, ``batchclassify serve`` and ``python -m batchclassify.server``
-run it standalone (the latter for benchmarks, with every knob as a flag).
+status codes and ``{"message": ...}`` bodies), and the v1 routes ``inference_sdk`` uses by
+default for a self-hosted URL (``v1.py``: model registry, ``POST /infer/classification``).
+The tests start it in-process on port 0, ``--api-url local`` embeds it, ``batchclassify
+serve`` and ``python -m batchclassify.server`` run it standalone (the latter for benchmarks,
+with every knob as a flag).
 
 Models: ``colors/N`` (single-label: softmax over the mean colour's distance to each class) and
 ``colors-multilabel/N`` (per class, the share of thumbnail pixels nearest to it). Slugs
