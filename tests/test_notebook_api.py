@@ -47,6 +47,23 @@ def test_classify_works_inside_a_running_event_loop(
     assert {row["path"]: row["top"] for row in rows.values()} == expected
 
 
+def test_classify_with_the_embedded_server_inside_a_running_event_loop(tmp_path: Path) -> None:
+    """The README's no-account trial, typed into a notebook."""
+    expected = make_images(tmp_path / "photos", 3)
+    config = JobConfig(
+        sources=str(tmp_path / "photos"),
+        model="colors/1",
+        output=str(tmp_path / "results.jsonl"),
+        http=HttpConfig(api_url="local"),
+    )
+
+    async def notebook_cell() -> JobSummary:
+        return classify(config)
+
+    assert asyncio.run(notebook_cell()).ok == 3
+    assert {row["path"]: row["top"] for row in read_rows(tmp_path / "results.jsonl")} == expected
+
+
 def test_classify_from_a_running_loop_reports_errors_as_the_script_does(
     tmp_path: Path, server: BackgroundServer
 ) -> None:

@@ -184,7 +184,9 @@ def serve_forever(config: ServerConfig, *, host: str, port: int) -> None:
         try:
             server = await start_server(config, host=host, port=port)
         except OSError as error:  # in use, not an address of this machine, no permission
-            reason = os.strerror(error.errno) if error.errno else str(error)
+            # asyncio's strerror repeats the address; a lookup failure's errno is negative.
+            code = error.errno or 0
+            reason = os.strerror(code) if code > 0 else (error.strerror or str(error))
             hint = " (is another server running there? pick another --port, or 0 for any)"
             in_use = error.errno == errno.EADDRINUSE
             raise ListenError(
