@@ -171,10 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="extra attempts per image after failures of its own (timeout, dropped connection, "
         "5xx); after N of them (or 10 minutes) it gets an error row (default 5; 0: none). "
-        "Not counted: 429 "
-        "answers (the job slows down and the image waits its turn), and failures while other "
-        "images fail too: an outage is likely starting, and the job waits for the API instead, "
-        "up to --max-outage. The 'attempts' column counts every request made",
+        "Not counted: 429 answers (the job slows down and the image waits its turn), and "
+        "failures while other images fail too: an outage is likely starting, and the job "
+        "waits for the API instead, up to --max-outage. The 'attempts' column counts every "
+        "request made",
     )
     speed.add_argument(
         "--timeout",

@@ -505,10 +505,10 @@ def _wait_stopping_on_interrupt(
         finished.result()
     except KeyboardInterrupt:
         portal.call(job.request_stop)  # the second one: cut requests off now
-        with suppress(Exception):
+        with suppress(Exception):  # whatever the job says now, the interrupt comes first
             finished.result()
-    except Exception:
-        pass  # the interrupt is what the caller must hear about; the rows say the rest
+    except Exception as error:  # failed while stopping: the interrupt still comes first
+        raise KeyboardInterrupt from error
     raise KeyboardInterrupt
 
 
