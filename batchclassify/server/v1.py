@@ -35,7 +35,8 @@ _TASK_TYPE = "classification"
 
 def _invalid(location: str, message: str, kind: str) -> _ApiError:
     """FastAPI's answer to a body that does not validate: 422 and a ``detail`` list."""
-    detail = [{"loc": ["body", *location.split(".")], "msg": message, "type": kind}]
+    where = ["body", *location.split(".")] if location else ["body"]
+    detail = [{"loc": where, "msg": message, "type": kind}]
     return _ApiError(422, message, body=orjson.dumps({"detail": detail}))
 
 
