@@ -6,8 +6,9 @@ The job in one call::
     summary = classify(JobConfig(sources="photos/", model="colors/1",
                                  output="results.jsonl", http=HttpConfig(api_url="local")))
 
-``classify`` also works where an event loop is already running (a Jupyter notebook): the job
-then runs on a worker thread. ``run_job`` is the same as a coroutine, for async code.
+``classify`` runs the job on a worker thread with its own event loop, so it also works where
+a loop is already running (a Jupyter notebook). ``run_job`` is the same as a coroutine, for
+async code.
 """
 
 from __future__ import annotations
