@@ -3,10 +3,12 @@
 The job in one call::
 
     from batchclassify import JobConfig, HttpConfig, classify
-    summary = classify(JobConfig(sources=("photos/",), model="colors/1",
-                                 output=Path("results.jsonl"), http=HttpConfig(api_url="local")))
+    summary = classify(JobConfig(sources="photos/", model="colors/1",
+                                 output="results.jsonl", http=HttpConfig(api_url="local")))
 
-``run_job`` is the same as a coroutine, for code that already runs an event loop.
+``classify`` runs the job on a worker thread with its own event loop, so it also works where
+a loop is already running (a Jupyter notebook). ``run_job`` is the same as a coroutine, for
+async code.
 """
 
 from __future__ import annotations

@@ -67,6 +67,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``serve``: argparse turns the ValueError into a one-line usage error."""
+    from .server import check_port
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    try:
+        check_port(port)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="batchclassify",
@@ -125,33 +140,56 @@ def build_parser() -> argparse.ArgumentParser:
         "'Authorization: Bearer' header, which keeps it out of URLs and proxy logs "
         "(inference servers 1.5.0 and later)",
     )
-    api.add_argument("--confidence", type=float, help="threshold for predicted classes, 0..1")
+    api.add_argument(
+        "--confidence",
+        type=float,
+        metavar="F",
+        help="threshold for predicted classes, a fraction from 0 to 1 (0.5 means 50%%; "
+        "default: the server's, 0.4)",
+    )
     speed = run.add_argument_group("speed and limits")
     speed.add_argument(
-        "--concurrency", "-c", type=int, default=32, help="requests in flight (default 32)"
+        "--concurrency",
+        "-c",
+        type=int,
+        default=32,
+        metavar="N",
+        help="requests in flight, 1 to 4096 (default 32)",
     )
     speed.add_argument(
         "--rate-limit",
         type=float,
         default=None,
         metavar="N",
-        help="at most N requests per second; without it the rate adapts to the server's 429s",
+        help="at most N requests per second (N > 0); without it the rate adapts to the "
+        "server's 429s",
     )
     speed.add_argument(
         "--retries",
         type=_positive_int,
         default=5,
-        help="retries per image after timeouts, dropped connections, 429 and 5xx (default 5)",
+        metavar="N",
+        help="extra attempts per image after failures of its own (timeout, dropped connection, "
+        "5xx); after N of them (or 10 minutes) it gets an error row (default 5; 0: none). "
+        "Not counted: 429 answers (the job slows down and the image waits its turn), and "
+        "failures while other images fail too: an outage is likely starting, and the job "
+        "waits for the API instead, up to --max-outage. The 'attempts' column counts every "
+        "request made",
     )
     speed.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per request (default 60)"
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds per request, connect included (default 60)",
     )
     speed.add_argument(
         "--max-outage",
         type=float,
         default=1800.0,
         metavar="SECONDS",
-        help="how long to wait for an unreachable API before stopping (default 1800)",
+        help="how long to wait for an unreachable API before stopping with exit code 3 "
+        "(default 1800)",
     )
     speed.add_argument(
         "--max-failures",
@@ -189,14 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a local Roboflow-compatible classification server (for tests and trials)",
         description="Serve the classification protocol locally with a small built-in colour "
-        "model: models colors/N (single-label) and colors-multilabel/N.",
+        "model: models colors/N (single-label) and colors-multilabel/N. Both the legacy route "
+        "(POST /MODEL/VERSION) and the v1 routes Roboflow's inference_sdk uses by default "
+        "(/model/registry, /model/add, /infer/classification) are served.",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=9001)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--port", type=_port, default=9001, help="port to listen on (default 9001; 0: any free)"
+    )
     serve.add_argument("--api-key", default=None, help="require this key (default: accept any)")
     serve.add_argument("--files-dir", type=Path, default=None, help="serve these files at /_files/")
-    serve.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
-    serve.add_argument("--rate-limit", type=float, default=None, help="answer 429 above N req/s")
+    serve.add_argument(
+        "--latency", type=float, default=0.0, metavar="SECONDS", help="added to each answer"
+    )
+    serve.add_argument(
+        "--rate-limit", type=float, default=None, metavar="N", help="answer 429 above N req/s"
+    )
     run.set_defaults(handler=_command_run)
     serve.set_defaults(handler=_command_serve)
     # Commands that live in their own modules: each ``register(commands)`` adds its parser
@@ -286,15 +332,21 @@ def _command_run(args: argparse.Namespace) -> int:
 
 
 def _command_serve(args: argparse.Namespace) -> int:
-    from .server import ServerConfig, serve_forever
+    from .server import ListenError, ServerConfig, flag_message, serve_forever
 
-    config = ServerConfig(
-        api_key=args.api_key,
-        files_dir=args.files_dir,
-        latency=args.latency,
-        rate_limit=args.rate_limit,
-    )
-    serve_forever(config, host=args.host, port=args.port)
+    try:
+        config = ServerConfig(
+            api_key=args.api_key,
+            files_dir=args.files_dir,
+            latency=args.latency,
+            rate_limit=args.rate_limit,
+        )
+    except ValueError as error:
+        raise UsageError(flag_message(error)) from None
+    try:
+        serve_forever(config, host=args.host, port=args.port)
+    except ListenError as error:
+        raise UsageError(str(error)) from None
     return EXIT_OK
 
 

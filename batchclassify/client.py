@@ -73,7 +73,9 @@ class ClassificationClient:
             else:
                 self._params["api_key"] = config.api_key
         if confidence is not None:
-            self._params["confidence"] = repr(confidence)
+            # Servers read a value >= 1 as a percent (1 -> 1%), so a threshold of exactly 1
+            # travels as 100.
+            self._params["confidence"] = "100" if confidence >= 1 else repr(confidence)
         # Built once: encoding the query for every request is a measurable share of its cost.
         self._url = URL(self._endpoint).with_query(self._params)
         self._session: aiohttp.ClientSession | None = None

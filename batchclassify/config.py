@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from .errors import UsageError
 
@@ -18,11 +21,34 @@ _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[1-9][0-9]*$")
 
 OutputFormat = Literal["jsonl", "parquet"]
 KeyPlacement = Literal["query", "header"]
+#: What ``JobConfig(sources=...)`` accepts: one source, or several.
+SourcesArg: TypeAlias = "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]"
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UsageError(message)
+
+
+def _positive(value: float) -> bool:
+    """A finite number above zero: NaN and infinity are no durations or rates."""
+    return math.isfinite(value) and value > 0
+
+
+def _as_sources(sources: SourcesArg) -> tuple[str, ...]:
+    """One source (a ``str`` or a path) or an iterable of them, as a tuple of strings.
+
+    A bare string is one source, never a sequence of one-letter sources.
+    """
+    if isinstance(sources, str | os.PathLike):
+        return (os.fspath(sources),)
+    items = tuple(sources)
+    for source in items:
+        _require(
+            isinstance(source, str | os.PathLike),
+            f"sources: {source!r} is not a source; give folders, manifests or '-' as str or Path",
+        )
+    return tuple(os.fspath(source) for source in items)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,11 +66,11 @@ class RetryConfig:
         _require(
             self.attempts >= 1, "retry.attempts: must be at least 1 (use --retries 0 for none)"
         )
-        _require(self.backoff_base > 0, "retry.backoff_base: must be positive")
+        _require(_positive(self.backoff_base), "retry.backoff_base: must be positive")
         _require(
             self.backoff_max >= self.backoff_base, "retry.backoff_max: must be >= backoff_base"
         )
-        _require(self.max_elapsed > 0, "retry.max_elapsed: must be positive")
+        _require(_positive(self.max_elapsed), "retry.max_elapsed: must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,13 +94,17 @@ class RateConfig:
 
     def __post_init__(self) -> None:
         if self.stall_after is not None:
-            _require(self.stall_after > 0, "rate.stall_after: must be positive")
+            _require(_positive(self.stall_after), "rate.stall_after: must be positive")
         if self.requests_per_second is not None:
-            _require(self.requests_per_second > 0, "--rate-limit: must be a positive number")
-        _require(self.max_outage > 0, "--max-outage: must be positive")
-        _require(self.outage_after > 0, "rate.outage_after: must be positive")
+            _require(
+                _positive(self.requests_per_second),
+                "--rate-limit: must be a positive number of requests per second "
+                "(leave it out to adapt to the server's limit)",
+            )
+        _require(_positive(self.max_outage), "--max-outage: must be a positive number of seconds")
+        _require(_positive(self.outage_after), "rate.outage_after: must be positive")
         _require(
-            0 < self.probe_initial <= self.probe_max,
+            _positive(self.probe_max) and 0 < self.probe_initial <= self.probe_max,
             "rate.probe_initial: must be in (0, probe_max]",
         )
 
@@ -99,13 +129,17 @@ class HttpConfig:
         )
         _require(self.api_key_in in ("query", "header"), "--api-key-in: use 'query' or 'header'")
         _require(1 <= self.concurrency <= 4096, "--concurrency: must be between 1 and 4096")
-        _require(self.timeout > 0, "--timeout: must be positive")
-        _require(self.connect_timeout > 0, "connect_timeout: must be positive")
+        _require(_positive(self.timeout), "--timeout: must be a positive number of seconds")
+        _require(_positive(self.connect_timeout), "connect_timeout: must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
 class JobConfig:
-    """Everything one classification job needs; build it, then hand it to ``run_job``."""
+    """Everything one classification job needs; build it, then hand it to ``run_job``.
+
+    ``sources`` takes one source (a ``str`` or a ``Path``) or several; ``output`` a ``str``
+    or a ``Path``. After construction they are a tuple of strings and a ``Path``.
+    """
 
     sources: tuple[str, ...]
     model: str
@@ -125,7 +159,35 @@ class JobConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
 
+    if TYPE_CHECKING:  # what the generated __init__ accepts; __post_init__ normalises it
+
+        def __init__(
+            self,
+            *,
+            sources: SourcesArg,
+            model: str,
+            output: str | os.PathLike[str],
+            output_format: OutputFormat | None = ...,
+            confidence: float | None = ...,
+            extensions: frozenset[str] = ...,
+            max_upload_bytes: int = ...,
+            max_size: int | None = ...,
+            jpeg_quality: int = ...,
+            overwrite: bool = ...,
+            retry_failed: bool = ...,
+            max_failures: int | None = ...,
+            http: HttpConfig = ...,
+            retry: RetryConfig = ...,
+            rate: RateConfig = ...,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", _as_sources(self.sources))
+        _require(
+            isinstance(self.output, str | os.PathLike),
+            f"output: {self.output!r} is not a path (a str or a Path)",
+        )
+        object.__setattr__(self, "output", Path(self.output))
         _require(
             len(self.sources) > 0, "no source given: name a folder, a manifest, or - for stdin"
         )
@@ -134,7 +196,11 @@ class JobConfig:
             f"--model: {self.model!r} is not SLUG/VERSION, e.g. vehicle-classification-eapcd/2",
         )
         if self.confidence is not None:
-            _require(0 <= self.confidence <= 100, "--confidence: use 0..1 (or a percent up to 100)")
+            _require(
+                0 <= self.confidence <= 1,
+                f"--confidence: {self.confidence:g} is not between 0 and 1; "
+                "it is a fraction (0.5 means 50%)",
+            )
         _require(len(self.extensions) > 0, "--extensions: name at least one extension")
         if self.max_size is not None:
             _require(self.max_size >= 16, "--max-size: must be at least 16 pixels")

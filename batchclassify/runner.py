@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any, TextIO
 
 import anyio
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .client import ClassificationClient
@@ -491,9 +493,44 @@ async def run_job(
     return await Job(config, progress=progress, stdin=stdin).run()
 
 
-def classify(config: JobConfig, *, progress: ProgressListener | None = None) -> JobSummary:
-    """``run_job`` for code without an event loop (scripts, notebooks via a thread)."""
-    return anyio.run(lambda: run_job(config, progress=progress))
+def classify(
+    config: JobConfig,
+    *,
+    progress: ProgressListener | None = None,
+    stdin: TextIO | None = None,
+) -> JobSummary:
+    """Run one job to the end and return its summary: ``run_job`` for synchronous code.
+
+    Works in scripts and inside a running event loop alike (a Jupyter notebook): the job runs
+    on a worker thread with its own event loop while the caller waits, so ``progress``'s
+    methods are called on that thread. Ctrl-C (or a notebook's interrupt) stops the job as
+    the CLI's does: requests in flight finish, every row is written, then
+    ``KeyboardInterrupt`` is raised; a second one cuts the requests off. Rerun to resume.
+    """
+    with start_blocking_portal() as portal:
+        job = portal.call(lambda: Job(config, progress=progress, stdin=stdin))
+        finished = portal.start_task_soon(job.run)
+        return _wait_stopping_on_interrupt(portal, job, finished)
+
+
+def _wait_stopping_on_interrupt(
+    portal: BlockingPortal, job: Job, finished: Future[JobSummary]
+) -> JobSummary:
+    """The job's summary; on KeyboardInterrupt, stop the job, wait for it, raise it again."""
+    try:
+        return finished.result()
+    except KeyboardInterrupt:
+        pass
+    portal.call(job.request_stop)  # gentle: finish requests in flight, write every row
+    try:
+        finished.result()
+    except KeyboardInterrupt:
+        portal.call(job.request_stop)  # the second one: cut requests off now
+        with suppress(Exception):  # whatever the job says now, the interrupt comes first
+            finished.result()
+    except Exception as error:  # failed while stopping: the interrupt still comes first
+        raise KeyboardInterrupt from error
+    raise KeyboardInterrupt
 
 
 __all__ = ["Job", "JobSummary", "ProgressListener", "classify", "run_job"]

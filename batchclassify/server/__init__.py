@@ -2,9 +2,11 @@
 
 It speaks the legacy route ``POST /{slug}/{version}`` as ``PROTOCOL.md`` describes it (base64,
 multipart and ``image=`` URL inputs; ``api_key`` query or Bearer header; the real servers'
-status codes and ``{"message": ...}`` bodies). The tests start it in-process on port 0,
-``--api-url local`` embeds it, ``batchclassify serve`` and ``python -m batchclassify.server``
-run it standalone (the latter for benchmarks, with every knob as a flag).
+status codes and ``{"message": ...}`` bodies), and the v1 routes ``inference_sdk`` uses by
+default for a self-hosted URL (``v1.py``: model registry, ``POST /infer/classification``).
+The tests start it in-process on port 0, ``--api-url local`` embeds it, ``batchclassify
+serve`` and ``python -m batchclassify.server`` run it standalone (the latter for benchmarks,
+with every knob as a flag).
 
 Models: ``colors/N`` (single-label: softmax over the mean colour's distance to each class) and
 ``colors-multilabel/N`` (per class, the share of thumbnail pixels nearest to it). Slugs
@@ -32,7 +34,7 @@ requests' query keys and header names, never the API key itself; ``GET /_stats``
 from __future__ import annotations
 
 from .app import create_app
-from .config import ServerConfig
+from .config import ServerConfig, flag_message
 from .faults import (
     Fault,
     FaultSpec,
@@ -42,7 +44,14 @@ from .faults import (
     longtail_latency,
 )
 from .model import CLASSES, MODELS
-from .running import BackgroundServer, RunningServer, serve_forever, start_server
+from .running import (
+    BackgroundServer,
+    ListenError,
+    RunningServer,
+    check_port,
+    serve_forever,
+    start_server,
+)
 from .stats import RequestRecord, ServerStats
 
 __all__ = [
@@ -51,13 +60,16 @@ __all__ = [
     "BackgroundServer",
     "Fault",
     "FaultSpec",
+    "ListenError",
     "RequestRecord",
     "RunningServer",
     "ServerConfig",
     "ServerStats",
     "SlidingWindowLimiter",
     "Uplink",
+    "check_port",
     "create_app",
+    "flag_message",
     "image_key",
     "longtail_latency",
     "serve_forever",

@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import server
-from .config import ServerConfig
-from .running import serve_forever
+from .config import ServerConfig, flag_message
+from .running import ListenError, check_port, serve_forever
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+        check_port(port)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return port
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9001, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=9001, help="0 picks a free port")
     for option in fields(ServerConfig):  # one flag per knob, e.g. --rate-limit 20
         default = option.default
         special: dict[str, Callable[[str], Any]] = {"files_dir": Path, "api_key": str}
@@ -32,8 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = ServerConfig(**options)
     except ValueError as error:
-        parser.error(str(error))
-    serve_forever(config, host=args.host, port=args.port)
+        parser.error(flag_message(error))
+    try:
+        serve_forever(config, host=args.host, port=args.port)
+    except ListenError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 if __name__ == "__main__":

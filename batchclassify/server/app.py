@@ -77,13 +77,19 @@ class _State:
     # -- the inference route -------------------------------------------------------------
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
+        return await self.counted(request, self._infer)
+
+    async def counted(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> web.StreamResponse:
+        """Run an inference handler, counting the request and its answer in ``stats``."""
         stats = self.stats
         record = self.record(request)
         stats.requests += 1
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
-            response = await self._infer(request)
+            response = await handler(request)
         except _ApiError as error:
             response = error.response()
         finally:
@@ -92,7 +98,18 @@ class _State:
         stats.statuses[response.status] += 1
         return response
 
-    async def _infer(self, request: web.Request) -> web.StreamResponse:
+    async def _infer(self, request: web.Request) -> web.Response:
+        """The legacy route: ``POST /{slug}/{version}``, parameters in the query."""
+        await self.before_inference(request)
+        started = time.perf_counter()
+        kind, threshold = self._check_request(request)
+        data = await self._image_bytes(request)
+        orient = request.query.get("disable_preproc_auto_orient", "").lower() not in ("true", "1")
+        return _json(200, await self.answer(request, data, kind, threshold, orient, started))
+
+    async def before_inference(self, request: web.Request) -> None:
+        """Scripted and random faults, the rate limit and latency: what comes before a model
+        looks at a request."""
         config = self.config
         fault = self.faults.next() or self._random_fault()
         if fault is not None:
@@ -107,13 +124,20 @@ class _State:
         )
         if delay * config.latency_scale > 0:
             await asyncio.sleep(delay * config.latency_scale)
-        started = time.perf_counter()
-        kind, threshold = self._check_request(request)
-        data = await self._image_bytes(request)
+
+    async def answer(
+        self,
+        request: web.Request,
+        data: bytes,
+        kind: Literal["single", "multi"],
+        threshold: float,
+        orient: bool,
+        started: float,
+    ) -> dict[str, Any]:
+        """The model's answer for one image, as the real servers shape it."""
         if self.faults.has_images and (image_fault := self.faults.for_image(image_key(data))):
             await self._apply(request, image_fault)
-        orient = request.query.get("disable_preproc_auto_orient", "").lower() not in ("true", "1")
-        if config.model_cost == "hash":
+        if self.config.model_cost == "hash":
             analysis = _hashed(data)
         elif len(data) > _OFFLOAD_BYTES:
             analysis = await asyncio.to_thread(_analyse, data, orient)
@@ -124,7 +148,7 @@ class _State:
         body["time"] = round(time.perf_counter() - started, 6)
         body["image"] = {"width": analysis.width, "height": analysis.height}
         body.update(answer)
-        return _json(200, body)
+        return body
 
     def _random_fault(self) -> Fault | None:
         config = self.config
@@ -165,75 +189,104 @@ class _State:
 
     def _check_request(self, request: web.Request) -> tuple[Literal["single", "multi"], float]:
         """Model id, key, model and threshold, in the order the real servers check them."""
-        slug, version = request.match_info["slug"], request.match_info["version"]
-        if not (version.isdigit() and int(version) > 0):
+        model_id = f"{request.match_info['slug']}/{request.match_info['version']}"
+        self.check_model_id(model_id)
+        self.check_key(request, None)
+        return self.model_kind(model_id), self.threshold(request.query.get("confidence", "0.4"))
+
+    @staticmethod
+    def check_model_id(model_id: str) -> None:
+        """400 unless ``model_id`` is SLUG/VERSION with a positive version number."""
+        slug, _, version = model_id.partition("/")
+        if not (slug and version.isdigit() and int(version) > 0):
             raise _ApiError(400, "Invalid Model ID sent in request.")
+
+    def check_key(self, request: web.Request, in_body: object) -> None:
+        """When the server wants a key: the body's (v1 routes), else the query's, else the
+        Bearer header's must match it; none is a 400, another key a 403."""
         expected = self.config.api_key
-        if expected is not None:
-            key = request.query.get("api_key")
-            authorization = request.headers.get("Authorization", "")
-            if key is None and authorization[:7].lower() == "bearer ":
-                key = authorization[7:].strip()
-            if not key:
-                raise _ApiError(400, _MISSING_KEY)
-            if not hmac.compare_digest(key.encode(), expected.encode()):
-                raise _ApiError(403, _MESSAGES[403])
+        if expected is None:
+            return
+        key = in_body if isinstance(in_body, str) and in_body else request.query.get("api_key")
+        authorization = request.headers.get("Authorization", "")
+        if key is None and authorization[:7].lower() == "bearer ":
+            key = authorization[7:].strip()
+        if not key:
+            raise _ApiError(400, _MISSING_KEY)
+        if not hmac.compare_digest(key.encode(), expected.encode()):
+            raise _ApiError(403, _MESSAGES[403])
+
+    @staticmethod
+    def model_kind(model_id: str) -> Literal["single", "multi"]:
+        """Which kind of model ``model_id`` names; the fatal slugs' and unknown ones' errors."""
+        slug = model_id.partition("/")[0]
         if slug in _FATAL_SLUGS:
             raise _ApiError(_FATAL_SLUGS[slug], _MESSAGES[_FATAL_SLUGS[slug]])
         kind = MODELS.get(slug)
         if kind is None:
             raise _ApiError(404, _MESSAGES[404])
-        raw = request.query.get("confidence", "0.4")
+        return kind
+
+    @staticmethod
+    def threshold(raw: object) -> float:
+        """The class threshold from a query value or a JSON number."""
         try:
-            threshold = float(raw)
-        except ValueError:
-            raise _ApiError(400, f"confidence must be a number, got {raw[:20]!r}") from None
+            threshold = float(raw)  # type: ignore[arg-type]  # anything else is the 400 below
+        except (TypeError, ValueError):
+            raise _ApiError(400, f"confidence must be a number, got {str(raw)[:20]!r}") from None
         if not math.isfinite(threshold):
             raise _ApiError(400, "confidence must be a finite number")
         if threshold >= 1:
             threshold /= 100  # the real server reads 40 as 40%
-        return kind, max(threshold, 0.01)  # the real server's floor
+        return max(threshold, 0.01)  # the real server's floor
 
     async def _image_bytes(self, request: web.Request) -> bytes:
         url = request.query.get("image")
         if url is not None:
-            if self.faults.has_images and (fault := self.faults.for_image(url)):
-                await self._apply(request, fault)
-            return await self._fetch(url)
+            return await self.image_from_url(request, url)
         if "Content-Type" not in request.headers:
             raise _ApiError(400, "Content-Type header not provided with request.")
-        cap = self.config.max_body_bytes
-        if request.content_length is not None and request.content_length > cap:
-            raise _ApiError(413, f"Request payload too large: over {cap} bytes.")
-        try:  # client_max_size caps bodies sent without a Content-Length
-            if request.content_type == "multipart/form-data":
-                self.stats.bytes_received += request.content_length or 0
-                if self.uplink is not None:
-                    await self._pace(self.uplink, request.content_length or 0)
+        if request.content_type == "multipart/form-data":
+            self._check_length(request)
+            self.stats.bytes_received += request.content_length or 0
+            if self.uplink is not None:
+                await self._pace(self.uplink, request.content_length or 0)
+            try:  # client_max_size caps bodies sent without a Content-Length
                 return await self._multipart_file(request)
+            except web.HTTPRequestEntityTooLarge:
+                raise self._too_large() from None
+        return decode_base64(await self.read_body(request))
+
+    async def image_from_url(self, request: web.Request, url: str) -> bytes:
+        """An ``image=`` URL's bytes; a fault scripted for that URL applies first."""
+        if self.faults.has_images and (fault := self.faults.for_image(url)):
+            await self._apply(request, fault)
+        return await self._fetch(url)
+
+    def _check_length(self, request: web.Request) -> None:
+        if (
+            request.content_length is not None
+            and request.content_length > self.config.max_body_bytes
+        ):
+            raise self._too_large()
+
+    def _too_large(self) -> _ApiError:
+        return _ApiError(
+            413, f"Request payload too large: over {self.config.max_body_bytes} bytes."
+        )
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The whole request body, through the uplink when there is one; 413 above the cap."""
+        self._check_length(request)
+        try:  # client_max_size caps bodies sent without a Content-Length
             if self.uplink is None:
                 body = await request.read()
             else:
                 body = await self._read_paced(request, self.uplink)
-            self.stats.bytes_received += len(body)
         except web.HTTPRequestEntityTooLarge:
-            raise _ApiError(413, f"Request payload too large: over {cap} bytes.") from None
-        if body.startswith(b"data:"):
-            body = body.partition(b",")[2]
-        if not body.strip():
-            raise _bad_image("Image not found in request body.")
-        try:
-            return _b64decode(body, validate=True)
-        except binascii.Error:
-            pass
-        if body.startswith(_IMAGE_MAGIC):
-            raise _bad_image(
-                "the body is raw image bytes; send it base64-encoded or as a multipart 'file' part"
-            )
-        try:
-            return binascii.a2b_base64(body)  # lenient: line breaks and the like, as servers do
-        except (binascii.Error, ValueError):
-            raise _bad_image("the body is not valid base64") from None
+            raise self._too_large() from None
+        self.stats.bytes_received += len(body)
+        return body
 
     async def _read_paced(self, request: web.Request, uplink: Uplink) -> bytes:
         """``request.read()`` through the shared uplink: each chunk waits for its turn on it."""
@@ -326,6 +379,26 @@ class _State:
             await self.session.close()
 
 
+def decode_base64(body: bytes) -> bytes:
+    """An image sent as base64 text (an optional ``data:`` prefix, line breaks tolerated)."""
+    if body.startswith(b"data:"):
+        body = body.partition(b",")[2]
+    if not body.strip():
+        raise _bad_image("Image not found in request body.")
+    try:
+        return _b64decode(body, validate=True)
+    except binascii.Error:
+        pass
+    if body.startswith(_IMAGE_MAGIC):
+        raise _bad_image(
+            "the body is raw image bytes; send it base64-encoded or as a multipart 'file' part"
+        )
+    try:
+        return binascii.a2b_base64(body)  # lenient: line breaks and the like, as servers do
+    except (binascii.Error, ValueError):
+        raise _bad_image("the body is not valid base64") from None
+
+
 _STATE = web.AppKey("batchclassify_server_state", _State)
 
 
@@ -360,6 +433,9 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/info", state.info, name="info-alias")
     app.router.add_get("/_stats", state.stats_route, name="stats")
     app.router.add_get("/_files/{name:.+}", state.files, name="files")
+    from .v1 import V1Routes  # here: v1 builds on this module
+
+    V1Routes(state).add_to(app.router)  # before the legacy route, which would match them too
     app.router.add_post("/{slug}/{version}", state.infer, name="infer")
     app.on_cleanup.append(state.close)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,8 +45,10 @@ class ServerConfig:
     model. The default decodes and classifies by colour."""
 
     def __post_init__(self) -> None:
+        if self.files_dir is not None:  # a str is fine too
+            object.__setattr__(self, "files_dir", Path(self.files_dir))
         for name in ("latency", "latency_scale", "hang_seconds", "fetch_timeout"):
-            if getattr(self, name) < 0:
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("error_rate", "drop_rate", "hang_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -53,11 +57,18 @@ class ServerConfig:
             raise ValueError("ServerConfig.latency_distribution must be 'fixed' or 'longtail'")
         if self.model_cost not in ("pixels", "hash"):
             raise ValueError("ServerConfig.model_cost must be 'pixels' or 'hash'")
-        if self.rate_limit is not None and self.rate_limit <= 0:
-            raise ValueError("ServerConfig.rate_limit must be > 0 (None for no limit)")
+        limit = self.rate_limit
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            raise ValueError("ServerConfig.rate_limit must be > 0 (leave it unset for no limit)")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("ServerConfig.retry_after must be >= 0")
         if self.upload_mbps is not None and not self.upload_mbps > 0:
-            raise ValueError("ServerConfig.upload_mbps must be > 0 (None for no limit)")
+            raise ValueError("ServerConfig.upload_mbps must be > 0 (leave it unset for no limit)")
         if self.max_body_bytes < 1 or self.url_cache_size < 0 or self.history_size < 0:
             raise ValueError("ServerConfig sizes must be positive")
+
+
+def flag_message(error: ValueError) -> str:
+    """A ``ServerConfig`` error as the command line says it: ``ServerConfig.rate_limit`` is
+    ``--rate-limit`` there (every knob is a flag of the same name)."""
+    return re.sub(r"ServerConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(error))

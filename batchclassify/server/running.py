@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import signal
 import threading
 from collections.abc import Coroutine, Mapping
@@ -160,11 +162,36 @@ class BackgroundServer(_FaultControls):
         self.stop()
 
 
+class ListenError(Exception):
+    """The server could not listen where it was asked to (port in use, unknown address)."""
+
+
+def check_port(port: int) -> None:
+    """Raise ``ValueError`` unless ``port`` is a TCP port number (0 picks a free one)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a port number: use 1..65535, or 0 for any free port")
+
+
 def serve_forever(config: ServerConfig, *, host: str, port: int) -> None:
-    """Serve until Ctrl-C or SIGTERM; prints ``listening on URL`` once ready."""
+    """Serve until Ctrl-C or SIGTERM; prints ``listening on URL`` once ready.
+
+    Raises ``ListenError`` if it cannot listen on ``host:port``, ``ValueError`` for a port
+    number out of range.
+    """
+    check_port(port)
 
     async def main() -> None:
-        server = await start_server(config, host=host, port=port)
+        try:
+            server = await start_server(config, host=host, port=port)
+        except OSError as error:  # in use, not an address of this machine, no permission
+            # asyncio's strerror repeats the address; a lookup failure's errno is negative.
+            code = error.errno or 0
+            reason = os.strerror(code) if code > 0 else (error.strerror or str(error))
+            hint = " (is another server running there? pick another --port, or 0 for any)"
+            in_use = error.errno == errno.EADDRINUSE
+            raise ListenError(
+                f"cannot listen on {host}:{port}: {reason}{hint if in_use else ''}"
+            ) from None
         print(f"listening on {server.url}", flush=True)
         stopping = asyncio.Event()
         with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
