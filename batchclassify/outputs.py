@@ -25,6 +25,9 @@ from .errors import OutputError
 
 #: Starts every lock file batchclassify writes; anything else there is someone else's file.
 _LOCK_MAGIC = b"batchclassify lock"
+#: Folders of devices and kernel files: ``/dev/stdout`` may be a regular file (stdout redirected),
+#: but ``/dev/stdout.job.json`` must never be created.
+_SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 
 
 def settings_path(output: Path) -> Path:
@@ -50,6 +53,12 @@ def check_output_target(config: JobConfig) -> None:
         raise OutputError(
             f"--output {output} is the working directory or a parent of it; "
             "name a file such as results.jsonl"
+        )
+    real_parent = Path(os.path.realpath(output.parent))
+    if any(real_parent.is_relative_to(folder) for folder in _SYSTEM_FOLDERS):
+        raise OutputError(
+            f"--output {output} is in a system folder ({real_parent}), not a regular file; "
+            "batchclassify writes a file it can resume: name a file such as results.jsonl"
         )
     _check_sources(config, real)
     for path in (output, settings_path(output), lock_path(output)):
