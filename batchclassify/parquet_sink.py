@@ -154,7 +154,7 @@ class ParquetSink:
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(
                 f"{self.path} is a file, but Parquet output is a folder of part files; "
-                "use --overwrite to replace it, or choose another --output"
+                "move the file away or choose another --output"
             )
         self._recover()
         pq = _pyarrow().parquet
@@ -198,8 +198,11 @@ class ParquetSink:
                 if number not in finished and rows:
                     self._write_part(number, rows)
                 journal.unlink()
-        except OSError as exc:
-            raise write_failed(self.path, exc) from None
+        except OSError as exc:  # before any request: a usage-time error (exit 2), not exit 3
+            raise OutputError(
+                f"cannot recover {self.path} after the last run: {exc.strerror or exc}; "
+                "free some space (or fix the cause) and rerun"
+            ) from None
 
     def _journal_rows(self, journal: Path) -> Iterator[dict[str, Any]]:
         with open(journal, "rb") as handle:

@@ -85,7 +85,10 @@ class JsonlSink:
     def scan(self) -> Iterator[tuple[str, str]]:
         if not self.path.exists():
             return
-        self._repair_tail()
+        try:
+            self._repair_tail()
+        except OSError as exc:  # read-only file, say: before any request, so exit 2
+            raise OutputError(f"cannot resume {self.path}: {exc.strerror or exc}") from None
         self.unparsable_lines = 0
         with open(self.path, "rb") as handle:
             for line in handle:
