@@ -34,10 +34,10 @@ def _require(condition: bool, message: str) -> None:
 def _format_from_suffix(output: Path) -> OutputFormat:
     fmt = OUTPUT_SUFFIXES.get(output.suffix.lower())
     if fmt is None:
-        suffix = f"'{output.suffix}'" if output.suffix else "no suffix"
+        said = f"'{output.suffix}' is not an output format" if output.suffix else "no suffix"
         raise UsageError(
-            f"--output {output}: {suffix} is not an output format; name a .jsonl, .ndjson or "
-            ".parquet output, or pass --format jsonl|parquet"
+            f"--output {output}: {said}; name a .jsonl, .ndjson or .parquet output, or pass "
+            "--format jsonl|parquet"
         )
     return fmt
 
