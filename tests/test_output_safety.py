@@ -317,11 +317,11 @@ def test_a_foreign_lock_file_is_left_alone(
 @pytest.mark.parametrize(
     ("output", "fmt", "phrase"),
     [
-        (".", None, "not an output format"),
+        (".", None, "no suffix"),
         (".", "jsonl", "working directory"),
-        ("/dev/stdout", None, "not an output format"),
+        ("/dev/stdout", None, "no suffix"),
         ("/dev/stdout", "jsonl", "system folder"),
-        ("results.csv", None, "--format"),
+        ("results.csv", None, "'.csv' is not an output format"),
         ("results", None, "no suffix"),
     ],
 )
