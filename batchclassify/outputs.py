@@ -191,7 +191,8 @@ def _acquire(path: Path, output: Path) -> int:
         except OSError as exc:
             raise OutputError(f"cannot create {path}: {exc.strerror}") from None
         try:
-            if _try_lock(fd, path, output) and _same_file(fd, path):
+            _lock(fd, path, output)
+            if _same_file(fd, path):
                 _write_holder(fd, path)
                 return fd
         except BaseException:
@@ -201,7 +202,8 @@ def _acquire(path: Path, output: Path) -> int:
     raise OutputError(f"cannot lock {path}: it keeps being replaced")
 
 
-def _try_lock(fd: int, path: Path, output: Path) -> bool:
+def _lock(fd: int, path: Path, output: Path) -> None:
+    """Lock the open lock file, or say which job holds it; refuse a file someone else wrote."""
     try:
         _lock_fd(fd)
     except BlockingIOError:
@@ -217,7 +219,6 @@ def _try_lock(fd: int, path: Path, output: Path) -> bool:
             f"{path} exists but was not written by batchclassify; move it away or choose "
             "another --output"
         )
-    return True
 
 
 def _holder(fd: int) -> str:
