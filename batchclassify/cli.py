@@ -3,9 +3,11 @@
 Exit codes:
   0    every item is classified
   1    the job finished, but some items failed (their rows say why)
-  2    usage or input error: bad flags, unreadable manifest, output of another job; nothing sent
+  2    usage or input error: bad flags, unreadable manifest, output of another job (or one
+       another job is writing); nothing sent
   3    stopped early: the API refused the job (bad key, unknown model, no credits), it stayed
-       unreachable for --max-outage, or --max-failures was reached; rerun to resume
+       unreachable for --max-outage, --max-failures was reached, or the output could not be
+       written (disk full); rerun to resume
   130  interrupted by Ctrl-C (143 for SIGTERM); rerun the same command to resume
 """
 
@@ -32,7 +34,7 @@ from .config import (
     RateConfig,
     RetryConfig,
 )
-from .errors import BatchClassifyError, OutputError, UsageError
+from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from .progress import ProgressBar, format_summary
 from .runner import Job, JobSummary
 
@@ -42,9 +44,9 @@ _EPILOG = """\
 exit codes:
   0    every item is classified
   1    finished, but some items failed (see the 'error' column)
-  2    usage or input error; nothing was sent
+  2    usage or input error, or the output is another job's; nothing was sent
   3    stopped early: the API refused the job (key, model, credits), stayed down for
-       --max-outage, or --max-failures was reached; fix it, rerun to resume
+       --max-outage, --max-failures was reached, or the disk is full; fix it, rerun to resume
   130  interrupted (Ctrl-C); rerun the same command to resume
 
 examples:
@@ -113,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         required=True,
         type=Path,
-        help="results file: .jsonl, or .parquet (a folder of part files)",
+        help="results file: .jsonl (or .ndjson), or .parquet (a folder of part files); "
+        "another suffix needs --format. One job at a time per output (a second is refused)",
     )
     run.add_argument(
-        "--format", choices=("jsonl", "parquet"), help="default: from --output's suffix"
+        "--format",
+        choices=("jsonl", "parquet"),
+        help="default: from --output's suffix (.jsonl, .ndjson, .parquet)",
     )
     api = run.add_argument_group("API")
     api.add_argument(
@@ -213,7 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="image extensions to pick up in folders, comma-separated (default: %(default)s)",
     )
     inputs.add_argument(
-        "--overwrite", action="store_true", help="start over: delete the output first"
+        "--overwrite",
+        action="store_true",
+        help="start over: delete the output first. Only a batchclassify output is deleted (the "
+        "file, or the folder's own part and journal files, and its .job.json); anything else, "
+        "a source or the working directory is refused",
     )
     inputs.add_argument(
         "--retry-failed",
@@ -361,6 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
+    except OutputWriteError as error:  # requests were sent: stopped early, resumable
+        print(f"batchclassify: error: {redact(str(error), secret)}", file=sys.stderr)
+        _traceback_if_verbose(args, secret)
+        return EXIT_FATAL
     except (UsageError, OutputError) as error:
         print(f"batchclassify: error: {redact(str(error), secret)}", file=sys.stderr)
         _traceback_if_verbose(args, secret)

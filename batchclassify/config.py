@@ -20,6 +20,12 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[1-9][0-9]*$")
 
 OutputFormat = Literal["jsonl", "parquet"]
+#: What ``--output``'s suffix says about its format when ``--format`` is not given.
+OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
 KeyPlacement = Literal["query", "header"]
 #: What ``JobConfig(sources=...)`` accepts: one source, or several.
 SourcesArg: TypeAlias = "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]"
@@ -49,6 +55,17 @@ def _as_sources(sources: SourcesArg) -> tuple[str, ...]:
             f"sources: {source!r} is not a source; give folders, manifests or '-' as str or Path",
         )
     return tuple(os.fspath(source) for source in items)
+
+
+def _format_from_suffix(output: Path) -> OutputFormat:
+    fmt = OUTPUT_SUFFIXES.get(output.suffix.lower())
+    if fmt is None:
+        said = f"'{output.suffix}' is not an output format" if output.suffix else "no suffix"
+        raise UsageError(
+            f"--output {output}: {said}; name a .jsonl, .ndjson or .parquet output, or pass "
+            "--format jsonl|parquet"
+        )
+    return fmt
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,7 +162,8 @@ class JobConfig:
     model: str
     output: Path
     output_format: OutputFormat | None = None
-    """``None`` picks it from the output's suffix (``.parquet`` or else JSONL)."""
+    """``None`` picks it from the output's suffix (``.jsonl``/``.ndjson`` or ``.parquet``);
+    any other suffix needs it, so ``results.csv`` is not silently written as JSONL."""
     confidence: float | None = None
     extensions: frozenset[str] = DEFAULT_EXTENSIONS
     max_upload_bytes: int = MAX_UPLOAD_BYTES
@@ -212,8 +230,7 @@ class JobConfig:
             "--overwrite and --retry-failed contradict each other: pick one",
         )
         if self.output_format is None:
-            fmt: OutputFormat = "parquet" if self.output.suffix.lower() == ".parquet" else "jsonl"
-            object.__setattr__(self, "output_format", fmt)
+            object.__setattr__(self, "output_format", _format_from_suffix(self.output))
         _require(self.output_format in ("jsonl", "parquet"), "--format: use jsonl or parquet")
 
     @property

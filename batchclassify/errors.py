@@ -2,7 +2,8 @@
 
     BatchClassifyError            base of everything this package raises
     ├── UsageError                bad flags or unreadable input, found before any request (exit 2)
-    ├── OutputError               the output cannot be written or belongs to another job (exit 2)
+    ├── OutputError               the output cannot be used or belongs to another job (exit 2)
+    │   └── OutputWriteError      writing failed mid-job (disk full): stopped early (exit 3)
     ├── FatalApiError             the API refused the job: bad key, no credits, no model (exit 3)
     └── ItemError                 one item failed; recorded in that item's row, the job goes on
         ├── RetryableError        worth another attempt: timeouts, dropped connections, 429, 5xx
@@ -25,6 +26,11 @@ class UsageError(BatchClassifyError):
 
 class OutputError(BatchClassifyError):
     """The output file cannot be used (unwritable, or written by an incompatible job)."""
+
+
+class OutputWriteError(OutputError):
+    """Writing the output failed once the job had started (disk full, quota): rows written so
+    far are kept, and rerunning the same command resumes."""
 
 
 class FatalApiError(BatchClassifyError):

@@ -20,19 +20,22 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
 from .errors import OutputError, UsageError
 from .models import ROW_FIELDS
+from .sinks import write_failed
 
 _PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
 _JOURNAL_RE = re.compile(r"^_journal-(\d{6})\.jsonl$")
+_TMP_RE = re.compile(r"^\.part-(\d{6})\.parquet\.tmp$")
+#: The only names this sink writes in its folder; nothing else there is ever touched.
+_OWN_NAMES = (_PART_RE, _JOURNAL_RE, _TMP_RE)
 
 
 def _pyarrow() -> Any:
@@ -71,6 +74,25 @@ def core_schema() -> Any:
     }
     assert tuple(types) == ROW_FIELDS
     return pa.schema(list(types.items()))
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reports_write_errors(
+    method: Callable[Concatenate[ParquetSink, _P], _R],
+) -> Callable[Concatenate[ParquetSink, _P], _R]:
+    """A failed write mid-job (disk full) becomes one line naming the output, not a traceback."""
+
+    def wrapper(self: ParquetSink, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            raise write_failed(self.path, exc) from None
+
+    wrapper.__doc__ = method.__doc__
+    return wrapper
 
 
 def _metadata_text(value: Any) -> str | None:
@@ -132,7 +154,7 @@ class ParquetSink:
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(
                 f"{self.path} is a file, but Parquet output is a folder of part files; "
-                "use --overwrite to replace it, or choose another --output"
+                "move the file away or choose another --output"
             )
         self._recover()
         pq = _pyarrow().parquet
@@ -144,7 +166,13 @@ class ParquetSink:
                     f"{part} is not a readable Parquet file ({exc}); move it away to resume"
                 ) from None
             with source:
-                for name in source.schema_arrow.names:
+                names = source.schema_arrow.names
+                if not set(ROW_FIELDS) <= set(names):
+                    raise OutputError(
+                        f"{part} is not a part batchclassify wrote (it lacks the row columns); "
+                        "move it away to resume"
+                    )
+                for name in names:
                     if name not in ROW_FIELDS and name not in self._meta_columns:
                         self._meta_columns.append(name)
                 for batch in source.iter_batches(columns=["id", "status"], batch_size=65_536):
@@ -153,20 +181,28 @@ class ParquetSink:
                     )
 
     def _recover(self) -> None:
-        """Turn journals of parts that were never finished into parts; drop leftovers."""
+        """Turn journals of parts that were never finished into parts; drop leftovers.
+
+        Only this sink's own names are touched: ``.part-N.parquet.tmp`` (a part being
+        written when the process died) and journals that hold nothing but rows.
+        """
         if not self.path.is_dir():
             return
-        for name in os.listdir(self.path):
-            if name.startswith(".part-") and name.endswith(".tmp"):
-                (self.path / name).unlink()
-        finished = set(self._numbers(_PART_RE))
-        for number in self._numbers(_JOURNAL_RE):
-            journal = self._journal_path(number)
-            if number not in finished:
+        try:
+            for number in self._numbers(_TMP_RE):
+                self._tmp_path(number).unlink()
+            finished = set(self._numbers(_PART_RE))
+            for number in self._numbers(_JOURNAL_RE):
+                journal = self._journal_path(number)
                 rows = list(self._journal_rows(journal))
-                if rows:
+                if number not in finished and rows:
                     self._write_part(number, rows)
-            journal.unlink()
+                journal.unlink()
+        except OSError as exc:  # before any request: a usage-time error (exit 2), not exit 3
+            raise OutputError(
+                f"cannot recover {self.path} after the last run: {exc.strerror or exc}; "
+                "free some space (or fix the cause) and rerun"
+            ) from None
 
     def _journal_rows(self, journal: Path) -> Iterator[dict[str, Any]]:
         with open(journal, "rb") as handle:
@@ -176,10 +212,15 @@ class ParquetSink:
                 try:
                     row = orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    self.unparsable_lines += 1
-                    continue
-                if isinstance(row, dict) and isinstance(row.get("id"), str):
-                    yield row
+                    row = None
+                if not (isinstance(row, dict) and isinstance(row.get("id"), str)):
+                    # A whole line that is not a row: not a journal this sink wrote, so it is
+                    # not deleted (recovering it would).
+                    raise OutputError(
+                        f"{journal} holds lines that are not batchclassify rows; move it away "
+                        "to resume"
+                    )
+                yield row
 
     # -- appending ------------------------------------------------------------------------
 
@@ -187,22 +228,20 @@ class ParquetSink:
         _pyarrow()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            numbers = self._numbers(_PART_RE) + self._numbers(_JOURNAL_RE)
+            self._part = max(numbers) + 1 if numbers else 0
+            self._start_part()
         except OSError as exc:
-            raise OutputError(f"cannot create {self.path}: {exc.strerror}") from None
-        numbers = self._numbers(_PART_RE) + self._numbers(_JOURNAL_RE)
-        self._part = max(numbers) + 1 if numbers else 0
-        self._start_part()
+            raise OutputError(f"cannot write in {self.path}: {exc.strerror}") from None
 
     def _start_part(self) -> None:
         self._part_rows = 0
         self._part_started = time.monotonic()
-        try:
-            self._journal_fd = os.open(
-                self._journal_path(self._part), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-            )
-        except OSError as exc:
-            raise OutputError(f"cannot write in {self.path}: {exc.strerror}") from None
+        self._journal_fd = os.open(
+            self._journal_path(self._part), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
 
+    @_reports_write_errors
     def write(self, row: dict[str, Any]) -> None:
         for key in row:
             if key not in ROW_FIELDS and key not in self._meta_columns:
@@ -213,6 +252,7 @@ class ParquetSink:
         if len(self._group) >= self._rows_per_group:
             self._write_group()
 
+    @_reports_write_errors
     def flush(self) -> None:
         self._flush_journal()
         if self._part_rows >= self._rows_per_part or (
@@ -221,6 +261,7 @@ class ParquetSink:
             self._finish_part()
             self._start_part()
 
+    @_reports_write_errors
     def close(self) -> None:
         if self._journal_fd is None:
             return
@@ -288,12 +329,9 @@ class ParquetSink:
             return
         data = b"".join(self._journal)
         self._journal.clear()
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._journal_fd, view) :]
-        except OSError as exc:
-            raise OutputError(f"cannot write in {self.path}: {exc.strerror}") from None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._journal_fd, view) :]
 
     def _close_journal(self, *, delete: bool) -> None:
         if self._journal_fd is not None:
@@ -331,6 +369,7 @@ class ParquetSink:
         pq.write_table(table, tmp)
         _fsync(tmp)
         os.replace(tmp, part)
+        _fsync_dir(self.path)
 
     def _unify_schemas(self) -> None:
         """Give every part the same columns, so readers that take the first part's schema
@@ -350,6 +389,7 @@ class ParquetSink:
 
     # -- rewriting ------------------------------------------------------------------------
 
+    @_reports_write_errors
     def compact(self) -> int:
         """Keep only the latest row of each id (later parts win), part by part."""
         pa = _pyarrow()
@@ -374,11 +414,28 @@ class ParquetSink:
                 self._rewrite_part(part, pa.array(keep), list(self._meta_columns))
         return dropped
 
+    def own_names(self) -> frozenset[str] | None:
+        if not self.path.is_dir():
+            return frozenset()
+        return frozenset(
+            name for name in os.listdir(self.path) if any(p.match(name) for p in _OWN_NAMES)
+        )
+
     def remove(self) -> None:
-        if self.path.is_dir():
-            shutil.rmtree(self.path)
-        elif self.path.exists():
-            self.path.unlink()
+        """Delete this sink's own files by name, then the folder if that left it empty."""
+        if not self.path.is_dir():
+            if os.path.lexists(self.path):  # never: outputs.check_output_target refuses it
+                raise OutputError(f"{self.path} is not a Parquet output folder; not removed")
+            return
+        for name in self.own_names() or ():
+            (self.path / name).unlink()
+        try:
+            self.path.rmdir()
+        except OSError:
+            raise OutputError(
+                f"{self.path} holds files batchclassify did not write; its own part and journal "
+                "files were removed, the rest left in place"
+            ) from None
 
 
 def _fsync(path: Path) -> None:

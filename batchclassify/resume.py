@@ -8,6 +8,7 @@ model, say) is refused rather than mixing two models' answers in one file.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from .config import JobConfig
 from .errors import OutputError
 from .idindex import IdIndex
 from .names import ID_SCHEME
+from .outputs import check_overwrite, check_settings_file_is_ours, is_empty, settings_path
 from .sinks import Sink
 
 #: Tags in the job's IdIndex.
@@ -45,10 +47,6 @@ class PriorState:
     torn_bytes_repaired: int = 0
 
 
-def settings_path(output: Path) -> Path:
-    return output.with_name(output.name + ".job.json")
-
-
 def job_settings(config: JobConfig) -> dict[str, Any]:
     return {
         "model": config.model,
@@ -62,14 +60,21 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
 
 
 def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
-    """Check the output belongs to this job, start over if asked, and load what is done."""
+    """Check the output belongs to this job, start over if asked, and load what is done.
+
+    Call it holding the output's lock (``outputs.hold_output``): it may repair or remove files.
+    Nothing batchclassify did not write is removed or replaced (see ``outputs``).
+    """
     settings_file = settings_path(config.output)
     wanted = job_settings(config)
     if config.overwrite:
+        check_overwrite(config.output, sink.own_names())
         sink.remove()
         settings_file.unlink(missing_ok=True)
-    elif sink.path.exists():
+    elif os.path.lexists(sink.path):
         _check_compatible(config, settings_file, wanted)
+    else:
+        check_settings_file_is_ours(config.output)
     _write_settings(settings_file, wanted)
     state = PriorState()
     for item_id, status in sink.scan():
@@ -94,7 +99,7 @@ def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, 
     try:
         recorded = orjson.loads(settings_file.read_bytes())
     except FileNotFoundError:
-        if output.is_file() and output.stat().st_size == 0:
+        if is_empty(output):  # holds nothing to lose: adopt it
             return
         raise OutputError(
             f"{output} exists but was not written by batchclassify (no {settings_file.name}); "
@@ -102,8 +107,13 @@ def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, 
         ) from None
     except (OSError, orjson.JSONDecodeError) as exc:
         raise OutputError(
-            f"cannot read {settings_file}: {exc}; use --overwrite to start over"
+            f"cannot read {settings_file}: {exc}; move it away (with {output}) to start over"
         ) from None
+    if not isinstance(recorded, dict) or "batchclassify_version" not in recorded:
+        raise OutputError(
+            f"{settings_file} was not written by batchclassify; move it away or choose "
+            "another --output"
+        )
     _check_id_scheme(output, recorded)
     for key in _COMPATIBILITY_KEYS:
         if recorded.get(key) != wanted[key]:
@@ -126,10 +136,18 @@ def _check_id_scheme(output: Path, recorded: dict[str, Any]) -> None:
 
 
 def _write_settings(settings_file: Path, settings: dict[str, Any]) -> None:
+    """Replace the settings file whole (temporary file, then rename); the temporary file has
+    a name no one else uses, so writing it clobbers nothing."""
     try:
         settings_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = settings_file.with_name(f".{settings_file.name}.tmp")
-        tmp.write_bytes(orjson.dumps(settings, option=orjson.OPT_INDENT_2))
+        fd, tmp = tempfile.mkstemp(prefix=f".{settings_file.name}.", dir=settings_file.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {settings_file}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(settings, option=orjson.OPT_INDENT_2))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, settings_file)
     except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"cannot write {settings_file}: {exc.strerror}") from None

@@ -33,6 +33,7 @@ from .encoding import EncodedImage, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
 from .health import HealthMonitor, Watchdog
 from .models import Item, Prediction, error_row, ok_row
+from .outputs import hold_output
 from .ratelimit import RateController
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
 from .retry import Backoff
@@ -113,6 +114,12 @@ class Job:
     # -- the job --------------------------------------------------------------------------
 
     async def run(self) -> JobSummary:
+        # One job per output: the lock is held for the whole run, before anything reads,
+        # repairs or removes the output; a second job is refused before any request.
+        with hold_output(self.config):
+            return await self._run_holding_output()
+
+    async def _run_holding_output(self) -> JobSummary:
         config = self.config
         check_sources(config.sources, stdin=self._stdin)
         sink = self._sink

@@ -8,14 +8,18 @@ so the job resumes, and rewrite itself so that each id keeps only its latest row
 from __future__ import annotations
 
 import os
-import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
-from .errors import OutputError
+from .errors import OutputError, OutputWriteError
+from .idindex import IdIndex
+
+#: A kill tears at most one row; a longer unterminated tail is not a torn row of ours.
+MAX_TORN_TAIL = 1 << 20
 
 
 class Sink(Protocol):
@@ -41,9 +45,23 @@ class Sink(Protocol):
         """Drop superseded rows, so each id keeps its latest row. Returns rows dropped."""
         ...
 
-    def remove(self) -> None:
-        """Delete the output, for ``--overwrite``."""
+    def own_names(self) -> frozenset[str] | None:
+        """For a folder output, the names in it this sink writes (``None`` for a file)."""
         ...
+
+    def remove(self) -> None:
+        """Delete the output, for ``--overwrite``: only files this sink writes, by name."""
+        ...
+
+
+def write_failed(path: Path, exc: OSError) -> OutputWriteError:
+    """The one-line error for a write that failed mid-job (disk full, file size limit)."""
+    # pyarrow's OSError text is long ("Error writing bytes to file. Detail: ..."): use errno.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return OutputWriteError(
+        f"cannot write {path}: {reason}; the rows written so far are kept: free some space "
+        "(or fix the cause) and rerun the same command to resume"
+    )
 
 
 def _dumps(row: dict[str, Any]) -> bytes:
@@ -67,7 +85,10 @@ class JsonlSink:
     def scan(self) -> Iterator[tuple[str, str]]:
         if not self.path.exists():
             return
-        self._repair_tail()
+        try:
+            self._repair_tail()
+        except OSError as exc:  # read-only file, say: before any request, so exit 2
+            raise OutputError(f"cannot resume {self.path}: {exc.strerror or exc}") from None
         self.unparsable_lines = 0
         with open(self.path, "rb") as handle:
             for line in handle:
@@ -81,27 +102,29 @@ class JsonlSink:
                     yield item_id, status
 
     def _repair_tail(self) -> None:
-        """Cut a partial last line left by a process killed mid-write."""
+        """Cut a partial last line left by a process killed mid-write.
+
+        Only what a torn write of ours can be is cut: an unterminated tail that starts a JSON
+        object and is at most ``MAX_TORN_TAIL`` bytes. Anything else is someone's data.
+        """
         with open(self.path, "rb+") as handle:
             end = handle.seek(0, os.SEEK_END)
-            if end == 0:
+            start = max(0, end - MAX_TORN_TAIL - 1)
+            handle.seek(start)
+            data = handle.read(end - start)
+            newline = data.rfind(b"\n")
+            if newline == len(data) - 1 or not data:
                 return
-            position = end
-            chunk = 1 << 16
-            while position > 0:
-                start = max(0, position - chunk)
-                handle.seek(start)
-                data = handle.read(position - start)
-                newline = data.rfind(b"\n")
-                if newline != -1:
-                    cut = start + newline + 1
-                    break
-                position = start
-            else:
-                cut = 0
-            if cut != end:
-                handle.truncate(cut)
-                self.torn_bytes_repaired = end - cut
+            too_long = newline == -1 and start > 0
+            if too_long or not data[newline + 1 :].startswith(b"{"):
+                raise OutputError(
+                    f"{self.path} ends with a line batchclassify did not write (no newline "
+                    "after it, not a row torn by a kill); move the file away, or end that line "
+                    "with a newline, to resume"
+                )
+            cut = start + newline + 1
+            handle.truncate(cut)
+            self.torn_bytes_repaired = end - cut
 
     # -- appending ------------------------------------------------------------------------
 
@@ -132,7 +155,7 @@ class JsonlSink:
                 written = os.write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+            raise write_failed(self.path, exc) from None
 
     def close(self) -> None:
         if self._fd is None:
@@ -140,6 +163,8 @@ class JsonlSink:
         try:
             self.flush()
             os.fsync(self._fd)
+        except OSError as exc:
+            raise write_failed(self.path, exc) from None
         finally:
             os.close(self._fd)
             self._fd = None
@@ -154,40 +179,59 @@ class JsonlSink:
         """
         if not self.path.exists():
             return 0
-        from .idindex import IdIndex
-
         remaining = IdIndex()
         with open(self.path, "rb") as handle:
             for line in handle:
                 item_id = _line_id(line)
                 if item_id is not None:
                     remaining.set(item_id, min(remaining.get(item_id) + 1, 255))
+        try:
+            return self._rewrite_latest(remaining)
+        except OSError as exc:
+            raise OutputWriteError(
+                f"cannot compact {self.path}: {exc.strerror or exc}; the file is whole and "
+                "readers take each id's last row: free some space and rerun to compact it"
+            ) from None
+
+    def _rewrite_latest(self, remaining: IdIndex) -> int:
+        # A temporary name no one else uses (never a fixed name that may be someone's file),
+        # with the output's permissions, renamed over the output only when complete; over
+        # the file a symlink points to, so the user's link stays a link.
+        target_path = Path(os.path.realpath(self.path))
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target_path.name}.", suffix=".compact.tmp", dir=target_path.parent
+        )
+        tmp = Path(tmp_name)
         dropped = 0
-        tmp = self.path.with_name(f".{self.path.name}.compact.tmp")
-        with open(self.path, "rb") as source, open(tmp, "wb") as target:
-            for line in source:
-                item_id = _line_id(line)
-                if item_id is None:
-                    dropped += 1
-                    continue
-                left = remaining.get(item_id) - 1
-                remaining.set(item_id, left)
-                if left <= 0:
-                    target.write(line)
-                else:
-                    dropped += 1
-            target.flush()
-            os.fsync(target.fileno())
-        if dropped:
-            os.replace(tmp, self.path)
-        else:
-            tmp.unlink()
+        try:
+            with open(self.path, "rb") as source, os.fdopen(fd, "wb") as target:
+                os.fchmod(target.fileno(), os.fstat(source.fileno()).st_mode & 0o7777)
+                for line in source:
+                    item_id = _line_id(line)
+                    if item_id is None:
+                        dropped += 1
+                        continue
+                    left = remaining.get(item_id) - 1
+                    remaining.set(item_id, left)
+                    if left <= 0:
+                        target.write(line)
+                    else:
+                        dropped += 1
+                target.flush()
+                os.fsync(target.fileno())
+            if dropped:
+                os.replace(tmp, target_path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return dropped
 
+    def own_names(self) -> frozenset[str] | None:
+        return None
+
     def remove(self) -> None:
-        if self.path.is_dir():
-            shutil.rmtree(self.path)
-        elif self.path.exists():
+        if self.path.is_dir():  # never: outputs.check_output_target refuses a folder first
+            raise OutputError(f"{self.path} is a folder, not a JSONL output; not removed")
+        if os.path.lexists(self.path):
             self.path.unlink()
 
 
