@@ -7,6 +7,7 @@ request URL, ``api_key`` query included, into its messages.
 
 from __future__ import annotations
 
+import socket
 import time
 from types import TracebackType
 from typing import Any
@@ -132,10 +133,12 @@ class ClassificationClient:
                 kind="timeout",
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise RetryableError(
+            error = RetryableError(
                 f"cannot connect to {self._host}: {self.redact(str(exc.os_error))}",
                 kind="connection",
-            ) from None
+            )
+            error.unreachable = isinstance(exc.os_error, socket.gaierror | ConnectionRefusedError)
+            raise error from None
         except aiohttp.ServerDisconnectedError:
             raise RetryableError(
                 f"{self._host} closed the connection before answering", kind="connection"

@@ -16,6 +16,8 @@ to the sink needs no stream or lock: ``_record`` is synchronous and only it touc
 
 from __future__ import annotations
 
+import datetime
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,13 +29,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
+from .counting import count_items
 from .encoding import EncodedImage, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
 from .health import HealthMonitor, Watchdog
 from .models import Item, Prediction, error_row, ok_row
 from .ratelimit import RateController
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
-from .retry import Backoff
+from .retry import MAX_RETRY_AFTER, Backoff
 from .sinks import Sink, open_sink
 from .sources import check_sources, iter_item_batches
 from .summary import JobSummary, ProgressListener, SilentProgress
@@ -45,6 +48,13 @@ STOP_GRACE = 30.0
 #: Reads + base64 taking longer than this on average move off the event loop, to threads.
 INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
+#: How often the progress display hears from the job while nothing else happens.
+TICK_INTERVAL = 1.0
+#: A rate-limit pause longer than this is shown as what the job waits for.
+SHOWN_PAUSE = 2.0
+
+#: ``count_items``' signature: the counting walk, a seam for tests.
+ItemCounter = Callable[..., int | None]
 
 
 class Job:
@@ -57,8 +67,11 @@ class Job:
         progress: ProgressListener | None = None,
         stdin: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        counter: ItemCounter = count_items,
     ) -> None:
         self.config = config
+        self._counter = counter
+        self._pause_shown: tuple[float, float] | None = None  # (until, length) on display
         self._progress = progress or SilentProgress()
         self._stdin = stdin
         self._clock = clock
@@ -79,6 +92,7 @@ class Job:
             probe_max=config.rate.probe_max,
             clock=clock,
             notify=self._progress.note,
+            api_url=config.http.api_url,
         )
         self._watchdog = Watchdog(
             stall_after=config.rate.stall_after or 3 * config.http.timeout,
@@ -163,6 +177,8 @@ class Job:
                 self._cancel = group.cancel_scope
                 group.start_soon(self._flush_periodically)
                 group.start_soon(self._watchdog.run)
+                group.start_soon(self._tick_periodically)
+                group.start_soon(self._count)
                 async with anyio.create_task_group() as workers:
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
                     workers.start_soon(self._produce, items_out, prior)
@@ -192,6 +208,48 @@ class Job:
         await anyio.sleep(STOP_GRACE)
         workers_scope.cancel()
 
+    # -- what the progress display hears --------------------------------------------------
+
+    async def _count(self) -> None:
+        """Count the sources' items in a thread, beside the walk (never before it: the first
+        request must not wait for a count of a million files), and pass the count on."""
+        stop = threading.Event()
+        config = self.config
+        try:
+            total = await anyio.to_thread.run_sync(
+                lambda: self._counter(config.sources, extensions=config.extensions, stop=stop),
+                abandon_on_cancel=True,
+            )
+        finally:
+            stop.set()  # a cancelled count's thread ends at its next look at the flag
+        if total is not None:
+            self._progress.counted(total)
+
+    async def _tick_periodically(self) -> None:
+        while True:
+            await anyio.sleep(TICK_INTERVAL)
+            self._progress.waiting(self._waiting_for())
+            self._progress.tick()
+
+    def _waiting_for(self) -> str | None:
+        """What new requests wait for, if worth saying: a rate-limit pause (Retry-After)."""
+        now = self._clock()
+        until = self._rate.paused_until
+        if until - now < SHOWN_PAUSE:
+            self._pause_shown = None
+            return None
+        if self._pause_shown is None or self._pause_shown[0] != until:
+            self._pause_shown = (until, until - now)
+        length = self._pause_shown[1]
+        wall = datetime.datetime.now().astimezone() + datetime.timedelta(seconds=until - now)
+        text = (
+            "rate limited by the server (HTTP 429): no new requests until "
+            f"{wall:%H:%M:%S} (in {until - now:.0f} s)"
+        )
+        if length >= MAX_RETRY_AFTER - TICK_INTERVAL:
+            text += f"; Retry-After is capped at {MAX_RETRY_AFTER / 60:g} min, then it asks again"
+        return text
+
     # -- producer -------------------------------------------------------------------------
 
     async def _produce(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
@@ -204,8 +262,10 @@ class Job:
             while not self._stopping:
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
+                    self._progress.listing_finished()
                     break
                 fresh: list[Item] = []
+                skipped_before = self._summary.already_done + self._summary.previously_failed
                 for item in batch:
                     tag = index.get(item.id)
                     if tag in (QUEUED, QUEUED_AGAIN):
@@ -219,6 +279,8 @@ class Job:
                             self._requeued += 1
                         index.set(item.id, QUEUED_AGAIN if tag == RECORDED_FAILED else QUEUED)
                         fresh.append(item)
+                recorded = self._summary.already_done + self._summary.previously_failed
+                self._progress.listed(seen=len(batch), recorded=recorded - skipped_before)
                 self._progress.add_total(len(fresh))
                 for item in fresh:
                     if self._stopping:
@@ -293,12 +355,7 @@ class Job:
             if self._stopping:
                 return None
             if self._health.gave_up:
-                self._fail(
-                    FatalApiError(
-                        f"the API has been unavailable for {config.rate.max_outage:g} s "
-                        f"({self._health.last_error}); rerun the same command to resume"
-                    )
-                )
+                self._fail(FatalApiError(self._health.stop_reason()))
                 return None
             attempts += 1
             started = self._clock()
