@@ -65,7 +65,8 @@ class ClassificationClient:
     def __init__(self, config: HttpConfig, *, model: str, confidence: float | None) -> None:
         self._config = config
         self._endpoint = f"{config.api_url.rstrip('/')}/{model}"
-        self._host = urlsplit(config.api_url).netloc
+        # Named in messages: without a user:password@ part, which is a secret too.
+        self._host = urlsplit(config.api_url).netloc.rpartition("@")[2]
         self._params: dict[str, str] = {}
         self._headers: dict[str, str] = dict(_FORM)
         if config.api_key:

@@ -71,7 +71,7 @@ class Job:
     ) -> None:
         self.config = config
         self._counter = counter
-        self._pause_shown: tuple[float, float] | None = None  # (until, length) on display
+        self._pause_shown: tuple[float, str] | None = None  # a pause's end, and its text
         self._progress = progress or SilentProgress()
         self._stdin = stdin
         self._clock = clock
@@ -232,23 +232,23 @@ class Job:
             self._progress.tick()
 
     def _waiting_for(self) -> str | None:
-        """What new requests wait for, if worth saying: a rate-limit pause (Retry-After)."""
+        """What new requests wait for, if worth saying: a rate-limit pause (Retry-After).
+        The text stays the same for one pause (a log line per change, not per second)."""
         now = self._clock()
         until = self._rate.paused_until
         if until - now < SHOWN_PAUSE:
             self._pause_shown = None
             return None
         if self._pause_shown is None or self._pause_shown[0] != until:
-            self._pause_shown = (until, until - now)
-        length = self._pause_shown[1]
-        wall = datetime.datetime.now().astimezone() + datetime.timedelta(seconds=until - now)
-        text = (
-            "rate limited by the server (HTTP 429): no new requests until "
-            f"{wall:%H:%M:%S} (in {until - now:.0f} s)"
-        )
-        if length >= MAX_RETRY_AFTER - TICK_INTERVAL:
-            text += f"; Retry-After is capped at {MAX_RETRY_AFTER / 60:g} min, then it asks again"
-        return text
+            wall = datetime.datetime.now().astimezone() + datetime.timedelta(seconds=until - now)
+            text = f"HTTP 429: no new requests until {wall:%H:%M:%S} ({until - now:.0f} s)"
+            if until - now >= MAX_RETRY_AFTER - TICK_INTERVAL:
+                text += (
+                    f", the longest a Retry-After is honoured ({MAX_RETRY_AFTER / 60:g} min); "
+                    "then the server is asked again"
+                )
+            self._pause_shown = (until, text)
+        return self._pause_shown[1]
 
     # -- producer -------------------------------------------------------------------------
 
