@@ -230,6 +230,12 @@ class Watchdog:
         self._last_progress = clock()
         self._noted = False
 
+    @property
+    def quiet_since(self) -> float | None:
+        """Clock time since which requests have been in flight and none has completed;
+        ``None`` while nothing is in flight. (For the progress display.)"""
+        return self._last_progress if self._in_flight else None
+
     def watch(self) -> _Watched:
         """Run one request under a deadline the watchdog may bring forward to now."""
         return _Watched(self)

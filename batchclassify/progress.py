@@ -127,6 +127,9 @@ class ProgressBar:
     def counted(self, total: int) -> None:
         self.count.counted = total
         self._sync_total()
+        if self.style == "log":
+            done = f" ({self.count.base:,} of them done before)" if self.count.base else ""
+            self._log(f"{total:,} items in the sources{done}")
 
     def listed(self, *, seen: int, recorded: int) -> None:
         self.count.seen += seen

@@ -16,7 +16,6 @@ to the sink needs no stream or lock: ``_record`` is synchronous and only it touc
 
 from __future__ import annotations
 
-import datetime
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,10 +35,11 @@ from .health import HealthMonitor, Watchdog
 from .models import Item, Prediction, error_row, ok_row
 from .ratelimit import RateController
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
-from .retry import MAX_RETRY_AFTER, Backoff
+from .retry import Backoff
 from .sinks import Sink, open_sink
 from .sources import check_sources, iter_item_batches
 from .summary import JobSummary, ProgressListener, SilentProgress
+from .waiting import WaitDescriber
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
@@ -50,8 +50,6 @@ INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
 #: How often the progress display hears from the job while nothing else happens.
 TICK_INTERVAL = 1.0
-#: A rate-limit pause longer than this is shown as what the job waits for.
-SHOWN_PAUSE = 2.0
 
 #: ``count_items``' signature: the counting walk, a seam for tests.
 ItemCounter = Callable[..., int | None]
@@ -71,7 +69,6 @@ class Job:
     ) -> None:
         self.config = config
         self._counter = counter
-        self._pause_shown: tuple[float, str] | None = None  # a pause's end, and its text
         self._progress = progress or SilentProgress()
         self._stdin = stdin
         self._clock = clock
@@ -98,6 +95,13 @@ class Job:
             stall_after=config.rate.stall_after or 3 * config.http.timeout,
             clock=clock,
             notify=self._progress.note,
+        )
+        self._wait_describer = WaitDescriber(
+            rate=self._rate,
+            watchdog=self._watchdog,
+            health=self._health,
+            timeout=config.http.timeout,
+            clock=clock,
         )
         self._backoff = Backoff(config.retry)
         self._sink: Sink = open_sink(config.output, config.format)
@@ -228,27 +232,8 @@ class Job:
     async def _tick_periodically(self) -> None:
         while True:
             await anyio.sleep(TICK_INTERVAL)
-            self._progress.waiting(self._waiting_for())
+            self._progress.waiting(self._wait_describer.describe())
             self._progress.tick()
-
-    def _waiting_for(self) -> str | None:
-        """What new requests wait for, if worth saying: a rate-limit pause (Retry-After).
-        The text stays the same for one pause (a log line per change, not per second)."""
-        now = self._clock()
-        until = self._rate.paused_until
-        if until - now < SHOWN_PAUSE:
-            self._pause_shown = None
-            return None
-        if self._pause_shown is None or self._pause_shown[0] != until:
-            wall = datetime.datetime.now().astimezone() + datetime.timedelta(seconds=until - now)
-            text = f"HTTP 429: no new requests until {wall:%H:%M:%S} ({until - now:.0f} s)"
-            if until - now >= MAX_RETRY_AFTER - TICK_INTERVAL:
-                text += (
-                    f", the longest a Retry-After is honoured ({MAX_RETRY_AFTER / 60:g} min); "
-                    "then the server is asked again"
-                )
-            self._pause_shown = (until, text)
-        return self._pause_shown[1]
 
     # -- producer -------------------------------------------------------------------------
 

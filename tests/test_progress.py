@@ -8,6 +8,7 @@ and waits for; a job that never reached its API stops in seconds, naming the URL
 
 from __future__ import annotations
 
+import datetime
 import io
 import re
 import socket
@@ -25,11 +26,13 @@ import pytest
 from batchclassify import HttpConfig, JobConfig
 from batchclassify.counting import count_items
 from batchclassify.errors import RetryableError
-from batchclassify.health import HealthMonitor
+from batchclassify.health import HealthMonitor, Watchdog
 from batchclassify.progress import ItemCount, ProgressBar
+from batchclassify.ratelimit import RateController
 from batchclassify.runner import Job, JobSummary, classify
 from batchclassify.server import BackgroundServer, Fault
 from batchclassify.sources import iter_items
+from batchclassify.waiting import WaitDescriber
 
 from .conftest import KEY, CliResult, make_images, png, read_rows
 
@@ -232,10 +235,11 @@ def test_off_a_terminal_a_progress_line_each_interval_and_news_at_once() -> None
         bar.row("ok")
     now[0] = 59.0
     bar.tick()
-    assert stream.getvalue() == ""  # not yet a minute
+    assert len(stream.getvalue().splitlines()) == 1  # the count; no progress line yet
     now[0] = 60.0
     bar.tick()
-    [line] = stream.getvalue().splitlines()
+    counted, line = stream.getvalue().splitlines()
+    assert re.fullmatch(STAMP + r"1,000 items in the sources", counted), counted
     assert re.fullmatch(
         STAMP + r"120/1,000 done \(12\.0%\), 2\.0 images/s, ETA 7 min "
         r"\(ok 120 failed 0 retried 0\)",
@@ -246,7 +250,7 @@ def test_off_a_terminal_a_progress_line_each_interval_and_news_at_once() -> None
     bar.note(None)
     now[0] = 120.0
     bar.tick()
-    lines = stream.getvalue().splitlines()[1:]
+    lines = stream.getvalue().splitlines()[2:]
     assert re.fullmatch(STAMP + r"API unavailable, retrying in 4 s .*", lines[0]), lines
     assert re.fullmatch(STAMP + r"no longer waiting \(API unavailable\)", lines[1]), lines
     assert re.fullmatch(
@@ -567,3 +571,45 @@ def test_outage_note_says_when_the_job_will_stop() -> None:
     [note] = notes
     assert note is not None and note.startswith("API unavailable, retrying in 1 s (")
     assert re.search(r"stopping at \d\d:\d\d:\d\d if still down \(--max-outage\)$", note)
+
+
+def test_waits_are_described_with_their_moments_once_per_wait() -> None:
+    """Requests in flight, none answered for 15 s; then a day-long Retry-After on top."""
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    rate = RateController(clock=clock)
+    dog = Watchdog(stall_after=180, clock=clock)
+    noon = datetime.datetime(2026, 11, 27, 12, 0, 0)
+    describer = WaitDescriber(
+        rate=rate,
+        watchdog=dog,
+        health=HealthMonitor(max_outage=1800, clock=clock),
+        timeout=60,
+        clock=clock,
+        wall_clock=lambda: noon + datetime.timedelta(seconds=now[0]),
+    )
+    silence = (
+        "no answer since 12:00:00 to the requests in flight (each gives up after --timeout 60 s)"
+    )
+    texts: list[str | None] = []
+
+    async def main() -> None:
+        async with dog.watch():
+            for moment in (14.0, 15.0, 40.0):
+                now[0] = moment
+                texts.append(describer.describe())
+            rate.on_rate_limited(retry_after=600.0)
+            now[0] = 41.0
+            texts.append(describer.describe())
+        texts.append(describer.describe())
+
+    anyio.run(main)
+
+    pause = (
+        "HTTP 429: no new requests until 12:10:40 (599 s), the longest a Retry-After is "
+        "honoured (10 min); then the server is asked again"
+    )
+    assert texts == [None, silence, silence, f"{pause}; {silence}", pause]
