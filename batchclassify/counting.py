@@ -93,7 +93,7 @@ def count_folder(top: str, extensions: frozenset[str], stop: threading.Event) ->
     """The items of a folder walk: matching entries, plus one per folder that cannot be read."""
     stat = os.stat(top)
     key = (stat.st_dev, stat.st_ino)
-    found, subfolders = _count_entries(top, extensions)
+    found, subfolders = _count_entries(top, extensions, stop)
     stack: list[tuple[tuple[int, int], str, Iterator[str]]] = [(key, top, iter(subfolders))]
     on_path = {key}
     while stack:
@@ -115,19 +115,23 @@ def count_folder(top: str, extensions: frozenset[str], stop: threading.Event) ->
         if key in on_path:
             continue  # a symlink loop: the walk does not enter it either
         on_path.add(key)
-        count, subfolders = _count_entries(child, extensions)
+        count, subfolders = _count_entries(child, extensions, stop)
         found += count
         stack.append((key, child, iter(subfolders)))
     return found
 
 
-def _count_entries(path: str, extensions: frozenset[str]) -> tuple[int, list[str]]:
+def _count_entries(
+    path: str, extensions: frozenset[str], stop: threading.Event
+) -> tuple[int, list[str]]:
     """One folder's matching entries, and its subfolder names (one row if unreadable)."""
     count = 0
     subfolders: list[str] = []
     try:
         with os.scandir(path) as entries:
-            for entry in entries:
+            for number, entry in enumerate(entries):
+                if number % _CHECK_EVERY == 0 and stop.is_set():
+                    raise Stopped  # a folder of a million files takes a while
                 name = entry.name
                 if name[0] == ".":
                     continue
