@@ -43,7 +43,8 @@ class ProgressListener(Protocol):
 
 
 class SilentProgress:
-    """A ProgressListener that shows nothing (the default for the Python API)."""
+    """A ProgressListener that shows nothing (the default for the Python API). Subclass it to
+    hear only some of the calls: the listener protocol may grow."""
 
     def started(self, *, already_done: int) -> None:
         pass

@@ -258,6 +258,22 @@ def test_off_a_terminal_a_progress_line_each_interval_and_news_at_once() -> None
     )
 
 
+def test_off_a_terminal_a_resumed_job_rates_only_this_runs_work() -> None:
+    """500 done before: they count towards done and the total, never towards the rate."""
+    now = [0.0]
+    stream = io.StringIO()
+    bar = ProgressBar(stream=stream, clock=lambda: now[0])
+    bar.started(already_done=500)
+    bar.counted(1000)
+    for _ in range(120):
+        bar.row("ok")
+    now[0] = 60.0
+    bar.tick()
+    counted, line = stream.getvalue().splitlines()
+    assert counted.endswith("1,000 items in the sources (500 of them done before)")
+    assert "620/1,000 done (62.0%), 2.0 images/s, ETA 3 min (ok 120 " in line
+
+
 def test_a_long_wait_is_repeated_in_the_minute_line() -> None:
     now = [0.0]
     stream = io.StringIO()
