@@ -70,9 +70,10 @@ class WaitDescriber:
     def _pause_text(self, now: float, until: float) -> str:
         seconds = until - now
         text = f"HTTP 429: no new requests until {self._wall(now, until)} ({seconds:.0f} s)"
-        if seconds >= MAX_RETRY_AFTER - 1.0:
+        # Near the cap (seen up to a few ticks late): the server may have asked for a day.
+        if seconds >= MAX_RETRY_AFTER - 10.0:
             text += (
-                f", the longest a Retry-After is honoured ({MAX_RETRY_AFTER / 60:g} min); "
+                f"; a Retry-After is honoured for at most {MAX_RETRY_AFTER / 60:g} min, "
                 "then the server is asked again"
             )
         return text
