@@ -5,9 +5,10 @@ Exit codes:
   1    the job finished, but some items failed (their rows say why)
   2    usage or input error: bad flags, unreadable manifest, output of another job (or one
        another job is writing); nothing sent
-  3    stopped early: the API refused the job (bad key, unknown model, no credits), it stayed
-       unreachable for --max-outage, --max-failures was reached, or the output could not be
-       written (disk full); rerun to resume
+  3    stopped early: the API refused the job (bad key, unknown model, no credits), could not
+       be reached at all (unknown host, connection refused), stayed unreachable for
+       --max-outage, --max-failures was reached, or the output could not be written (disk
+       full); rerun to resume
   130  interrupted by Ctrl-C (143 for SIGTERM); rerun the same command to resume
 """
 
@@ -45,8 +46,9 @@ exit codes:
   0    every item is classified
   1    finished, but some items failed (see the 'error' column)
   2    usage or input error, or the output is another job's; nothing was sent
-  3    stopped early: the API refused the job (key, model, credits), stayed down for
-       --max-outage, --max-failures was reached, or the disk is full; fix it, rerun to resume
+  3    stopped early: the API refused the job (key, model, credits), could not be reached
+       at all (unknown host, refused), stayed down for --max-outage, --max-failures
+       was reached, or the disk is full; fix it, rerun to resume
   130  interrupted (Ctrl-C); rerun the same command to resume
 
 examples:
@@ -193,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1800.0,
         metavar="SECONDS",
-        help="how long to wait for an unreachable API before stopping with exit code 3 "
-        "(default 1800)",
+        help="how long to wait for an API that stopped answering before stopping (default "
+        "1800); an API never reached (unknown host, connection refused) stops the job after "
+        "about 3 s",
     )
     speed.add_argument(
         "--max-failures",
@@ -229,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on resume, classify again the images an earlier run recorded as failed",
     )
-    inputs.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    inputs.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress bar, log lines or summary (off a terminal, progress is a "
+        "timestamped log line a minute, plus one whenever the job starts or stops waiting)",
+    )
     inputs.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
 
     serve = commands.add_parser(

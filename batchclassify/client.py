@@ -7,6 +7,7 @@ request URL, ``api_key`` query included, into its messages.
 
 from __future__ import annotations
 
+import socket
 import time
 from types import TracebackType
 from typing import Any
@@ -64,7 +65,8 @@ class ClassificationClient:
     def __init__(self, config: HttpConfig, *, model: str, confidence: float | None) -> None:
         self._config = config
         self._endpoint = f"{config.api_url.rstrip('/')}/{model}"
-        self._host = urlsplit(config.api_url).netloc
+        # Named in messages: without a user:password@ part, which is a secret too.
+        self._host = urlsplit(config.api_url).netloc.rpartition("@")[2]
         self._params: dict[str, str] = {}
         self._headers: dict[str, str] = dict(_FORM)
         if config.api_key:
@@ -134,10 +136,12 @@ class ClassificationClient:
                 kind="timeout",
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise RetryableError(
+            error = RetryableError(
                 f"cannot connect to {self._host}: {self.redact(str(exc.os_error))}",
                 kind="connection",
-            ) from None
+            )
+            error.unreachable = isinstance(exc.os_error, socket.gaierror | ConnectionRefusedError)
+            raise error from None
         except aiohttp.ServerDisconnectedError:
             raise RetryableError(
                 f"{self._host} closed the connection before answering", kind="connection"

@@ -60,3 +60,6 @@ class ItemError(BatchClassifyError):
 
 class RetryableError(ItemError):
     """A failure that a later attempt may not meet (timeouts, 429, 5xx, dropped connections)."""
+
+    unreachable: bool = False
+    """The host name did not resolve or the connection was refused: nothing listens there."""

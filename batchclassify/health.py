@@ -9,6 +9,12 @@ and an item whose budget runs out gives up only on evidence that the API works f
 request sent after its first failure was answered, or no other item is failing. One item
 failing alone is that item's problem (an image the server chokes on), not an outage.
 
+A job that has never had an answer is different: a host name that does not resolve or a
+port that refuses connections, for ``first_contact_grace`` seconds from the first such
+failure, is a typo'd ``--api-url`` or a server not running, not an outage to sit out for
+``max_outage``. The job stops (``gave_up``) and ``stop_reason`` names the URL to check.
+Once any answer has come, the same failures are an outage like any other.
+
 ``Watchdog`` is the last line against a job that stops moving: if requests are in flight but
 none has completed for ``stall_after`` seconds (each should have timed out long before), it
 says so and cancels them, so they are retried instead of holding their workers for ever.
@@ -17,9 +23,11 @@ says so and cancels them, so they are retried instead of holding their workers f
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Callable
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -34,10 +42,16 @@ class HealthMonitor:
         outage_after: float = 5.0,
         probe_initial: float = 1.0,
         probe_max: float = 60.0,
+        first_contact_grace: float = 3.0,
+        api_url: str = "",
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[str | None], None] = lambda _text: None,
     ) -> None:
         self._max_outage = max_outage
+        self._first_contact_grace = first_contact_grace
+        self._api_url = api_url
+        self._answered = False  # any answer at all, ever, in this job
+        self._unreachable_since: float | None = None  # first DNS/refused failure, if unanswered
         self._outage_after = outage_after
         self._probe_initial = probe_initial
         self._probe_max = probe_max
@@ -66,19 +80,45 @@ class HealthMonitor:
         answered, or no item but ``item`` has failed since the latest answered request was
         sent. (Answers to requests sent earlier prove little: they may have been on their way
         as the API went down.)"""
+        if self._unreachable_since is not None:
+            return False  # never reached at all: no evidence that anything works
         answered = self._answered_started
         others = (t for key, t in self._latest_failures.items() if key != item)
         return answered >= moment or max(others, default=-1e18) <= answered
 
     @property
     def gave_up(self) -> bool:
-        """Down for longer than ``max_outage``: the job should stop, resumable."""
-        return self._down_since is not None and self._clock() - self._down_since >= self._max_outage
+        """Down for longer than ``max_outage``, or never reached (see the module's docstring):
+        the job should stop, resumable."""
+        return self._never_reached or (
+            self._down_since is not None and self._clock() - self._down_since >= self._max_outage
+        )
+
+    @property
+    def _never_reached(self) -> bool:
+        since = self._unreachable_since
+        return since is not None and self._clock() - since >= self._first_contact_grace
+
+    def stop_reason(self) -> str:
+        """Why ``gave_up``: the message the job stops with."""
+        if self._never_reached:
+            return (
+                f"cannot reach the API at {_shown_url(self._api_url)} ({self.last_error}); "
+                "no request has been answered: check --api-url (the host name, the port, "
+                "http or https), that the server is running, and the network; then rerun "
+                "the same command to resume"
+            )
+        return (
+            f"the API has been unavailable for {self._max_outage:g} s "
+            f"({self.last_error}); rerun the same command to resume"
+        )
 
     def success(self, started: float | None = None) -> None:
         """Any answer from the server that is not a retryable failure, to a request that
         started at ``started`` (default: now)."""
         self._last_success = self._clock()
+        self._answered = True
+        self._unreachable_since = None
         self._answered_started = max(
             self._answered_started, self._last_success if started is None else started
         )
@@ -107,6 +147,8 @@ class HealthMonitor:
         if len(self._latest_failures) > 2:
             del self._latest_failures[next(iter(self._latest_failures))]
         self.last_error = str(error)
+        if error.unreachable and not self._answered and self._unreachable_since is None:
+            self._unreachable_since = now
         if self._down_since is not None:
             if self._probing:
                 self._probing = False
@@ -126,7 +168,13 @@ class HealthMonitor:
 
     def _announce(self, now: float) -> None:
         wait = max(0.0, self._next_probe - now)
-        self._notify(f"API unavailable, retrying in {wait:.0f} s ({self.last_error})")
+        assert self._down_since is not None
+        left = self._down_since + self._max_outage - now
+        stop_at = datetime.datetime.now().astimezone() + datetime.timedelta(seconds=left)
+        self._notify(
+            f"API unavailable, retrying in {wait:.0f} s ({self.last_error}); "
+            f"stopping at {stop_at:%H:%M:%S} if still down (--max-outage)"
+        )
 
     async def wait_until_available(self) -> None:
         """Return when a request may go out: at once when healthy; as the probe when down."""
@@ -141,6 +189,18 @@ class HealthMonitor:
             delay = self._next_probe - now if not self._probing else self._probe_max
             with anyio.move_on_after(max(delay, 0.01)):
                 await recovered.wait()
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without a query or user:password part, which may hold a secret."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the --api-url given"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", "")) or "the --api-url given"
 
 
 class Watchdog:
@@ -169,6 +229,12 @@ class Watchdog:
         self._in_flight: set[asyncio.Timeout] = set()
         self._last_progress = clock()
         self._noted = False
+
+    @property
+    def quiet_since(self) -> float | None:
+        """Clock time since which requests have been in flight and none has completed;
+        ``None`` while nothing is in flight. (For the progress display.)"""
+        return self._last_progress if self._in_flight else None
 
     def watch(self) -> _Watched:
         """Run one request under a deadline the watchdog may bring forward to now."""

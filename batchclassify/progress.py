@@ -1,37 +1,115 @@
-"""What a person sees: a tqdm progress bar while the job runs, a summary when it ends."""
+"""What a person sees: a progress bar on a terminal, log lines off one, a summary at the end.
+
+On a terminal (stderr is a tty) a tqdm bar; elsewhere (a log file of an overnight job, CI)
+a line a minute with done/total/rate/ETA, plus a line whenever the job starts or stops
+waiting for something (a rate-limit pause, an outage, stuck requests).
+
+The total comes from ``ItemCount``: the items the sources hold (counted ahead by
+``counting.py``), less those the job skips (recorded by an earlier run, duplicates). Until
+that count is known, the bar shows items done and the rate without a percentage or a total.
+"""
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
 from collections import Counter
-from typing import TextIO
+from collections.abc import Callable
+from typing import Literal, TextIO
 
 from tqdm import tqdm
 
 from .summary import JobSummary
 
+Style = Literal["bar", "log", "off"]
+
+#: Off a terminal, a progress line this often (seconds).
+LOG_INTERVAL = 60.0
+
+
+class ItemCount:
+    """How many items the job has done and expects in all, from what the runner reports.
+
+    ``base`` items were done before this run (recorded ok, or failed without
+    ``--retry-failed``); each ``row`` of this run adds one. The expected total is exact once
+    the listing is finished: ``base`` plus every item queued. Before that, with the sources'
+    item count known, the items not listed yet are added, less the recorded items not met yet
+    (a rerun finds them among the rest of the sources, and skips them). Without the count it
+    is unknown. It never drops below what is done, so the bar ends at 100% even if the
+    count was off (files added or removed meanwhile).
+    """
+
+    def __init__(self) -> None:
+        self.base = 0
+        self.rows = 0
+        self.counted: int | None = None
+        self.seen = 0
+        self.recorded_seen = 0
+        self.queued = 0
+        self.listing_done = False
+
+    @property
+    def done(self) -> int:
+        return self.base + self.rows
+
+    @property
+    def total(self) -> int | None:
+        if self.listing_done:
+            expected = self.base + self.queued
+        elif self.counted is None:
+            return None
+        else:
+            unseen = max(0, self.counted - self.seen)
+            recorded_unseen = max(0, self.base - self.recorded_seen)
+            expected = self.base + self.queued + max(0, unseen - recorded_unseen)
+        return max(expected, self.done)
+
 
 class ProgressBar:
-    """A tqdm bar whose total grows as folders are walked, with ok / failed / retried counts."""
+    """The job's progress for a person: a tqdm bar, log lines, or nothing.
 
-    def __init__(self, *, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+    ``enabled``: ``True`` draws the bar (on any stream), ``False`` shows nothing, ``None``
+    (default) draws the bar on a terminal and writes log lines anywhere else.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        log_interval: float = LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stream = stream or sys.stderr
-        self._enabled = self._stream.isatty() if enabled is None else enabled
+        self.style: Style = (
+            ("bar" if self._stream.isatty() else "log")
+            if enabled is None
+            else ("bar" if enabled else "off")
+        )
+        self._log_interval = log_interval
+        self._clock = clock
         self._bar: tqdm | None = None
+        self.count = ItemCount()
         self._ok = 0
         self._failed = 0
         self._retried = 0
         self._note: str | None = None
+        self._wait_text: str | None = None
         self._last_postfix = 0.0
+        self._started_at = clock()
+        self._last_line = self._started_at  # the last progress line (not news) written
+        self._rows_at_last_line = 0
 
     def started(self, *, already_done: int) -> None:
-        if not self._enabled:
+        self.count.base = already_done
+        self._started_at = self._last_line = self._clock()
+        if self.style != "bar":
             return
         sized = _terminal_width(self._stream) > 0
         self._bar = tqdm(
-            total=already_done,
+            total=None,  # unknown until counted: no percentage rather than a wrong one
             initial=already_done,
             unit="img",
             file=self._stream,
@@ -45,17 +123,49 @@ class ProgressBar:
             desc="classifying",
         )
 
+    # -- what the producer and the counting walk report -----------------------------------
+
+    def counted(self, total: int) -> None:
+        self.count.counted = total
+        self._sync_total()
+        if self.style == "log":
+            done = f" ({self.count.base:,} of them done before)" if self.count.base else ""
+            self._log(f"{total:,} items in the sources{done}")
+
+    def listed(self, *, seen: int, recorded: int) -> None:
+        self.count.seen += seen
+        self.count.recorded_seen += recorded
+
     def add_total(self, count: int) -> None:
-        if self._bar is not None and count:
-            self._bar.total += count
-            self._bar.refresh()
+        self.count.queued += count
+        self._sync_total()
+
+    def listing_finished(self) -> None:
+        self.count.listing_done = True
+        self._sync_total()
+
+    def _sync_total(self) -> None:
+        # tqdm's ETA is (total - n) / rate, its rate counts only update()s (this run's rows,
+        # not the ``initial`` done before): both right once the total is.
+        bar = self._bar
+        if bar is None:
+            return
+        total = self.count.total
+        if total != bar.total:
+            bar.total = total
+            bar.refresh()
+
+    # -- what the workers report ----------------------------------------------------------
 
     def row(self, status: str) -> None:
         if status == "ok":
             self._ok += 1
         else:
             self._failed += 1
+        self.count.rows += 1
         if self._bar is not None:
+            if self._bar.total is not None and self.count.done > self._bar.total:
+                self._bar.total = self.count.done  # more than counted: files added meanwhile
             self._bar.update(1)
             self._postfix()
 
@@ -63,8 +173,25 @@ class ProgressBar:
         self._retried += 1
 
     def note(self, text: str | None) -> None:
+        """News from the job (an outage, stuck requests, a stop); ``None`` clears it."""
+        if text != self._note:
+            self._log_change(text, self._note)
         self._note = text
         self._postfix(force=True)
+
+    def waiting(self, text: str | None) -> None:
+        """What new requests wait for (a rate-limit pause); ``None``: nothing."""
+        if text != self._wait_text:
+            self._log_change(text, self._wait_text)
+            self._wait_text = text
+            self._postfix(force=True)
+
+    def tick(self) -> None:
+        """About once a second: keep the bar's clock moving; off a terminal, log when due."""
+        if self._bar is not None:
+            self._postfix(force=True)
+        elif self.style == "log" and self._clock() - self._last_line >= self._log_interval:
+            self._log(self._progress_line())
 
     def _postfix(self, force: bool = False) -> None:
         # set_postfix redraws the bar; doing it for every row would cost more than the row.
@@ -72,17 +199,79 @@ class ProgressBar:
         if self._bar is None or (not force and now - self._last_postfix < 0.5):
             return
         self._last_postfix = now
-        text = f"ok={self._ok} failed={self._failed} retried={self._retried}"
-        if self._note:
+        text = self._counts()
+        news = self._news()
+        if news:
             # First: tqdm cuts the line at the terminal's width, and the note is the news.
-            text = f"{self._note} | {text}"
+            text = f"{news} | {text}"
         self._bar.set_postfix_str(text, refresh=force)
+
+    def _counts(self) -> str:
+        return f"ok={self._ok} failed={self._failed} retried={self._retried}"
+
+    def _news(self) -> str:
+        return " | ".join(text for text in (self._note, self._wait_text) if text)
+
+    # -- off a terminal -------------------------------------------------------------------
+
+    def _progress_line(self) -> str:
+        """Done/total (%), the rate since the last line, ETA, counts, and what the job waits
+        for: the line written off a terminal."""
+        now = self._clock()
+        count = self.count
+        done, total = count.done, count.total
+        elapsed = now - self._last_line
+        rate = (count.rows - self._rows_at_last_line) / elapsed if elapsed > 0 else 0.0
+        self._last_line, self._rows_at_last_line = now, count.rows
+        if total is None:
+            head = f"{done:,} done (total not counted yet)"
+        else:
+            share = 100.0 * done / total if total else 100.0
+            head = f"{done:,}/{total:,} done ({share:.1f}%)"
+        line = f"{head}, {rate:,.1f} images/s"
+        if total is not None and done < total:
+            line += f", ETA {_duration((total - done) / rate)}" if rate > 0 else ", ETA unknown"
+        line += f" ({self._counts().replace('=', ' ')})"
+        news = self._news()
+        return f"{line}; waiting: {news}" if news else line
+
+    def _log_change(self, text: str | None, previous: str | None) -> None:
+        if self.style != "log":
+            return
+        if text is not None:
+            self._log(text)
+        elif previous is not None:
+            self._log(f"no longer waiting ({_first_clause(previous)})")
+
+    def _log(self, text: str) -> None:
+        stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        print(f"[{stamp}] batchclassify: {text}", file=self._stream, flush=True)
 
     def finished(self) -> None:
         if self._bar is not None:
             self._postfix(force=True)
             self._bar.close()
             self._bar = None
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 05 min``: an ETA a person reads at a glance."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _first_clause(text: str) -> str:
+    """``API unavailable`` of ``API unavailable, retrying in 4 s (...)``."""
+    for stop in (",", " (", ":"):
+        cut = text.find(stop)
+        if cut > 0:
+            text = text[:cut]
+    return text
 
 
 def _terminal_width(stream: TextIO) -> int:

@@ -12,13 +12,17 @@ from .config import RetryConfig
 #: Statuses that mean "later may work": rate limited, internal error, bad gateway, model
 #: loading, gateway timeout. Everything else in 4xx/5xx is final for the item or the job.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest pause one ``Retry-After`` buys. A server asking for more (a day, for a spent
+#: quota) is asked again after this; the progress display says so.
+MAX_RETRY_AFTER = 600.0
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
 
     Returns ``None`` for a missing or unparsable header, so the caller falls back to its backoff.
-    Capped at one hour: a server asking for more is broken, and the outage logic takes over.
+    Capped at ``MAX_RETRY_AFTER`` (10 minutes): the job asks again then, rather than sleep
+    for a day on one answer.
     """
     if not value:
         return None
@@ -33,7 +37,7 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
         seconds = when.timestamp() - now()
     if seconds != seconds:  # NaN
         return None
-    return min(max(seconds, 0.0), 3600.0)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 class Backoff:

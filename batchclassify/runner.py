@@ -16,6 +16,7 @@ to the sink needs no stream or lock: ``_record`` is synchronous and only it touc
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -29,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
+from .counting import count_items
 from .encoding import EncodedImage, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
 from .health import HealthMonitor, Watchdog
@@ -40,6 +42,7 @@ from .retry import Backoff
 from .sinks import Sink, open_sink
 from .sources import check_sources, iter_item_batches
 from .summary import JobSummary, ProgressListener, SilentProgress
+from .waiting import WaitDescriber
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
@@ -50,6 +53,11 @@ INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
 #: Places (manifest line numbers) kept per grouped error, for the summary.
 _ERROR_PLACES = 5
+#: How often the progress display hears from the job while nothing else happens.
+TICK_INTERVAL = 1.0
+
+#: ``count_items``' signature: the counting walk, a seam for tests.
+ItemCounter = Callable[..., int | None]
 
 
 class Job:
@@ -62,8 +70,10 @@ class Job:
         progress: ProgressListener | None = None,
         stdin: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        counter: ItemCounter = count_items,
     ) -> None:
         self.config = config
+        self._counter = counter
         self._progress = progress or SilentProgress()
         self._stdin = stdin
         self._clock = clock
@@ -84,11 +94,19 @@ class Job:
             probe_max=config.rate.probe_max,
             clock=clock,
             notify=self._progress.note,
+            api_url=config.http.api_url,
         )
         self._watchdog = Watchdog(
             stall_after=config.rate.stall_after or 3 * config.http.timeout,
             clock=clock,
             notify=self._progress.note,
+        )
+        self._wait_describer = WaitDescriber(
+            rate=self._rate,
+            watchdog=self._watchdog,
+            health=self._health,
+            timeout=config.http.timeout,
+            clock=clock,
         )
         self._backoff = Backoff(config.retry)
         self._sink: Sink = open_sink(config.output, config.format)
@@ -174,6 +192,8 @@ class Job:
                 self._cancel = group.cancel_scope
                 group.start_soon(self._flush_periodically)
                 group.start_soon(self._watchdog.run)
+                group.start_soon(self._tick_periodically)
+                group.start_soon(self._count)
                 async with anyio.create_task_group() as workers:
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
                     workers.start_soon(self._produce, items_out, prior)
@@ -203,6 +223,29 @@ class Job:
         await anyio.sleep(STOP_GRACE)
         workers_scope.cancel()
 
+    # -- what the progress display hears --------------------------------------------------
+
+    async def _count(self) -> None:
+        """Count the sources' items in a thread, beside the walk (never before it: the first
+        request must not wait for a count of a million files), and pass the count on."""
+        stop = threading.Event()
+        config = self.config
+        try:
+            total = await anyio.to_thread.run_sync(
+                lambda: self._counter(config.sources, extensions=config.extensions, stop=stop),
+                abandon_on_cancel=True,
+            )
+        finally:
+            stop.set()  # a cancelled count's thread ends at its next look at the flag
+        if total is not None:
+            self._progress.counted(total)
+
+    async def _tick_periodically(self) -> None:
+        while True:
+            await anyio.sleep(TICK_INTERVAL)
+            self._progress.waiting(self._wait_describer.describe())
+            self._progress.tick()
+
     # -- producer -------------------------------------------------------------------------
 
     async def _produce(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
@@ -220,9 +263,11 @@ class Job:
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
                     summary.nothing_found = summary.found == 0
+                    self._progress.listing_finished()
                     break
                 summary.found += len(batch)
                 fresh: list[Item] = []
+                skipped_before = self._summary.already_done + self._summary.previously_failed
                 for item in batch:
                     tag = index.get(item.id)
                     if tag in (QUEUED, QUEUED_AGAIN):
@@ -236,6 +281,8 @@ class Job:
                             self._requeued += 1
                         index.set(item.id, QUEUED_AGAIN if tag == RECORDED_FAILED else QUEUED)
                         fresh.append(item)
+                recorded = self._summary.already_done + self._summary.previously_failed
+                self._progress.listed(seen=len(batch), recorded=recorded - skipped_before)
                 self._progress.add_total(len(fresh))
                 for item in fresh:
                     if self._stopping:
@@ -312,12 +359,7 @@ class Job:
             if self._stopping:
                 return None
             if self._health.gave_up:
-                self._fail(
-                    FatalApiError(
-                        f"the API has been unavailable for {config.rate.max_outage:g} s "
-                        f"({self._health.last_error}); rerun the same command to resume"
-                    )
-                )
+                self._fail(FatalApiError(self._health.stop_reason()))
                 return None
             attempts += 1
             started = self._clock()

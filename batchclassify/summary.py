@@ -9,11 +9,25 @@ from typing import Protocol
 
 
 class ProgressListener(Protocol):
-    """What the runner tells a progress display. Every method is called on the event loop."""
+    """What the runner tells a progress display. Every method is called on the event loop.
+
+    The producer reports each batch it lists: ``listed`` (items gone through, and how many of
+    them an earlier run recorded), then ``add_total`` (how many of them are queued for this
+    run); ``listing_finished`` once the sources are exhausted. ``counted`` brings the number
+    of items in the sources (skipped ones included) from a separate counting walk, whenever
+    it finishes, or never (stdin). ``tick`` comes about once a second, so a display can
+    refresh and log while nothing else happens (a long pause).
+    """
 
     def started(self, *, already_done: int) -> None: ...
 
+    def counted(self, total: int) -> None: ...
+
+    def listed(self, *, seen: int, recorded: int) -> None: ...
+
     def add_total(self, count: int) -> None: ...
+
+    def listing_finished(self) -> None: ...
 
     def row(self, status: str) -> None: ...
 
@@ -21,16 +35,30 @@ class ProgressListener(Protocol):
 
     def note(self, text: str | None) -> None: ...
 
+    def waiting(self, text: str | None) -> None: ...
+
+    def tick(self) -> None: ...
+
     def finished(self) -> None: ...
 
 
 class SilentProgress:
-    """A ProgressListener that shows nothing (the default for the Python API)."""
+    """A ProgressListener that shows nothing (the default for the Python API). Subclass it to
+    hear only some of the calls: the listener protocol may grow."""
 
     def started(self, *, already_done: int) -> None:
         pass
 
+    def counted(self, total: int) -> None:
+        pass
+
+    def listed(self, *, seen: int, recorded: int) -> None:
+        pass
+
     def add_total(self, count: int) -> None:
+        pass
+
+    def listing_finished(self) -> None:
         pass
 
     def row(self, status: str) -> None:
@@ -40,6 +68,12 @@ class SilentProgress:
         pass
 
     def note(self, text: str | None) -> None:
+        pass
+
+    def waiting(self, text: str | None) -> None:
+        pass
+
+    def tick(self) -> None:
         pass
 
     def finished(self) -> None:

@@ -483,9 +483,13 @@ def test_progress_bar_of_a_resumed_job_starts_from_what_is_done(
 
     assert (summary.ok, summary.already_done) == (18, 12)
     frames = [frame for frame in stream.getvalue().split("\r") if frame]
-    assert "| 12/12 " in frames[0]  # drawn at once, before anything else is known
-    assert "| 30/30 " in frames[-1] and "ok=18 " in frames[-1]
+    # Drawn at once, before anything else is known: what is done, no made-up total.
+    assert frames[0].startswith("classifying: 12img [")
+    assert "| 30/30 " in frames[-1] and "100%" in frames[-1] and "ok=18 " in frames[-1]
     assert all(" 0/" not in frame for frame in frames)
+    # Once counted, the total is the 30 items, the 12 done before included, in every frame.
+    totals = {frame.split("/", 1)[1].split(" ", 1)[0] for frame in frames if "%|" in frame}
+    assert totals == {"30"}
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
