@@ -208,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_registrars() -> list[Callable[[Any], None]]:
     """The ``register`` functions of the commands defined outside this module."""
-    from . import export
+    from . import export, status
 
-    return [export.register]
+    return [export.register, status.register]
 
 
 def _job_config(args: argparse.Namespace) -> JobConfig:

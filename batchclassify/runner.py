@@ -31,6 +31,7 @@ from .encoding import EncodedImage, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
 from .health import HealthMonitor, Watchdog
 from .models import Item, Prediction, error_row, ok_row
+from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
 from .retry import Backoff
@@ -59,10 +60,14 @@ class Job:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self._progress = progress or SilentProgress()
         self._stdin = stdin
         self._clock = clock
         self._summary = JobSummary(output=config.output, started_over=config.overwrite)
+        # <output>.progress.json for `batchclassify status`, fed like the progress display.
+        self._status_file = ProgressFile(
+            config.output, self._summary, live=self._live_status, clock=clock
+        )
+        self._progress = FanOut(progress or SilentProgress(), self._status_file)
         self._stopping = False
         self._stop_requested: anyio.Event | None = None
         self._waits: set[anyio.CancelScope] = set()
@@ -165,7 +170,7 @@ class Job:
                 group.start_soon(self._watchdog.run)
                 async with anyio.create_task_group() as workers:
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
-                    workers.start_soon(self._produce, items_out, prior)
+                    workers.start_soon(self._produce_all, items_out, prior)
                     for _ in range(self.config.http.concurrency):
                         workers.start_soon(self._work, items_in.clone(), client)
                     items_in.close()
@@ -193,6 +198,13 @@ class Job:
         workers_scope.cancel()
 
     # -- producer -------------------------------------------------------------------------
+
+    async def _produce_all(
+        self, items_out: MemoryObjectSendStream[Item], prior: PriorState
+    ) -> None:
+        await self._produce(items_out, prior)
+        if not self._stopping:
+            self._status_file.all_found()  # every input read: the total is known
 
     async def _produce(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
         index = prior.index
@@ -437,6 +449,18 @@ class Job:
         while True:
             await anyio.sleep(FLUSH_INTERVAL)
             self._flush()
+            self._status_file.tick()
+
+    def _live_status(self) -> dict[str, Any]:
+        """Rate control and outage facts for the progress file."""
+        rate, health = self._rate, self._health
+        return {
+            "rate_limit_per_s": None if rate.rate is None else round(rate.rate, 2),
+            "answered_429": rate.rate_limited_count,
+            "paused_for_s": round(max(0.0, rate.paused_until - self._clock()), 1),
+            "outage": health.is_down,
+            "outage_error": health.last_error if health.is_down else None,
+        }
 
     def _flush(self) -> None:
         try:
