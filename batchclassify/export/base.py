@@ -34,4 +34,3 @@ class ExportFormat(Protocol):
     def end(self) -> list[str]:
         """Close what was written; lines describing it for the printout."""
         ...
-

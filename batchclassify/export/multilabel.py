@@ -77,4 +77,3 @@ class MultilabelFormat:
             f"  {split}/: {count:,} images, {split}/{CLASSES_CSV} ({len(self._classes)} classes)"
             for split, count in sorted(self._counts.items())
         ]
-
