@@ -124,9 +124,8 @@ class ProgressFile:
         span = now - first_time
         images_per_s = (done - first_done) / span if span > 0 else None
         remaining = max(self._found - done, 0)
-        eta = None
-        if self._total_known and images_per_s:
-            eta = remaining / images_per_s
+        # Until every input is read the remaining count only grows: the ETA is then a floor.
+        eta = remaining / images_per_s if images_per_s else None
         return {
             "tool": TOOL,
             "state": self._state,
@@ -147,6 +146,7 @@ class ProgressFile:
             "images_per_s": None if images_per_s is None else round(images_per_s, 2),
             "requests_per_s": round((requests - first_requests) / span, 2) if span > 0 else None,
             "eta_s": None if eta is None else round(eta),
+            "eta_is_lower_bound": not self._total_known,
             "note": self._note,
             **live,
         }

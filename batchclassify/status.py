@@ -145,7 +145,8 @@ def _speed(status: dict[str, Any]) -> str:
     text = "speed: measuring" if rate is None else f"{rate:,.1f} images/s"
     eta = status.get("eta_s")
     if eta is not None:
-        text += f", ETA {_duration(eta)}"
+        floor = " at least" if status.get("eta_is_lower_bound") else ""
+        text += f", ETA{floor} {_duration(eta)}"
     requests = status.get("requests_per_s")
     if requests is not None:
         text += f"; {requests:,.1f} requests/s"

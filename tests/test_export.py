@@ -67,7 +67,7 @@ def test_folders_tree_matches_rows_collisions_renamed(
     result = cli("export", output, "--to", "folders", dest)
     assert result.code == 0, result.err
     assert "exported 6 images" in result.out
-    assert "1 failed rows" in result.out and "1 URL items" in result.out
+    assert "1 failed row," in result.out and "1 URL item (" in result.out
     # Walk the tree as ImageFolder does: DEST/train/<class>/<file>.
     seen = {}
     for class_dir in (dest / "train").iterdir():

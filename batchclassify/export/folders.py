@@ -50,4 +50,7 @@ class FoldersFormat:
         self._counts[exported.rsplit("/", 2)[0] if exported else "?"] += 1
 
     def end(self) -> list[str]:
-        return [f"  {folder}/: {count:,} images" for folder, count in sorted(self._counts.items())]
+        return [
+            f"  {folder}/: {count:,} image{'s' if count != 1 else ''}"
+            for folder, count in sorted(self._counts.items())
+        ]

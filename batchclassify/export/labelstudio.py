@@ -103,11 +103,12 @@ class LabelStudioFormat:
                 "value": {"choices": choices},
             }
         ]
-        prediction = {
+        prediction: dict[str, Any] = {
             "model_version": self._model,
-            "score": record.confidence,
             "result": result if choices else [],
         }
+        if record.confidence is not None:  # no class passed the threshold: no score to sort by
+            prediction["score"] = record.confidence
         return {"data": data, "predictions": [prediction]}
 
     def end(self) -> list[str]:

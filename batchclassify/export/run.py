@@ -142,6 +142,7 @@ def _export_row(
             result.url_skipped += 1
             mapping.add(record.id, source, "", record.split, "url_skipped", record.review)
             return
+        mapping.add(record.id, source, "", record.split, "exported", record.review)
     elif record.path is None or not os.path.isfile(record.path):
         result.missing += 1
         mapping.add(record.id, source, "", record.split, "file_not_found", record.review)
@@ -164,15 +165,17 @@ def describe(options: ExportOptions, result: ExportResult) -> list[str]:
     how = f", {plural[options.mode]}" if options.is_tree else ""
     if result.copied_instead:
         how = ", copies (links were not possible)"
-    lines = [f"exported {result.exported:,} images to {options.dest} ({options.to}{how})"]
+    lines = [f"exported {_count(result.exported, 'image')} to {options.dest} ({options.to}{how})"]
     lines += result.lines
     left = []
     if result.failed:
-        left.append(f"{result.failed:,} failed rows")
+        left.append(_count(result.failed, "failed row"))
     if result.url_skipped:
-        left.append(f"{result.url_skipped:,} URL items ({options.to} holds local files only)")
+        left.append(
+            f"{_count(result.url_skipped, 'URL item')} ({options.to} holds local files only)"
+        )
     if result.missing:
-        left.append(f"{result.missing:,} images whose file was not found")
+        left.append(f"{_count(result.missing, 'image')} whose file was not found")
     if left:
         lines.append("left out: " + ", ".join(left))
     if options.min_confidence is not None or result.review:
@@ -194,3 +197,7 @@ def describe(options: ExportOptions, result: ExportResult) -> list[str]:
     if options.is_tree:
         lines.append(f"mapping of every row: {options.dest / MAPPING}")
     return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
