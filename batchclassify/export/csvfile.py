@@ -73,7 +73,7 @@ class CsvFormat:
         self._writer.writerow([*COLUMNS, *header])
 
     def add(self, record: Record, exported: str | None) -> None:
-        metadata = record.metadata
+        row = record.row
         self._writer.writerow(
             [
                 record.id,
@@ -84,7 +84,7 @@ class CsvFormat:
                 "" if record.confidence is None else record.confidence,
                 ";".join(record.classes),
                 int(record.review),
-                *(_cell(metadata.get(key)) for key in self._metadata),
+                *(_cell(row.get(key)) for key in self._metadata),
             ]
         )
         self._count += 1

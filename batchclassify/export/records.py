@@ -31,15 +31,19 @@ class Record:
     confidence: float | None
     classes: list[str]
     """The predicted classes (single-label: the top class, if any passed the threshold)."""
-    scores: dict[str, float]
     multilabel: bool
     review: bool
     """Below --min-confidence, or no class at all: a person should look at it."""
-    metadata: dict[str, Any]
+    row: dict[str, Any]
 
     @property
     def source(self) -> str:
         return self.path if self.path is not None else (self.url or "")
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The manifest's own columns carried in the row."""
+        return {k: v for k, v in self.row.items() if k not in _ROW_FIELDS}
 
 
 def make_record(row: dict[str, Any], options: ExportOptions) -> Record:
@@ -50,7 +54,6 @@ def make_record(row: dict[str, Any], options: ExportOptions) -> Record:
     review = top is None or (
         threshold is not None and (confidence is None or confidence < threshold)
     )
-    predictions = row.get("predictions") or []
     return Record(
         id=row["id"],
         path=row.get("path"),
@@ -59,10 +62,9 @@ def make_record(row: dict[str, Any], options: ExportOptions) -> Record:
         top=top,
         confidence=confidence,
         classes=list(row.get("predicted_classes") or ([top] if top else [])),
-        scores={p["class"]: p["confidence"] for p in predictions if isinstance(p, dict)},
         multilabel=bool(row.get("multilabel")),
         review=review,
-        metadata={k: v for k, v in row.items() if k not in _ROW_FIELDS},
+        row=row,
     )
 
 
@@ -100,13 +102,16 @@ def survey(options: ExportOptions, placement: Placement | None) -> Survey:
         if row.get("status") != "ok":
             continue
         found.ok += 1
-        record = make_record(row, options)
-        found.multilabel = found.multilabel or record.multilabel
-        for name in (*record.classes, *record.scores):
-            if name not in found.classes:
-                found.classes[name] = None
+        found.multilabel = found.multilabel or bool(row.get("multilabel"))
+        classes = found.classes
+        for name in row.get("predicted_classes") or ():
+            if name not in classes:
+                classes[name] = None
+        for prediction in row.get("predictions") or ():
+            if prediction["class"] not in classes:
+                classes[prediction["class"]] = None
         if placement is not None:
-            target = placement(record)
+            target = placement(make_record(row, options))
             if target is not None:
                 found.names.count(*target)
     return found
