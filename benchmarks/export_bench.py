@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -69,19 +68,28 @@ def make_output(path: Path, rows: int) -> None:
             handle.write(orjson.dumps(row) + b"\n")
 
 
-def run_export(output: Path, dest: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of ``batchclassify export OUTPUT --to csv DEST``."""
+def run_export(output: Path, fmt: str, dest: Path, *extra: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB, this child's own ``ru_maxrss``) of one export."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "batchclassify", "export", str(output), "--to", fmt]
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "batchclassify", "export", str(output), "--to", "csv", str(dest)],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    child = subprocess.Popen([*command, str(dest), *extra], env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, peak_kb / 1024
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"export failed with exit code {child.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def make_files(output: Path, root: Path) -> None:
+    """Empty files at the paths of ``output``'s rows, rewritten under ``root``."""
+    rows = output.read_bytes().replace(b'"/data/', f'"{root}/'.encode())
+    output.write_bytes(rows)
+    for line in rows.splitlines():
+        path = Path(orjson.loads(line)["path"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
 
 def names_memory(rows: int) -> tuple[float, float]:
@@ -106,6 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--folders-rows",
+        type=int,
+        default=0,
+        help="also export this many rows --to folders (one empty file and one symlink each)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         output = Path(work) / "out.jsonl"
@@ -113,11 +127,21 @@ def main() -> None:
         make_output(output, args.rows)
         size = output.stat().st_size / 1e6
         print(f"made {args.rows:,} rows ({size:,.0f} MB) in {time.perf_counter() - started:.1f} s")
-        elapsed, peak = run_export(output, Path(work) / "out.csv")
+        elapsed, peak = run_export(output, "csv", Path(work) / "out.csv")
         print(
             f"export --to csv: {elapsed:.1f} s, {args.rows / elapsed:,.0f} rows/s, "
             f"peak RSS {peak:.0f} MB"
         )
+        if args.folders_rows:
+            small = Path(work) / "small.jsonl"
+            make_output(small, args.folders_rows)
+            make_files(small, Path(work) / "images")
+            split = "train=0.8,valid=0.1,test=0.1"
+            elapsed, peak = run_export(small, "folders", Path(work) / "ds", "--split", split)
+            print(
+                f"export --to folders ({args.folders_rows:,} rows, symlinks): {elapsed:.1f} s, "
+                f"{args.folders_rows / elapsed:,.0f} rows/s, peak RSS {peak:.0f} MB"
+            )
     hashed, as_dict = names_memory(args.rows)
     print(
         f"collision tracking for {args.rows:,} names: FileNames {hashed:.1f} MB, "
