@@ -68,28 +68,50 @@ def make_output(path: Path, rows: int) -> None:
             handle.write(orjson.dumps(row) + b"\n")
 
 
+#: Runs the CLI, then reports its own peak RSS: VmHWM belongs to the process's memory map
+#: since exec. (``ru_maxrss`` would not do: Linux carries the forking parent's peak across
+#: fork and exec into the child's.)
+_CHILD = """
+import sys
+from batchclassify.cli import main
+code = main(sys.argv[1:])
+hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+sys.stderr.write('peak-kb %s\\n' % hwm.split()[1])
+sys.exit(code)
+"""
+
+
 def run_export(output: Path, fmt: str, dest: Path, *extra: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB, this child's own ``ru_maxrss``) of one export."""
+    """Wall seconds and peak RSS (MB) of ``batchclassify export OUTPUT --to FMT DEST``."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "batchclassify", "export", str(output), "--to", fmt]
+    args = ["export", str(output), "--to", fmt, str(dest), *extra]
     started = time.perf_counter()
-    child = subprocess.Popen([*command, str(dest), *extra], env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     elapsed = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"export failed with exit code {child.returncode}")
-    return elapsed, usage.ru_maxrss / 1024
+    if done.returncode != 0:
+        raise SystemExit(f"export failed ({done.returncode}): {done.stderr}")
+    peak_kb = int(done.stderr.rsplit("peak-kb ", 1)[1].split()[0])
+    return elapsed, peak_kb / 1024
 
 
 def make_files(output: Path, root: Path) -> None:
     """Empty files at the paths of ``output``'s rows, rewritten under ``root``."""
-    rows = output.read_bytes().replace(b'"/data/', f'"{root}/'.encode())
-    output.write_bytes(rows)
-    for line in rows.splitlines():
-        path = Path(orjson.loads(line)["path"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+    moved = output.with_name(output.name + ".tmp")
+    with open(output, "rb") as source, open(moved, "wb") as target:
+        for line in source:
+            line = line.replace(b'"/data/', f'"{root}/'.encode())
+            target.write(line)
+            path = Path(orjson.loads(line)["path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    os.replace(moved, output)
 
 
 def names_memory(rows: int) -> tuple[float, float]:
