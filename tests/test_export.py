@@ -326,3 +326,38 @@ def test_bad_split_is_a_usage_error(tmp_path: Path, cli: Cli) -> None:
         "export", output, "--to", "csv", tmp_path / "x.csv", "--split", "train=0.8,test=0.1"
     )
     assert result.code == 2 and "add up to 0.9" in result.err
+
+
+def test_hardlink_across_filesystems_falls_back_to_copy(tmp_path: Path, cli: Cli) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second filesystem (/dev/shm)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        image = make_image(Path(other) / "a.png", "red")
+        output = tmp_path / "out.jsonl"
+        output.write_bytes(orjson.dumps(_row("x", image, "red", 0.9)) + b"\n")
+        dest = tmp_path / "d"
+        result = cli("export", output, "--to", "folders", dest, "--mode", "hardlink")
+        assert result.code == 0, result.err
+        assert "hard links cannot cross filesystems" in result.err
+        assert "copies" in result.out
+        exported = dest / "train" / "red" / "a.png"
+        assert not exported.is_symlink() and exported.read_bytes() == image.read_bytes()
+
+
+def test_label_studio_document_root(tmp_path: Path, cli: Cli) -> None:
+    image = make_image(tmp_path / "i" / "a b&c.png", "red")
+    output = tmp_path / "out.jsonl"
+    output.write_bytes(orjson.dumps(_row("x", image, "red", 0.9)) + b"\n")
+    dest = tmp_path / "projects" / "ls"
+    root = tmp_path / "projects"
+    result = cli("export", output, "--to", "label-studio", dest, "--document-root", root)
+    assert result.code == 0, result.err
+    (task,) = json.loads((dest / "tasks.json").read_text())
+    relative = parse_qs(urlparse(task["data"]["image"]).query)["d"][0]
+    assert relative == "ls/images/a b&c.png"  # percent-encoded in the URL, decoded here
+    assert (root / relative).read_bytes() == image.read_bytes()
+    result = cli("export", output, "--to", "label-studio", tmp_path / "x", "--document-root", dest)
+    assert result.code == 2 and "must be inside it" in result.err

@@ -48,9 +48,9 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "export",
         help="write an output as a dataset: class folders, Roboflow multi-label, Label Studio, CSV",
-        description="Export the classified images of OUTPUT (a run's .jsonl or .parquet, also "
-        "one still running) to DEST in a format other tools import. The images themselves are "
-        "never moved or changed: they are linked or copied.",
+        description="Export the classified images of OUTPUT (a run's .jsonl or .parquet, also\n"
+        "one still running) to DEST in a format other tools import. The images themselves\n"
+        "are never moved or changed: they are linked or copied.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )
@@ -85,6 +85,7 @@ def register(commands: Any) -> None:
         "--document-root",
         type=Path,
         default=None,
+        metavar="DIR",
         help="label-studio: Label Studio's LOCAL_FILES_DOCUMENT_ROOT, a folder holding DEST "
         "(default: DEST itself)",
     )
