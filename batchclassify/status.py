@@ -1,8 +1,9 @@
 """``batchclassify status``: how a job is doing, from another terminal, without disturbing it.
 
 Reads ``<output>.progress.json`` (kept current by the running job, see ``progressfile.py``).
-A ``running`` file whose process is gone (same host) or that has not been updated for
-``STALE_AFTER`` seconds (another host) belonged to a job that was killed. With no progress
+A ``running`` file whose process is gone (same host: no such pid, or one that is not
+batchclassify) or that has not been updated for ``STALE_AFTER`` seconds (another host, or no
+/proc to ask) belonged to a job that was killed. With no progress
 file (an output from an older version), the counts come from the output itself.
 """
 
@@ -73,16 +74,28 @@ def _read_progress(path: Path) -> dict[str, Any] | None:
 
 def _alive(found: dict[str, Any], now: float) -> bool:
     """Is the job that wrote ``found`` still running?"""
-    if found.get("host") == socket.gethostname() and isinstance(found.get("pid"), int):
+    pid = found.get("pid")
+    if found.get("host") == socket.gethostname() and isinstance(pid, int):
         try:
-            os.kill(found["pid"], 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             pass  # alive, owned by someone else
-        # A pid can be reused; a live process that stopped updating is not our job either.
+        # A live batchclassify process is the job even when silent (compacting at the end);
+        # any other process has the pid by reuse. Where that cannot be read, staleness decides.
+        command = _command_line(pid)
+        if command is not None:
+            return b"batchclassify" in command
     updated = found.get("updated_unix")
     return isinstance(updated, int | float) and now - updated <= STALE_AFTER
+
+
+def _command_line(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
 
 
 def _status_from_output(output: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from batchclassify.progressfile import ProgressFile, progress_path
 from batchclassify.server import BackgroundServer
@@ -197,3 +198,15 @@ def test_progress_file_never_overwrites_a_file_it_did_not_write(tmp_path: Path) 
     writer.started(already_done=0)
     writer.finished()
     assert progress_path(output).read_text() == '{"mine": true}\n'
+
+
+def test_a_reused_pid_is_not_the_job(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    # This test's own process is alive, on this host, and is not a batchclassify job.
+    found = {"tool": "batchclassify", "state": "running", "host": socket.gethostname()}
+    found |= {"pid": os.getpid(), "updated_unix": time.time()}
+    progress_path(output).write_bytes(orjson.dumps(found))
+    cmdline = Path(f"/proc/{os.getpid()}/cmdline")
+    if not cmdline.exists() or b"batchclassify" in cmdline.read_bytes():
+        pytest.skip("needs /proc, and a test command line without 'batchclassify'")
+    assert read_status(output)["summary"] == KILLED
