@@ -272,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_registrars() -> list[Callable[[Any], None]]:
     """The ``register`` functions of the commands defined outside this module."""
-    return []
+    from . import export, status
+
+    return [export.register, status.register]
 
 
 def _job_config(args: argparse.Namespace) -> JobConfig:

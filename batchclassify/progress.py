@@ -21,50 +21,12 @@ from typing import Literal, TextIO
 
 from tqdm import tqdm
 
-from .summary import JobSummary
+from .summary import ItemCount, JobSummary
 
 Style = Literal["bar", "log", "off"]
 
 #: Off a terminal, a progress line this often (seconds).
 LOG_INTERVAL = 60.0
-
-
-class ItemCount:
-    """How many items the job has done and expects in all, from what the runner reports.
-
-    ``base`` items were done before this run (recorded ok, or failed without
-    ``--retry-failed``); each ``row`` of this run adds one. The expected total is exact once
-    the listing is finished: ``base`` plus every item queued. Before that, with the sources'
-    item count known, the items not listed yet are added, less the recorded items not met yet
-    (a rerun finds them among the rest of the sources, and skips them). Without the count it
-    is unknown. It never drops below what is done, so the bar ends at 100% even if the
-    count was off (files added or removed meanwhile).
-    """
-
-    def __init__(self) -> None:
-        self.base = 0
-        self.rows = 0
-        self.counted: int | None = None
-        self.seen = 0
-        self.recorded_seen = 0
-        self.queued = 0
-        self.listing_done = False
-
-    @property
-    def done(self) -> int:
-        return self.base + self.rows
-
-    @property
-    def total(self) -> int | None:
-        if self.listing_done:
-            expected = self.base + self.queued
-        elif self.counted is None:
-            return None
-        else:
-            unseen = max(0, self.counted - self.seen)
-            recorded_unseen = max(0, self.base - self.recorded_seen)
-            expected = self.base + self.queued + max(0, unseen - recorded_unseen)
-        return max(expected, self.done)
 
 
 class ProgressBar:

@@ -36,6 +36,7 @@ from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, R
 from .health import HealthMonitor, Watchdog
 from .models import Item, Prediction, error_row, ok_row
 from .outputs import hold_output
+from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
 from .retry import Backoff
@@ -74,10 +75,14 @@ class Job:
     ) -> None:
         self.config = config
         self._counter = counter
-        self._progress = progress or SilentProgress()
         self._stdin = stdin
         self._clock = clock
         self._summary = JobSummary(output=config.output, started_over=config.overwrite)
+        # <output>.progress.json for `batchclassify status`, fed like the progress display.
+        self._status_file = ProgressFile(
+            config.output, self._summary, live=self._live_status, clock=clock
+        )
+        self._progress = FanOut(progress or SilentProgress(), self._status_file)
         self._stopping = False
         self._stop_requested: anyio.Event | None = None
         self._waits: set[anyio.CancelScope] = set()
@@ -509,6 +514,17 @@ class Job:
         while True:
             await anyio.sleep(FLUSH_INTERVAL)
             self._flush()
+
+    def _live_status(self) -> dict[str, Any]:
+        """Rate control and outage facts for the progress file."""
+        rate, health = self._rate, self._health
+        return {
+            "rate_limit_per_s": None if rate.rate is None else round(rate.rate, 2),
+            "answered_429": rate.rate_limited_count,
+            "paused_for_s": round(max(0.0, rate.paused_until - self._clock()), 1),
+            "outage": health.is_down,
+            "outage_error": health.last_error if health.is_down else None,
+        }
 
     def _flush(self) -> None:
         try:

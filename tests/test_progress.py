@@ -27,11 +27,12 @@ from batchclassify import HttpConfig, JobConfig
 from batchclassify.counting import count_items
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor, Watchdog
-from batchclassify.progress import ItemCount, ProgressBar
+from batchclassify.progress import ProgressBar
 from batchclassify.ratelimit import RateController
 from batchclassify.runner import Job, JobSummary, classify
 from batchclassify.server import BackgroundServer, Fault
 from batchclassify.sources import iter_items
+from batchclassify.summary import ItemCount
 from batchclassify.waiting import WaitDescriber
 
 from .conftest import KEY, CliResult, make_images, png, read_rows
