@@ -208,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_registrars() -> list[Callable[[Any], None]]:
     """The ``register`` functions of the commands defined outside this module."""
-    return []
+    from .report import register as register_report
+
+    return [register_report]
 
 
 def _job_config(args: argparse.Namespace) -> JobConfig:
