@@ -66,7 +66,9 @@ class Gallery:
             shown = tuple(ranked[:MAX_SHOWN_SCORES]) or ((label, first),)
             self._push(label, _item(row, margin, shown, (label,)))
 
-    def add_multi(self, row: dict[str, Any], scores: dict[str, float], predicted: list[str]) -> None:
+    def add_multi(
+        self, row: dict[str, Any], scores: dict[str, float], predicted: list[str]
+    ) -> None:
         """A multi-label row: a candidate for every class it has a confidence for."""
         if self.size <= 0:
             return

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..models import ROW_FIELDS
 from .gallery import Gallery
 
 BINS = 1000
@@ -178,12 +179,7 @@ class ReportStats:
         return named
 
 
-_KNOWN = frozenset(
-    (
-        "id path url status top confidence predicted_classes predictions multilabel "
-        "image_width image_height inference_id attempts http_status error_type error elapsed_ms"
-    ).split()
-)
+_KNOWN = frozenset(ROW_FIELDS)
 
 
 def _bin(confidence: float) -> int:
