@@ -51,16 +51,25 @@ def _facts(stats: ReportStats, facts: JobFacts) -> str:
             share(stats.below, stats.ok) + " of ok",
             "warn" if stats.below else "",
         ),
+        _card("Model", facts.model or "unknown", facts.server or ""),
         _card(
             "Classes",
             f"{len(stats.ranked_classes()):,}",
             "multi-label" if stats.multilabel else "single-label",
         ),
         _card("Last written", _day(facts.last_written), _clock(facts.last_written)),
-        _card("Duration", duration(facts.duration_s)),
-        _card("Images/s", "unknown" if facts.images_per_s is None else f"{facts.images_per_s:.1f}"),
+        _timing(stats, facts),
     ]
     return f'<section class="cards" id="facts">{"".join(cards)}</section>'
+
+
+def _timing(stats: ReportStats, facts: JobFacts) -> str:
+    """The job's duration and rate when a progress file tells; else the mean request time."""
+    if facts.duration_s is not None:
+        rate = "" if facts.images_per_s is None else f"{facts.images_per_s:,.1f} images/s"
+        return _card("Duration", duration(facts.duration_s), rate)
+    mean = f"{stats.elapsed_ms / stats.timed:,.0f} ms" if stats.timed else "unknown"
+    return _card("Per image", mean, "mean request time, retries included")
 
 
 def _day(moment: datetime | None) -> str:

@@ -87,6 +87,7 @@ class ReportStats:
     by_seen: bool = False
     extra_columns: set[str] = field(default_factory=set)
     elapsed_ms: float = 0.0
+    timed: int = 0
     gallery: Gallery = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class ReportStats:
         elapsed = row.get("elapsed_ms")
         if isinstance(elapsed, int | float):
             self.elapsed_ms += elapsed
+            self.timed += 1
         if row.get("status") == "ok":
             labels = self._add_ok(row)
         else:

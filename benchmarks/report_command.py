@@ -1,0 +1,149 @@
+"""``batchclassify report`` on a 1,000,000-row output: time and peak memory (issue 12).
+
+Synthesises the output (no server): single-label rows over 10 classes with random
+confidences, 2% error rows of four types, a ``split`` column, paths cycling over 500 small
+JPEGs on disk (so the gallery's thumbnails are real work) and some that do not exist. Then
+runs the real CLI in a child process, text only and with ``--html --by split``, on the JSONL
+output and on the same rows as Parquet, and reports wall time, peak RSS (the child's
+``ru_maxrss``) and the page's size. Writes its section of ``RESULTS.md`` in place.
+
+    python benchmarks/report_command.py            # 1,000,000 rows (~2 minutes)
+    python benchmarks/report_command.py --rows 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "data" / "report"
+CLASSES = [f"class-{n}" for n in range(10)]
+ERRORS = ["missing_file", "timeout", "bad_image", "server_error"]
+MARK_START, MARK_END = "<!-- report-benchmark -->", "<!-- /report-benchmark -->"
+
+
+def make_images(folder: Path, count: int = 500) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        path = folder / f"img-{n:04d}.jpg"
+        if not path.exists():
+            shade = (n * 37 % 256, n * 91 % 256, n * 53 % 256)
+            Image.new("RGB", (640, 480), shade).save(path, quality=85)
+        paths.append(path)
+    return paths
+
+
+def row(n: int, rng: random.Random, images: list[Path]) -> dict[str, object]:
+    path = str(images[n % len(images)]) if n % 10 else f"/nonexistent/{n}.jpg"
+    base: dict[str, object] = {"id": f"item-{n:07d}", "path": path, "url": None}
+    if rng.random() < 0.02:
+        kind = rng.choice(ERRORS)
+        return base | {"status": "error", "error_type": kind, "error": f"{kind} (synthetic)",
+                       "attempts": 1, "elapsed_ms": 12.0, "split": "train"}
+    scores = sorted(((c, rng.random() ** 3) for c in CLASSES), key=lambda p: -p[1])
+    total = sum(s for _, s in scores)
+    predictions = [{"class": c, "confidence": round(s / total, 4)} for c, s in scores]
+    top = predictions[0]
+    return base | {
+        "status": "ok", "top": top["class"], "confidence": top["confidence"],
+        "predicted_classes": [top["class"]], "predictions": predictions, "multilabel": False,
+        "attempts": 1, "http_status": 200, "elapsed_ms": 40.0,
+        "split": "train" if n % 10 < 8 else "valid",
+    }  # fmt: skip
+
+
+def make_output(rows: int) -> tuple[Path, Path]:
+    """``out-N.jsonl`` and ``out-N.parquet`` under data/report, made once per size."""
+    jsonl, parquet = DATA / f"out-{rows}.jsonl", DATA / f"out-{rows}.parquet"
+    DATA.mkdir(parents=True, exist_ok=True)
+    if not jsonl.exists():
+        images = make_images(DATA / "images")
+        rng = random.Random(12)
+        with open(jsonl, "wb") as handle:
+            for n in range(rows):
+                handle.write(orjson.dumps(row(n, rng, images)) + b"\n")
+    if not parquet.exists():
+        import pyarrow.json as pj
+        import pyarrow.parquet as pq
+
+        parquet.mkdir()
+        pq.write_table(pj.read_json(jsonl), parquet / "part-000000.parquet")
+    return jsonl, parquet
+
+
+def measure(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of ``python -m batchclassify ARGS``."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT.parent))
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "batchclassify", *args], env=env, stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"batchclassify {' '.join(args)} exited {child.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def write_section(lines: list[str]) -> None:
+    results = ROOT / "RESULTS.md"
+    text = results.read_text()
+    section = "\n".join([MARK_START, *lines, MARK_END])
+    pattern = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
+    results.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.make_only:
+        make_output(options.rows)
+        return
+    # Made in a child: a forked child's ru_maxrss counts the parent's memory at fork time,
+    # so this process stays small (no pyarrow, no Pillow) while it measures.
+    subprocess.run(
+        [sys.executable, __file__, "--rows", str(options.rows), "--make-only"], check=True
+    )
+    jsonl, parquet = DATA / f"out-{options.rows}.jsonl", DATA / f"out-{options.rows}.parquet"
+    page = DATA / "report.html"
+    table = ["| output | command | wall time | peak RSS | page |", "|---|---|---:|---:|---:|"]
+    for output in (jsonl, parquet):
+        for extra in ([], ["--html", str(page), "--by", "split"]):
+            page.unlink(missing_ok=True)
+            seconds, peak = measure(["report", str(output), *extra])
+            size = f"{page.stat().st_size / 1e6:.1f} MB" if page.exists() else ""
+            command = "report --html --by split" if extra else "report (text)"
+            kind = "JSONL" if output == jsonl else "Parquet"
+            table.append(f"| {kind} | `{command}` | {seconds:.1f} s | {peak:.0f} MB | {size} |")
+            print(table[-1], flush=True)
+    write_section(
+        [
+            f"## `report` on a {options.rows:,}-row output (issue 12)",
+            "",
+            "`python benchmarks/report_command.py`: synthetic single-label rows (10 classes, 2% "
+            "errors, a `split` column), the real CLI in a child process; peak RSS is the "
+            "child's. `--html` embeds 240 thumbnails (24 per class) from 640x480 JPEGs.",
+            "",
+            *table,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
