@@ -50,8 +50,14 @@ def row(n: int, rng: random.Random, images: list[Path]) -> dict[str, object]:
     base: dict[str, object] = {"id": f"item-{n:07d}", "path": path, "url": None}
     if rng.random() < 0.02:
         kind = rng.choice(ERRORS)
-        return base | {"status": "error", "error_type": kind, "error": f"{kind} (synthetic)",
-                       "attempts": 1, "elapsed_ms": 12.0, "split": "train"}
+        return base | {
+            "status": "error",
+            "error_type": kind,
+            "error": f"{kind} (synthetic)",
+            "attempts": 1,
+            "elapsed_ms": 12.0,
+            "split": "train",
+        }
     scores = sorted(((c, rng.random() ** 3) for c in CLASSES), key=lambda p: -p[1])
     total = sum(s for _, s in scores)
     predictions = [{"class": c, "confidence": round(s / total, 4)} for c, s in scores]

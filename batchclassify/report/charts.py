@@ -57,7 +57,7 @@ def class_bars(rows: Sequence[tuple[str, int, int]], total: int, *, low: float) 
     ``rows`` are ``(class, count, below low)``; ``total`` is what the shares are of.
     """
     label_w = min(max((len(name) for name, _, _ in rows), default=4) * 7.5 + 12, 220)
-    bar_w, row_h, width = 460.0, 26.0, label_w + 460 + 130
+    bar_w, row_h, width = 760.0, 26.0, label_w + 760 + 130
     peak = max((count for _, count, _ in rows), default=1) or 1
     parts = []
     for i, (name, count, below) in enumerate(rows):
@@ -75,7 +75,7 @@ def class_bars(rows: Sequence[tuple[str, int, int]], total: int, *, low: float) 
 
 
 def histogram(
-    bins: Sequence[int], *, low: float, width: float = 560, height: float = 180, axis: bool = True
+    bins: Sequence[int], *, low: float, width: float = 1000, height: float = 200, axis: bool = True
 ) -> str:
     """Confidence histogram over 0..1, with the --low-confidence line dashed."""
     pad_l, pad_b, pad_t = (34.0, 22.0, 8.0) if axis else (2.0, 14.0, 4.0)
@@ -148,7 +148,7 @@ def stacked_shares(
 ) -> str:
     """One 100% bar per ``--by`` value: the share of each class within it."""
     label_w = min(max((len(v) for v, _, _ in rows), default=4) * 7.5 + 12, 200)
-    bar_w, row_h = 520.0, 28.0
+    bar_w, row_h = 760.0, 28.0
     parts = []
     for i, (value, images, segments) in enumerate(rows):
         y = i * row_h

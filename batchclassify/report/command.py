@@ -39,7 +39,8 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "report",
         help="summarise an output: classes, confidences, failures; --html for a review page",
-        description="Summarise what a job wrote: counts, classes and their share, confidence "
+        description="Summarise what a job wrote, on stdout: counts, classes and their share, "
+        "confidence "
         "quantiles per class, how many were unsure, failures by error type, and the job's "
         "model and settings. With --html, also write one self-contained page (charts, and a "
         "review gallery of the least confident images per class) that opens offline.",

@@ -114,7 +114,7 @@ def _confidence(stats: ReportStats) -> str:
         if not any(cls.histogram):
             continue
         chart = charts.histogram(
-            coarse(cls.histogram), low=stats.low, width=200, height=84, axis=False
+            coarse(cls.histogram), low=stats.low, width=240, height=84, axis=False
         )
         multiples.append(
             f'<div class="multiple"><div class="mt"><b>{escape(name)}</b>'

@@ -36,6 +36,7 @@ h3 span{font-weight:400;color:var(--muted);font-size:13px;margin-left:6px}
 .lede{margin:0 0 16px;color:var(--muted);font-size:14px}
 .figure{overflow-x:auto}
 svg.chart{display:block;max-width:100%;height:auto}
+.multiple svg.chart{width:100%}
 svg text{font:12.5px system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;fill:var(--ink)}
 svg text.num{fill:var(--muted);font-variant-numeric:tabular-nums}
 svg text.tick{fill:var(--muted);font-size:11px}
