@@ -40,8 +40,8 @@ def register(commands: Any) -> None:
         "report",
         help="summarise an output: classes, confidences, failures; --html for a review page",
         description="Summarise what a job wrote, on stdout: counts, classes and their share, "
-        "confidence "
-        "quantiles per class, how many were unsure, failures by error type, and the job's "
+        "confidence quantiles per class, how many were unsure, failures by error type, and the "
+        "job's "
         "model and settings. With --html, also write one self-contained page (charts, and a "
         "review gallery of the least confident images per class) that opens offline.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
