@@ -279,3 +279,21 @@ def test_gallery_keeps_the_smallest_margins_first_seen_on_ties() -> None:
 
     assert [item.id for item in gallery.items("a")] == ["r1", "r2"]
     assert [item.score for item in gallery.items("a")] == [0.1, 0.1]
+
+
+def test_duration_and_rate_come_from_the_progress_file(
+    tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
+) -> None:
+    output, _ = make_job(tmp_path, make_server, cli)
+    progress = output.with_name(output.name + ".progress.json")
+    progress.write_text(
+        '{"tool": "batchclassify", "state": "finished", "started": "2026-11-27T01:00:00+00:00",'
+        ' "updated": "2026-11-27T01:02:05+00:00", "elapsed_s": 125.0, "ok": 240, "failed": 10}'
+    )
+
+    result = cli("report", output, "--html", tmp_path / "r.html")
+
+    assert result.code == 0, result.err
+    assert "job finished · last run 2m 05s · 2.0 images/s" in result.out
+    page = (tmp_path / "r.html").read_text()
+    assert '<span class="v">2m 05s</span><span class="note">2.0 images/s · finished</span>' in page

@@ -141,7 +141,7 @@ def command_report(args: argparse.Namespace) -> int:
         by=args.by,
     )
     _check_by(stats, output)
-    facts = job_facts(output, stats.rows)
+    facts = job_facts(output)
     sys.stdout.write(render_text(stats, facts))
     if args.html is not None:
         from .html import render_html

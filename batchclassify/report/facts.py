@@ -2,7 +2,8 @@
 
 Read from ``<output>.job.json`` (never holds the key; only the API's host name is shown
 anyway), the output's modification time, and ``<output>.progress.json`` when a job left one
-(start, last update and rate). Anything not recorded is ``None`` and shown as unknown.
+(its state, start, last update and counts: ``ok`` and ``failed`` are the
+last run's). Anything not recorded is ``None`` and shown as unknown.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class JobFacts:
     started: datetime | None
     duration_s: float | None
     images_per_s: float | None
+    state: str | None
+    """From the progress file: ``running``, ``finished``, ``stopped: ...``, ``interrupted``."""
 
 
 def server_host(api_url: Any) -> str | None:
@@ -78,23 +81,26 @@ def _progress(output: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _first(data: dict[str, Any], *keys: str) -> Any:
-    return next((data[key] for key in keys if data.get(key) is not None), None)
+def _seconds(value: Any) -> float | None:
+    """A non-negative number from the progress file, else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
 
 
-def job_facts(output: Path, rows: int) -> JobFacts:
-    """The facts of the job that wrote ``output`` (``rows`` of it read)."""
+def job_facts(output: Path) -> JobFacts:
+    """The facts of the job that wrote ``output``."""
     settings = read_settings(output) or {}
     progress = _progress(output)
-    started = _when(_first(progress, "started", "started_at", "start"))
-    updated = _when(_first(progress, "updated", "updated_at", "last_update"))
-    duration = (updated - started).total_seconds() if started and updated else None
-    done = _first(progress, "done", "ok_plus_failed")
-    if done is None and isinstance(progress.get("ok"), int):
-        done = progress["ok"] + int(progress.get("failed") or 0)
+    started = _when(progress.get("started"))
+    duration = _seconds(progress.get("elapsed_s"))
+    if duration is None and started is not None:
+        updated = _when(progress.get("updated"))
+        duration = (updated - started).total_seconds() if updated else None
+    done = [_seconds(progress.get("ok")), _seconds(progress.get("failed"))]
     rate = None
-    if duration and duration > 0:
-        rate = (done if isinstance(done, int) else rows) / duration
+    if duration and None not in done:
+        rate = sum(n for n in done if n is not None) / duration
     confidence = settings.get("confidence")
     max_size = settings.get("max_size")
     return JobFacts(
@@ -110,4 +116,5 @@ def job_facts(output: Path, rows: int) -> JobFacts:
         started=started,
         duration_s=duration,
         images_per_s=rate,
+        state=progress["state"] if isinstance(progress.get("state"), str) else None,
     )

@@ -67,7 +67,8 @@ def _timing(stats: ReportStats, facts: JobFacts) -> str:
     """The job's duration and rate when a progress file tells; else the mean request time."""
     if facts.duration_s is not None:
         rate = "" if facts.images_per_s is None else f"{facts.images_per_s:,.1f} images/s"
-        return _card("Duration", duration(facts.duration_s), rate)
+        note = " · ".join(part for part in (rate, facts.state or "") if part)
+        return _card("Last run", duration(facts.duration_s), note)
     mean = f"{stats.elapsed_ms / stats.timed:,.0f} ms" if stats.timed else "unknown"
     return _card("Per image", mean, "mean request time, retries included")
 

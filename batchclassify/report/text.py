@@ -43,8 +43,10 @@ def settings_line(facts: JobFacts) -> str:
 def _header(stats: ReportStats, facts: JobFacts) -> list[str]:
     lines = [f"report of {facts.output}", settings_line(facts)]
     timing = f"last written {when(facts.last_written)}"
+    if facts.state is not None:
+        timing += f" · job {facts.state}"
     if facts.duration_s is not None:
-        timing += f" · ran {duration(facts.duration_s)}"
+        timing += f" · last run {duration(facts.duration_s)}"
     if facts.images_per_s is not None:
         timing += f" · {facts.images_per_s:.1f} images/s"
     lines.append(timing)
