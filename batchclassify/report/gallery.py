@@ -58,11 +58,16 @@ class Gallery:
         """A single-label row whose top class is ``label``."""
         if self.size <= 0:
             return
-        ranked = _ranked(row.get("predictions"))
-        first = ranked[0][1] if ranked else float(row.get("confidence") or 0.0)
-        second = ranked[1][1] if len(ranked) > 1 else 0.0
+        # Rows list predictions highest first: the margin needs only the first two, and the
+        # full list is only parsed for the few rows that make it into the heap.
+        predictions = row.get("predictions") or ()
+        first = _confidence_at(predictions, 0)
+        if first is None:
+            first = float(row.get("confidence") or 0.0)
+        second = _confidence_at(predictions, 1) or 0.0
         margin = round(first - second, 6)
         if self._wants(label, margin):
+            ranked = _ranked(predictions)
             shown = tuple(ranked[:MAX_SHOWN_SCORES]) or ((label, first),)
             self._push(label, _item(row, margin, shown, (label,)))
 
@@ -92,6 +97,14 @@ class Gallery:
 
     def labels(self) -> list[str]:
         return list(self._heaps)
+
+
+def _confidence_at(predictions: Any, index: int) -> float | None:
+    try:
+        value = predictions[index]["confidence"]
+    except (IndexError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _ranked(predictions: Any) -> list[tuple[str, float]]:
