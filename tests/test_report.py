@@ -297,3 +297,33 @@ def test_duration_and_rate_come_from_the_progress_file(
     assert "job finished · last run 2m 05s · 2.0 images/s" in result.out
     page = (tmp_path / "r.html").read_text()
     assert '<span class="v">2m 05s</span><span class="note">2.0 images/s · finished</span>' in page
+
+
+def test_many_classes_keep_the_page_a_few_mb(tmp_path: Path) -> None:
+    from batchclassify.report.facts import job_facts
+    from batchclassify.report.html import MAX_BARS, MAX_CARDS, render_html
+    from batchclassify.report.stats import collect
+
+    image = make_image(tmp_path / "photo.jpg", "red", size=(640, 480))
+    rows = [
+        {
+            "id": str(n),
+            "path": str(image),
+            "status": "ok",
+            "top": f"class-{n % 300}",
+            "confidence": 0.5 + (n % 7) / 20,
+            "predicted_classes": [f"class-{n % 300}"],
+            "predictions": [{"class": f"class-{n % 300}", "confidence": 0.5 + (n % 7) / 20}],
+            "multilabel": False,
+        }
+        for n in range(30_000)
+    ]
+    stats = collect(rows, low=0.5, per_class=24, threshold=0.4)
+
+    page = render_html(stats, job_facts(tmp_path / "out.jsonl"), base=tmp_path)
+
+    assert page.count('<figure class="review">') == MAX_CARDS
+    assert page.count('src="data:image/jpeg;base64,') == MAX_CARDS
+    assert f"the {MAX_BARS} most frequent of 300 classes" in page
+    assert "2 per class, for the 300 most frequent classes" in page
+    assert len(page.encode()) < 5_000_000

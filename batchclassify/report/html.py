@@ -20,6 +20,9 @@ from .style import CSS
 from .text import by_values, duration, settings_line, share
 from .thumbnails import make_thumbnails
 
+MAX_BARS = 60
+MAX_CARDS = 600
+"""Gallery cards in one page (~5-8 KB each with a photo's thumbnail): a few MB at most."""
 MAX_HEATMAP_CLASSES = 20
 MAX_SMALL_MULTIPLES = 30
 MAX_BY_ROWS = 30
@@ -97,8 +100,11 @@ def _section(anchor: str, title: str, body: str, lede: str = "") -> str:
 
 def _classes(stats: ReportStats) -> str:
     ranked = stats.ranked_classes()
-    rows = [(name, cls.count, cls.below) for name, cls in ranked]
+    rows = [(name, cls.count, cls.below) for name, cls in ranked[:MAX_BARS]]
     what = "images carrying each label" if stats.multilabel else "images by top class"
+    if len(ranked) > MAX_BARS:
+        what += f" (the {MAX_BARS} most frequent of {len(ranked):,} classes; the text report "
+        what += "lists all)"
     lede = (
         f"{escape(what)}, with count and share of the {stats.ok:,} classified; "
         f'<span class="swatch unsure"></span>below {stats.low:g} confidence.'
@@ -203,7 +209,8 @@ def _review_card(item: ReviewItem, thumbs: dict[str, str | None], multilabel: bo
 def _review(stats: ReportStats, base: Path) -> str:
     labels = [name for name, _ in stats.ranked_classes() if name in stats.gallery.labels()]
     labels += [name for name in stats.gallery.labels() if name not in labels]
-    items = {label: stats.gallery.items(label) for label in labels}
+    shown, labels = _budget(stats.per_class, labels)
+    items = {label: stats.gallery.items(label)[:shown] for label in labels}
     paths = (item.path for group in items.values() for item in group if item.path is not None)
     thumbs = make_thumbnails(paths, base)
     groups = []
@@ -222,8 +229,21 @@ def _review(stats: ReportStats, base: Path) -> str:
         )
     else:
         lede = "Per class, the images with the smallest margin between the first two classes."
+    if shown < stats.per_class or len(labels) < len(stats.gallery.labels()):
+        lede += (
+            f" To keep the page a few MB: {shown} per class, for the {len(labels)} most "
+            "frequent classes."
+        )
     body = "".join(groups) or '<p class="empty">Nothing to review.</p>'
     return _section("review", "Review", body, lede)
+
+
+def _budget(per_class: int, labels: list[str]) -> tuple[int, list[str]]:
+    """Cards per class and the classes shown, within ``MAX_CARDS``."""
+    if not labels:
+        return per_class, labels
+    shown = min(per_class, max(2, MAX_CARDS // len(labels)))
+    return shown, labels[: MAX_CARDS // shown]
 
 
 def _errors(stats: ReportStats) -> str:
@@ -265,6 +285,7 @@ def render_html(stats: ReportStats, facts: JobFacts, *, base: Path) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="color-scheme" content="light">'
         f'<meta name="generator" content="{GENERATOR}">'
         f"<title>Report · {escape(Path(facts.output).name)}</title>"
         f"<style>{CSS}</style></head><body><main>"
