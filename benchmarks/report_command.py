@@ -70,6 +70,22 @@ def row(n: int, rng: random.Random, images: list[Path]) -> dict[str, object]:
     }  # fmt: skip
 
 
+def write_parquet(jsonl: Path, parquet: Path) -> None:
+    """The same rows as ``run`` writes them: the real sink's parts and row groups."""
+    sys.path.insert(0, str(ROOT.parent))
+    from batchclassify.models import ROW_FIELDS
+    from batchclassify.parquet_sink import ParquetSink
+
+    sink = ParquetSink(parquet)
+    sink.open()
+    with open(jsonl, "rb") as handle:
+        for n, line in enumerate(handle, 1):
+            sink.write(dict.fromkeys(ROW_FIELDS) | orjson.loads(line))
+            if n % 20_000 == 0:
+                sink.flush()
+    sink.close()
+
+
 def make_output(rows: int) -> tuple[Path, Path]:
     """``out-N.jsonl`` and ``out-N.parquet`` under data/report, made once per size."""
     jsonl, parquet = DATA / f"out-{rows}.jsonl", DATA / f"out-{rows}.parquet"
@@ -81,11 +97,7 @@ def make_output(rows: int) -> tuple[Path, Path]:
             for n in range(rows):
                 handle.write(orjson.dumps(row(n, rng, images)) + b"\n")
     if not parquet.exists():
-        import pyarrow.json as pj
-        import pyarrow.parquet as pq
-
-        parquet.mkdir()
-        pq.write_table(pj.read_json(jsonl), parquet / "part-000000.parquet")
+        write_parquet(jsonl, parquet)
     return jsonl, parquet
 
 
