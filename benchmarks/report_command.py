@@ -1,6 +1,6 @@
 """``batchclassify report`` on a 1,000,000-row output: time and peak memory (issue 12).
 
-Synthesises the output (no server): single-label rows over 10 classes with random
+Synthesises the outputs (no server): single- and multi-label rows over 10 classes with random
 confidences, 2% error rows of four types, a ``split`` column, paths cycling over 500 small
 JPEGs on disk (so the gallery's thumbnails are real work) and some that do not exist. Then
 runs the real CLI in a child process, text only and with ``--html --by split``, on the JSONL
@@ -45,7 +45,7 @@ def make_images(folder: Path, count: int = 500) -> list[Path]:
     return paths
 
 
-def row(n: int, rng: random.Random, images: list[Path]) -> dict[str, object]:
+def row(n: int, rng: random.Random, images: list[Path], multilabel: bool) -> dict[str, object]:
     path = str(images[n % len(images)]) if n % 10 else f"/nonexistent/{n}.jpg"
     base: dict[str, object] = {"id": f"item-{n:07d}", "path": path, "url": None}
     if rng.random() < 0.02:
@@ -59,12 +59,17 @@ def row(n: int, rng: random.Random, images: list[Path]) -> dict[str, object]:
             "split": "train",
         }
     scores = sorted(((c, rng.random() ** 3) for c in CLASSES), key=lambda p: -p[1])
-    total = sum(s for _, s in scores)
+    total = 1.0 if multilabel else sum(s for _, s in scores)
     predictions = [{"class": c, "confidence": round(s / total, 4)} for c, s in scores]
     top = predictions[0]
+    chosen = (
+        [p["class"] for p in predictions if p["confidence"] >= 0.4]
+        if multilabel
+        else [top["class"]]
+    )
     return base | {
         "status": "ok", "top": top["class"], "confidence": top["confidence"],
-        "predicted_classes": [top["class"]], "predictions": predictions, "multilabel": False,
+        "predicted_classes": chosen, "predictions": predictions, "multilabel": multilabel,
         "attempts": 1, "http_status": 200, "elapsed_ms": 40.0,
         "split": "train" if n % 10 < 8 else "valid",
     }  # fmt: skip
@@ -86,16 +91,21 @@ def write_parquet(jsonl: Path, parquet: Path) -> None:
     sink.close()
 
 
-def make_output(rows: int) -> tuple[Path, Path]:
-    """``out-N.jsonl`` and ``out-N.parquet`` under data/report, made once per size."""
-    jsonl, parquet = DATA / f"out-{rows}.jsonl", DATA / f"out-{rows}.parquet"
+def outputs(rows: int, multilabel: bool) -> tuple[Path, Path]:
+    name = f"out-{'ml-' if multilabel else ''}{rows}"
+    return DATA / f"{name}.jsonl", DATA / f"{name}.parquet"
+
+
+def make_output(rows: int, multilabel: bool) -> tuple[Path, Path]:
+    """``out-[ml-]N.jsonl`` and ``.parquet`` under data/report, made once per size and kind."""
+    jsonl, parquet = outputs(rows, multilabel)
     DATA.mkdir(parents=True, exist_ok=True)
     if not jsonl.exists():
         images = make_images(DATA / "images")
         rng = random.Random(12)
         with open(jsonl, "wb") as handle:
             for n in range(rows):
-                handle.write(orjson.dumps(row(n, rng, images)) + b"\n")
+                handle.write(orjson.dumps(row(n, rng, images, multilabel)) + b"\n")
     if not parquet.exists():
         write_parquet(jsonl, parquet)
     return jsonl, parquet
@@ -131,32 +141,41 @@ def main() -> None:
     parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.make_only:
-        make_output(options.rows)
+        make_output(options.rows, multilabel=False)
+        make_output(options.rows, multilabel=True)
         return
     # Made in a child: a forked child's ru_maxrss counts the parent's memory at fork time,
     # so this process stays small (no pyarrow, no Pillow) while it measures.
     subprocess.run(
         [sys.executable, __file__, "--rows", str(options.rows), "--make-only"], check=True
     )
-    jsonl, parquet = DATA / f"out-{options.rows}.jsonl", DATA / f"out-{options.rows}.parquet"
     page = DATA / "report.html"
-    table = ["| output | command | wall time | peak RSS | page |", "|---|---|---:|---:|---:|"]
-    for output in (jsonl, parquet):
-        for extra in ([], ["--html", str(page), "--by", "split"]):
-            page.unlink(missing_ok=True)
-            seconds, peak = measure(["report", str(output), *extra])
-            size = f"{page.stat().st_size / 1e6:.1f} MB" if page.exists() else ""
-            command = "report --html --by split" if extra else "report (text)"
-            kind = "JSONL" if output == jsonl else "Parquet"
-            table.append(f"| {kind} | `{command}` | {seconds:.1f} s | {peak:.0f} MB | {size} |")
-            print(table[-1], flush=True)
+    table = [
+        "| model | output | command | wall time | peak RSS | page |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for multilabel in (False, True):
+        for output in outputs(options.rows, multilabel):
+            for extra in ([], ["--html", str(page), "--by", "split"]):
+                page.unlink(missing_ok=True)
+                seconds, peak = measure(["report", str(output), *extra])
+                size = f"{page.stat().st_size / 1e6:.1f} MB" if page.exists() else ""
+                command = "report --html --by split" if extra else "report (text)"
+                kind = "multi-label" if multilabel else "single-label"
+                table.append(
+                    f"| {kind} | {output.suffix[1:]} | `{command}` | {seconds:.1f} s "
+                    f"| {peak:.0f} MB | {size} |"
+                )
+                print(table[-1], flush=True)
     write_section(
         [
             f"## `report` on a {options.rows:,}-row output (issue 12)",
             "",
-            "`python benchmarks/report_command.py`: synthetic single-label rows (10 classes, 2% "
-            "errors, a `split` column), the real CLI in a child process; peak RSS is the "
-            "child's. `--html` embeds 240 thumbnails (24 per class) from 640x480 JPEGs.",
+            "`python benchmarks/report_command.py`: synthetic rows (10 classes, 2% errors, a "
+            "`split` column; multi-label: every class scored, those >= 0.4 predicted), the JSONL "
+            "output and the same rows written by the Parquet sink (100,000-row parts); the real "
+            "CLI in a child process, peak RSS is the child's. `--html` embeds 240 thumbnails "
+            "(24 per class) made from 640x480 JPEGs.",
             "",
             *table,
         ]

@@ -144,9 +144,9 @@ def test_html_counts_gallery_and_errors_match_the_rows(
 
     page = html_of(cli, output, "--per-class", "2", "--by", "split")
 
-    cards = dict(re.findall(r'<span class="k">([^<]+)</span><span class="v">([^<]+)<', page))
+    cards = fact_cards(page)
     assert cards["Images"] == str(len(rows))
-    assert cards["Failed"] == "2"
+    assert cards["Failed"] == f"2|{100 * 2 / len(rows):.1f}%"
     for name, count in expected_classes(rows).items():
         assert re.search(rf"<title>{re.escape(name)}: {count} \(", page), name
     assert "<td><code>missing_file</code></td><td class='n'>1</td>" in page
@@ -175,6 +175,16 @@ def test_html_counts_gallery_and_errors_match_the_rows(
         assert re.search(rf'class="num">{count}</text>', page), value
 
 
+def fact_cards(page: str) -> dict[str, str]:
+    """The page's fact cards: label -> value (and its note, if any, after a |)."""
+    found = re.findall(
+        r'<span class="k">([^<]+)</span><span class="v"[^>]*>([^<]+)</span>'
+        r'(?:<span class="note">([^<]*)</span>)?',
+        page,
+    )
+    return {label: value + (f"|{note}" if note else "") for label, value, note in found}
+
+
 def margin(row: dict[str, Any]) -> float:
     scores = [p["confidence"] for p in row["predictions"]]
     return round(scores[0] - (scores[1] if len(scores) > 1 else 0.0), 6)
@@ -186,7 +196,19 @@ def test_html_multilabel_cooccurrence_equals_the_rows(
     output, _ = make_job(tmp_path, make_server, cli, model="colors-multilabel/1", suffix=".parquet")
     rows = [r for r in read_rows(output) if r["status"] == "ok"]
 
-    page = html_of(cli, output)
+    page = html_of(cli, output, "--per-class", "3")
+
+    # The gallery: per class, labelled images and near misses nearest the threshold (0.4).
+    for group in page.split('<div class="group"><h3>')[1:]:
+        label = group.split(" <span>", 1)[0]
+        shown = re.findall(r'<div class="fn" title="([^"]+)">', group)
+        candidates = []
+        for row in rows:
+            score = next(p["confidence"] for p in row["predictions"] if p["class"] == label)
+            if label in row["predicted_classes"] or score >= 0.2:
+                candidates.append((round(abs(score - 0.4), 6), row["path"] or row["url"]))
+        candidates.sort(key=lambda pair: pair[0])  # stable: file order breaks ties
+        assert shown == [where for _, where in candidates[:3]], label
 
     pairs: Counter[tuple[str, str]] = Counter()
     for row in rows:
@@ -256,7 +278,7 @@ def test_report_without_settings_or_rows(tmp_path: Path, cli: Cli) -> None:
     assert "images 0: ok 0 (-), failed 0 (-)" in result.out
     assert "model unknown" in result.out
     page = (tmp_path / "r.html").read_text()
-    assert '<span class="k">Images</span><span class="v">0</span>' in page
+    assert fact_cards(page)["Images"] == "0"
 
 
 def test_quantile_of_the_fine_histogram_is_the_nearest_rank() -> None:
@@ -296,7 +318,7 @@ def test_duration_and_rate_come_from_the_progress_file(
     assert result.code == 0, result.err
     assert "job finished · last run 2m 05s · 2.0 images/s" in result.out
     page = (tmp_path / "r.html").read_text()
-    assert '<span class="v">2m 05s</span><span class="note">2.0 images/s · finished</span>' in page
+    assert fact_cards(page)["Last run"] == "2m 05s|2.0 images/s · finished"
 
 
 def test_many_classes_keep_the_page_a_few_mb(tmp_path: Path) -> None:

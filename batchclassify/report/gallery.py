@@ -3,7 +3,9 @@
 Single-label: the smallest *margin* between the first and second class (a 0.51 / 0.49 call
 is worth a look; a 0.51 / 0.10 one less so). Multi-label: for each class, the images whose
 confidence for it lies nearest the threshold, on either side: the yes/no calls that could
-have gone the other way. One bounded heap per class keeps memory flat.
+have gone the other way. Candidates are the images labelled with the class and the near
+misses (at least half the threshold); a confident "no" is never shown. One bounded heap per
+class keeps memory flat.
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ class Gallery:
         """A multi-label row: a candidate for every class it has a confidence for."""
         if self.size <= 0:
             return
+        chosen = set(predicted)
         for label, confidence in scores.items():
+            if label not in chosen and confidence < self.threshold / 2:
+                continue  # a confident "no": not worth a reviewer's look
             distance = round(abs(confidence - self.threshold), 6)
             if self._wants(label, distance):
                 shown = self._nearest(scores, label)

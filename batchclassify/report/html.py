@@ -30,11 +30,11 @@ MAX_BY_CLASSES = 9
 
 
 def _card(label: str, value: str, note: str = "", tone: str = "") -> str:
-    klass = f"card {tone}".strip()
+    klass = f"card {tone} {'long' if len(value) > 14 else ''}".strip()
     small = f'<span class="note">{escape(note)}</span>' if note else ""
     return (
         f'<div class="{klass}"><span class="k">{escape(label)}</span>'
-        f'<span class="v">{escape(value)}</span>{small}</div>'
+        f'<span class="v" title="{escape(value)}">{escape(value)}</span>{small}</div>'
     )
 
 
@@ -182,8 +182,8 @@ def _thumb(item: ReviewItem, thumbs: dict[str, str | None]) -> str:
         return f'<img class="thumb" alt="" src="{uri}">'
     if item.url:
         return (
-            f'<img class="thumb remote" alt="" loading="lazy" referrerpolicy="no-referrer" '
-            f'src="{escape(item.url)}">'
+            f'<img class="thumb remote" alt="image at its URL (not reachable?)" loading="lazy" '
+            f'referrerpolicy="no-referrer" src="{escape(item.url)}">'
         )
     return '<div class="ph">no path</div>'
 
@@ -197,12 +197,12 @@ def _review_card(item: ReviewItem, thumbs: dict[str, str | None], multilabel: bo
         f"<b>{conf:.2f}</b></li>"
         for label, conf in item.scores
     )
-    what = "from threshold" if multilabel else "margin"
+    what = "from the threshold" if multilabel else "margin"
     return (
         f'<figure class="review">{_thumb(item, thumbs)}<figcaption>'
         f'<div class="fn" title="{escape(where)}">{escape(name)}</div>'
         f'<ul class="scores">{bars}</ul>'
-        f'<div class="margin">{what} {item.score:.2f}</div></figcaption></figure>'
+        f'<div class="margin">{item.score:.2f} {what}</div></figcaption></figure>'
     )
 
 
@@ -224,8 +224,9 @@ def _review(stats: ReportStats, base: Path) -> str:
         )
     if stats.multilabel:
         lede = (
-            f"Per class, the images whose confidence for it is nearest the threshold "
-            f"({stats.threshold:g}): highlighted classes were predicted."
+            "Per class, the images whose confidence for it lies nearest the threshold "
+            f"({stats.threshold:g}): labelled ones just above it, near misses just below; "
+            "predicted classes in bold."
         )
     else:
         lede = "Per class, the images with the smallest margin between the first two classes."

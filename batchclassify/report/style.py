@@ -20,6 +20,7 @@ display:flex;flex-direction:column;gap:2px;min-width:0}
 .card .k{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.05em}
 .card .v{font-size:22px;font-weight:650;font-variant-numeric:tabular-nums;
 overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.card.long .v{font-size:17px;line-height:1.6}
 .card .note{font-size:12.5px;color:var(--muted)}
 .card.good .v{color:var(--good)}.card.bad .v{color:var(--bad)}.card.warn .v{color:#b7791f}
 nav{display:flex;flex-wrap:wrap;gap:6px;margin:0 0 8px;position:sticky;top:0;z-index:2;
@@ -54,6 +55,7 @@ color:var(--muted)}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
 .group h3:first-child{margin-top:4px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(168px,1fr));gap:12px}
+.thumb.remote{font-size:11.5px;color:var(--muted);text-align:center}
 figure.review{margin:0;border:1px solid var(--line);border-radius:9px;overflow:hidden;
 background:var(--card);display:flex;flex-direction:column}
 .thumb,.ph{width:100%;height:150px;object-fit:contain;display:block;
