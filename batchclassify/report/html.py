@@ -197,13 +197,17 @@ def _review_card(item: ReviewItem, thumbs: dict[str, str | None], multilabel: bo
         f"<b>{conf:.2f}</b></li>"
         for label, conf in item.scores
     )
-    what = "from the threshold" if multilabel else "margin"
+    why = f"{item.score:.2f} from the threshold" if multilabel else f"margin {item.score:.2f}"
     return (
         f'<figure class="review">{_thumb(item, thumbs)}<figcaption>'
         f'<div class="fn" title="{escape(where)}">{escape(name)}</div>'
         f'<ul class="scores">{bars}</ul>'
-        f'<div class="margin">{item.score:.2f} {what}</div></figcaption></figure>'
+        f'<div class="margin">{why}</div></figcaption></figure>'
     )
+
+
+def _images(count: int) -> str:
+    return "1 image" if count == 1 else f"{count:,} images"
 
 
 def _review(stats: ReportStats, base: Path) -> str:
@@ -218,8 +222,8 @@ def _review(stats: ReportStats, base: Path) -> str:
         cards = "".join(_review_card(item, thumbs, stats.multilabel) for item in items[label])
         count = stats.classes[label].count if label in stats.classes else 0
         groups.append(
-            f'<div class="group"><h3>{escape(label)} <span>{count:,} images · '
-            f"{len(items[label])} least sure</span></h3>"
+            f'<div class="group"><h3>{escape(label)} <span>{_images(count)} · '
+            f"the {len(items[label])} least sure</span></h3>"
             f'<div class="grid">{cards}</div></div>'
         )
     if stats.multilabel:
