@@ -156,21 +156,31 @@ def _by(stats: ReportStats) -> str:
     names = [n for n, _ in stats.ranked_classes()][:MAX_BY_CLASSES]
     colors = {name: charts.PALETTE[i % len(charts.PALETTE)] for i, name in enumerate(names)}
     colors[FAILED] = "#c9ced6"
+    colors["other classes"] = charts.MUTED
     rows = []
-    for value in by_values(stats)[:MAX_BY_ROWS]:
+    values = by_values(stats)
+    for value in values[:MAX_BY_ROWS]:
         counts = stats.by_counts[value]
         segments = [(name, counts[name]) for name in names if counts[name]]
         rest = sum(c for n, c in counts.items() if n not in colors and n != "(images)")
         segments += [("other classes", rest)] if rest else []
         segments += [(FAILED, counts[FAILED])] if counts[FAILED] else []
         rows.append((value, counts["(images)"], segments))
+    drawn = {name for _, _, segments in rows for name, _ in segments}
     legend = "".join(
         f'<span><i style="background:{color}"></i>{escape(name)}</span>'
-        for name, color in [*colors.items(), ("other classes", charts.MUTED)]
+        for name, color in colors.items()
+        if name in drawn
     )
     chart = charts.stacked_shares(rows, colors)
     body = f'<div class="legend">{legend}</div><div class="figure">{chart}</div>'
-    lede = f"The class mix within each value of <code>{escape(stats.by)}</code>; images at right."
+    lede = f"The class mix within each value of <code>{escape(stats.by)}</code>; images at right"
+    more = len(values) - MAX_BY_ROWS
+    lede += (
+        f" (the {MAX_BY_ROWS} values with most images; {more:,} more in the text report)."
+        if more > 0
+        else "."
+    )
     return _section("by", f"By {stats.by}", body, lede)
 
 
