@@ -132,8 +132,8 @@ class ReportStats:
     def _add_multilabel(self, row: dict[str, Any]) -> list[str]:
         scores = _scores(row.get("predictions"))
         predicted = [c for c in row.get("predicted_classes") or () if isinstance(c, str)]
-        for name in scores:
-            self.classes.setdefault(name, ClassStats())  # a class seen, even if never chosen
+        for name in scores.keys() - self.classes.keys():
+            self.classes[name] = ClassStats()  # a class seen, even if never chosen
         for name in predicted:
             self._class(name).add(scores.get(name), self.low)
         for i, first in enumerate(predicted):
@@ -196,6 +196,10 @@ def _confidence(value: Any) -> float | None:
 
 def _scores(predictions: Any) -> dict[str, float]:
     """``{class: confidence}`` from a row's ``predictions`` list."""
+    try:  # the shape every row written by ``run`` has
+        return {entry["class"]: float(entry["confidence"]) for entry in predictions or ()}
+    except (KeyError, TypeError, ValueError):
+        pass
     scores: dict[str, float] = {}
     for entry in predictions or ():
         if isinstance(entry, dict) and isinstance(entry.get("class"), str):
