@@ -349,3 +349,29 @@ def test_many_classes_keep_the_page_a_few_mb(tmp_path: Path) -> None:
     assert f"the {MAX_BARS} most frequent of 300 classes" in page
     assert "2 per class, for the 300 most frequent classes" in page
     assert len(page.encode()) < 5_000_000
+
+
+def test_class_names_and_paths_are_escaped_in_the_page(tmp_path: Path) -> None:
+    from batchclassify.report.facts import job_facts
+    from batchclassify.report.html import render_html
+    from batchclassify.report.stats import collect
+
+    evil = '<img src=x onerror="alert(1)">'
+    row = {
+        "id": "1",
+        "path": f'/nowhere/"{evil}.jpg',
+        "status": "ok",
+        "top": evil,
+        "confidence": 0.3,
+        "predicted_classes": [evil],
+        "predictions": [{"class": evil, "confidence": 0.3}],
+        "multilabel": False,
+        "split": evil,
+    }
+    failed = {"id": "2", "path": evil, "status": "error", "error_type": evil, "error": evil}
+    stats = collect([row, failed], low=0.5, per_class=5, threshold=0.4, by="split")
+
+    page = render_html(stats, job_facts(tmp_path / "out.jsonl"), base=tmp_path)
+
+    assert evil not in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
