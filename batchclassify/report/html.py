@@ -22,7 +22,7 @@ from .thumbnails import make_thumbnails
 
 MAX_BARS = 60
 MAX_CARDS = 600
-"""Gallery cards in one page (~5-8 KB each with a photo's thumbnail): a few MB at most."""
+"""Gallery cards in one page (~8 KB each with a photo's thumbnail): 5 MB at most."""
 MAX_HEATMAP_CLASSES = 20
 MAX_SMALL_MULTIPLES = 30
 MAX_BY_ROWS = 30
