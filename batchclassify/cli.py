@@ -273,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_registrars() -> list[Callable[[Any], None]]:
     """The ``register`` functions of the commands defined outside this module."""
     from . import export, status
+    from .report import register as register_report
 
-    return [export.register, status.register]
+    return [register_report, export.register, status.register]
 
 
 def _job_config(args: argparse.Namespace) -> JobConfig:

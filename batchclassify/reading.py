@@ -61,11 +61,19 @@ def iter_rows(output: Path) -> Iterator[dict[str, Any]]:
         yield from _jsonl_rows(output)
 
 
+def iter_ids(output: Path) -> Iterator[str]:
+    """The id of every parsable row, as ``iter_rows`` orders them; a Parquet part's ``id``
+    column is read alone, several times faster than whole rows."""
+    if output_kind(output) == "parquet":
+        yield from (row["id"] for row in _parquet_rows(output, ids_only=True))
+    else:
+        yield from (row["id"] for row in _jsonl_rows(output))
+
+
 def iter_latest_rows(output: Path) -> Iterator[dict[str, Any]]:
     """Each id once, with its latest row. Two passes over the output; memory ~14 bytes/id."""
     counts = IdIndex()
-    for row in iter_rows(output):
-        item_id = row["id"]
+    for item_id in iter_ids(output):
         counts.set(item_id, min(counts.get(item_id) + 1, 255))
     for row in iter_rows(output):
         item_id = row["id"]
@@ -115,7 +123,7 @@ def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[int]:
     return sorted(int(match.group(1)) for match in found if match)
 
 
-def _parquet_rows(folder: Path) -> Iterator[dict[str, Any]]:
+def _parquet_rows(folder: Path, *, ids_only: bool = False) -> Iterator[dict[str, Any]]:
     from .parquet_sink import _pyarrow
 
     pq = _pyarrow().parquet
@@ -124,7 +132,7 @@ def _parquet_rows(folder: Path) -> Iterator[dict[str, Any]]:
     journals = _numbered(folder, _JOURNAL_RE)
     parts = _numbered(folder, _PART_RE)
     for number in parts:
-        yield from _part_rows(pq, folder / f"part-{number:06d}.parquet")
+        yield from _part_rows(pq, folder / f"part-{number:06d}.parquet", ids_only=ids_only)
     done = set(parts)
     for number in journals:
         if number in done:
@@ -132,7 +140,7 @@ def _parquet_rows(folder: Path) -> Iterator[dict[str, Any]]:
         try:
             handle = open(folder / f"_journal-{number:06d}.jsonl", "rb")  # noqa: SIM115
         except FileNotFoundError:
-            yield from _part_rows(pq, folder / f"part-{number:06d}.parquet")
+            yield from _part_rows(pq, folder / f"part-{number:06d}.parquet", ids_only=ids_only)
             continue
         with handle:
             for line in handle:
@@ -141,7 +149,7 @@ def _parquet_rows(folder: Path) -> Iterator[dict[str, Any]]:
                     yield _as_parquet_row(row)
 
 
-def _part_rows(pq: Any, part: Path) -> Iterator[dict[str, Any]]:
+def _part_rows(pq: Any, part: Path, *, ids_only: bool = False) -> Iterator[dict[str, Any]]:
     try:
         source = pq.ParquetFile(part)
     except FileNotFoundError:
@@ -149,6 +157,10 @@ def _part_rows(pq: Any, part: Path) -> Iterator[dict[str, Any]]:
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
         raise UsageError(f"{part} is not a readable Parquet file ({exc})") from None
     with source:
+        if ids_only:
+            for batch in source.iter_batches(batch_size=65_536, columns=["id"]):
+                yield from ({"id": item_id} for item_id in batch.column(0).to_pylist())
+            return
         for batch in source.iter_batches(batch_size=8_192):
             yield from batch.to_pylist()
 
