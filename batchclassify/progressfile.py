@@ -30,7 +30,8 @@ RATE_WINDOW = 30.0
 
 def progress_path(output: Path) -> Path:
     """``<output>.progress.json``, beside the output."""
-    return output.with_name(output.name + ".progress.json")
+    # Not with_name(): an output such as "." has no name (the job refuses it before writing).
+    return Path(f"{output}.progress.json")
 
 
 def iso(moment: float) -> str:
