@@ -109,6 +109,8 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
     lines.append(head)
     rate = f"{summary.images_per_second:,.1f} images/s"
     extra = f"{summary.retries:,} retries"
+    if summary.hedged:
+        extra += f", {summary.hedged:,} hedged (sent again: no answer in time)"
     if summary.rate_limited:
         extra += f", {summary.rate_limited:,} answered 429"
     lines.append(f"{summary.processed:,} images in {summary.elapsed:,.1f} s ({rate}), {extra}")

@@ -59,6 +59,8 @@ class JobSummary:
     """Items skipped because an earlier run recorded them as failed (see --retry-failed)."""
     duplicates: int = 0
     retries: int = 0
+    hedged: int = 0
+    """Copies sent of requests stuck with no answer past the deadline (``hedging.py``)."""
     rate_limited: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
