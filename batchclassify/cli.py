@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="N",
-        help="at most N requests per second; without it the rate adapts to the server's 429s",
+        help="a ceiling of N requests per second: the job starts at N and still backs off "
+        "below it on 429; without it the rate adapts to the server's 429s from the start",
     )
     speed.add_argument(
         "--retries",
