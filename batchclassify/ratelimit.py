@@ -161,6 +161,7 @@ class RateController:
             self._measured = sum(1 for s in self._successes if moment - 1.0 < s < moment)
             self._contradicted = any(moment < s <= now for s in self._successes)
             return
+        assert self._rate is not None  # a known limit always came with a rate
         self._cut(now, self._rate)
 
     def _set_first_limit(self, now: float) -> None:
