@@ -118,6 +118,7 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
         lines.append("top errors:")
         for message, count in summary.errors.most_common(top_errors):
             lines.append(f"  {count:>7,} × {message}")
+    lines.extend(f"note: {note}" for note in summary.notes)
     lines.append(f"results: {summary.output}")
     if summary.fatal is not None:
         lines.append(f"stopped: {summary.fatal}")

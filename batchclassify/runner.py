@@ -31,6 +31,7 @@ from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
 from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
+from .fdlimit import fit_open_files
 from .health import HealthMonitor, Watchdog, Watched
 from .hedging import HedgePolicy
 from .models import Item, Prediction, error_row, ok_row
@@ -118,12 +119,17 @@ class Job:
     # -- the job --------------------------------------------------------------------------
 
     async def run(self) -> JobSummary:
+        # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
+        self.config, notice = fit_open_files(self.config)
         config = self.config
         check_sources(config.sources, stdin=self._stdin)
         sink = self._sink
         prior = prepare_output(config, sink)
         started = self._clock()
         self._progress.started(already_done=prior.ok + (0 if config.retry_failed else prior.failed))
+        if notice is not None:
+            self._summary.notes.append(notice)
+            self._progress.note(notice)
         try:
             sink.open()
             try:

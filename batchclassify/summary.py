@@ -67,6 +67,8 @@ class JobSummary:
     started_over: bool = False
     """The run began with --overwrite (so resuming means rerunning without it)."""
     fatal: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """Things the job changed or noticed that the user should know (said once, at the end)."""
     errors: Counter[str] = field(default_factory=Counter)
 
     @property
