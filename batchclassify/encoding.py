@@ -154,4 +154,8 @@ def _not_an_image(data: bytes) -> str:
 
 
 def _without_buffer(message: str) -> str:
-    return _BUFFER_REPR.sub("", message).strip() or "corrupt image data"
+    """Pillow's message without its buffer's repr; a cut-short file said in plain words."""
+    message = _BUFFER_REPR.sub("", message).strip() or "corrupt image data"
+    if "truncated" in message.lower():
+        return f"the file is cut short (incomplete copy or download?): {message}"
+    return message
