@@ -128,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--confidence", type=float, help="threshold for predicted classes, 0..1")
     speed = run.add_argument_group("speed and limits")
     speed.add_argument(
-        "--concurrency", "-c", type=int, default=32, help="requests in flight (default 32)"
+        "--concurrency",
+        "-c",
+        type=int,
+        default=32,
+        help="requests in flight, not counting ones stuck with no answer (default 32); "
+        "lowered to what the open-file limit (ulimit -n) allows, with a note",
     )
     speed.add_argument(
         "--rate-limit",
