@@ -209,9 +209,12 @@ class Watchdog:
             # A quarter of the deadline: a stuck request is noticed at most 25% late. Until the
             # deadline is known, often enough to apply it soon after it is.
             tick = min(self.stall_after / 4, max(0.01, (overdue_after or 1.0) / 4))
+            asleep = self._clock()
             await anyio.sleep(tick)
             now = self._clock()
-            if overdue_after is not None:
+            # Woken late, the event loop itself was held up (a long flush, a GC pause): answers
+            # may be waiting unread, so requests are not called stuck on this round.
+            if overdue_after is not None and now - asleep < 2 * tick:
                 self.check_overdue(now, overdue_after)
             self._check_stall(now)
 

@@ -32,20 +32,23 @@ class HedgePolicy:
     quantile = 0.99
     factor = 3.0
     #: ...but never below this many seconds.
-    floor = 0.5
+    floor = 0.25
     #: Answers needed before any request is called stuck.
     min_samples = 20
     window = 512
     refresh_every = 64
-    #: Copies earned per request sent (2%), and how many may be saved up / are given at start.
+    #: Copies earned per request sent (2%); how many are given at the start; how many may be
+    #: saved up (at least this many, and one per worker: a fast job's hangs surface a deadline
+    #: after thousands of requests went out, all at once).
     budget_ratio = 0.02
-    budget_cap = 10.0
     budget_initial = 2.0
+    budget_cap = 10.0
     #: Requests in flight at once for one item: the original and up to two copies.
     max_copies = 2
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(self, *, timeout: float, concurrency: int = 1) -> None:
         self._timeout = timeout
+        self._cap = max(self.budget_cap, float(concurrency))
         self._samples: list[float] = []
         self._next = 0  # ring-buffer position once the window is full
         self._count = 0
@@ -84,7 +87,7 @@ class HedgePolicy:
     def sent(self) -> None:
         """A request (not a copy) went out: it earns a share of a copy."""
         credit = self._credit + self.budget_ratio
-        self._credit = credit if credit < self.budget_cap else self.budget_cap
+        self._credit = credit if credit < self._cap else self._cap
 
     def try_copy(self, *, first_try: bool = True) -> bool:
         """Spend one copy from the budget, if there is one. ``first_try=False`` for a stuck

@@ -85,7 +85,7 @@ class Job:
             notify=self._progress.note,
         )
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
-        self._hedge = HedgePolicy(timeout=config.http.timeout)
+        self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)
         self._watchdog = Watchdog(
             stall_after=config.rate.stall_after or 3 * config.http.timeout,
             clock=clock,
