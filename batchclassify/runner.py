@@ -392,10 +392,10 @@ class Job:
         """The row of an item the server classified; the answer feeds rate and deadline."""
         now = self._clock()
         self._health.success(started)
-        self._rate.on_success(started)
         if not copies:
-            # A raced request's time is the deadline itself: left out, or the deadline would
-            # feed on its own value.
+            # With copies, a copy that won told the rate controller itself; the original's
+            # time is the deadline itself: left out, or the deadline would feed on its value.
+            self._rate.on_success(started)
             self._hedge.record(now - started)
         if encoded is not None and encoded.original_size is not None:
             # The server measured the downscaled copy; report the image the user has.
