@@ -161,15 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=32,
         metavar="N",
-        help="requests in flight, 1 to 4096 (default 32)",
+        help="requests in flight, 1 to 4096, not counting ones stuck with no answer (default "
+        "32); lowered to what the open-file limit (ulimit -n) allows, with a note",
     )
     speed.add_argument(
         "--rate-limit",
         type=float,
         default=None,
         metavar="N",
-        help="at most N requests per second (N > 0); without it the rate adapts to the "
-        "server's 429s",
+        help="a ceiling of N requests per second (N > 0): the job starts at N and still backs "
+        "off below it on 429; without it the rate adapts to the server's 429s from the start",
     )
     speed.add_argument(
         "--retries",

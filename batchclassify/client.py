@@ -22,6 +22,9 @@ from .errors import FatalApiError, ItemError, RetryableError
 from .models import Prediction, parse_prediction
 from .retry import RETRYABLE_STATUSES, parse_retry_after
 
+#: Connections the pool may open per unit of --concurrency (see ``__aenter__``).
+CONNECTIONS_PER_WORKER = 3
+
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 _FATAL_HINTS = {
@@ -84,7 +87,11 @@ class ClassificationClient:
 
     async def __aenter__(self) -> ClassificationClient:
         connector = aiohttp.TCPConnector(
-            limit=self._config.concurrency,
+            # The job bounds its own requests; this is only a backstop. Room beyond
+            # --concurrency for stuck requests, the spare workers standing in for them and
+            # the copies sent of them (hedging.py): at most one spare per worker, copies
+            # within a small budget.
+            limit=CONNECTIONS_PER_WORKER * self._config.concurrency,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
         )

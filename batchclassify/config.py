@@ -95,9 +95,10 @@ class RateConfig:
     """Request-rate control shared by all workers."""
 
     requests_per_second: float | None = None
-    """A fixed ceiling; ``None`` lets the adaptive controller find the server's limit."""
+    """A ceiling: never faster; ``None`` lets the adaptive controller find the server's limit."""
     adaptive: bool = True
-    """With no fixed ceiling: cut the rate on 429 and creep back up while requests succeed."""
+    """Cut the rate on 429 and creep back up while requests succeed (up to the ceiling, if
+    any); ``False`` holds ``requests_per_second`` fixed whatever the server answers."""
     max_outage: float = 1800.0
     """Seconds the job waits for an unreachable API before it stops (resumable)."""
     outage_after: float = 5.0

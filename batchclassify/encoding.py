@@ -6,13 +6,20 @@ releases the GIL while it decodes and resizes, so threads spread downscaling ove
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import re
 from dataclasses import dataclass
 
 import pybase64
 
 from .errors import ItemError
+
+
+class OpenFilesExhausted(Exception):
+    """The process (EMFILE) or the system (ENFILE) has no file descriptor left: nothing is
+    wrong with the image, the read is worth trying again once others have finished."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,10 @@ def read_and_encode(
     except IsADirectoryError:
         raise ItemError("is a directory, not an image file", kind="unreadable") from None
     except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise OpenFilesExhausted(
+                "too many open files (the open-file limit, ulimit -n, is reached)"
+            ) from None
         raise ItemError(f"cannot read the file: {exc.strerror or exc}", kind="unreadable") from None
     if not data:
         raise ItemError("file is empty (0 bytes)", kind="empty_file")
@@ -99,11 +110,52 @@ def _downscale(data: bytes, *, max_size: int, quality: int) -> tuple[bytes, tupl
             upright.thumbnail((max_size, max_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
             out = io.BytesIO()
             upright.save(out, format="JPEG", quality=quality)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        # Pillow's own message only names its in-memory buffer ("<_io.BytesIO object at ...>").
+        raise ItemError(
+            f"cannot decode the image to downscale it: {_not_an_image(data)}", kind="bad_image"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
         # Unreadable here means the server could not read it either; say so without a request.
         raise ItemError(
-            f"cannot decode the image to downscale it: {exc}", kind="bad_image"
+            f"cannot decode the image to downscale it: {_without_buffer(str(exc))}",
+            kind="bad_image",
         ) from None
     except Image.DecompressionBombError as exc:
         raise ItemError(f"image too large to decode safely: {exc}", kind="bad_image") from None
     return out.getvalue(), (width, height)
+
+
+_BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+#: Formats Pillow cannot open out of the box, by their first bytes: name them, so the user
+#: knows what the file is rather than only that it is not an image.
+_KNOWN_OTHERS = (
+    (b"ftypheic", "a HEIC photo (Pillow cannot decode HEIC; convert it to JPEG)"),
+    (b"ftypheix", "a HEIC photo (Pillow cannot decode HEIC; convert it to JPEG)"),
+    (b"ftypmif1", "a HEIF/AVIF image Pillow cannot decode here; convert it to JPEG"),
+    (b"ftypavif", "an AVIF image Pillow cannot decode here; convert it to JPEG"),
+    (b"%PDF", "a PDF document, not an image"),
+    (b"PK\x03\x04", "a ZIP archive, not an image"),
+    (b"<", "text (HTML or XML?), not an image"),
+)
+
+
+def _not_an_image(data: bytes) -> str:
+    """What to say about bytes Pillow does not recognise as any image format."""
+    head = data[:16]
+    for magic, what in _KNOWN_OTHERS:
+        # ISO media files (HEIC, AVIF) put their brand at byte 4, after the box size.
+        if head[4:12] == magic if magic.startswith(b"ftyp") else head.lstrip().startswith(magic):
+            return f"the file is {what}"
+    if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "the file starts like an image but its header is corrupt"
+    return "the file is not in an image format Pillow recognises (unknown or corrupt header)"
+
+
+def _without_buffer(message: str) -> str:
+    """Pillow's message without its buffer's repr; a cut-short file said in plain words."""
+    message = _BUFFER_REPR.sub("", message).strip() or "corrupt image data"
+    if "truncated" in message.lower():
+        return f"the file is cut short (incomplete copy or download?): {message}"
+    return message

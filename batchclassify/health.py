@@ -15,14 +15,17 @@ failure, is a typo'd ``--api-url`` or a server not running, not an outage to sit
 ``max_outage``. The job stops (``gave_up``) and ``stop_reason`` names the URL to check.
 Once any answer has come, the same failures are an outage like any other.
 
-``Watchdog`` is the last line against a job that stops moving: if requests are in flight but
-none has completed for ``stall_after`` seconds (each should have timed out long before), it
-says so and cancels them, so they are retried instead of holding their workers for ever.
+``Watchdog`` keeps the requests in flight: it tells the runner when one has gone without an
+answer past the stuck-request deadline (``hedging.py``), and it is the last line against a job
+that stops moving: if requests are in flight but none has completed for ``stall_after``
+seconds (each should have timed out long before), it says so and cancels them, so they are
+retried instead of holding their workers for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from collections.abc import Callable
@@ -204,16 +207,24 @@ def _shown_url(url: str) -> str:
 
 
 class Watchdog:
-    """Cancels the requests in flight when none has completed for ``stall_after`` seconds.
+    """The registry of requests in flight: calls a request stuck, and cuts a stalled job.
 
-    Wrap each request in ``async with watch()``; run ``run()`` as a task for the job's
-    lifetime. A request it cancels leaves ``watch()`` quietly with ``cut`` set; the caller then
-    treats it as a timeout. Time with nothing in flight (a ``Retry-After`` pause, an outage)
-    does not count as a stall.
+    Wrap each request in ``async with watch(started, on_overdue)``; run ``run()`` as a task for
+    the job's lifetime. Two checks, from one timer task (no timer per request):
+
+    * stuck: a request with no answer ``overdue_after()`` seconds after it started gets its
+      ``on_overdue`` called (the runner frees the worker's place and sends a copy); again at
+      each check while it returns ``False`` (no copy could be sent yet);
+    * stall: if requests are in flight but none has completed for ``stall_after`` seconds
+      (each should have timed out long before), it says so and cancels them all.
+
+    A request cut (by the stall check, or by ``cut_now`` when a copy answered first) leaves
+    ``watch()`` quietly with ``cut`` set. Time with nothing in flight (a ``Retry-After``
+    pause, an outage) does not count as a stall.
 
     Each request gets an ``asyncio.timeout(None)``, which costs a few microseconds and no timer
-    until the watchdog reschedules it to fire; an anyio cancel scope per request cost several
-    times more on the hot path. (aiohttp ties the job to asyncio already.)
+    until it is rescheduled to fire; an anyio cancel scope per request cost several times more
+    on the hot path. (aiohttp ties the job to asyncio already.)
     """
 
     def __init__(
@@ -222,11 +233,15 @@ class Watchdog:
         stall_after: float,
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[str | None], None] = lambda _text: None,
+        overdue_after: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.stall_after = stall_after
         self._clock = clock
         self._notify = notify
-        self._in_flight: set[asyncio.Timeout] = set()
+        self._overdue_after = overdue_after
+        # Insertion-ordered: the oldest request first, so the stuck check stops at the first
+        # request that is not overdue.
+        self._in_flight: dict[Watched, None] = {}
         self._last_progress = clock()
         self._noted = False
 
@@ -236,17 +251,17 @@ class Watchdog:
         ``None`` while nothing is in flight. (For the progress display.)"""
         return self._last_progress if self._in_flight else None
 
-    def watch(self) -> _Watched:
-        """Run one request under a deadline the watchdog may bring forward to now."""
-        return _Watched(self)
+    def watch(self, started: float, on_overdue: Callable[[], bool] | None = None) -> Watched:
+        """Run one request, started at ``started`` (clock time), under the watchdog."""
+        return Watched(self, started, on_overdue)
 
-    def _started(self, deadline: asyncio.Timeout) -> None:
+    def _started(self, watched: Watched) -> None:
         if not self._in_flight:
             self._last_progress = self._clock()
-        self._in_flight.add(deadline)
+        self._in_flight[watched] = None
 
-    def _ended(self, deadline: asyncio.Timeout, *, cut: bool) -> None:
-        self._in_flight.discard(deadline)
+    def _ended(self, watched: Watched, *, cut: bool) -> None:
+        self._in_flight.pop(watched, None)
         if not cut:
             self._last_progress = self._clock()
             if self._noted:
@@ -254,38 +269,72 @@ class Watchdog:
                 self._notify(None)
 
     async def run(self) -> None:
-        """Check a few times per ``stall_after``; never returns (cancel it)."""
+        """Check the requests in flight a few times per deadline; never returns (cancel it)."""
         while True:
-            await anyio.sleep(self.stall_after / 4)
+            overdue_after = self._overdue_after()
+            # A quarter of the deadline: a stuck request is noticed at most 25% late. Until the
+            # deadline is known, often enough to apply it soon after it is.
+            tick = min(self.stall_after / 4, max(0.01, (overdue_after or 1.0) / 4))
+            asleep = self._clock()
+            await anyio.sleep(tick)
             now = self._clock()
-            stalled_for = now - self._last_progress
-            if not self._in_flight or stalled_for < self.stall_after:
-                continue
-            stuck = list(self._in_flight)
-            self._noted = True
-            self._notify(
-                f"no request has completed for {stalled_for:.0f} s: "
-                f"retrying the {len(stuck)} stuck in flight"
-            )
-            loop_now = asyncio.get_running_loop().time()
-            for deadline in stuck:
-                deadline.reschedule(loop_now)
-            self._last_progress = now
+            # Woken late, the event loop itself was held up (a long flush, a GC pause): answers
+            # may be waiting unread, so requests are not called stuck on this round.
+            if overdue_after is not None and now - asleep < 2 * tick:
+                self.check_overdue(now, overdue_after)
+            self._check_stall(now)
+
+    def check_overdue(self, now: float, overdue_after: float) -> None:
+        """Call ``on_overdue`` of each request started ``overdue_after`` seconds ago or more."""
+        due = []
+        for watched in self._in_flight:
+            if watched.started > now - overdue_after:
+                break
+            if watched.on_overdue is not None:
+                due.append(watched)
+        for watched in due:
+            if watched.on_overdue is not None and watched.on_overdue():
+                watched.on_overdue = None
+
+    def _check_stall(self, now: float) -> None:
+        stalled_for = now - self._last_progress
+        if not self._in_flight or stalled_for < self.stall_after:
+            return
+        stuck = list(self._in_flight)
+        self._noted = True
+        self._notify(
+            f"no request has completed for {stalled_for:.0f} s: "
+            f"retrying the {len(stuck)} stuck in flight"
+        )
+        for watched in stuck:
+            watched.cut_now()
+        self._last_progress = now
 
 
-class _Watched:
-    """``async with`` one request under the watchdog; ``cut`` tells whether it cancelled it."""
+class Watched:
+    """``async with`` one request under the watchdog; ``cut`` tells whether it was cut off."""
 
-    __slots__ = ("_deadline", "_dog", "cut")
+    __slots__ = ("_deadline", "_dog", "cut", "on_overdue", "started")
 
-    def __init__(self, dog: Watchdog) -> None:
+    def __init__(
+        self, dog: Watchdog, started: float, on_overdue: Callable[[], bool] | None
+    ) -> None:
         self._dog = dog
         self._deadline = asyncio.timeout(None)
+        self.started = started
+        self.on_overdue = on_overdue
         self.cut = False
 
-    async def __aenter__(self) -> _Watched:
+    def cut_now(self) -> None:
+        """Cancel the request: ``watch()`` ends quietly with ``cut`` set."""
+        if self._deadline.expired():
+            return
+        with contextlib.suppress(RuntimeError):  # already left: nothing to cut
+            self._deadline.reschedule(asyncio.get_running_loop().time())
+
+    async def __aenter__(self) -> Watched:
         await self._deadline.__aenter__()
-        self._dog._started(self._deadline)
+        self._dog._started(self)
         return self
 
     async def __aexit__(
@@ -297,7 +346,7 @@ class _Watched:
         try:
             await self._deadline.__aexit__(exc_type, exc, tb)
         except TimeoutError:
-            self.cut = True  # the watchdog fired: swallow it, the caller retries
+            self.cut = True  # cut off (stall or a copy answered first): swallow it
         finally:
-            self._dog._ended(self._deadline, cut=self.cut)
+            self._dog._ended(self, cut=self.cut)
         return self.cut

@@ -261,6 +261,8 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
     lines.append(head)
     rate = f"{summary.images_per_second:,.1f} images/s"
     extra = f"{summary.retries:,} retries"
+    if summary.hedged:
+        extra += f", {summary.hedged:,} hedged (sent again: no answer in time)"
     if summary.rate_limited:
         extra += f", {summary.rate_limited:,} answered 429"
     lines.append(f"{summary.processed:,} images in {summary.elapsed:,.1f} s ({rate}), {extra}")
@@ -272,6 +274,7 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
             if places:
                 message = f"{message} ({_places(places, count)})"
             lines.append(f"  {count:>7,} × {message}")
+    lines.extend(f"note: {note}" for note in summary.notes)
     lines.append(f"results: {summary.output}")
     if summary.fatal is not None:
         lines.append(f"stopped: {summary.fatal}")

@@ -3,11 +3,15 @@
 Every request calls ``acquire()`` before it starts, so limits apply before work is spawned
 (as aiometer and aiolimiter do) rather than by reacting to failures after the fact.
 
-* Fixed rate (``--rate-limit R``): GCRA. Each caller reserves the next slot, ``1/R`` after the
-  previous one, so starts are evenly spaced and no one-second window holds more than R.
-* Adaptive (no ``--rate-limit``): unlimited until the first 429. Then AIMD in the spirit of
-  TCP CUBIC: cut to ``beta`` times the rate that succeeded when the limit was hit, climb back
-  quickly to just under it, then probe slowly above it. Few 429s, most of the capacity used.
+* A rate (``--rate-limit R``, or one learned from 429s): GCRA. Each caller reserves the next
+  slot, ``1/rate`` after the previous one, so starts are evenly spaced and no one-second window
+  holds more than the rate.
+* Adaptive: AIMD in the spirit of TCP CUBIC. On a 429, cut to ``beta`` times the rate that
+  succeeded when the limit was hit, climb back quickly to just under it, then probe slowly
+  above it. Few 429s, most of the capacity used. Without ``--rate-limit`` the job starts
+  unlimited; with it, ``R`` is a ceiling: the job starts at R, backs off below it on 429 like
+  the adaptive mode, and never probes above it (a ceiling set above the server's real limit
+  used to meet 429 on a third of its requests). ``adaptive=False`` keeps a rate fixed.
   The first limit is measured once the pause is over, from the requests that *started* in the
   second before the 429 and succeeded: a 429 comes back at once while the successes sent with
   it are still in flight, so counting completions at that moment would find almost none.
@@ -52,8 +56,8 @@ class RateController:
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
     ) -> None:
-        self._fixed = rate
-        self._adaptive = adaptive and rate is None
+        self._ceiling = rate
+        self._adaptive = adaptive
         self._clock = clock
         self._sleep = sleep
         self._rate: float | None = rate
@@ -76,8 +80,13 @@ class RateController:
 
     @property
     def rate(self) -> float | None:
-        """The current ceiling in requests per second, ``None`` when unlimited."""
+        """The current rate in requests per second, ``None`` when unlimited."""
         return self._rate
+
+    @property
+    def ceiling(self) -> float | None:
+        """``--rate-limit``: the rate is never above it; ``None`` when there is none."""
+        return self._ceiling
 
     @property
     def paused_until(self) -> float:
@@ -107,8 +116,8 @@ class RateController:
             interval = 1.001 / self._rate
             # Adaptive: a caller woken late keeps up to half a slot of its lateness,
             # so timer lag (a few % of a 25 ms slot) does not cut the rate; 429s
-            # remain the referee. A fixed --rate-limit is never exceeded, so no slack.
-            slack = interval / 2 if self._adaptive else 0.0
+            # remain the referee. A --rate-limit is never exceeded, so no slack then.
+            slack = interval / 2 if self._adaptive and self._ceiling is None else 0.0
             self._next_slot = max(self._next_slot, now - slack) + interval
         return 0.0
 
@@ -142,14 +151,17 @@ class RateController:
         if now - self._last_cut < max(wait, 1.0):
             return
         self._last_cut = now
-        if self._rate is None:
-            # No ceiling yet: count the successes that started in the second before this
+        if self._limit_seen is None:
+            # No limit known yet: count the successes that started in the second before this
             # request, as their answers come in; ``acquire`` sets the limit after the pause.
+            # (With a --rate-limit too: cutting 15% at a time from a ceiling far above the
+            # server's limit would take many rounds of 429s.)
             moment = now if started is None else started
             self._measuring, self._refused_at = moment, now
             self._measured = sum(1 for s in self._successes if moment - 1.0 < s < moment)
             self._contradicted = any(moment < s <= now for s in self._successes)
             return
+        assert self._rate is not None  # a known limit always came with a rate
         self._cut(now, self._rate)
 
     def _set_first_limit(self, now: float) -> None:
@@ -166,6 +178,8 @@ class RateController:
         """Multiplicative decrease from ``base``, the rate that met the limit."""
         self._limit_seen = base
         self._rate = max(self.min_rate, base * self.beta)
+        if self._ceiling is not None and self._rate > self._ceiling:
+            self._rate = self._ceiling
         self._last_update = now
 
     def _grow(self, now: float) -> None:
@@ -191,3 +205,5 @@ class RateController:
             # it creeps, yet a raised limit is found within a few minutes.
             calm = now - self._last_cut
             self._rate += limit * self.probe_per_second * (1.0 + calm / 40.0) * elapsed
+        if self._ceiling is not None and self._rate > self._ceiling:
+            self._rate = self._ceiling

@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import replace
+from functools import partial
 from typing import Any, TextIO
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
 from .counting import count_items
-from .encoding import EncodedImage, read_and_encode
+from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
-from .health import HealthMonitor, Watchdog
+from .fdlimit import fit_open_files
+from .health import HealthMonitor, Watchdog, Watched
+from .hedging import HedgePolicy
 from .models import Item, Prediction, error_row, ok_row
 from .outputs import hold_output
 from .progressfile import FanOut, ProgressFile
@@ -101,10 +105,13 @@ class Job:
             notify=self._progress.note,
             api_url=config.http.api_url,
         )
+        # Stuck requests: the deadline, learned from latencies, and the budget of copies.
+        self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)
         self._watchdog = Watchdog(
             stall_after=config.rate.stall_after or 3 * config.http.timeout,
             clock=clock,
             notify=self._progress.note,
+            overdue_after=lambda: self._hedge.deadline,
         )
         self._wait_describer = WaitDescriber(
             rate=self._rate,
@@ -113,6 +120,9 @@ class Job:
             timeout=config.http.timeout,
             clock=clock,
         )
+        self._workers: TaskGroup | None = None
+        self._spares = 0  # workers standing in for ones whose request is stuck
+        self._stuck = 0
         self._backoff = Backoff(config.retry)
         self._sink: Sink = open_sink(config.output, config.format)
         # Small local files read + encode in ~50 µs, cheaper than a thread hop. Slow storage
@@ -143,12 +153,17 @@ class Job:
             return await self._run_holding_output()
 
     async def _run_holding_output(self) -> JobSummary:
+        # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
+        self.config, notice = fit_open_files(self.config)
         config = self.config
         check_sources(config.sources, stdin=self._stdin)
         sink = self._sink
         prior = prepare_output(config, sink)
         started = self._clock()
         self._progress.started(already_done=prior.ok + (0 if config.retry_failed else prior.failed))
+        if notice is not None:
+            self._summary.notes.append(notice)
+            self._progress.note(notice)
         try:
             sink.open()
             try:
@@ -200,11 +215,13 @@ class Job:
                 group.start_soon(self._tick_periodically)
                 group.start_soon(self._count)
                 async with anyio.create_task_group() as workers:
+                    self._workers = workers
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
                     workers.start_soon(self._produce, items_out, prior)
                     for _ in range(self.config.http.concurrency):
                         workers.start_soon(self._work, items_in.clone(), client)
                     items_in.close()
+                self._workers = None
                 group.cancel_scope.cancel()
         finally:
             self._flush()
@@ -316,40 +333,52 @@ class Job:
     # -- workers --------------------------------------------------------------------------
 
     async def _work(
-        self, items_in: MemoryObjectReceiveStream[Item], client: ClassificationClient
+        self,
+        items_in: MemoryObjectReceiveStream[Item],
+        client: ClassificationClient,
+        until: anyio.Event | None = None,
     ) -> None:
-        async with items_in:
-            while not self._stopping:
-                try:  # skips receive()'s extra event-loop turn when an item is waiting
-                    item = items_in.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        item = await items_in.receive()
+        """Classify items until there are none; a spare worker (``until`` given) stops once
+        the stuck request it stands in for has settled."""
+        try:
+            async with items_in:
+                while not self._stopping and (until is None or not until.is_set()):
+                    try:  # skips receive()'s extra event-loop turn when an item is waiting
+                        item = items_in.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            item = await items_in.receive()
+                        except anyio.EndOfStream:
+                            break
                     except anyio.EndOfStream:
                         break
-                except anyio.EndOfStream:
-                    break
-                try:
-                    row = await self._classify(item, client)
-                except FatalApiError as error:
-                    self._fail(error)
-                    return
-                if row is not None:
-                    self._record(row)
+                    try:
+                        row = await self._classify(item, client, items_in)
+                    except FatalApiError as error:
+                        self._fail(error)
+                        return
+                    if row is not None:
+                        self._record(row)
+        finally:
+            if until is not None:
+                self._spares -= 1
 
-    async def _classify(self, item: Item, client: ClassificationClient) -> dict[str, Any] | None:
+    async def _classify(
+        self,
+        item: Item,
+        client: ClassificationClient,
+        items_in: MemoryObjectReceiveStream[Item],
+    ) -> dict[str, Any] | None:
         """Classify one item, retrying what is retryable. ``None`` means: left for a rerun."""
         config = self.config
         encoded: EncodedImage | None = None
         if item.path is not None:
             try:
-                if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
-                    encoded, seconds = self._read(item.path)
-                else:
-                    encoded, seconds = await anyio.to_thread.run_sync(self._read, item.path)
-                self._read_seconds += (seconds - self._read_seconds) * 0.1
+                encoded = await self._encode(item.path)
             except ItemError as error:
                 return error_row(item, error=str(error), error_type=error.kind, attempts=0)
+            if encoded is None:
+                return None  # stopping while waiting for a file descriptor
         attempts = 0
         budget_used = 0  # attempts that count: those not made while the API was down
         first_start = self._clock()
@@ -369,7 +398,7 @@ class Job:
             attempts += 1
             started = self._clock()
             try:
-                prediction = await self._send(item, encoded, client)
+                prediction, copies = await self._send(item, encoded, client, started, items_in)
             except RetryableError as error:
                 first_failure = self._clock() if first_failure is None else first_failure
                 self._health.failure(error, item.id)
@@ -415,18 +444,33 @@ class Job:
                     http_status=error.http_status,
                     elapsed_ms=(self._clock() - started) * 1000,
                 )
-            self._health.success(started)
+            return self._answered(item, encoded, prediction, started, attempts + copies, copies)
+
+    def _answered(
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        prediction: Prediction,
+        started: float,
+        attempts: int,
+        copies: int,
+    ) -> dict[str, Any]:
+        """The row of an item the server classified; the answer feeds rate and deadline."""
+        now = self._clock()
+        self._health.success(started)
+        if not copies:
+            # With copies, a copy that won told the rate controller itself; the original's
+            # time is the deadline itself: left out, or the deadline would feed on its value.
             self._rate.on_success(started)
-            if encoded is not None and encoded.original_size is not None:
-                # The server measured the downscaled copy; report the image the user has.
-                prediction = replace(
-                    prediction,
-                    image_width=encoded.original_size[0],
-                    image_height=encoded.original_size[1],
-                )
-            return ok_row(
-                item, prediction, attempts=attempts, elapsed_ms=(self._clock() - started) * 1000
+            self._hedge.record(now - started)
+        if encoded is not None and encoded.original_size is not None:
+            # The server measured the downscaled copy; report the image the user has.
+            prediction = replace(
+                prediction,
+                image_width=encoded.original_size[0],
+                image_height=encoded.original_size[1],
             )
+        return ok_row(item, prediction, attempts=attempts, elapsed_ms=(now - started) * 1000)
 
     @contextmanager
     def _unless_stopping(self) -> Iterator[None]:
@@ -442,20 +486,157 @@ class Job:
         finally:
             self._waits.discard(scope)
 
+    # -- one request, and copies of a stuck one ---------------------------------------------
+
     async def _send(
-        self, item: Item, encoded: EncodedImage | None, client: ClassificationClient
-    ) -> Prediction:
-        """One request, under the watchdog: one it cuts off counts as a timeout."""
-        async with self._watchdog.watch():
-            if encoded is not None:
-                return await client.classify_bytes(encoded.body)
-            return await client.classify_url(item.url or "")
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        client: ClassificationClient,
+        started: float,
+        items_in: MemoryObjectReceiveStream[Item],
+    ) -> tuple[Prediction, int]:
+        """One request under the watchdog, and how many copies of it were sent.
+
+        Past the stuck-request deadline (``hedging.py``) the watchdog calls ``_overdue``: a
+        spare worker takes this worker's place and a copy goes out; the first answer wins.
+        A request the watchdog cuts for a stall counts as a timeout.
+        """
+        # Also before the deadline is known: a request sent in the first burst can hang too.
+        race = _Race(item, encoded, client, items_in)
+        self._hedge.sent()
+        watched = race.watched = self._watchdog.watch(started, partial(self._overdue, race))
+        try:
+            async with watched:
+                prediction = await _post(item, encoded, client)
+                return prediction, race.copies
+        finally:
+            self._settle(race)
+        if race.answer is not None:
+            if isinstance(race.answer, Exception):
+                raise race.answer
+            return race.answer, race.copies
         raise RetryableError(
             "no answer, and no other request completed either, for "
             f"{self._watchdog.stall_after:g} s: the connection was stuck; cancelled by the "
             "watchdog",
             kind="timeout",
         )
+
+    def _overdue(self, race: _Race) -> bool:
+        """No answer past the deadline: free the worker's place, send a copy if the budget
+        allows. Called by the watchdog, for the original and for each copy; ``False`` asks it
+        to call again later (no copy yet: the budget is spent for now)."""
+        workers = self._workers
+        if race.done or self._stopping or workers is None:
+            return True
+        if not race.stuck:
+            race.stuck = True
+            self._stuck += 1
+            # The stuck request no longer counts against --concurrency: a spare worker takes
+            # the next items until it settles. At most one spare per worker.
+            if self._spares < self.config.http.concurrency:
+                race.spare = anyio.Event()
+                self._spares += 1
+                workers.start_soon(self._work, race.items_in.clone(), race.client, race.spare)
+        deadline = self._hedge.deadline or 0.0
+        if race.copies >= HedgePolicy.max_copies:
+            return True
+        if self._health.is_down or not self._hedge.try_copy(first_try=not race.refused):
+            if not race.refused:
+                race.refused = True
+                self._progress.note(
+                    f"{self._stuck} request(s) with no answer after {deadline:.1f} s; copies "
+                    f"are capped at {HedgePolicy.budget_ratio:.0%} of requests, so waiting (up "
+                    f"to --timeout {self.config.http.timeout:g} s)"
+                )
+            return False
+        race.copies += 1
+        self._summary.hedged += 1
+        workers.start_soon(self._send_copy, race)
+        self._progress.note(
+            f"{self._stuck} request(s) with no answer after {deadline:.1f} s: sent again "
+            f"({self._summary.hedged:,} so far)"
+        )
+        return True
+
+    async def _send_copy(self, race: _Race) -> None:
+        """A copy of a stuck request; if it is answered first, its answer is the item's."""
+        scope = anyio.CancelScope()
+        race.scopes.append(scope)
+        with scope:
+            if race.done:
+                return
+            if self._rate.try_acquire() > 0:
+                await self._rate.acquire()
+            started = self._clock()
+            watched = self._watchdog.watch(started, partial(self._overdue, race))
+            answer: Prediction | Exception
+            try:
+                async with watched:
+                    answer = await _post(race.item, race.encoded, race.client)
+            except RetryableError as error:
+                # The original may still answer, or time out and be retried as usual.
+                self._health.failure(error, race.item.id)
+                if error.http_status == 429:
+                    self._rate.on_rate_limited(error.retry_after, started)
+                return
+            except (ItemError, FatalApiError) as error:
+                self._health.success(started)
+                answer = error
+            else:
+                if watched.cut:
+                    return
+                self._health.success(started)
+                self._rate.on_success(started)
+                self._hedge.record(self._clock() - started)
+            if not race.done and race.watched is not None:
+                race.answer = answer
+                race.watched.cut_now()
+
+    def _settle(self, race: _Race) -> None:
+        """The item's request is over: cancel copies still out, send its spare home."""
+        race.done = True
+        for scope in race.scopes:
+            scope.cancel()
+        if race.spare is not None:
+            race.spare.set()
+        if race.stuck:
+            self._stuck -= 1
+
+    # -- reading files ----------------------------------------------------------------------
+
+    async def _encode(self, path: str) -> EncodedImage | None:
+        """Read and encode one file, inline while reads are fast, else in a thread.
+
+        Out of file descriptors (EMFILE/ENFILE) is the process's trouble, not the image's:
+        wait for requests to finish and free some, then read again. ``None``: stopping.
+        """
+        config = self.config
+        waited = 0.0
+        delay = 0.05
+        while True:
+            try:
+                if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
+                    encoded, seconds = self._read(path)
+                else:
+                    encoded, seconds = await anyio.to_thread.run_sync(self._read, path)
+            except OpenFilesExhausted as error:
+                if waited >= config.retry.max_elapsed:
+                    raise FatalApiError(
+                        f"{error}; for {waited:.0f} s: lower --concurrency or raise the "
+                        "limit (ulimit -n), then rerun the same command to resume"
+                    ) from None
+                self._progress.note(f"{error}: waiting for requests to finish")
+                with self._unless_stopping():
+                    await anyio.sleep(delay)
+                if self._stopping:
+                    return None
+                waited += delay
+                delay = min(delay * 2, 1.0)
+                continue
+            self._read_seconds += (seconds - self._read_seconds) * 0.1
+            return encoded
 
     def _read(self, path: str) -> tuple[EncodedImage, float]:
         """Read and encode one file; also return how long that took."""
@@ -531,6 +712,53 @@ class Job:
             self._sink.flush()
         except OutputError as error:
             self._fail(error)
+
+
+class _Race:
+    """One item's request and the copies sent once it was stuck: the first answer wins."""
+
+    __slots__ = (
+        "answer",
+        "client",
+        "copies",
+        "done",
+        "encoded",
+        "item",
+        "items_in",
+        "refused",
+        "scopes",
+        "spare",
+        "stuck",
+        "watched",
+    )
+
+    def __init__(
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        client: ClassificationClient,
+        items_in: MemoryObjectReceiveStream[Item],
+    ) -> None:
+        self.item = item
+        self.encoded = encoded
+        self.client = client
+        self.items_in = items_in
+        self.watched: Watched | None = None
+        self.answer: Prediction | Exception | None = None
+        self.copies = 0
+        self.scopes: list[anyio.CancelScope] = []
+        self.spare: anyio.Event | None = None
+        self.stuck = False
+        self.refused = False
+        self.done = False
+
+
+def _post(
+    item: Item, encoded: EncodedImage | None, client: ClassificationClient
+) -> Awaitable[Prediction]:
+    if encoded is not None:
+        return client.classify_bytes(encoded.body)
+    return client.classify_url(item.url or "")
 
 
 def _strip_gave_up(message: str | None) -> str:

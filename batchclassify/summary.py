@@ -110,12 +110,16 @@ class JobSummary:
     """Items skipped because an earlier run recorded them as failed (see --retry-failed)."""
     duplicates: int = 0
     retries: int = 0
+    hedged: int = 0
+    """Copies sent of requests stuck with no answer past the deadline (``hedging.py``)."""
     rate_limited: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
     started_over: bool = False
     """The run began with --overwrite (so resuming means rerunning without it)."""
     fatal: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """Things the job changed or noticed that the user should know (said once, at the end)."""
     errors: Counter[str] = field(default_factory=Counter)
     error_lines: dict[str, list[str]] = field(default_factory=dict)
     """For grouped manifest errors: the first few line (or row) numbers of each."""

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from harness import PY, ROOT
 
 NOTES = ROOT / "profile_notes.md"
+#: Written by ``hung_requests.py`` (a script of its own: it needs a server per hang rate).
+HUNG = ROOT / "hung_requests.md"
 
 
 # -- what the server answers ---------------------------------------------------------------
@@ -228,6 +230,8 @@ def render(folder: Path, *, quick: bool) -> str:
         if key in data:
             lines += section(data[key], targets)
     lines += ["## Targets (issue 5)", "", *targets, ""]
+    if HUNG.exists():
+        lines += [HUNG.read_text(encoding="utf-8").strip(), ""]
     if NOTES.exists():
         lines += [NOTES.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)

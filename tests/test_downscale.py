@@ -13,7 +13,7 @@ from PIL import Image
 from batchclassify.encoding import read_and_encode
 from batchclassify.server import BackgroundServer
 
-from .conftest import COLORS, CliResult, read_rows
+from .conftest import COLORS, CliResult, read_rows, run_args
 
 Cli = Callable[..., CliResult]
 
@@ -80,3 +80,28 @@ def test_max_size_uploads_less_and_rows_keep_the_original_size(
     sizes = {name: (row["image_width"], row["image_height"]) for name, row in rows.items()}
     assert sizes == {"big.jpg": (1600, 1200), "turned.jpg": (600, 1200), "small.png": (100, 80)}
     assert server.stats.bytes_received * 5 < originals
+
+
+def test_max_size_decode_errors_say_what_is_wrong_with_the_file(
+    tmp_path: Path, server: BackgroundServer, cli: Cli
+) -> None:
+    """Pillow's own message names its in-memory buffer (``<_io.BytesIO object at 0x…>``);
+    the row says what the file is instead, and no request is sent for it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "notes.jpg").write_bytes(b"shopping list: eggs, milk\n")
+    (folder / "phone.jpg").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    good = photo(folder / "good.jpg", "red", (64, 48)).read_bytes()
+    (folder / "cut.jpg").write_bytes(good[:40])
+    output = tmp_path / "out.jsonl"
+
+    result = cli(*run_args(server, output, folder), "--max-size", "256", "-q")
+
+    assert result.code == 1, result.err
+    errors = {Path(row["path"]).name: row["error"] for row in read_rows(output) if row["error"]}
+    assert set(errors) == {"notes.jpg", "phone.jpg", "cut.jpg"}
+    assert not any("BytesIO" in message or "0x" in message for message in errors.values())
+    assert "not in an image format Pillow recognises" in errors["notes.jpg"]
+    assert "HEIC" in errors["phone.jpg"] and "convert it to JPEG" in errors["phone.jpg"]
+    assert "the file is cut short" in errors["cut.jpg"]
+    assert server.stats.requests == 1  # only good.jpg was sent

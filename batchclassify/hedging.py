@@ -1,0 +1,101 @@
+"""When a request counts as stuck, and how many copies of stuck requests may be sent.
+
+A hung request (the server took it and never answers) used to hold its worker for the whole
+``--timeout``: with 1% of requests hanging, a fast job spent most of its time waiting on them.
+Instead, a request with no answer after a *deadline* learned from recent latencies is stuck:
+it stops holding its worker's place (another worker takes the next items) and a copy of it is
+sent; the first answer wins and the other request is cancelled (the "hedged request" of
+Dean & Barroso, *The Tail at Scale*).
+
+A copy is a paid request, so copies come out of a budget: each request sent earns
+``budget_ratio`` of a copy, so copies stay under that share of the requests, plus a small
+allowance at the start. Past the budget, a stuck request waits until the requests sent since
+have earned it a copy, or for its ``--timeout`` as before.
+
+The deadline is ``factor`` times a high quantile of the latencies of requests answered without
+a copy, never below ``floor`` (an event-loop hiccup is not a hang) and only once enough
+answers have been seen. Requests answered by a copy are left out: the original's latency would
+be the deadline itself, and the deadline would feed on its own value.
+"""
+
+from __future__ import annotations
+
+
+class HedgePolicy:
+    """Learns the stuck-request deadline from latencies; keeps the budget of copies.
+
+    ``record`` and ``sent`` are called once per request, so both are O(1): the quantile is
+    recomputed from a fixed window every ``refresh_every`` answers, not on every one.
+    """
+
+    #: The deadline is ``factor`` × this quantile of recent latencies...
+    quantile = 0.99
+    factor = 3.0
+    #: ...but never below this many seconds.
+    floor = 0.25
+    #: Answers needed before any request is called stuck.
+    min_samples = 20
+    window = 512
+    refresh_every = 64
+    #: Copies earned per request sent (2%); how many are given at the start; how many may be
+    #: saved up (at least this many, and one per worker: a fast job's hangs surface a deadline
+    #: after thousands of requests went out, all at once).
+    budget_ratio = 0.02
+    budget_initial = 2.0
+    budget_cap = 10.0
+    #: Requests in flight at once for one item: the original and up to two copies.
+    max_copies = 2
+
+    def __init__(self, *, timeout: float, concurrency: int = 1) -> None:
+        self._timeout = timeout
+        self._cap = max(self.budget_cap, float(concurrency))
+        self._samples: list[float] = []
+        self._next = 0  # ring-buffer position once the window is full
+        self._count = 0
+        self._deadline: float | None = None
+        self._credit = self.budget_initial
+        self.copies = 0
+        """Copies sent so far."""
+        self.refused = 0
+        """Stuck requests that got no copy because the budget was spent."""
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds without an answer after which a request is stuck; ``None``: not yet known,
+        or not shorter than the request timeout (nothing to gain)."""
+        return self._deadline
+
+    def record(self, seconds: float) -> None:
+        """A request answered without a copy, ``seconds`` after it was sent."""
+        if len(self._samples) < self.window:
+            self._samples.append(seconds)
+        else:
+            self._samples[self._next] = seconds
+            self._next = (self._next + 1) % self.window
+        self._count += 1
+        if self._count == self.min_samples or (
+            self._count > self.min_samples and self._count % self.refresh_every == 0
+        ):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        ordered = sorted(self._samples)
+        high = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+        deadline = max(self.floor, self.factor * high)
+        self._deadline = deadline if deadline < self._timeout else None
+
+    def sent(self) -> None:
+        """A request (not a copy) went out: it earns a share of a copy."""
+        credit = self._credit + self.budget_ratio
+        self._credit = credit if credit < self._cap else self._cap
+
+    def try_copy(self, *, first_try: bool = True) -> bool:
+        """Spend one copy from the budget, if there is one. ``first_try=False`` for a stuck
+        request asking again, so ``refused`` counts requests, not questions."""
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            self.copies += 1
+            return True
+        if first_try:
+            self.refused += 1
+        return False
