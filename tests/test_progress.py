@@ -614,7 +614,7 @@ def test_waits_are_described_with_their_moments_once_per_wait() -> None:
     texts: list[str | None] = []
 
     async def main() -> None:
-        async with dog.watch():
+        async with dog.watch(now[0]):
             for moment in (14.0, 15.0, 40.0):
                 now[0] = moment
                 texts.append(describer.describe())
