@@ -286,7 +286,9 @@ def _command(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         latency=args.latency,
     )
-    opened = AnswerCache(config.cache) if config.cache is not None else None
+    # A plan writes nothing: a cache file that does not exist yet is an empty one.
+    exists = config.cache is not None and config.cache.exists()
+    opened = AnswerCache(config.cache, create=False) if exists and config.cache else None
     show = _Progress(enabled=not args.quiet)
     with closing(opened) if opened is not None else nullcontext():
         Planner(config, cache=opened, recorded=recorded, report=report, progress=show).run(
