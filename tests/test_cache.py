@@ -211,6 +211,9 @@ def test_cost_headers_are_recorded_per_row_and_summed(
     assert all(row["credits"] == pytest.approx(0.0002) for row in rows)
     assert sum(row["cold_start"] for row in rows) == 1  # the model's first request
     assert "cost: 0.0024 credits for 12 requests" in result.err
+    status = cli("status", output)
+    assert "cost: 0.0024 credits for 12 requests" in status.out
+    assert orjson.loads(cli("status", output, "--json").out)["credits"] == pytest.approx(0.0024)
 
     plain = make_server()
     other = tmp_path / "plain.jsonl"
