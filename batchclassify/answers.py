@@ -112,6 +112,7 @@ class CachingClassifier:
         problem = self.commit()
         if self.cache is not None:
             self.cache.close_quietly()
+            self.cache = None
         return problem
 
 

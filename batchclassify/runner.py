@@ -170,11 +170,11 @@ class Job:
                         await self._pipeline(client, prior)
             finally:
                 sink.close()
-                self._close_answers()
                 self._summary.elapsed = self._clock() - started
             if prior.superseded or self._requeued or getattr(sink, "unparsable_lines", 0):
                 sink.compact()
         finally:
+            self._close_answers()
             self._summary.rate_limited = self._rate.rate_limited_count
             self._progress.finished()
         return self._summary
