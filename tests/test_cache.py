@@ -392,3 +392,26 @@ def test_kill_9_mid_write_leaves_a_usable_cache(
     assert len(rows) == 300 and all(row["status"] == "ok" for row in rows.values())
     assert sum(row["cached"] for row in rows.values()) == stored
     assert server.stats.requests - sent_before == 300 - stored
+
+
+def test_a_parquet_output_from_before_the_cost_columns_resumes(
+    tmp_path: Path, server: BackgroundServer, cli: Cli
+) -> None:
+    import pyarrow.parquet as pq
+
+    make_images(tmp_path / "in", 4)
+    output = tmp_path / "out.parquet"
+    assert cli(*run_args(server, output, tmp_path / "in")).code == 0
+    new = ["cached", "cached_from", "server_ms", "cold_start", "credits"]
+    for part in output.glob("part-*.parquet"):  # as an older version wrote it
+        pq.write_table(pq.read_table(part).drop_columns(new), part)
+    make_images(tmp_path / "more", 3)
+
+    result = cli(*run_args(server, output, tmp_path / "in", tmp_path / "more"))
+
+    assert result.code == 0, result.err
+    assert "4 already done" in result.err
+    rows = read_rows(output)  # one table: every part has every column again
+    assert len(rows) == 7
+    assert sum(row["cached"] is None for row in rows) == 4
+    assert sum(row["cached"] is False for row in rows) == 3
