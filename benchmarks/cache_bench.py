@@ -4,12 +4,14 @@
     .venv/bin/python benchmarks/cache_bench.py --quick    # smoke run
 
 1. Per image, in-process, over the CPU-bound regime's 640x480 JPEGs (~50 KB): the worker's
-   read + base64, then what ``--cache`` adds: the key (XXH3-128 over the body, BLAKE2b over
-   settings + digest), a lookup in a cache of 100,000 answers, a store (amortised over a
-   commit of 500). BLAKE2b over the whole body is shown for comparison.
+   read + base64, the key (XXH3-128 over the body, seeded from the settings: computed with
+   or without ``--cache``, for in-flight sharing), then what ``--cache`` adds: a lookup in a
+   cache of 100,000 answers, a store (amortised over a commit of 500). BLAKE2b over the whole
+   body is shown for comparison.
 2. End to end, CPU-bound regime (server: latency 0, hash model, its own CPU): the CLI's CPU per
    image with and without ``--cache`` (all misses: the worst case, everything hashed, looked
-   up and stored), the median of several runs each.
+   up and stored; then all hits), and with ``--baseline DIR`` the code in DIR (the branch
+   before this feature), the median of several runs each, start-up subtracted.
 3. A folder with 30% duplicates at the hosted rate (``--rate-limit 20``, 180 ms answers):
    requests and wall time without and with ``--cache``.
 
@@ -61,12 +63,13 @@ def _per_image(paths: list[Path], workdir: Path) -> dict[str, float]:
             cache.commit()
     cache.commit()
     bodies = [read_and_encode(str(p), max_upload_bytes=20 << 20).body for p in paths]
+    body_keys = [keys.for_body(body) for body in bodies]
     steps = {
         "read + base64 (the worker)": lambda i: read_and_encode(
             str(paths[i]), max_upload_bytes=20 << 20
         ),
-        "key: XXH3-128 + BLAKE2b (--cache)": lambda i: keys.for_body(bodies[i]),
-        "lookup, a miss (--cache)": lambda i: cache.get(keys.for_body(bodies[i])),
+        "key: seeded XXH3-128 (always: in-flight sharing)": lambda i: keys.for_body(bodies[i]),
+        "lookup, a miss (--cache)": lambda i: cache.get(body_keys[i]),
         "lookup, a hit (--cache)": lambda i: cache.get((i * 37).to_bytes(16, "big")),
         "for comparison: BLAKE2b over the body": lambda i: hashlib.blake2b(
             bodies[i], digest_size=16
@@ -81,31 +84,33 @@ def _per_image(paths: list[Path], workdir: Path) -> dict[str, float]:
                 step(i)
             best = min(best, (time.process_time() - started) / len(paths))
         result[name] = best * 1e6
+    answer = {**_ANSWER, "id": "/data/photos/2024/06/IMG_0001.jpg"}
     best = float("inf")
-    for attempt in range(3):
+    for _ in range(3):
+        fresh = [os.urandom(16) for _ in bodies]
         started = time.process_time()
-        for i, body in enumerate(bodies):
-            cache.put(
-                keys.for_body(body + str(attempt).encode()),
-                {**_ANSWER, "id": str(i)},
-                model="bench/1",
-            )
+        for i, key in enumerate(fresh):
+            cache.put(key, answer, model="bench/1")
             if i % 500 == 499:
                 cache.commit()
         cache.commit()
         best = min(best, (time.process_time() - started) / len(bodies))
-    result["store, committed 500 at a time (--cache)"] = (
-        best * 1e6 - result["key: XXH3-128 + BLAKE2b (--cache)"]
-    )
+    result["store, committed 500 at a time (--cache)"] = best * 1e6
     cache.close()
     return result
 
 
-def _client(source: Path, url: str, output: Path, *extra: str) -> tuple[float, float, int]:
+#: Runs the CLI of the batchclassify found in the folder given as the first argument.
+_FROM = "import sys; sys.path.insert(0, sys.argv.pop(1)); from batchclassify.cli import main; "
+_FROM += "raise SystemExit(main(sys.argv[1:]))"
+
+
+def _client(
+    source: Path, url: str, output: Path, *extra: str, root: str | None = None
+) -> tuple[float, float, int]:
+    start = [PY, "-m", "batchclassify"] if root is None else [PY, "-c", _FROM, root]
     cmd = [
-        PY,
-        "-m",
-        "batchclassify",
+        *start,
         "run",
         str(source),
         "--model",
@@ -123,7 +128,9 @@ def _client(source: Path, url: str, output: Path, *extra: str) -> tuple[float, f
     return result.wall, result.cpu, result.exit_code
 
 
-def _end_to_end(folder: Path, workdir: Path, repeats: int) -> dict[str, tuple[float, float]]:
+def _end_to_end(
+    folder: Path, workdir: Path, repeats: int, baseline: str | None
+) -> dict[str, tuple[float, float]]:
     """Median client CPU ms per image and images/s, without and with --cache, less start-up
     (interpreter, imports, first connection, opening the cache: the median of one-image runs
     in the same mode)."""
@@ -131,7 +138,13 @@ def _end_to_end(folder: Path, workdir: Path, repeats: int) -> dict[str, tuple[fl
     one = workdir / "one"
     one.mkdir()
     os.link(next(folder.iterdir()), one / "one.jpg")
-    modes = ("without --cache", "--cache (all misses)", "--cache (all hits: a second run)")
+    modes: tuple[str, ...] = (
+        "without --cache",
+        "--cache (all misses)",
+        "--cache (all hits: a second run)",
+    )
+    if baseline is not None:
+        modes = (f"before this branch ({baseline})", *modes)
     found: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
     startup: dict[str, list[float]] = {name: [] for name in modes}
     log = workdir / "server-e2e.log"
@@ -139,15 +152,18 @@ def _end_to_end(folder: Path, workdir: Path, repeats: int) -> dict[str, tuple[fl
         _client(folder, server.url, workdir / "warm.jsonl")  # warm the page cache
         for rep in range(repeats):
             for name in modes:  # alternate, so drifting load hits both alike
-                with_cache = name != modes[0]
+                with_cache = "--cache (" in name
+                root = baseline if name.startswith("before") else None
                 cache = ["--cache", str(workdir / f"e2e-{rep}.sqlite")] if with_cache else []
                 out = workdir / f"e2e-{rep}-{modes.index(name)}.jsonl"
-                wall, cpu, _ = _client(folder, server.url, out, "--concurrency", "32", *cache)
+                wall, cpu, _ = _client(
+                    folder, server.url, out, "--concurrency", "32", *cache, root=root
+                )
                 found[name].append((cpu, count / wall))
                 one_cache = workdir / f"one-{rep}-{modes.index(name)}.sqlite"
                 cache = ["--cache", str(one_cache)] if cache else []
                 out = workdir / f"one-{rep}-{modes.index(name)}.jsonl"
-                startup[name].append(_client(one, server.url, out, *cache)[1])
+                startup[name].append(_client(one, server.url, out, *cache, root=root)[1])
                 print(
                     f"{name}: {cpu:.3f} s CPU, {wall:.2f} s; one image: {startup[name][-1]:.3f} s",
                     file=sys.stderr,
@@ -187,6 +203,7 @@ def _duplicates(paths: list[Path], workdir: Path, count: int) -> dict[str, tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", metavar="DIR", help="also time the batchclassify in DIR")
     args = parser.parse_args()
     small = ensure_images(DATA / "small", 2000, large=False)
     with tempfile.TemporaryDirectory(prefix="cache-bench-") as tmp:
@@ -196,7 +213,7 @@ def main() -> None:
         e2e_folder.mkdir()
         for path in small[: 300 if args.quick else 2000]:
             os.link(path, e2e_folder / path.name)
-        e2e = _end_to_end(e2e_folder, workdir, 1 if args.quick else 5)
+        e2e = _end_to_end(e2e_folder, workdir, 1 if args.quick else 5, args.baseline)
         dups = _duplicates(small, workdir, 60 if args.quick else 400)
     print(_markdown(micro, e2e, dups))
 
@@ -224,6 +241,13 @@ def _markdown(
     lines.append(
         f"\nEnd-to-end overhead of --cache (all misses): {overhead:+.1f}% client CPU per image."
     )
+    before = [cpu for name, (cpu, _) in e2e.items() if name.startswith("before")]
+    if before:
+        sharing = (base_cpu / before[0] - 1) * 100
+        lines.append(
+            f"Without --cache, against the code before this branch: {sharing:+.1f}% "
+            "(the key for in-flight sharing, the new row columns)."
+        )
     lines += [
         "",
         "| 30% duplicates, --rate-limit 20, 180 ms answers | requests | wall s |",
