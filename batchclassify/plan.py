@@ -221,7 +221,8 @@ def register(commands: Any) -> None:
         description="Walk and read the sources as 'run' would, sending nothing, and print: "
         "images found and skipped, bytes, images already done in --output, duplicates (by "
         "path and by content), answers already in --cache, the requests a run would make, "
-        "and how long they take at the rate limit and the given concurrency and latency.",
+        "and how long they take at the rate limit and the given concurrency and latency. "
+        "Writes nothing (not even a new cache file). Exit 2 if the sources hold no image.",
     )
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="as for run")
     parser.add_argument("--model", "-m", required=True, help="model id as SLUG/VERSION")
@@ -231,7 +232,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--confidence", type=float, metavar="F", help="as for run")
     parser.add_argument("--max-size", type=int, metavar="PX", help="as for run")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="as for run")
-    parser.add_argument("--extensions", default=",".join(sorted(DEFAULT_EXTENSIONS)))
+    parser.add_argument(
+        "--extensions", default=",".join(sorted(DEFAULT_EXTENSIONS)), help="as for run"
+    )
     parser.add_argument("--retry-failed", action="store_true", help="as for run")
     parser.add_argument(
         "--rate-limit",
