@@ -27,11 +27,14 @@ Request = Callable[[], Awaitable[Row | None]]
 
 
 class _Flight:
-    """One request others wait for."""
+    """One request others may wait for. The event is made by the first follower: most
+    images have no twin in flight, and an event per image is a measurable cost."""
+
+    __slots__ = ("done", "item_id", "row")
 
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None
         self.row: Row | None = None
 
 
@@ -65,6 +68,8 @@ class CachingClassifier:
             )
         flight = self._in_flight.get(key)
         if flight is not None:
+            if flight.done is None:
+                flight.done = anyio.Event()
             await flight.done.wait()
             return self._follow(item, flight, original_size)
         flight = self._in_flight[key] = _Flight(item.id)
@@ -72,7 +77,8 @@ class CachingClassifier:
             flight.row = row = await request()
         finally:
             del self._in_flight[key]
-            flight.done.set()
+            if flight.done is not None:
+                flight.done.set()
         if row is not None and row["status"] == "ok" and self.cache is not None:
             self.cache.put(key, row, model=self._model)
         return row
