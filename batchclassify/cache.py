@@ -21,6 +21,7 @@ import hashlib
 import os
 import sqlite3
 import time
+from array import array
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
@@ -106,6 +107,40 @@ def _seed(text: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
+class _KeySet:
+    """The first 8 bytes of every stored key, in an open-addressing ``array('Q')`` (~11 bytes
+    a key): a miss is answered here without a query. SQLite hands the GIL back and forth on
+    every query, which on a busy event loop costs several times the query itself."""
+
+    def __init__(self) -> None:
+        self._slots = array("Q", bytes(8 * 1024))
+        self._count = 0
+
+    def _find(self, value: int) -> int:
+        slots, mask = self._slots, len(self._slots) - 1
+        slot = value & mask
+        while slots[slot] != value and slots[slot] != 0:
+            slot = (slot + 1) & mask
+        return slot
+
+    def __contains__(self, key: bytes) -> bool:
+        value = int.from_bytes(key[:8], "little") or 1
+        return self._slots[self._find(value)] == value
+
+    def add(self, key: bytes) -> None:
+        value = int.from_bytes(key[:8], "little") or 1
+        slot = self._find(value)
+        if self._slots[slot] == 0:
+            self._slots[slot] = value
+            self._count += 1
+            if self._count * 10 > len(self._slots) * 7:
+                old = self._slots
+                self._slots = array("Q", bytes(16 * len(old)))
+                for value in old:
+                    if value:
+                        self._slots[self._find(value)] = value
+
+
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     answer: dict[str, Any]
@@ -128,6 +163,21 @@ class AnswerCache:
         self.path = path
         self._pending: dict[bytes, tuple[str, str, bytes, float | None]] = {}
         self._db = _open(path, create=create)
+        # Loaded on the first lookup (``cache stats`` needs none); refreshed at each commit
+        # with the rows appended since, by this job or any other.
+        self._known: _KeySet | None = None
+        self._seen_rowid = 0
+
+    def _refresh_known(self) -> _KeySet:
+        known = self._known if self._known is not None else _KeySet()
+        rows = self._db.execute(
+            "SELECT rowid, key FROM answers WHERE rowid > ? ORDER BY rowid", (self._seen_rowid,)
+        )
+        for rowid, key in rows:
+            known.add(key)
+            self._seen_rowid = rowid
+        self._known = known
+        return known
 
     # -- lookups and stores ---------------------------------------------------------------
 
@@ -135,6 +185,9 @@ class AnswerCache:
         pending = self._pending.get(key)
         if pending is not None:
             return CachedAnswer(orjson.loads(pending[2]), pending[1])
+        known = self._known if self._known is not None else self._refresh_known()
+        if key not in known:
+            return None  # a miss, the common case of a first run: no query
         found = self._db.execute(
             "SELECT answer, source_id FROM answers WHERE key = ?", (key,)
         ).fetchone()
@@ -173,6 +226,8 @@ class AnswerCache:
                 rows,
             )
         self._pending.clear()
+        if self._known is not None:
+            self._refresh_known()
 
     def close(self) -> None:
         try:
@@ -211,6 +266,7 @@ class AnswerCache:
                 deleted = self._db.execute("DELETE FROM answers").rowcount
             else:
                 deleted = self._db.execute("DELETE FROM answers WHERE model = ?", (model,)).rowcount
+        self._known, self._seen_rowid = None, 0
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.execute("VACUUM")
         return int(deleted)
