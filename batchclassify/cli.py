@@ -222,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="image extensions to pick up in folders, comma-separated (default: %(default)s)",
     )
     inputs.add_argument(
+        "--cache",
+        metavar="PATH",
+        default=None,
+        help="answer cache (an SQLite file, shared safely by concurrent jobs): an image whose "
+        "answer is there (same bytes sent, model, --confidence, --max-size) is not sent again, "
+        "and every answer is stored. 'default' is $XDG_CACHE_HOME/batchclassify/answers.sqlite "
+        "(~/.cache/...). Default: $BATCHCLASSIFY_CACHE if set, else none. Identical images in "
+        "flight at once share one request either way",
+    )
+    inputs.add_argument(
+        "--no-cache", action="store_true", help="use no cache file, even $BATCHCLASSIFY_CACHE"
+    )
+    inputs.add_argument(
         "--overwrite",
         action="store_true",
         help="start over: delete the output first. Only a batchclassify output is deleted (the "
@@ -273,10 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_registrars() -> list[Callable[[Any], None]]:
     """The ``register`` functions of the commands defined outside this module."""
-    from . import export, status
+    from . import cache_command, export, plan, status
     from .report import register as register_report
 
-    return [register_report, export.register, status.register]
+    return [
+        register_report,
+        export.register,
+        status.register,
+        plan.register,
+        cache_command.register,
+    ]
 
 
 def _job_config(args: argparse.Namespace) -> JobConfig:
@@ -301,6 +320,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         overwrite=args.overwrite,
         retry_failed=args.retry_failed,
         max_failures=args.max_failures,
+        cache=cache_option(args),
         http=HttpConfig(
             api_url=args.api_url,
             api_key=api_key,
@@ -312,6 +332,16 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         retry=RetryConfig(attempts=args.retries + 1),
         rate=RateConfig(requests_per_second=args.rate_limit, max_outage=args.max_outage),
     )
+
+
+def cache_option(args: argparse.Namespace) -> Path | None:
+    """The cache file ``--cache`` / ``--no-cache`` / ``$BATCHCLASSIFY_CACHE`` name, if any."""
+    from .cache import resolve_cache_path
+
+    if getattr(args, "no_cache", False):
+        return None
+    text = args.cache or os.environ.get("BATCHCLASSIFY_CACHE") or None
+    return None if text is None else resolve_cache_path(text)
 
 
 async def _run(job: Job) -> tuple[JobSummary, int | None]:

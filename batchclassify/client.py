@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ import orjson
 from yarl import URL
 
 from .config import HttpConfig
+from .cost import read_cost_headers
 from .errors import FatalApiError, ItemError, RetryableError
 from .models import Prediction, parse_prediction
 from .retry import RETRYABLE_STATUSES, parse_retry_after
@@ -136,6 +138,7 @@ class ClassificationClient:
                 status = response.status
                 payload = await response.read()
                 retry_after_header = response.headers.get("Retry-After")
+                cost = read_cost_headers(response.headers) if status == 200 else (None, None)
         except TimeoutError:
             raise RetryableError(
                 f"no answer from {self._host} within {self._config.timeout:g} s "
@@ -177,10 +180,13 @@ class ClassificationClient:
                     http_status=200,
                 ) from None
             try:
-                return parse_prediction(parsed)
+                prediction = parse_prediction(parsed)
             except ItemError as error:
                 error.http_status = 200
                 raise
+            if cost != (None, None):  # what the server says it spent (cost.py)
+                prediction = replace(prediction, server_ms=cost[0], cold_start=cost[1])
+            return prediction
         raise self._error_for(status, payload, retry_after_header)
 
     def _error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:

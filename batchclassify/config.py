@@ -174,6 +174,10 @@ class JobConfig:
     overwrite: bool = False
     retry_failed: bool = False
     max_failures: int | None = None
+    cache: Path | None = None
+    """The answer cache file (``--cache``): answers found there are not requested again,
+    and every answer is stored there. ``None``: no cache (identical images in flight at the
+    same time still share one request)."""
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
@@ -195,6 +199,7 @@ class JobConfig:
             overwrite: bool = ...,
             retry_failed: bool = ...,
             max_failures: int | None = ...,
+            cache: str | os.PathLike[str] | None = ...,
             http: HttpConfig = ...,
             retry: RetryConfig = ...,
             rate: RateConfig = ...,
@@ -207,6 +212,8 @@ class JobConfig:
             f"output: {self.output!r} is not a path (a str or a Path)",
         )
         object.__setattr__(self, "output", Path(self.output))
+        if self.cache is not None:
+            object.__setattr__(self, "cache", Path(self.cache))
         _require(
             len(self.sources) > 0, "no source given: name a folder, a manifest, or - for stdin"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .cost import credits_for
 from .errors import ItemError
 from .names import as_text
 
@@ -27,6 +28,26 @@ ROW_FIELDS: tuple[str, ...] = (
     "error_type",
     "error",
     "elapsed_ms",
+    # Where the answer came from and what it cost (cache.py, cost.py); outputs written before
+    # these columns existed lack them, and are still read and resumed.
+    "cached",
+    "cached_from",
+    "server_ms",
+    "cold_start",
+    "credits",
+)
+#: The columns every output batchclassify ever wrote has: what marks a row (or part) as ours.
+CORE_ROW_FIELDS: tuple[str, ...] = ROW_FIELDS[: ROW_FIELDS.index("elapsed_ms") + 1]
+#: What an answer consists of, kept in the answer cache and copied into a cached row.
+ANSWER_FIELDS: tuple[str, ...] = (
+    "top",
+    "confidence",
+    "predicted_classes",
+    "predictions",
+    "multilabel",
+    "image_width",
+    "image_height",
+    "inference_id",
 )
 _RESERVED = frozenset(ROW_FIELDS)
 
@@ -67,6 +88,10 @@ class Prediction:
     image_width: int | None
     image_height: int | None
     inference_id: str | None
+    server_ms: float | None = None
+    """The server's processing time (its ``X-Processing-Time`` header), if it said."""
+    cold_start: bool | None = None
+    """The server loaded the model for this request (``X-Model-Cold-Start``), if it said."""
 
 
 def _as_int(value: Any) -> int | None:
@@ -175,6 +200,33 @@ def ok_row(
     row["attempts"] = attempts
     row["http_status"] = 200
     row["elapsed_ms"] = round(elapsed_ms, 1)
+    row["cached"] = False
+    row["server_ms"] = prediction.server_ms
+    row["cold_start"] = prediction.cold_start
+    if prediction.server_ms is not None:
+        row["credits"] = credits_for(prediction.server_ms)
+    return row
+
+
+def cached_row(
+    item: Item,
+    answer: dict[str, Any],
+    *,
+    cached_from: str,
+    original_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """An ok row whose answer was not requested for it: from the answer cache, or shared with
+    the identical image ``cached_from`` in flight. No request, so no cost."""
+    row = _base_row(item, "ok")
+    for name in ANSWER_FIELDS:
+        row[name] = answer.get(name)
+    if original_size is not None:  # a downscaled copy was keyed; report the user's image
+        row["image_width"], row["image_height"] = original_size
+    row["attempts"] = 0
+    row["http_status"] = 200
+    row["elapsed_ms"] = 0.0
+    row["cached"] = True
+    row["cached_from"] = cached_from
     return row
 
 
@@ -193,4 +245,5 @@ def error_row(
     row["error_type"] = error_type
     row["error"] = error
     row["elapsed_ms"] = None if elapsed_ms is None else round(elapsed_ms, 1)
+    row["cached"] = False
     return row

@@ -28,7 +28,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import orjson
 
 from .errors import OutputError, UsageError
-from .models import ROW_FIELDS
+from .models import CORE_ROW_FIELDS, ROW_FIELDS
 from .sinks import write_failed
 
 _PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
@@ -71,6 +71,11 @@ def core_schema() -> Any:
         "error_type": pa.string(),
         "error": pa.string(),
         "elapsed_ms": pa.float64(),
+        "cached": pa.bool_(),
+        "cached_from": pa.string(),
+        "server_ms": pa.float64(),
+        "cold_start": pa.bool_(),
+        "credits": pa.float64(),
     }
     assert tuple(types) == ROW_FIELDS
     return pa.schema(list(types.items()))
@@ -167,7 +172,7 @@ class ParquetSink:
                 ) from None
             with source:
                 names = source.schema_arrow.names
-                if not set(ROW_FIELDS) <= set(names):
+                if not set(CORE_ROW_FIELDS) <= set(names):
                     raise OutputError(
                         f"{part} is not a part batchclassify wrote (it lacks the row columns); "
                         "move it away to resume"
@@ -361,9 +366,11 @@ class ParquetSink:
         table = pq.read_table(part)
         if keep is not None:
             table = table.filter(keep)
-        for name in columns:
+        schema = self._schema(columns)
+        for name in [*ROW_FIELDS, *columns]:  # a part from before a column existed: nulls
             if name not in table.column_names:
-                table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+                kind = schema.field(name).type
+                table = table.append_column(name, pa.nulls(table.num_rows, kind))
         table = table.select(list(ROW_FIELDS) + columns).cast(self._schema(columns))
         tmp = part.with_name(f".{part.name}.tmp")
         pq.write_table(table, tmp)

@@ -266,6 +266,7 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
     if summary.rate_limited:
         extra += f", {summary.rate_limited:,} answered 429"
     lines.append(f"{summary.processed:,} images in {summary.elapsed:,.1f} s ({rate}), {extra}")
+    lines.extend(_saving_lines(summary))
     lines.extend(_input_lines(summary))
     if summary.errors:
         lines.append("top errors:")
@@ -285,6 +286,27 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
         )
         lines.append(f"interrupted — rerun {again} to resume")
     return "\n".join(lines)
+
+
+def _saving_lines(summary: JobSummary) -> list[str]:
+    """Requests not made (cache, identical images in flight, resume) and what was paid."""
+    lines = []
+    saved = []
+    if summary.cache_hits:
+        saved.append(f"{summary.cache_hits:,} answered from the cache")
+    if summary.shared:
+        saved.append(f"{summary.shared:,} shared an identical image's request")
+    if summary.already_done:
+        saved.append(f"{summary.already_done:,} done in an earlier run")
+    if saved and (summary.requests_saved or summary.costed):
+        total = summary.requests_saved + summary.already_done
+        lines.append(f"requests saved: {total:,} ({', '.join(saved)})")
+    if summary.costed:
+        lines.append(
+            f"cost: {summary.credits:,.4f} credits for {summary.costed:,} requests, as the "
+            "server reported them (max(processing time, 100 ms) / 500,000 ms each)"
+        )
+    return lines
 
 
 def _places(places: list[str], count: int) -> str:

@@ -122,7 +122,7 @@ class ProgressFile:
         summary = self._summary
         now = self._clock()
         done = summary.ok + summary.failed
-        requests = done + summary.retries
+        requests = done - summary.requests_saved + summary.retries
         live = self._live()
         self._samples.append((now, done, requests))
         while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW:
@@ -155,6 +155,10 @@ class ProgressFile:
             "failed": summary.failed,
             "remaining": remaining,
             "retries": summary.retries,
+            "cache_hits": summary.cache_hits,
+            "shared": summary.shared,
+            "credits": round(summary.credits, 6),
+            "costed": summary.costed,
             "images_per_s": None if images_per_s is None else round(images_per_s, 2),
             "requests_per_s": round((requests - first_requests) / span, 2) if span > 0 else None,
             "eta_s": None if eta is None else round(eta),

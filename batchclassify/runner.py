@@ -30,6 +30,8 @@ from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .answers import CachingClassifier, open_answers
+from .cache import KeySettings
 from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
 from .counting import count_items
@@ -129,6 +131,8 @@ class Job:
         # or big files (a moving average over the last reads) send reads to worker threads
         # until they are fast again; downscaling always runs in threads.
         self._read_seconds = 0.0
+        # The answer cache (--cache) and in-flight sharing; opened by run().
+        self._answers = CachingClassifier(None, KeySettings(model=config.model))
 
     # -- control --------------------------------------------------------------------------
 
@@ -157,8 +161,14 @@ class Job:
         self.config, notice = fit_open_files(self.config)
         config = self.config
         check_sources(config.sources, stdin=self._stdin)
+        # Before the output is touched: a cache file that is not one refuses the job.
+        self._answers = open_answers(config)
         sink = self._sink
-        prior = prepare_output(config, sink)
+        try:
+            prior = prepare_output(config, sink)
+        except BaseException:
+            self._answers.close()
+            raise
         started = self._clock()
         self._progress.started(already_done=prior.ok + (0 if config.retry_failed else prior.failed))
         if notice is not None:
@@ -179,6 +189,7 @@ class Job:
             if prior.superseded or self._requeued or getattr(sink, "unparsable_lines", 0):
                 sink.compact()
         finally:
+            self._close_answers()
             self._summary.rate_limited = self._rate.rate_limited_count
             self._progress.finished()
         return self._summary
@@ -370,7 +381,6 @@ class Job:
         items_in: MemoryObjectReceiveStream[Item],
     ) -> dict[str, Any] | None:
         """Classify one item, retrying what is retryable. ``None`` means: left for a rerun."""
-        config = self.config
         encoded: EncodedImage | None = None
         if item.path is not None:
             try:
@@ -379,6 +389,19 @@ class Job:
                 return error_row(item, error=str(error), error_type=error.kind, attempts=0)
             if encoded is None:
                 return None  # stopping while waiting for a file descriptor
+        return await self._answers.classify(
+            item, encoded, lambda: self._request(item, encoded, client, items_in)
+        )
+
+    async def _request(
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        client: ClassificationClient,
+        items_in: MemoryObjectReceiveStream[Item],
+    ) -> dict[str, Any] | None:
+        """Send one item until it has a row, retrying what is retryable."""
+        config = self.config
         attempts = 0
         budget_used = 0  # attempts that count: those not made while the API was down
         first_start = self._clock()
@@ -689,6 +712,11 @@ class Job:
                         "see the error column of the output, then rerun to resume"
                     )
                 )
+        if row.get("cached"):
+            summary.cache_hits, summary.shared = self._answers.hits, self._answers.shared
+        elif row.get("credits") is not None:
+            summary.credits += row["credits"]
+            summary.costed += 1
         self._progress.row(row["status"])
 
     async def _flush_periodically(self) -> None:
@@ -712,6 +740,13 @@ class Job:
             self._sink.flush()
         except OutputError as error:
             self._fail(error)
+        # Answers are stored with the rows they came in, so a kill -9 loses as few of them.
+        if (problem := self._answers.commit()) is not None:
+            self._progress.note(problem)
+
+    def _close_answers(self) -> None:
+        if (problem := self._answers.close()) is not None:
+            self._progress.note(problem)
 
 
 class _Race:

@@ -140,6 +140,8 @@ def format_status(status: dict[str, Any]) -> str:
         found = f"of {total:,}" if total is not None else f"of {so_far:,} found so far"
         done += f", {status['remaining']:,} remaining {found}"
     lines.append(done)
+    if status.get("cache_hits") or status.get("shared") or status.get("costed"):
+        lines.append("  " + _saving(status))
     if status.get("errors"):
         lines.append("  errors: " + ", ".join(f"{k} {v:,}" for k, v in status["errors"].items()))
     if status.get("running"):
@@ -151,6 +153,15 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("note") and status.get("running"):
         lines.append(f"  {status['note']}")
     return "\n".join(lines)
+
+
+def _saving(status: dict[str, Any]) -> str:
+    """Requests the cache and shared requests saved, and what the server said it cost."""
+    hits, shared = status.get("cache_hits", 0), status.get("shared", 0)
+    text = f"requests saved: {hits + shared:,} ({hits:,} from the cache, {shared:,} shared)"
+    if status.get("costed"):
+        text += f"; cost: {status['credits']:,.4f} credits for {status['costed']:,} requests"
+    return text
 
 
 def _speed(status: dict[str, Any]) -> str:

@@ -128,6 +128,19 @@ class JobSummary:
     inputs: InputReport = field(default_factory=InputReport)
     nothing_found: bool = False
     """Every source was read to the end and none held an item: nothing to classify."""
+    cache_hits: int = 0
+    """Rows answered from the answer cache (--cache), without a request."""
+    shared: int = 0
+    """Rows answered by the request of an identical image in flight at the same time."""
+    credits: float = 0.0
+    """Credits the server's cost headers add up to (see ``cost.py``), over ``costed`` rows."""
+    costed: int = 0
+    """Rows whose request the server reported a cost for."""
+
+    @property
+    def requests_saved(self) -> int:
+        """Requests not made because the answer was known: cache hits and shared requests."""
+        return self.cache_hits + self.shared
 
     @property
     def processed(self) -> int:

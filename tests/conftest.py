@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from batchclassify.cli import main
 from batchclassify.server import BackgroundServer, ServerConfig
@@ -39,10 +41,21 @@ COLORS: dict[str, tuple[int, int, int]] = {
 def make_image(
     path: Path, color: str = "red", size: tuple[int, int] = (40, 30), fmt: str | None = None
 ) -> Path:
-    """A solid-colour image the local server classifies as ``color``."""
+    """A solid-colour image the local server classifies as ``color``; a JPEG or PNG carries
+    its path (a comment, a text chunk), so two such files are not identical images."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.new("RGB", size, COLORS[color])
-    image.save(path, format=fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None))
+    fmt = fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None)
+    options: dict[str, Any] = {}
+    if fmt == "JPEG":
+        options["comment"] = str(path).encode("utf-8", "surrogateescape")
+    elif fmt == "PNG" or (fmt is None and path.suffix.lower() == ".png"):
+        info = PngImagePlugin.PngInfo()
+        info.add_text(
+            "batchclassify", str(path).encode("utf-8", "surrogateescape").decode("latin-1")
+        )
+        options["pnginfo"] = info
+    image.save(path, format=fmt, **options)
     return path
 
 
@@ -58,15 +71,25 @@ def png(color: str, side: int = 8) -> bytes:
     return _PNG[color, side]
 
 
+def unique_png(color: str, tag: str) -> bytes:
+    """``png(color)`` with a text chunk holding ``tag``: the same picture in other bytes, so a
+    job does not answer it from an identical image (see answers.py)."""
+    plain = png(color)
+    text = b"tEXt" + b"batchclassify\0" + tag.encode()
+    chunk = struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text))
+    return plain[:-12] + chunk + plain[-12:]  # before the IEND chunk
+
+
 def make_images(folder: Path, count: int) -> dict[str, str]:
-    """``count`` tiny images in ``folder``; returns id (the path as walked) -> colour."""
+    """``count`` tiny images in ``folder``, each with bytes of its own; returns id (the path
+    as walked) -> colour."""
     folder.mkdir(parents=True, exist_ok=True)
     colors = list(COLORS)
     expected = {}
     for n in range(count):
         color = colors[n % len(colors)]
         path = folder / f"{n:05d}-{color}.png"
-        path.write_bytes(png(color))
+        path.write_bytes(unique_png(color, str(path)))
         expected[str(path)] = color
     return expected
 

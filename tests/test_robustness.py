@@ -33,7 +33,7 @@ from batchclassify.ratelimit import RateController
 from batchclassify.runner import JobSummary
 from batchclassify.server import BackgroundServer, Fault, RequestRecord
 
-from .conftest import COLORS, KEY, CliResult, png, read_rows, rows_by_id
+from .conftest import COLORS, KEY, CliResult, png, read_rows, rows_by_id, unique_png
 
 Cli = Callable[..., CliResult]
 MakeServer = Callable[..., BackgroundServer]
@@ -74,7 +74,7 @@ def make_images(folder: Path, count: int) -> list[Path]:
     paths = []
     for n in range(count):
         path = folder / f"{n:04d}.png"
-        path.write_bytes(png(colors[n % len(colors)]))
+        path.write_bytes(unique_png(colors[n % len(colors)], str(path)))
         paths.append(path)
     return paths
 

@@ -52,6 +52,7 @@ class _State:
         self.own_hosts: set[str] = set()  # "127.0.0.1:PORT", so self-fetches share a cache
         self.url_cache: OrderedDict[str, bytes] = OrderedDict()
         self.session: aiohttp.ClientSession | None = None
+        self.warm_models: set[str] = set()  # for X-Model-Cold-Start
 
     def record(self, request: web.Request) -> RequestRecord:
         query = request.query
@@ -105,7 +106,19 @@ class _State:
         kind, threshold = self._check_request(request)
         data = await self._image_bytes(request)
         orient = request.query.get("disable_preproc_auto_orient", "").lower() not in ("true", "1")
-        return _json(200, await self.answer(request, data, kind, threshold, orient, started))
+        body = await self.answer(request, data, kind, threshold, orient, started)
+        return _json(200, body, self.billing_headers(request.path, started))
+
+    def billing_headers(self, model: str, started: float) -> dict[str, str] | None:
+        """Serverless v2's cost headers (``billing_headers="serverless"``), else none."""
+        if self.config.billing_headers == "off":
+            return None
+        cold = model not in self.warm_models
+        self.warm_models.add(model)
+        return {
+            "X-Processing-Time": f"{time.perf_counter() - started:.6f}",
+            "X-Model-Cold-Start": "true" if cold else "false",
+        }
 
     async def before_inference(self, request: web.Request) -> None:
         """Scripted and random faults, the rate limit and latency: what comes before a model

@@ -39,6 +39,10 @@ class ServerConfig:
     url_cache_size: int = 64
     history_size: int = 200
     seed: int = 0
+    billing_headers: Literal["off", "serverless"] = "off"
+    """``serverless``: answers carry Roboflow serverless v2's ``X-Processing-Time`` (seconds
+    spent on the request) and ``X-Model-Cold-Start`` (``true`` for a model's first request)
+    headers, which clients bill by; ``off``: like the classic hosted API, no such headers."""
     model_cost: Literal["pixels", "hash"] = "pixels"
     """``hash``: answer from a checksum of the image bytes, no decoding (a class per image,
     deterministic but meaningless), so a benchmark measures the client, not the server's
@@ -55,6 +59,8 @@ class ServerConfig:
                 raise ValueError(f"ServerConfig.{name} must be within 0..1")
         if self.latency_distribution not in ("fixed", "longtail"):
             raise ValueError("ServerConfig.latency_distribution must be 'fixed' or 'longtail'")
+        if self.billing_headers not in ("off", "serverless"):
+            raise ValueError("ServerConfig.billing_headers must be 'off' or 'serverless'")
         if self.model_cost not in ("pixels", "hash"):
             raise ValueError("ServerConfig.model_cost must be 'pixels' or 'hash'")
         limit = self.rate_limit
