@@ -35,6 +35,7 @@ from .encoding import EncodedImage, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
 from .health import HealthMonitor, Watchdog
 from .models import Item, Prediction, error_row, ok_row
+from .objectstore import object_scheme, read_encoded_object
 from .outputs import hold_output
 from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
@@ -343,11 +344,14 @@ class Job:
         encoded: EncodedImage | None = None
         if item.path is not None:
             try:
-                if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
-                    encoded, seconds = self._read(item.path)
+                if object_scheme(item.path) is not None:  # s3://...: read through fsspec
+                    encoded = await read_encoded_object(item.path, config)
                 else:
-                    encoded, seconds = await anyio.to_thread.run_sync(self._read, item.path)
-                self._read_seconds += (seconds - self._read_seconds) * 0.1
+                    if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
+                        encoded, seconds = self._read(item.path)
+                    else:
+                        encoded, seconds = await anyio.to_thread.run_sync(self._read, item.path)
+                    self._read_seconds += (seconds - self._read_seconds) * 0.1
             except ItemError as error:
                 return error_row(item, error=str(error), error_type=error.kind, attempts=0)
         attempts = 0
