@@ -155,9 +155,7 @@ def check_source(source: str) -> None:
         pages.close()
 
 
-def iter_objects(
-    source: str, extensions: frozenset[str], report: InputReport
-) -> Iterator[Item]:
+def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -> Iterator[Item]:
     """The objects under ``source`` whose extension is wanted, as items; lazy, page by page.
 
     A listing that fails midway (after the backend's own retries) ends in one problem item;
@@ -284,8 +282,10 @@ def _backend_message(exc: BaseException) -> str:
 async def read_encoded_object(url: str, config: JobConfig) -> EncodedImage:
     """Read the object at ``url`` and make it the request body, as ``read_and_encode`` does
     for a file: ``ItemError`` when it is missing, unreadable, empty or too large."""
-    limit = MAX_DOWNSCALE_SOURCE if config.max_size is not None else max_raw_bytes(
-        config.max_upload_bytes
+    limit = (
+        MAX_DOWNSCALE_SOURCE
+        if config.max_size is not None
+        else max_raw_bytes(config.max_upload_bytes)
     )
     data = await read_object(url, limit=limit)
     if len(data) > limit:
@@ -355,3 +355,24 @@ def _read_sync(fs: Any, path: str, limit: int) -> bytes:
     with fs.open(path, "rb") as handle:
         data: bytes = handle.read(limit + 1)
     return data
+
+
+def clear_cache() -> None:
+    """Forget the filesystems made so far, so the next use reads the credentials and endpoint
+    again (a long-lived process whose environment changed; tests with a new server)."""
+    with _lock:
+        _filesystems.clear()
+        _problems.clear()
+    try:
+        from fsspec.spec import AbstractFileSystem
+    except ImportError:
+        return
+    for cls in _subclasses(AbstractFileSystem):
+        cls.clear_instance_cache()
+
+
+def _subclasses(cls: type) -> Iterator[Any]:
+    sub: type
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
