@@ -31,7 +31,6 @@ from typing import Any
 
 import anyio
 
-from .config import JobConfig
 from .encoding import EncodedImage, encode_data, max_raw_bytes
 from .errors import ItemError, UsageError
 from .models import Item
@@ -279,19 +278,17 @@ def _backend_message(exc: BaseException) -> str:
 # -- reading -------------------------------------------------------------------------------
 
 
-async def read_encoded_object(url: str, config: JobConfig) -> EncodedImage:
+async def read_encoded_object(
+    url: str, *, max_upload_bytes: int, max_size: int | None, jpeg_quality: int
+) -> EncodedImage:
     """Read the object at ``url`` and make it the request body, as ``read_and_encode`` does
     for a file: ``ItemError`` when it is missing, unreadable, empty or too large."""
-    limit = (
-        MAX_DOWNSCALE_SOURCE
-        if config.max_size is not None
-        else max_raw_bytes(config.max_upload_bytes)
-    )
+    limit = MAX_DOWNSCALE_SOURCE if max_size is not None else max_raw_bytes(max_upload_bytes)
     data = await read_object(url, limit=limit)
     if len(data) > limit:
         raise ItemError(
             f"object is over {limit / 2**20:.1f} MiB, the most that can be sent"
-            + ("" if config.max_size is not None else "; use --max-size to downscale it"),
+            + ("" if max_size is not None else "; use --max-size to downscale it"),
             kind="too_large",
         )
 
@@ -299,12 +296,12 @@ async def read_encoded_object(url: str, config: JobConfig) -> EncodedImage:
         return encode_data(
             data,
             original_bytes=len(data),
-            max_upload_bytes=config.max_upload_bytes,
-            max_size=config.max_size,
-            jpeg_quality=config.jpeg_quality,
+            max_upload_bytes=max_upload_bytes,
+            max_size=max_size,
+            jpeg_quality=jpeg_quality,
         )
 
-    if config.max_size is None and len(data) <= INLINE_ENCODE_BYTES:
+    if max_size is None and len(data) <= INLINE_ENCODE_BYTES:
         return encode()  # base64 of a small image: cheaper than a thread hop
     return await anyio.to_thread.run_sync(encode)
 

@@ -345,7 +345,12 @@ class Job:
         if item.path is not None:
             try:
                 if object_scheme(item.path) is not None:  # s3://...: read through fsspec
-                    encoded = await read_encoded_object(item.path, config)
+                    encoded = await read_encoded_object(
+                        item.path,
+                        max_upload_bytes=config.max_upload_bytes,
+                        max_size=config.max_size,
+                        jpeg_quality=config.jpeg_quality,
+                    )
                 else:
                     if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
                         encoded, seconds = self._read(item.path)
