@@ -112,7 +112,6 @@ class _Manifest:
             return Item(id=ident, path=resolved, url=url or None, metadata=metadata)
         return Item(id=ident or url, url=url, metadata=metadata)
 
-
     def stored(
         self,
         where: str,
