@@ -24,14 +24,14 @@ import pytest
 if not os.environ.get("CI"):
     pytest.importorskip("s3fs")
     pytest.importorskip("moto.server")
-import moto.server as moto_server  # noqa: E402
+import moto.server as moto_server
 
-from batchclassify import objectstore  # noqa: E402
-from batchclassify.config import DEFAULT_EXTENSIONS  # noqa: E402
-from batchclassify.server import BackgroundServer  # noqa: E402
-from batchclassify.sources import iter_items  # noqa: E402
+from batchclassify import objectstore
+from batchclassify.config import DEFAULT_EXTENSIONS
+from batchclassify.server import BackgroundServer
+from batchclassify.sources import iter_items
 
-from .conftest import COLORS, KEY, PYTHON, CliResult, png, read_rows, run_args, subprocess_env  # noqa: E402
+from .conftest import COLORS, KEY, PYTHON, CliResult, png, read_rows, run_args, subprocess_env
 
 ACCESS_KEY = "AKIDTESTING0000000000"
 SECRET_KEY = "s3cret-d0-not-print-7f3a9c"
