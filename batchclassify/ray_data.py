@@ -115,10 +115,14 @@ class Classifier:
         columns = _as_columns(batch)
         items = _items(columns)
         if self._client is None:
-            self._client = await ClassificationClient(
+            # No await between the check and the assignment: Ray may run several batches of
+            # this actor at once, and they must share one client.
+            client = ClassificationClient(
                 self._http, model=self._model, confidence=self._confidence
-            ).__aenter__()
+            )
+            self._client = client
             self._slots = asyncio.Semaphore(self._http.concurrency)
+            await client.__aenter__()
         rows = await asyncio.gather(*(self._row(item, data) for item, data in items))
         return _table(rows, [name for name in columns if name not in INPUT_COLUMNS])
 

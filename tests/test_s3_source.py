@@ -272,3 +272,24 @@ def test_without_s3fs_an_object_url_names_the_extra_to_install(tmp_path: Path) -
     )
     assert done.returncode == 2
     assert "pip install 'batchclassify[s3]'" in done.stderr
+
+
+def test_any_fsspec_storage_with_a_listing_is_a_source(
+    server: BackgroundServer, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    # fsspec's in-memory filesystem: no async API, so it is walked folder by folder and its
+    # files are read in threads.
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe({"/shots/a/1-red.png": png("red"), "/shots/b/2-blue.png": png("blue")})
+    memory.pipe({"/shots/b/notes.txt": b"x", "/shots/.cache/3-red.png": png("red")})
+    output = tmp_path / "out.jsonl"
+    try:
+        result = cli(*run_args(server, output, "memory://shots/"))
+    finally:
+        memory.rm("/shots", recursive=True)
+
+    assert result.code == 0, result.err
+    tops = {row["id"]: row["top"] for row in read_rows(output)}
+    assert tops == {"memory:///shots/a/1-red.png": "red", "memory:///shots/b/2-blue.png": "blue"}
