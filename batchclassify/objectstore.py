@@ -267,7 +267,13 @@ def _describe_listing_error(exc: Exception) -> str:
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the machine's role) and that they "
             "may list this bucket"
         )
-    return f"cannot list it: {_backend_message(exc)}"
+    message = _backend_message(exc)
+    if "credentials" in message.lower():
+        return (
+            f"cannot list it: {message}; set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or FSSPEC_S3_ANON=true for a public bucket)"
+        )
+    return f"cannot list it: {message}"
 
 
 def _backend_message(exc: BaseException) -> str:
