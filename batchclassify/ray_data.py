@@ -255,6 +255,11 @@ def _items(columns: dict[str, list[Any]]) -> list[tuple[Item, bytes | None]]:
         path = _value(columns, "path", index)
         url = _value(columns, "url", index)
         given_id = _value(columns, "id", index)
+        if data is not None and not isinstance(data, bytes | bytearray | memoryview):
+            problem = f"the bytes column holds a {type(data).__name__} value, not image bytes"
+            item = Item(id=str(given_id or path or url or f"row {index} of a batch"))
+            out.append((replace(item, problem=problem, problem_kind="bad_input"), None))
+            continue
         data = bytes(data) if data is not None else None
         path = str(path) if path is not None else None
         url = str(url) if url is not None else None

@@ -123,3 +123,35 @@ def _http(server: BackgroundServer, key: str) -> Any:
 def test_the_rate_limit_is_the_whole_jobs_split_over_the_actors() -> None:
     classifier = Classifier(model="colors/1", api_url="http://127.0.0.1:9", rate_limit=10, actors=4)
     assert classifier._rate.rate == 2.5
+
+
+def test_failures_are_retried_and_an_image_out_of_retries_is_an_error_row(
+    local_ray: None, server: BackgroundServer
+) -> None:
+    from batchclassify.config import RetryConfig
+
+    doomed = png("white", side=9)
+    server.fail_image(doomed, 503)
+    server.fail_next(4, 429, {"Retry-After": "0"})
+    images = [{"bytes": png("yellow"), "id": f"img-{n}"} for n in range(12)]
+    dataset = ray.data.from_items([*images, {"bytes": doomed, "id": "doomed"}])
+    retry = RetryConfig(attempts=3, backoff_base=0.01, backoff_max=0.05)
+
+    rows = {row["id"]: row for row in classify(dataset, server, retry=retry)}
+
+    assert all(rows[f"img-{n}"]["top"] == "yellow" for n in range(12))
+    # Each 429 cost one more attempt to some image (the doomed one's spend its budget too).
+    assert sum(row["attempts"] for row in rows.values()) == server.stats.requests
+    assert sum(rows[f"img-{n}"]["attempts"] for n in range(12)) > 12
+    assert rows["doomed"]["error_type"] == "server_error"
+    assert rows["doomed"]["attempts"] == 3 and "gave up after 3 attempts" in rows["doomed"]["error"]
+
+
+def test_a_bytes_column_that_holds_no_bytes_is_a_row() -> None:
+    import asyncio
+
+    classifier = Classifier(model="colors/1", api_url="http://127.0.0.1:9")
+    table = asyncio.run(classifier({"bytes": [42], "id": ["odd"]}))
+    (row,) = table.to_pylist()
+    assert (row["id"], row["error_type"]) == ("odd", "bad_input")
+    assert "holds a int value, not image bytes" in row["error"]
