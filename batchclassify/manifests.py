@@ -126,7 +126,7 @@ class _Manifest:
         naming what to install when its backend is missing."""
         if scheme == "file":
             return self.bad(where, number, *_unsupported(path, scheme))
-        problem = support_problem(scheme)
+        problem = support_problem(path)
         if problem is not None:
             return self.bad(where, number, problem)
         return Item(id=ident or path, path=path, url=url or None, metadata=metadata)

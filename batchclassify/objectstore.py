@@ -56,8 +56,8 @@ _SECRET_VARIABLES = (
     "FSSPEC_S3_KEY",
     "FSSPEC_S3_TOKEN",
 )
-_filesystems: dict[str, Any] = {}
-_problems: dict[str, str | None] = {}
+_filesystems: dict[tuple[str, str], Any] = {}
+_problems: dict[tuple[str, str], str | None] = {}
 _lock = threading.Lock()
 
 
@@ -88,24 +88,37 @@ def redact_credentials(text: str) -> str:
     return text
 
 
-def support_problem(scheme: str) -> str | None:
-    """Why ``scheme://`` URLs cannot be read here (the extra to install), or ``None``.
+def support_problem(url: str) -> str | None:
+    """Why ``url`` (an object URL) cannot be read here (the extra to install), or ``None``.
 
-    Remembered per scheme: a manifest asks for every row."""
-    if scheme not in _problems:
+    Remembered per scheme and host (bucket): a manifest asks for every row."""
+    key = _key(url)
+    if key not in _problems:
         try:
-            _filesystem(scheme)
-            _problems[scheme] = None
+            _filesystem(url)
+            _problems[key] = None
         except UsageError as error:
-            _problems[scheme] = str(error)
-    return _problems[scheme]
+            _problems[key] = str(error)
+    return _problems[key]
 
 
-def _filesystem(scheme: str) -> Any:
-    """The fsspec filesystem for ``scheme``, one per scheme and process (it is thread-safe)."""
+def _key(url: str) -> tuple[str, str]:
+    """What a filesystem depends on: the scheme, and the host (for s3://, the bucket)."""
+    scheme, _, rest = url.partition("://")
+    return scheme.lower(), rest.partition("/")[0]
+
+
+def _filesystem(url: str) -> Any:
+    """The fsspec filesystem for ``url``, one per scheme and host (they are thread-safe).
+
+    fsspec takes what the URL holds (an FTP or HDFS host, say) as the filesystem's options;
+    for S3 and GCS there are none, and every bucket shares fsspec's one cached instance.
+    """
+    key = _key(url)
     with _lock:
-        if scheme in _filesystems:
-            return _filesystems[scheme]
+        if key in _filesystems:
+            return _filesystems[key]
+        scheme = key[0]
         extra = _EXTRAS.get(scheme)
         install = (
             f"pip install 'batchclassify[{extra}]'"
@@ -113,13 +126,13 @@ def _filesystem(scheme: str) -> Any:
             else f"pip install fsspec and the fsspec package for {scheme}://"
         )
         try:
-            import fsspec
+            import fsspec.core
         except ImportError:
             raise UsageError(
                 f"{scheme}:// URLs need fsspec, which is not installed: {install}"
             ) from None
         try:
-            fs = fsspec.filesystem(scheme)
+            fs, _ = fsspec.core.url_to_fs(f"{scheme}://{url.partition('://')[2]}")
         except ImportError:
             raise UsageError(
                 f"{scheme}:// URLs need a package that is not installed: {install}"
@@ -129,7 +142,11 @@ def _filesystem(scheme: str) -> Any:
                 f"{scheme}:// is not a storage fsspec knows; sources are folders, manifests, "
                 "'-', or object-storage URLs such as s3://bucket/prefix/"
             ) from None
-        _filesystems[scheme] = fs
+        except Exception as exc:  # the backend's own checks of its options
+            raise UsageError(
+                f"cannot open {scheme}:// storage: {_backend_message(exc)}"
+            ) from None
+        _filesystems[key] = fs
         return fs
 
 
@@ -142,7 +159,7 @@ def check_source(source: str) -> None:
     scheme = object_scheme(source)
     assert scheme is not None
     try:
-        fs = _filesystem(scheme)
+        fs = _filesystem(source)
     except UsageError as error:
         raise UsageError(f"{source}: {error}") from None
     pages = _pages(fs, source, limit=1)
@@ -162,8 +179,11 @@ def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -
     """
     scheme = object_scheme(source)
     assert scheme is not None
-    fs = _filesystem(scheme)
+    fs = _filesystem(source)
     prefix_length = len(_root(fs, source))
+    # Objects' URLs are the source's plus the key below it: the host (an FTP server's, say)
+    # stays in, which the filesystem's own names leave out.
+    base = f"{scheme}://{source.partition('://')[2].rstrip('/')}/"
     skipped = report.skipped_extensions
     try:
         for page in _pages(fs, source, limit=None):
@@ -180,7 +200,7 @@ def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -
                 if extension not in extensions:
                     skipped[extension] += 1
                     continue
-                url = f"{scheme}://{name}"
+                url = base + relative
                 yield Item(id=url, path=url)
     except Exception as exc:  # the backend's errors, translated here, once
         yield Item(
@@ -318,7 +338,7 @@ async def read_object(url: str, *, limit: int) -> bytes:
     scheme = object_scheme(url)
     assert scheme is not None
     try:
-        fs = _filesystem(scheme)
+        fs = _filesystem(url)
     except UsageError as error:
         raise ItemError(str(error), kind="unreadable") from None
     path = _fs_path(fs, url)

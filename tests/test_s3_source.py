@@ -292,4 +292,4 @@ def test_any_fsspec_storage_with_a_listing_is_a_source(
 
     assert result.code == 0, result.err
     tops = {row["id"]: row["top"] for row in read_rows(output)}
-    assert tops == {"memory:///shots/a/1-red.png": "red", "memory:///shots/b/2-blue.png": "blue"}
+    assert tops == {"memory://shots/a/1-red.png": "red", "memory://shots/b/2-blue.png": "blue"}
