@@ -143,9 +143,7 @@ def _filesystem(url: str) -> Any:
                 "'-', or object-storage URLs such as s3://bucket/prefix/"
             ) from None
         except Exception as exc:  # the backend's own checks of its options
-            raise UsageError(
-                f"cannot open {scheme}:// storage: {_backend_message(exc)}"
-            ) from None
+            raise UsageError(f"cannot open {scheme}:// storage: {_backend_message(exc)}") from None
         _filesystems[key] = fs
         return fs
 
