@@ -38,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
@@ -109,6 +111,7 @@ class Classifier:
         # semaphores belong to the loop they were made on.
         self._client: ClassificationClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, batch: Any) -> Any:
         """Classify one batch (a dict of columns, a pandas DataFrame or a pyarrow Table)."""
@@ -122,9 +125,22 @@ class Classifier:
             )
             self._client = client
             self._slots = asyncio.Semaphore(self._http.concurrency)
+            self._loop = asyncio.get_running_loop()
             await client.__aenter__()
         rows = await asyncio.gather(*(self._row(item, data) for item, data in items))
         return _table(rows, [name for name in columns if name not in INPUT_COLUMNS])
+
+    def __del__(self) -> None:
+        """Close the connection pool on the actor's loop (Ray deletes the instance when the
+        dataset is done); best effort, as the loop may be gone already."""
+        client, loop = getattr(self, "_client", None), getattr(self, "_loop", None)
+        if client is None or loop is None or loop.is_closed() or not loop.is_running():
+            return
+        self._client = None
+        with suppress(Exception):
+            closing = asyncio.run_coroutine_threadsafe(client.__aexit__(None, None, None), loop)
+            if threading.get_ident() != getattr(loop, "_thread_id", None):
+                closing.result(timeout=5)  # on the loop's own thread it runs after we return
 
     async def _row(self, item: Item, data: bytes | None) -> dict[str, Any]:
         assert self._slots is not None
