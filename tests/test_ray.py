@@ -155,3 +155,48 @@ def test_a_bytes_column_that_holds_no_bytes_is_a_row() -> None:
     (row,) = table.to_pylist()
     assert (row["id"], row["error_type"]) == ("odd", "bad_input")
     assert "holds a int value, not image bytes" in row["error"]
+
+
+def test_s3_paths_are_read_by_the_actors_through_fsspec(
+    local_ray: None, server: BackgroundServer
+) -> None:
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    import logging
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        backend.create_bucket("ray-photos", "us-east-1")
+        backend.put_object("ray-photos", "a/1.png", png("blue"))
+        env = {
+            "ROBOFLOW_API_KEY": KEY,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        }
+        dataset = ray.data.from_items(
+            [{"path": "s3://ray-photos/a/1.png"}, {"path": "s3://ray-photos/a/gone.png"}]
+        )
+        kwargs = {"model": "colors/1", "api_url": server.url, "actors": 1}
+        rows = dataset.map_batches(
+            Classifier,
+            fn_constructor_kwargs=kwargs,
+            concurrency=1,
+            num_cpus=0.25,
+            runtime_env={"env_vars": env},  # the actors' credentials and endpoint
+        ).take_all()
+    finally:
+        moto.stop()
+
+    by_id = {row["id"]: row for row in rows}
+    assert by_id["s3://ray-photos/a/1.png"]["top"] == "blue"
+    assert by_id["s3://ray-photos/a/gone.png"]["error_type"] == "missing_file"
