@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="classify folders and manifests, writing one row per image",
-        description="Classify every image in the given folders and manifests. Rerunning the "
+        help="classify folders, manifests and S3 prefixes, writing one row per image",
+        description="Classify every image in the given folders, manifests and object-storage "
+        "prefixes. Rerunning the "
         "same command resumes where the last run stopped.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="SOURCE",
         help="a folder (walked recursively), a manifest (.txt, .csv, .jsonl, .parquet) of paths "
-        "or URLs, or - for a list of paths on stdin",
+        "or URLs, - for a list of paths on stdin, or an object-storage prefix "
+        "(s3://bucket/photos/, gs://...; needs the s3/gcs extra; endpoint: AWS_ENDPOINT_URL)",
     )
     run.add_argument("--model", "-m", required=True, help="model id as SLUG/VERSION, e.g. cats/3")
     run.add_argument(

@@ -12,7 +12,8 @@ same items by the same rules (``sources`` is the reference), without building th
 - a ``.csv`` manifest: its records after the header, blank lines aside;
 - a ``.jsonl`` manifest: its non-blank lines;
 - a ``.parquet`` manifest: the row count in its footer (no row is read);
-- stdin: unknown (``None``): it can be read only once, by the job.
+- stdin: unknown (``None``): it can be read only once, by the job;
+- an object-storage prefix: a listing of its own, page by page (``objectstore``).
 
 Counting is blocking; the runner runs it in a worker thread beside the job, never before it.
 ``stop`` (a ``threading.Event``) ends it early: it is checked for every folder and every few
@@ -29,6 +30,7 @@ from collections.abc import Iterator, Sequence
 
 from .errors import BatchClassifyError
 from .manifests import _open_text
+from .objectstore import count_objects
 from .sources import STDIN, _source_kind
 
 #: Lines read between two looks at the stop flag.
@@ -55,7 +57,10 @@ def count_items(
         for source in sources:
             if source == STDIN:
                 return None
-            total += _count_source(source, wanted, stop)
+            count = _count_source(source, wanted, stop)
+            if count is None:
+                return None
+            total += count
     # A count is a hint: whatever stops it leaves the total unknown, never the job stopped.
     # (pyarrow's errors are ValueError, OSError or TypeError subclasses.)
     except (OSError, ValueError, TypeError, csv.Error, ImportError, BatchClassifyError, Stopped):
@@ -63,8 +68,10 @@ def count_items(
     return total
 
 
-def _count_source(source: str, wanted: frozenset[str], stop: threading.Event) -> int:
+def _count_source(source: str, wanted: frozenset[str], stop: threading.Event) -> int | None:
     kind = _source_kind(source)
+    if kind == "object":
+        return count_objects(source, wanted, stop)
     if kind == "dir":
         return count_folder(source, wanted, stop)
     if kind == "parquet":

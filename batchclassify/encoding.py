@@ -1,6 +1,7 @@
 """Reading an image file and turning it into the request body: base64, optionally downscaled.
 
-Everything here is blocking and runs in a worker thread, never on the event loop. Pillow
+``encode_data`` does the same for bytes read elsewhere (an object in S3, ``objectstore``).
+Everything here is blocking; the runner runs it inline only while it is quick. Pillow
 releases the GIL while it decodes and resizes, so threads spread downscaling over the cores.
 """
 
@@ -61,8 +62,39 @@ def read_and_encode(
                 "too many open files (the open-file limit, ulimit -n, is reached)"
             ) from None
         raise ItemError(f"cannot read the file: {exc.strerror or exc}", kind="unreadable") from None
+    return encode_data(
+        data,
+        original_bytes=size,
+        max_upload_bytes=max_upload_bytes,
+        max_size=max_size,
+        jpeg_quality=jpeg_quality,
+    )
+
+
+def max_raw_bytes(max_upload_bytes: int) -> int:
+    """The largest file that is at most ``max_upload_bytes`` once base64-encoded."""
+    return max_upload_bytes // 4 * 3
+
+
+def encode_data(
+    data: bytes,
+    *,
+    original_bytes: int,
+    max_upload_bytes: int,
+    max_size: int | None = None,
+    jpeg_quality: int = 90,
+) -> EncodedImage:
+    """An image's bytes (a file's, an object's) as the request body; ``ItemError`` if empty,
+    undecodable for downscaling, or over the upload limit."""
     if not data:
         raise ItemError("file is empty (0 bytes)", kind="empty_file")
+    if max_size is None and _encoded_length(len(data)) > max_upload_bytes:
+        raise ItemError(
+            f"file is over the {_size(max_upload_bytes)} upload limit once base64-encoded; "
+            "use --max-size to downscale it",
+            kind="too_large",
+        )
+    size = original_bytes
     original_size = None
     if max_size is not None:
         data, original_size = _downscale(data, max_size=max_size, quality=jpeg_quality)

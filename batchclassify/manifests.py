@@ -19,6 +19,7 @@ import orjson
 from .errors import UsageError
 from .models import Item
 from .names import LocalIds, as_text, is_text
+from .objectstore import support_problem
 
 _STDIN_NAME = "<stdin>"
 _URL_PREFIXES = ("http://", "https://", "HTTP://", "HTTPS://")
@@ -86,12 +87,17 @@ class _Manifest:
             elif scheme == "file" and _local_file_url(path):
                 path = _from_file_url(path)
             elif scheme is not None:
-                return self.bad(where, number, *_unsupported(path, scheme))
+                return self.stored(where, number, path, url, ident, metadata, scheme)
         if "://" in url:
             scheme = _scheme(url)
             if scheme == "file" and _local_file_url(url):
                 path, url = path or _from_file_url(url), ""
-            elif scheme not in (None, "http", "https"):
+            elif scheme not in (None, "http", "https", "file"):
+                # An object URL cannot be sent for the server to download: read it here.
+                if path:
+                    return self.bad(where, number, *_unsupported(url, scheme))
+                return self.stored(where, number, url, "", ident, metadata, scheme)
+            elif scheme == "file":
                 return self.bad(where, number, *_unsupported(url, scheme))
         if path:
             resolved = _resolve(self.prefix, path)
@@ -105,6 +111,25 @@ class _Manifest:
             ident = ident or self.ids.file(resolved)
             return Item(id=ident, path=resolved, url=url or None, metadata=metadata)
         return Item(id=ident or url, url=url, metadata=metadata)
+
+    def stored(
+        self,
+        where: str,
+        number: int,
+        path: str,
+        url: str,
+        ident: str,
+        metadata: dict[str, Any] | None,
+        scheme: str,
+    ) -> Item:
+        """An object-storage URL's item (id and path: the URL as written), or a bad row
+        naming what to install when its backend is missing."""
+        if scheme == "file":
+            return self.bad(where, number, *_unsupported(path, scheme))
+        problem = support_problem(path)
+        if problem is not None:
+            return self.bad(where, number, problem)
+        return Item(id=ident or path, path=path, url=url or None, metadata=metadata)
 
 
 def _scheme(value: str) -> str | None:
@@ -127,8 +152,8 @@ def _unsupported(value: str, scheme: str) -> tuple[str, str]:
         message = f"file:// URL with a host ({host}): only local files (file:///path) are read"
         return message, "file:// URL with a host: only local files (file:///path) are read"
     message = (
-        f"{scheme}:// is not supported: give local paths, or http(s) URLs (the server "
-        "downloads them, e.g. signed URLs); or download the files first"
+        f"{scheme}:// in the url column beside a path: the server downloads only http(s) "
+        "URLs; put the object URL in the path column alone"
     )
     return message, message
 

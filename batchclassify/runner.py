@@ -41,6 +41,7 @@ from .fdlimit import fit_open_files
 from .health import HealthMonitor, Watchdog, Watched
 from .hedging import HedgePolicy
 from .models import Item, Prediction, error_row, ok_row
+from .objectstore import object_scheme, read_encoded_object
 from .outputs import hold_output
 from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
@@ -381,10 +382,19 @@ class Job:
         items_in: MemoryObjectReceiveStream[Item],
     ) -> dict[str, Any] | None:
         """Classify one item, retrying what is retryable. ``None`` means: left for a rerun."""
+        config = self.config
         encoded: EncodedImage | None = None
         if item.path is not None:
             try:
-                encoded = await self._encode(item.path)
+                if object_scheme(item.path) is not None:  # s3://...: read through fsspec
+                    encoded = await read_encoded_object(
+                        item.path,
+                        max_upload_bytes=config.max_upload_bytes,
+                        max_size=config.max_size,
+                        jpeg_quality=config.jpeg_quality,
+                    )
+                else:
+                    encoded = await self._encode(item.path)
             except ItemError as error:
                 return error_row(item, error=str(error), error_type=error.kind, attempts=0)
             if encoded is None:

@@ -21,13 +21,17 @@ Conventions a reader of the output relies on:
   (a symlinked folder's files get ids under its resolved path); a symlinked folder that leads
   back to a folder on the current path (a loop) is not entered again, since its files are
   already being walked.
+- Object-storage sources (``s3://bucket/prefix/``): listed page by page (``objectstore``);
+  an object's id and path are its URL, ``s3://bucket/key``.
 - Manifest items: a value starting with ``http://`` or ``https://`` is a URL, ``file://`` a
   local path, anything else a path; a relative path is joined to the manifest's folder (stdin:
-  the current folder). ``~`` is not expanded and other URL schemes (``gs://``, ``s3://``) are
-  not supported: such rows are bad rows saying so. ``id`` is the row's ``id`` if non-empty,
-  else the file's id as above, or the URL as written. A row with both a path and a URL keeps
-  both: the file is read (no download by the server) and the URL is carried into the output
-  row; the id defaults to the file's. Column names (``path``, ``url``, ``id``) are matched
+  the current folder). ``~`` is not expanded. An object-storage URL (``s3://``, ``gs://``,
+  any fsspec scheme) in the path or url column is read by the workers like a file
+  (``objectstore``); without fsspec and the scheme's backend such rows are bad rows naming
+  the extra to install. ``id`` is the row's ``id`` if non-empty, else the file's id as
+  above, or the URL as written. A row with both a path and a URL keeps both: the file is
+  read (no download by the server) and the URL is carried into the output row; the id
+  defaults to the file's. Column names (``path``, ``url``, ``id``) are matched
   case-insensitively.
 - A line of a ``.txt`` manifest that is not UTF-8 is taken as a raw file name (as ``find``
   writes them) wherever it is in the file; in CSV and JSONL such a line is a bad row.
@@ -51,6 +55,8 @@ from .manifest_parquet import _parquet_columns, _parquet_items
 from .manifests import _check_text_manifest, _csv_items, _jsonl_items, _stdin_items, _txt_items
 from .models import Item
 from .names import LocalIds, as_id, as_text
+from .objectstore import check_source as _check_object_source
+from .objectstore import iter_objects, object_scheme
 from .summary import InputReport
 
 STDIN = "-"
@@ -78,7 +84,9 @@ def check_sources(sources: Sequence[str], *, stdin: TextIO | None = None) -> Non
         if source == STDIN:
             continue
         kind = _source_kind(source)
-        if kind == "dir":
+        if kind == "object":
+            _check_object_source(source)
+        elif kind == "dir":
             _check_folder(source)
         elif kind == "parquet":
             _parquet_columns(source)
@@ -121,6 +129,8 @@ def _source_items(
     if source == STDIN:
         return _stdin_items(stdin, ids)
     kind = _source_kind(source)
+    if kind == "object":
+        return iter_objects(source, wanted, report)
     if kind == "dir":
         return _walk_folder(source, wanted, report, ids)
     if kind == "txt":
@@ -152,7 +162,10 @@ def iter_item_batches(
 
 
 def _source_kind(source: str) -> str:
-    """``"dir"`` or a manifest kind; ``UsageError`` for anything else."""
+    """``"dir"``, ``"object"`` (an object-storage prefix such as ``s3://bucket/photos/``) or
+    a manifest kind; ``UsageError`` for anything else."""
+    if object_scheme(source) is not None:
+        return "object"
     if os.path.isdir(source):
         return "dir"
     name = as_text(source)
@@ -176,8 +189,8 @@ def _missing_source_hint(source: str) -> str:
     scheme, sep, _ = source.partition("://")
     if sep and scheme.isalpha():
         return (
-            "a source is a folder, a manifest or '-': list URLs in a manifest (.txt, one per "
-            "line); only http(s) URLs are supported, sent to the server to download"
+            "a source is a folder, a manifest, '-' or an object-storage prefix (s3://, gs://): "
+            "list http(s) URLs in a manifest (.txt, one per line) for the server to download"
         )
     return "check the path (relative paths start from the current folder)"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib.util
 import io
 import os
 import sys
@@ -19,6 +20,11 @@ from batchclassify.sources import check_sources, iter_item_batches, iter_items
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names and symlinks")
+# The test extra installs s3fs, not gcsfs: s3:// URLs are read, gs:// ones name their extra.
+s3_but_not_gcs = pytest.mark.skipif(
+    importlib.util.find_spec("s3fs") is None or importlib.util.find_spec("gcsfs") is not None,
+    reason="needs s3fs installed and gcsfs not installed (the test extra's set)",
+)
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -584,6 +590,7 @@ def test_stdin_given_twice() -> None:
 # -- what manifests can name (issue 9) -----------------------------------------------------
 
 
+@s3_but_not_gcs
 def test_manifest_paths_that_cannot_be_read_say_what_is_supported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -603,11 +610,11 @@ def test_manifest_paths_that_cannot_be_read_say_what_is_supported(
         f"({tmp_path / 'home' / 'photos' / 'a.jpg'})"
     )
     assert (local.id, local.path, local.problem) == (str(tmp_path / "real.jpg"),) * 2 + (None,)
-    assert gs.problem is not None and "gs:// is not supported" in gs.problem
-    assert "http(s) URLs" in gs.problem and "download the files first" in gs.problem
-    assert s3.problem is not None and "s3:// is not supported" in s3.problem
+    # Object URLs are read when their backend is installed, else say which extra to install.
+    assert gs.problem is not None and "pip install 'batchclassify[gcs]'" in gs.problem
+    assert (s3.id, s3.path, s3.problem) == ("S3://bucket/c.jpg", "S3://bucket/c.jpg", None)
     assert remote.problem is not None and "only local files (file:///path)" in remote.problem
-    assert {i.problem_kind for i in (home, gs, s3, remote)} == {"bad_manifest_row"}
+    assert {i.problem_kind for i in (home, gs, remote)} == {"bad_manifest_row"}
 
 
 def test_a_file_whose_name_starts_with_a_tilde_is_read(tmp_path: Path) -> None:
@@ -653,6 +660,7 @@ def test_a_txt_line_that_is_not_utf8_is_treated_the_same_anywhere(tmp_path: Path
         assert [(i.id, i.problem) for i in odd] == [(f"{tmp_path}/caf\\xe9.jpg", None)]
 
 
+@s3_but_not_gcs
 def test_a_missing_source_spelled_with_a_tilde_or_as_a_url_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -663,9 +671,13 @@ def test_a_missing_source_spelled_with_a_tilde_or_as_a_url_says_what_to_do(
         f"({tmp_path / 'photos'})"
     )
     message = usage_error("gs://bucket/photos")
-    assert "list URLs in a manifest" in message and "only http(s) URLs are supported" in message
+    assert message.startswith("gs://bucket/photos: gs:// URLs need a package")
+    assert "pip install 'batchclassify[gcs]'" in message
+    message = usage_error("zz://bucket/photos")
+    assert "zz:// is not a storage fsspec knows" in message
 
 
+@s3_but_not_gcs
 def test_url_forms_in_the_url_and_path_columns(tmp_path: Path) -> None:
     touch(tmp_path / "a.jpg")
     local = "file://localhost" + str(tmp_path / "a.jpg")
@@ -676,4 +688,4 @@ def test_url_forms_in_the_url_and_path_columns(tmp_path: Path) -> None:
     url, path, gs = items(tmp_path / "m.csv")
     assert (url.id, url.path, url.url) == ("Https://x.test/b.jpg", None, "Https://x.test/b.jpg")
     assert (path.id, path.path, path.url) == (str(tmp_path / "a.jpg"),) * 2 + (None,)
-    assert gs.problem is not None and "gs:// is not supported" in gs.problem
+    assert gs.problem is not None and "pip install 'batchclassify[gcs]'" in gs.problem
