@@ -31,7 +31,17 @@ from batchclassify.config import DEFAULT_EXTENSIONS
 from batchclassify.server import BackgroundServer
 from batchclassify.sources import iter_items
 
-from .conftest import COLORS, KEY, PYTHON, CliResult, png, read_rows, run_args, subprocess_env
+from .conftest import (
+    COLORS,
+    KEY,
+    PYTHON,
+    CliResult,
+    png,
+    read_rows,
+    run_args,
+    subprocess_env,
+    unique_png,
+)
 
 ACCESS_KEY = "AKIDTESTING0000000000"
 SECRET_KEY = "s3cret-d0-not-print-7f3a9c"
@@ -78,7 +88,8 @@ def s3() -> Iterator[S3]:
     colors = list(COLORS)
     for n in range(IMAGES):
         color = colors[n % len(colors)]
-        store.put("photos", f"imgs/{n:05d}-{color}.png", png(color))
+        key = f"imgs/{n:05d}-{color}.png"
+        store.put("photos", key, unique_png(color, key))
     for n in range(SIDECARS):
         store.put("photos", f"imgs/{n:05d}.json", b"{}")
     store.put("photos", "imgs/.thumbs/00000-red.png", png("red"))  # hidden: passed over
