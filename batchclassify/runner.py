@@ -435,8 +435,9 @@ class Job:
     ) -> tuple[Prediction, _Race]:
         """One request under the watchdog, and its race: copies sent, whether one won.
 
-        Past the stuck-request deadline (``hedging.py``) the watchdog calls ``_overdue``: a
-        spare worker takes this worker's place and a copy goes out; the first answer wins.
+        A slow request (``hedging.py``) gets ``_overdue`` called by the watchdog: a spare
+        worker takes this worker's place; past the deadline a copy goes out; the first answer
+        wins.
         A request the watchdog cuts for a stall counts as a timeout.
         """
         # Also before the deadline is known: a request sent in the first burst can hang too.
