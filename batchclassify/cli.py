@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-c",
         type=int,
         default=32,
-        help="requests in flight, not counting ones stuck with no answer (default 32); "
+        help="requests in flight, not counting ones slower than 99%% of recent answers "
+        "(see README: hung requests; default 32); "
         "lowered to what the open-file limit (ulimit -n) allows, with a note",
     )
     speed.add_argument(
