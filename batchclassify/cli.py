@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=32,
         metavar="N",
-        help="requests in flight, 1 to 4096, not counting ones stuck with no answer (default "
-        "32); lowered to what the open-file limit (ulimit -n) allows, with a note",
+        help="requests in flight, 1 to 4096, not counting ones slower than 99%% of recent "
+        "answers (see README: hung requests; default 32); lowered to what the open-file limit "
+        "(ulimit -n) allows, with a note",
     )
     speed.add_argument(
         "--rate-limit",

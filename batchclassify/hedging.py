@@ -2,23 +2,36 @@
 
 A hung request (the server took it and never answers) used to hold its worker for the whole
 ``--timeout``: with 1% of requests hanging, a fast job spent most of its time waiting on them.
-Instead, a request with no answer after a *deadline* learned from recent latencies is stuck:
-it stops holding its worker's place (another worker takes the next items) and a copy of it is
-sent; the first answer wins and the other request is cancelled (the "hedged request" of
-Dean & Barroso, *The Tail at Scale*).
+Now a request without an answer goes through two steps, both learned from recent latencies:
+
+* past ``slow_after`` (the 99th percentile of recent answers, at least ``floor``), it stops
+  holding its worker's place: a spare worker takes the next items. Free, so early: a hang
+  costs throughput only until then (with 1% hanging and a mean latency L, about 1% ×
+  ``slow_after`` / L);
+* past ``deadline`` (``factor`` × that), it is stuck: a copy of it is sent; the first answer
+  wins and the other request is cancelled (the "hedged request" of Dean & Barroso, *The Tail
+  at Scale*). Late enough that a slow answer seldom costs a copy. ``floor`` keeps an
+  event-loop hiccup from passing for a hang; nothing happens before enough answers are seen.
 
 A copy is a paid request, so copies come out of a budget: each request sent earns
 ``budget_ratio`` of a copy, so copies stay under that share of the requests, plus a small
 allowance at the start. Past the budget, a stuck request waits until the requests sent since
 have earned it a copy, or for its ``--timeout`` as before.
 
-The deadline is ``factor`` times a high quantile of the latencies of requests answered without
-a copy, never below ``floor`` (an event-loop hiccup is not a hang) and only once enough
-answers have been seen. Requests answered by a copy are left out: the original's latency would
-be the deadline itself, and the deadline would feed on its own value.
+A request answered by a copy has no latency, only a lower bound (the deadline). Leaving it out
+would lower the quantile, hence the deadline, hence call more requests stuck, spiralling down;
+counting its time up to the copy's answer would feed the deadline on its own value, spiralling
+up. So it is kept as "longer than anything": while fewer than 1% of the window are such, the
+99th percentile is an answered request's, as it should be. Once they are more, the quantile
+is unknown and the longest answered request stands in for it: with 1% of requests hanging it
+is the natural tail's far end, so the deadline stays close above it; after a deadline set too
+low (a long tail not yet seen), requests answered just under it raise it, refresh by refresh.
 """
 
 from __future__ import annotations
+
+import bisect
+import math
 
 
 class HedgePolicy:
@@ -28,13 +41,13 @@ class HedgePolicy:
     recomputed from a fixed window every ``refresh_every`` answers, not on every one.
     """
 
-    #: The deadline is ``factor`` × this quantile of recent latencies...
+    #: ``slow_after`` is this quantile of recent latencies, ``deadline`` ``factor`` × it...
     quantile = 0.99
-    factor = 3.0
+    factor = 2.0
     #: ...but never below this many seconds.
     floor = 0.25
     #: Answers needed before any request is called stuck.
-    min_samples = 20
+    min_samples = 50
     window = 512
     refresh_every = 64
     #: Copies earned per request sent (2%); how many are given at the start; how many may be
@@ -53,6 +66,7 @@ class HedgePolicy:
         self._next = 0  # ring-buffer position once the window is full
         self._count = 0
         self._deadline: float | None = None
+        self._slow_after: float | None = None
         self._credit = self.budget_initial
         self.copies = 0
         """Copies sent so far."""
@@ -61,12 +75,22 @@ class HedgePolicy:
 
     @property
     def deadline(self) -> float | None:
-        """Seconds without an answer after which a request is stuck; ``None``: not yet known,
-        or not shorter than the request timeout (nothing to gain)."""
+        """Seconds without an answer after which a copy of a request is sent; ``None``: not
+        yet known, or not shorter than the request timeout (nothing to gain)."""
         return self._deadline
 
+    @property
+    def slow_after(self) -> float | None:
+        """Seconds without an answer after which a request stops holding its worker's place
+        (the quantile itself, at least ``floor``): free, so earlier than a copy."""
+        return self._slow_after
+
+    def record_censored(self) -> None:
+        """A request answered by its copy: its own latency is beyond the deadline, unknown."""
+        self.record(math.inf)
+
     def record(self, seconds: float) -> None:
-        """A request answered without a copy, ``seconds`` after it was sent."""
+        """A request answered (by itself), ``seconds`` after it was sent."""
         if len(self._samples) < self.window:
             self._samples.append(seconds)
         else:
@@ -81,8 +105,16 @@ class HedgePolicy:
     def _refresh(self) -> None:
         ordered = sorted(self._samples)
         high = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+        if high == math.inf:
+            # More requests answered by copies than the quantile allows: the longest answered.
+            answered = bisect.bisect_left(ordered, math.inf)
+            if answered == 0:
+                return
+            high = ordered[answered - 1]
         deadline = max(self.floor, self.factor * high)
         self._deadline = deadline if deadline < self._timeout else None
+        slow_after = max(self.floor, high)
+        self._slow_after = slow_after if slow_after < self._timeout else None
 
     def sent(self) -> None:
         """A request (not a copy) went out: it earns a share of a copy."""

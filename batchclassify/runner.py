@@ -114,7 +114,7 @@ class Job:
             stall_after=config.rate.stall_after or 3 * config.http.timeout,
             clock=clock,
             notify=self._progress.note,
-            overdue_after=lambda: self._hedge.deadline,
+            overdue_after=lambda: self._hedge.slow_after,
         )
         self._wait_describer = WaitDescriber(
             rate=self._rate,
@@ -431,7 +431,7 @@ class Job:
             attempts += 1
             started = self._clock()
             try:
-                prediction, copies = await self._send(item, encoded, client, started, items_in)
+                prediction, race = await self._send(item, encoded, client, started, items_in)
             except RetryableError as error:
                 first_failure = self._clock() if first_failure is None else first_failure
                 self._health.failure(error, item.id)
@@ -477,7 +477,7 @@ class Job:
                     http_status=error.http_status,
                     elapsed_ms=(self._clock() - started) * 1000,
                 )
-            return self._answered(item, encoded, prediction, started, attempts + copies, copies)
+            return self._answered(item, encoded, prediction, started, attempts, race)
 
     def _answered(
         self,
@@ -486,16 +486,19 @@ class Job:
         prediction: Prediction,
         started: float,
         attempts: int,
-        copies: int,
+        race: _Race,
     ) -> dict[str, Any]:
         """The row of an item the server classified; the answer feeds rate and deadline."""
         now = self._clock()
         self._health.success(started)
-        if not copies:
-            # With copies, a copy that won told the rate controller itself; the original's
-            # time is the deadline itself: left out, or the deadline would feed on its value.
+        if race.answer is None:
             self._rate.on_success(started)
             self._hedge.record(now - started)
+        else:
+            # A copy answered first and told the rate controller itself; the original's time
+            # is only known to be longer than the deadline.
+            self._hedge.record_censored()
+        attempts += race.copies
         if encoded is not None and encoded.original_size is not None:
             # The server measured the downscaled copy; report the image the user has.
             prediction = replace(
@@ -528,27 +531,28 @@ class Job:
         client: ClassificationClient,
         started: float,
         items_in: MemoryObjectReceiveStream[Item],
-    ) -> tuple[Prediction, int]:
-        """One request under the watchdog, and how many copies of it were sent.
+    ) -> tuple[Prediction, _Race]:
+        """One request under the watchdog, and its race: copies sent, whether one won.
 
-        Past the stuck-request deadline (``hedging.py``) the watchdog calls ``_overdue``: a
-        spare worker takes this worker's place and a copy goes out; the first answer wins.
+        A slow request (``hedging.py``) gets ``_overdue`` called by the watchdog: a spare
+        worker takes this worker's place; past the deadline a copy goes out; the first answer
+        wins.
         A request the watchdog cuts for a stall counts as a timeout.
         """
         # Also before the deadline is known: a request sent in the first burst can hang too.
-        race = _Race(item, encoded, client, items_in)
+        race = _Race(item, encoded, client, items_in, started)
         self._hedge.sent()
         watched = race.watched = self._watchdog.watch(started, partial(self._overdue, race))
         try:
             async with watched:
                 prediction = await _post(item, encoded, client)
-                return prediction, race.copies
+                return prediction, race
         finally:
             self._settle(race)
         if race.answer is not None:
             if isinstance(race.answer, Exception):
                 raise race.answer
-            return race.answer, race.copies
+            return race.answer, race
         raise RetryableError(
             "no answer, and no other request completed either, for "
             f"{self._watchdog.stall_after:g} s: the connection was stuck; cancelled by the "
@@ -557,24 +561,26 @@ class Job:
         )
 
     def _overdue(self, race: _Race) -> bool:
-        """No answer past the deadline: free the worker's place, send a copy if the budget
-        allows. Called by the watchdog, for the original and for each copy; ``False`` asks it
-        to call again later (no copy yet: the budget is spent for now)."""
+        """Called by the watchdog, for the original and each copy, once past ``slow_after``
+        and again on each check while it returns ``False``: frees the worker's place, then,
+        past the deadline, sends a copy if the budget allows (``hedging.py``)."""
         workers = self._workers
         if race.done or self._stopping or workers is None:
             return True
+        if race.spare is None and self._spares < self.config.http.concurrency:
+            # The slow request no longer counts against --concurrency: a spare worker takes
+            # the next items until it settles. At most one spare per worker.
+            race.spare = anyio.Event()
+            self._spares += 1
+            workers.start_soon(self._work, race.items_in.clone(), race.client, race.spare)
+        deadline = self._hedge.deadline
+        if race.copies >= HedgePolicy.max_copies or deadline is None:
+            return race.copies >= HedgePolicy.max_copies
+        if self._clock() - race.last_sent < deadline:
+            return False
         if not race.stuck:
             race.stuck = True
             self._stuck += 1
-            # The stuck request no longer counts against --concurrency: a spare worker takes
-            # the next items until it settles. At most one spare per worker.
-            if self._spares < self.config.http.concurrency:
-                race.spare = anyio.Event()
-                self._spares += 1
-                workers.start_soon(self._work, race.items_in.clone(), race.client, race.spare)
-        deadline = self._hedge.deadline or 0.0
-        if race.copies >= HedgePolicy.max_copies:
-            return True
         if self._health.is_down or not self._hedge.try_copy(first_try=not race.refused):
             if not race.refused:
                 race.refused = True
@@ -585,6 +591,7 @@ class Job:
                 )
             return False
         race.copies += 1
+        race.last_sent = self._clock()
         self._summary.hedged += 1
         workers.start_soon(self._send_copy, race)
         self._progress.note(
@@ -770,6 +777,7 @@ class _Race:
         "encoded",
         "item",
         "items_in",
+        "last_sent",
         "refused",
         "scopes",
         "spare",
@@ -783,8 +791,10 @@ class _Race:
         encoded: EncodedImage | None,
         client: ClassificationClient,
         items_in: MemoryObjectReceiveStream[Item],
+        started: float,
     ) -> None:
         self.item = item
+        self.last_sent = started  # when the latest request for the item went out
         self.encoded = encoded
         self.client = client
         self.items_in = items_in

@@ -32,11 +32,35 @@ def test_no_deadline_until_enough_answers_then_a_multiple_of_a_high_quantile() -
         policy.record(0.4)
     assert policy.deadline is None  # too few answers to tell a hang from a slow server
     policy.record(0.4)
-    assert policy.deadline == pytest.approx(3 * 0.4)
+    assert policy.deadline == pytest.approx(HedgePolicy.factor * 0.4)
     # Slower answers raise it at the next refresh: 1% of them at 2 s set the 99th percentile.
     for n in range(5 * HedgePolicy.window):
         policy.record(2.0 if n % 50 == 0 else 0.4)
-    assert policy.deadline == pytest.approx(3 * 2.0)
+    assert policy.deadline == pytest.approx(HedgePolicy.factor * 2.0)
+
+
+def test_requests_answered_by_copies_neither_lower_nor_raise_the_deadline() -> None:
+    """A request answered by its copy has no latency of its own. Dropping it would lower the
+    quantile (more copies, lower still); counting its wait would raise it (fewer, higher)."""
+    policy = HedgePolicy(timeout=60)
+    for n in range(HedgePolicy.window):
+        policy.record(4.0 if n % 200 == 0 else 1.0)  # 0.5% stragglers at 4 s
+    steady = policy.deadline
+    assert steady == pytest.approx(HedgePolicy.factor * 1.0)
+    # Stragglers past the deadline now answered by copies: the same deadline, not a lower one.
+    for n in range(5 * HedgePolicy.window):
+        if n % 200 == 0:
+            policy.record_censored()
+        else:
+            policy.record(1.0)
+    assert policy.deadline == steady
+    # 1% of requests hanging, answered by copies: the quantile is unknown; the deadline stays.
+    for n in range(5 * HedgePolicy.window):
+        if n % 50 == 0:
+            policy.record_censored()
+        else:
+            policy.record(1.0)
+    assert policy.deadline == steady
 
 
 def test_deadline_has_a_floor_and_is_dropped_when_not_shorter_than_the_timeout() -> None:
@@ -47,7 +71,8 @@ def test_deadline_has_a_floor_and_is_dropped_when_not_shorter_than_the_timeout()
     slow = HedgePolicy(timeout=10)
     for _ in range(100):
         slow.record(5.0)
-    assert slow.deadline is None  # 15 s > the 10 s timeout: the timeout comes first anyway
+    assert slow.deadline is None  # 10 s: the 10 s timeout comes first anyway
+    assert slow.slow_after == 5.0  # yet a slow request still stops holding its place
 
 
 def test_copies_stay_within_two_percent_of_requests() -> None:
@@ -130,8 +155,8 @@ def test_a_request_that_keeps_hanging_stops_holding_its_place(
     while it waits (a spare worker took its place), the bar says it is stuck, copies stop
     at two, and the image ends as a timeout row."""
     server = make_server(latency=0.01, history_size=1000)
-    make_images(tmp_path / "in", 40)
-    hung = _odd_image(tmp_path / "in" / "00030-odd.png")
+    make_images(tmp_path / "in", 80)
+    hung = _odd_image(tmp_path / "in" / "00060-odd.png")
     server.fail_image(hung, Fault(action="hang"))
     progress = Recorder()
     config = job_config(
@@ -145,8 +170,8 @@ def test_a_request_that_keeps_hanging_stops_holding_its_place(
     summary = run(config, progress, limit=30)
 
     rows = read_rows(tmp_path / "out.jsonl")
-    assert [row["status"] for row in rows] == ["ok"] * 40 + ["error"]
-    assert rows[-1]["path"].endswith("00030-odd.png") and rows[-1]["error_type"] == "timeout"
+    assert [row["status"] for row in rows] == ["ok"] * 80 + ["error"]
+    assert rows[-1]["path"].endswith("00060-odd.png") and rows[-1]["error_type"] == "timeout"
     assert summary.hedged == HedgePolicy.max_copies
     assert server.stats.hangs == 1 + HedgePolicy.max_copies
     assert any("with no answer after" in text for text in progress.texts())
