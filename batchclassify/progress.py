@@ -330,7 +330,8 @@ def _input_lines(summary: JobSummary) -> list[str]:
             f"{count:,} .{ext}" if ext else f"{count:,} without one"
             for ext, count in inputs.skipped_extensions.most_common(5)
         )
-        skipped.append(f"{total:,} files with an extension not in --extensions ({seen})")
+        files = "file" if total == 1 else "files"
+        skipped.append(f"{total:,} {files} with an extension not in --extensions ({seen})")
     if inputs.skipped_hidden:
         skipped.append(f"{inputs.skipped_hidden:,} hidden (names starting with '.')")
     if skipped:

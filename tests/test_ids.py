@@ -219,7 +219,7 @@ def test_an_empty_source_among_others_is_warned_about(
     assert summary.inputs.skipped_extensions == {"txt": 1}
     text = format_summary(summary)
     assert f"warning: no images found in {tmp_path / 'typo'}" in text
-    assert "1 files with an extension not in --extensions (1 .txt)" in text
+    assert "1 file with an extension not in --extensions (1 .txt)" in text
 
 
 def test_everything_already_done_is_not_nothing_found(
