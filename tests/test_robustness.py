@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -741,7 +741,7 @@ def test_api_key_never_appears_in_any_output(
     make_server: MakeServer,
     cli: Cli,
     caplog: pytest.LogCaptureFixture,
-    key_in: str,
+    key_in: Literal["query", "header"],
 ) -> None:
     """Every error path of a job, with answers that echo the key back; then grep everything
     the runs wrote (rows, settings file, stdout, stderr with --verbose, logs) for the key."""

@@ -203,7 +203,11 @@ def test_progress_file_never_overwrites_a_file_it_did_not_write(tmp_path: Path) 
 def test_a_reused_pid_is_not_the_job(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
     # This test's own process is alive, on this host, and is not a batchclassify job.
-    found = {"tool": "batchclassify", "state": "running", "host": socket.gethostname()}
+    found: dict[str, Any] = {
+        "tool": "batchclassify",
+        "state": "running",
+        "host": socket.gethostname(),
+    }
     found |= {"pid": os.getpid(), "updated_unix": time.time()}
     progress_path(output).write_bytes(orjson.dumps(found))
     cmdline = Path(f"/proc/{os.getpid()}/cmdline")
