@@ -68,7 +68,7 @@ def _slow_job(
 def test_status_while_running_and_after_a_normal_end(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
-    output, args = _slow_job(tmp_path, make_server, 80)  # ~8 s: long enough to look at
+    output, args = _slow_job(tmp_path, make_server, 60)  # ~6 s: long enough to look at
     job = _start(args)
     try:
         _wait_for(lambda: _progress(output).get("ok", 0) >= 4, job)
@@ -79,7 +79,7 @@ def test_status_while_running_and_after_a_normal_end(
         assert status["pid"] == job.pid and status["host"] == socket.gethostname()
         assert status["ok"] + status["failed"] + status["remaining"] == status["found_so_far"]
         # The total is known once the producer has read every input (near the end here).
-        assert status["total"] in (None, 80) and status["found_so_far"] <= 80
+        assert status["total"] in (None, 60) and status["found_so_far"] <= 60
         text = cli("status", output).out
         assert "running" in text and "images/s" in text and "remaining of" in text
         assert job.wait(timeout=60) == 0
@@ -88,7 +88,7 @@ def test_status_while_running_and_after_a_normal_end(
         job.communicate()
     status = json.loads(cli("status", output, "--json").out)
     assert status["state"] == "finished" and status["running"] is False
-    assert (status["ok"], status["failed"], status["remaining"], status["total"]) == (80, 0, 0, 80)
+    assert (status["ok"], status["failed"], status["remaining"], status["total"]) == (60, 0, 0, 60)
     assert "finished" in cli("status", output).out
     # --watch on an ended job prints once and returns.
     assert cli("status", output, "--watch").out.count("finished") == 1
