@@ -150,6 +150,7 @@ def test_multilabel_rows_and_confidence_parameter(
     assert {r.confidence for r in server.stats.recent} == {"0.3"}
 
 
+@pytest.mark.slow
 def test_retries_5xx_and_429_then_succeeds(
     tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:

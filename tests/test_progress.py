@@ -443,6 +443,7 @@ def test_a_day_long_retry_after_is_capped_and_shown_with_its_end(
     assert any("HTTP 429: no new requests until" in frame for frame in frames(progress.screen))
 
 
+@pytest.mark.slow
 def test_off_a_terminal_the_cli_logs_a_rate_limit_pause(
     tmp_path: Path, make_server: MakeServer, cli: Cli
 ) -> None:
@@ -492,6 +493,7 @@ def unused_port() -> int:
     [f"http://127.0.0.1:{unused_port()}", "http://nonexistent.invalid"],
     ids=["refused", "unresolvable"],
 )
+@pytest.mark.slow
 def test_a_job_that_never_reached_its_api_stops_in_seconds(
     tmp_path: Path, cli: Cli, api_url: str
 ) -> None:
@@ -511,6 +513,7 @@ def test_a_job_that_never_reached_its_api_stops_in_seconds(
     assert not output.exists() or read_rows(output) == []
 
 
+@pytest.mark.slow
 def test_the_url_in_the_message_holds_no_credentials(tmp_path: Path, cli: Cli) -> None:
     make_images(tmp_path / "in", 1)
     url = f"http://user:hunter2@127.0.0.1:{unused_port()}/v1?api_key=secret-in-url"

@@ -164,6 +164,7 @@ def check_final(output: Path, expected: dict[str, str]) -> None:
 # -- kill -9 ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_kill_9_at_random_points_then_resume_until_done(
     tmp_path: Path, make_server: MakeServer, fmt: str
@@ -229,6 +230,7 @@ def test_kill_9_at_random_points_then_resume_until_done(
     check_final(output, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_kill_9_loses_at_most_about_the_last_second(
     tmp_path: Path, make_server: MakeServer, fmt: str
@@ -302,6 +304,7 @@ def retried_on_disk(output: Path, failed: set[str]) -> int:
 AT_ONCE = STOP_GRACE / 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "fmt"), [(signal.SIGINT, "jsonl"), (signal.SIGTERM, "parquet")])
 def test_signal_finishes_requests_in_flight_then_resume_completes(
     tmp_path: Path, make_server: MakeServer, signum: int, fmt: str
@@ -338,6 +341,7 @@ def test_signal_finishes_requests_in_flight_then_resume_completes(
     check_final(output, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_second_ctrl_c_quits_at_once_and_leaves_a_clean_output(
     tmp_path: Path, server: BackgroundServer, fmt: str

@@ -306,6 +306,7 @@ def test_ceiling_does_not_grow_while_requests_are_held_back_by_something_else() 
 # -- rate control against the real server ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_adaptive_rate_against_the_server(tmp_path: Path, make_server: MakeServer) -> None:
     """A server allowing 40 req/s answering in 0.1 s, the default 32 workers, no --rate-limit:
     the job finds the limit and uses >= 90 % of it with < 5 % 429s once settled."""
@@ -335,6 +336,7 @@ def test_adaptive_rate_against_the_server(tmp_path: Path, make_server: MakeServe
     assert summary.rate_limited == server.stats.statuses[429]
 
 
+@pytest.mark.slow
 def test_fixed_rate_limit_is_never_exceeded(
     tmp_path: Path, make_server: MakeServer, cli: Cli
 ) -> None:
@@ -409,6 +411,7 @@ def test_a_retry_after_pause_ends_exactly_when_it_said(pause: float) -> None:
 # -- outages --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_server_down_mid_job_pauses_probes_and_resumes(
     tmp_path: Path, make_server: MakeServer
 ) -> None:
@@ -758,6 +761,7 @@ def test_malformed_answers_are_errors_for_their_item(
 # -- the API key ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key_in", ["query", "header"])
 def test_api_key_never_appears_in_any_output(
     tmp_path: Path,

@@ -65,6 +65,7 @@ def _slow_job(
     return output, [*run_args(server, output, tmp_path / "imgs"), "--concurrency", "2", "-q"]
 
 
+@pytest.mark.slow
 def test_status_while_running_and_after_a_normal_end(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
@@ -94,6 +95,7 @@ def test_status_while_running_and_after_a_normal_end(
     assert cli("status", output, "--watch").out.count("finished") == 1
 
 
+@pytest.mark.slow
 def test_status_after_kill_9_says_rerun(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
@@ -112,6 +114,7 @@ def test_status_after_kill_9_says_rerun(
     assert status["summary"] == KILLED
 
 
+@pytest.mark.slow
 def test_status_after_ctrl_c_is_interrupted(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
