@@ -29,16 +29,25 @@ import orjson
 
 from .errors import OutputError, UsageError
 from .models import CORE_ROW_FIELDS, ROW_FIELDS
+from .rowlog import (
+    ScanReport,
+    add_metadata_columns,
+    count_ids,
+    is_latest,
+    remove_output,
+    write_all,
+)
 from .sinks import write_failed
 
-_PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
-_JOURNAL_RE = re.compile(r"^_journal-(\d{6})\.jsonl$")
+PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
+JOURNAL_RE = re.compile(r"^_journal-(\d{6})\.jsonl$")
 _TMP_RE = re.compile(r"^\.part-(\d{6})\.parquet\.tmp$")
 #: The only names this sink writes in its folder; nothing else there is ever touched.
-_OWN_NAMES = (_PART_RE, _JOURNAL_RE, _TMP_RE)
+_OWN_NAMES = (PART_RE, JOURNAL_RE, _TMP_RE)
 
 
-def _pyarrow() -> Any:
+def load_pyarrow() -> Any:
+    """pyarrow with its parquet module, or a `UsageError` saying how to install it."""
     try:
         import pyarrow
         import pyarrow.parquet
@@ -51,7 +60,7 @@ def _pyarrow() -> Any:
 
 
 def core_schema() -> Any:
-    pa = _pyarrow()
+    pa = load_pyarrow()
     prediction = pa.struct([("class", pa.string()), ("confidence", pa.float64())])
     types = {
         "id": pa.string(),
@@ -100,7 +109,7 @@ def _reports_write_errors(
     return wrapper
 
 
-def _metadata_text(value: Any) -> str | None:
+def metadata_text(value: Any) -> str | None:
     """Metadata columns are strings in Parquet, so parts always agree on their types."""
     if value is None or isinstance(value, str):
         return value
@@ -131,7 +140,6 @@ class ParquetSink:
         self._journal_fd: int | None = None
         self._writer: Any = None
         self._writer_columns: list[str] = []
-        self.unparsable_lines = 0
 
     # -- files ----------------------------------------------------------------------------
 
@@ -151,18 +159,19 @@ class ParquetSink:
         return sorted(int(match.group(1)) for match in found if match)
 
     def parts(self) -> list[Path]:
-        return [self._part_path(n) for n in self._numbers(_PART_RE)]
+        return [self._part_path(n) for n in self._numbers(PART_RE)]
 
     # -- reading what an earlier run left -------------------------------------------------
 
-    def scan(self) -> Iterator[tuple[str, str]]:
+    def scan(self, record: Callable[[str, str], None]) -> ScanReport:
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(
                 f"{self.path} is a file, but Parquet output is a folder of part files; "
                 "move the file away or choose another --output"
             )
         self._recover()
-        pq = _pyarrow().parquet
+        report = ScanReport(metadata_columns=self._meta_columns)
+        pq = load_pyarrow().parquet
         for part in self.parts():
             try:
                 source = pq.ParquetFile(part)
@@ -177,13 +186,14 @@ class ParquetSink:
                         f"{part} is not a part batchclassify wrote (it lacks the row columns); "
                         "move it away to resume"
                     )
-                for name in names:
-                    if name not in ROW_FIELDS and name not in self._meta_columns:
-                        self._meta_columns.append(name)
+                add_metadata_columns(self._meta_columns, names)
                 for batch in source.iter_batches(columns=["id", "status"], batch_size=65_536):
-                    yield from zip(
+                    for item_id, status in zip(
                         batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
-                    )
+                    ):
+                        report.rows += 1
+                        record(item_id, status)
+        return report
 
     def _recover(self) -> None:
         """Turn journals of parts that were never finished into parts; drop leftovers.
@@ -196,8 +206,8 @@ class ParquetSink:
         try:
             for number in self._numbers(_TMP_RE):
                 self._tmp_path(number).unlink()
-            finished = set(self._numbers(_PART_RE))
-            for number in self._numbers(_JOURNAL_RE):
+            finished = set(self._numbers(PART_RE))
+            for number in self._numbers(JOURNAL_RE):
                 journal = self._journal_path(number)
                 rows = list(self._journal_rows(journal))
                 if number not in finished and rows:
@@ -230,10 +240,10 @@ class ParquetSink:
     # -- appending ------------------------------------------------------------------------
 
     def open(self) -> None:
-        _pyarrow()
+        load_pyarrow()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            numbers = self._numbers(_PART_RE) + self._numbers(_JOURNAL_RE)
+            numbers = self._numbers(PART_RE) + self._numbers(JOURNAL_RE)
             self._part = max(numbers) + 1 if numbers else 0
             self._start_part()
         except OSError as exc:
@@ -248,9 +258,7 @@ class ParquetSink:
 
     @_reports_write_errors
     def write(self, row: dict[str, Any]) -> None:
-        for key in row:
-            if key not in ROW_FIELDS and key not in self._meta_columns:
-                self._meta_columns.append(key)
+        add_metadata_columns(self._meta_columns, row)
         self._journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         self._group.append(row)
         self._part_rows += 1
@@ -280,23 +288,23 @@ class ParquetSink:
     # -- parts ----------------------------------------------------------------------------
 
     def _schema(self, columns: list[str]) -> Any:
-        pa = _pyarrow()
+        pa = load_pyarrow()
         schema = core_schema()
         for name in columns:
             schema = schema.append(pa.field(name, pa.string()))
         return schema
 
     def _table(self, rows: list[dict[str, Any]], columns: list[str]) -> Any:
-        pa = _pyarrow()
+        pa = load_pyarrow()
         data: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in ROW_FIELDS}
         for name in columns:
-            data[name] = [_metadata_text(row.get(name)) for row in rows]
+            data[name] = [metadata_text(row.get(name)) for row in rows]
         return pa.Table.from_pydict(data, schema=self._schema(columns))
 
     def _write_group(self) -> None:
         if not self._group:
             return
-        pq = _pyarrow().parquet
+        pq = load_pyarrow().parquet
         if self._writer is not None and self._writer_columns != self._meta_columns:
             # A new metadata column appeared: a part's schema is fixed, so start another one,
             # carrying these rows (and their journal lines) over to it.
@@ -334,9 +342,7 @@ class ParquetSink:
             return
         data = b"".join(self._journal)
         self._journal.clear()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._journal_fd, view) :]
+        write_all(self._journal_fd, data)
 
     def _close_journal(self, *, delete: bool) -> None:
         if self._journal_fd is not None:
@@ -346,13 +352,10 @@ class ParquetSink:
             self._journal_path(self._part).unlink(missing_ok=True)
 
     def _write_part(self, number: int, rows: list[dict[str, Any]]) -> None:
-        pq = _pyarrow().parquet
-        columns = list(self._meta_columns)
+        pq = load_pyarrow().parquet
         for row in rows:
-            for key in row:
-                if key not in ROW_FIELDS and key not in columns:
-                    columns.append(key)
-        self._meta_columns = columns
+            add_metadata_columns(self._meta_columns, row)
+        columns = list(self._meta_columns)
         tmp = self._tmp_path(number)
         pq.write_table(self._table(rows, columns), tmp)
         _fsync(tmp)
@@ -361,7 +364,7 @@ class ParquetSink:
 
     def _rewrite_part(self, part: Path, keep: Any, columns: list[str]) -> None:
         """Rewrite one part with the rows where ``keep`` is true, in the full schema."""
-        pa = _pyarrow()
+        pa = load_pyarrow()
         pq = pa.parquet
         table = pq.read_table(part)
         if keep is not None:
@@ -381,14 +384,12 @@ class ParquetSink:
     def _unify_schemas(self) -> None:
         """Give every part the same columns, so readers that take the first part's schema
         (pyarrow datasets, DuckDB globs) see every metadata column."""
-        pq = _pyarrow().parquet
+        pq = load_pyarrow().parquet
         parts = self.parts()
         names = {part: pq.read_schema(part).names for part in parts}
         columns = list(self._meta_columns)
         for part_names in names.values():
-            for name in part_names:
-                if name not in ROW_FIELDS and name not in columns:
-                    columns.append(name)
+            add_metadata_columns(columns, part_names)
         wanted = list(ROW_FIELDS) + columns
         for part in parts:
             if names[part] != wanted:
@@ -399,23 +400,12 @@ class ParquetSink:
     @_reports_write_errors
     def compact(self) -> int:
         """Keep only the latest row of each id (later parts win), part by part."""
-        pa = _pyarrow()
-        pq = pa.parquet
-        from .idindex import IdIndex
-
+        pa = load_pyarrow()
         parts = self.parts()
-        remaining = IdIndex()
-        for part in parts:
-            for item_id in pq.read_table(part, columns=["id"]).column(0).to_pylist():
-                remaining.set(item_id, min(remaining.get(item_id) + 1, 255))
+        remaining = count_ids(item_id for part in parts for item_id in _part_ids(part))
         dropped = 0
         for part in parts:
-            ids = pq.read_table(part, columns=["id"]).column(0).to_pylist()
-            keep = []
-            for item_id in ids:
-                left = remaining.get(item_id) - 1
-                remaining.set(item_id, left)
-                keep.append(left <= 0)
+            keep = [is_latest(remaining, item_id) for item_id in _part_ids(part)]
             if not all(keep):
                 dropped += keep.count(False)
                 self._rewrite_part(part, pa.array(keep), list(self._meta_columns))
@@ -430,19 +420,12 @@ class ParquetSink:
 
     def remove(self) -> None:
         """Delete this sink's own files by name, then the folder if that left it empty."""
-        if not self.path.is_dir():
-            if os.path.lexists(self.path):  # never: outputs.check_output_target refuses it
-                raise OutputError(f"{self.path} is not a Parquet output folder; not removed")
-            return
-        for name in self.own_names() or ():
-            (self.path / name).unlink()
-        try:
-            self.path.rmdir()
-        except OSError:
-            raise OutputError(
-                f"{self.path} holds files batchclassify did not write; its own part and journal "
-                "files were removed, the rest left in place"
-            ) from None
+        remove_output(self.path, self.own_names())
+
+
+def _part_ids(part: Path) -> list[str]:
+    ids: list[str] = load_pyarrow().parquet.read_table(part, columns=["id"]).column(0).to_pylist()
+    return ids
 
 
 def _fsync(path: Path) -> None:

@@ -306,12 +306,12 @@ def _table(rows: list[dict[str, Any]], metadata_names: list[str]) -> Any:
     """The rows as a ``pyarrow.Table`` in the Parquet sink's schema."""
     import pyarrow as pa
 
-    from .parquet_sink import _metadata_text, core_schema
+    from .parquet_sink import core_schema, metadata_text
 
     schema = core_schema()
     data: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in ROW_FIELDS}
     for name in metadata_names:
         key = f"meta_{name}" if name in ROW_FIELDS else name
-        data[key] = [_metadata_text(row.get(key)) for row in rows]
+        data[key] = [metadata_text(row.get(key)) for row in rows]
         schema = schema.append(pa.field(key, pa.string()))
     return pa.Table.from_pydict(data, schema=schema)

@@ -21,10 +21,9 @@ from typing import Any, Literal
 import orjson
 
 from .errors import UsageError
-from .idindex import IdIndex
-
-_PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
-_JOURNAL_RE = re.compile(r"^_journal-(\d{6})\.jsonl$")
+from .models import ROW_FIELDS
+from .parquet_sink import JOURNAL_RE, PART_RE, load_pyarrow, metadata_text
+from .rowlog import count_ids, is_latest
 
 
 def settings_file(output: Path) -> Path:
@@ -72,16 +71,8 @@ def iter_ids(output: Path) -> Iterator[str]:
 
 def iter_latest_rows(output: Path) -> Iterator[dict[str, Any]]:
     """Each id once, with its latest row. Two passes over the output; memory ~14 bytes/id."""
-    counts = IdIndex()
-    for item_id in iter_ids(output):
-        counts.set(item_id, min(counts.get(item_id) + 1, 255))
-    for row in iter_rows(output):
-        item_id = row["id"]
-        left = counts.get(item_id) - 1
-        counts.set(item_id, max(left, 0))
-        # left < 0: a row appended by a running job after the first pass; it is the latest.
-        if left <= 0:
-            yield row
+    counts = count_ids(iter_ids(output))
+    yield from (row for row in iter_rows(output) if is_latest(counts, row["id"]))
 
 
 # -- JSONL ---------------------------------------------------------------------------------
@@ -124,13 +115,11 @@ def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[int]:
 
 
 def _parquet_rows(folder: Path, *, ids_only: bool = False) -> Iterator[dict[str, Any]]:
-    from .parquet_sink import _pyarrow
-
-    pq = _pyarrow().parquet
+    pq = load_pyarrow().parquet
     # Journals are listed first: one that a running job finishes meanwhile is a part by the
     # time its journal is missed, and is then read as that part.
-    journals = _numbered(folder, _JOURNAL_RE)
-    parts = _numbered(folder, _PART_RE)
+    journals = _numbered(folder, JOURNAL_RE)
+    parts = _numbered(folder, PART_RE)
     for number in parts:
         yield from _part_rows(pq, folder / f"part-{number:06d}.parquet", ids_only=ids_only)
     done = set(parts)
@@ -167,10 +156,7 @@ def _part_rows(pq: Any, part: Path, *, ids_only: bool = False) -> Iterator[dict[
 
 def _as_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
     """A journal row typed as its part will hold it: metadata values as strings."""
-    from .models import ROW_FIELDS
-    from .parquet_sink import _metadata_text
-
     for key, value in row.items():
         if key not in ROW_FIELDS and not (value is None or isinstance(value, str)):
-            row[key] = _metadata_text(value)
+            row[key] = metadata_text(value)
     return row

@@ -21,6 +21,7 @@ from .errors import OutputError
 from .idindex import IdIndex
 from .names import ID_SCHEME
 from .outputs import check_overwrite, check_settings_file_is_ours, is_empty, settings_path
+from .rowlog import ScanReport
 from .sinks import Sink
 
 #: Tags in the job's IdIndex.
@@ -44,7 +45,27 @@ class PriorState:
     failed: int = 0
     superseded: int = 0
     """Rows replaced by a later row of the same id, to be dropped by compaction."""
-    torn_bytes_repaired: int = 0
+    scan: ScanReport = field(default_factory=ScanReport)
+    """What the sink found reading the output back (unparsable lines, a repaired tail...)."""
+
+    def needs_compaction(self) -> bool:
+        """Superseded rows or lines that are not rows: the output is rewritten after the job."""
+        return bool(self.superseded or self.scan.unparsable_lines)
+
+    def record(self, item_id: str, status: str) -> None:
+        """Take one row read back from the output; a later row of an id supersedes earlier."""
+        tag = RECORDED_OK if status == "ok" else RECORDED_FAILED
+        previous = self.index.set(item_id, tag)
+        if previous:
+            self.superseded += 1
+            if previous == RECORDED_OK:
+                self.ok -= 1
+            else:
+                self.failed -= 1
+        if tag == RECORDED_OK:
+            self.ok += 1
+        else:
+            self.failed += 1
 
 
 def job_settings(config: JobConfig) -> dict[str, Any]:
@@ -77,20 +98,7 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
         check_settings_file_is_ours(config.output)
     _write_settings(settings_file, wanted)
     state = PriorState()
-    for item_id, status in sink.scan():
-        tag = RECORDED_OK if status == "ok" else RECORDED_FAILED
-        previous = state.index.set(item_id, tag)
-        if previous:
-            state.superseded += 1
-            if previous == RECORDED_OK:
-                state.ok -= 1
-            else:
-                state.failed -= 1
-        if tag == RECORDED_OK:
-            state.ok += 1
-        else:
-            state.failed += 1
-    state.torn_bytes_repaired = getattr(sink, "torn_bytes_repaired", 0)
+    state.scan = sink.scan(state.record)
     return state
 
 

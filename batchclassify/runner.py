@@ -187,7 +187,7 @@ class Job:
             finally:
                 sink.close()
                 self._summary.elapsed = self._clock() - started
-            if prior.superseded or self._requeued or getattr(sink, "unparsable_lines", 0):
+            if prior.needs_compaction() or self._requeued:
                 sink.compact()
         finally:
             self._close_answers()

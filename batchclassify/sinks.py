@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ import orjson
 
 from .errors import OutputError, OutputWriteError
 from .idindex import IdIndex
+from .rowlog import ScanReport, count_ids, is_latest, remove_output, write_all
 
 #: A kill tears at most one row; a longer unterminated tail is not a torn row of ours.
 MAX_TORN_TAIL = 1 << 20
@@ -27,8 +28,9 @@ class Sink(Protocol):
 
     path: Path
 
-    def scan(self) -> Iterator[tuple[str, str]]:
-        """Yield ``(id, status)`` for each row already recorded, oldest first."""
+    def scan(self, record: Callable[[str, str], None]) -> ScanReport:
+        """Call ``record(id, status)`` for each row already recorded, oldest first, after
+        repairing what a killed run left; return what was found."""
         ...
 
     def open(self) -> None: ...
@@ -77,35 +79,36 @@ class JsonlSink:
         self._buffered = 0
         self._buffer_limit = buffer_bytes
         self._fd: int | None = None
-        self.torn_bytes_repaired = 0
-        self.unparsable_lines = 0
 
     # -- reading what an earlier run left -------------------------------------------------
 
-    def scan(self) -> Iterator[tuple[str, str]]:
+    def scan(self, record: Callable[[str, str], None]) -> ScanReport:
+        report = ScanReport()
         if not self.path.exists():
-            return
+            return report
         try:
-            self._repair_tail()
+            report.repaired_bytes = self._repair_tail()
         except OSError as exc:  # read-only file, say: before any request, so exit 2
             raise OutputError(f"cannot resume {self.path}: {exc.strerror or exc}") from None
-        self.unparsable_lines = 0
         with open(self.path, "rb") as handle:
             for line in handle:
                 try:
                     row = orjson.loads(line)
                     item_id, status = row["id"], row["status"]
                 except (orjson.JSONDecodeError, KeyError, TypeError):
-                    self.unparsable_lines += 1
+                    report.unparsable_lines += 1
                     continue
                 if isinstance(item_id, str) and isinstance(status, str):
-                    yield item_id, status
+                    report.rows += 1
+                    record(item_id, status)
+        return report
 
-    def _repair_tail(self) -> None:
+    def _repair_tail(self) -> int:
         """Cut a partial last line left by a process killed mid-write.
 
         Only what a torn write of ours can be is cut: an unterminated tail that starts a JSON
         object and is at most ``MAX_TORN_TAIL`` bytes. Anything else is someone's data.
+        Returns the number of bytes cut.
         """
         with open(self.path, "rb+") as handle:
             end = handle.seek(0, os.SEEK_END)
@@ -114,7 +117,7 @@ class JsonlSink:
             data = handle.read(end - start)
             newline = data.rfind(b"\n")
             if newline == len(data) - 1 or not data:
-                return
+                return 0
             too_long = newline == -1 and start > 0
             if too_long or not data[newline + 1 :].startswith(b"{"):
                 raise OutputError(
@@ -124,7 +127,7 @@ class JsonlSink:
                 )
             cut = start + newline + 1
             handle.truncate(cut)
-            self.torn_bytes_repaired = end - cut
+            return end - cut
 
     # -- appending ------------------------------------------------------------------------
 
@@ -150,10 +153,7 @@ class JsonlSink:
         self._buffered = 0
         try:
             # One write of whole lines: a kill can tear at most the tail, which scan repairs.
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            write_all(self._fd, data)
         except OSError as exc:
             raise write_failed(self.path, exc) from None
 
@@ -179,12 +179,8 @@ class JsonlSink:
         """
         if not self.path.exists():
             return 0
-        remaining = IdIndex()
         with open(self.path, "rb") as handle:
-            for line in handle:
-                item_id = _line_id(line)
-                if item_id is not None:
-                    remaining.set(item_id, min(remaining.get(item_id) + 1, 255))
+            remaining = count_ids(i for i in map(_line_id, handle) if i is not None)
         try:
             return self._rewrite_latest(remaining)
         except OSError as exc:
@@ -208,12 +204,7 @@ class JsonlSink:
                 os.fchmod(target.fileno(), os.fstat(source.fileno()).st_mode & 0o7777)
                 for line in source:
                     item_id = _line_id(line)
-                    if item_id is None:
-                        dropped += 1
-                        continue
-                    left = remaining.get(item_id) - 1
-                    remaining.set(item_id, left)
-                    if left <= 0:
+                    if item_id is not None and is_latest(remaining, item_id):
                         target.write(line)
                     else:
                         dropped += 1
@@ -229,10 +220,7 @@ class JsonlSink:
         return None
 
     def remove(self) -> None:
-        if self.path.is_dir():  # never: outputs.check_output_target refuses a folder first
-            raise OutputError(f"{self.path} is a folder, not a JSONL output; not removed")
-        if os.path.lexists(self.path):
-            self.path.unlink()
+        remove_output(self.path, self.own_names())
 
 
 def _line_id(line: bytes) -> str | None:

@@ -182,3 +182,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (several seconds each: kill -9 rounds, jobs paced by latency) run
+    first, so that with ``pytest -n N`` no worker is left starting one at the very end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -148,6 +148,7 @@ def test_a_hung_request_is_sent_again_and_the_job_does_not_wait_for_the_timeout(
     assert elapsed < 30  # before: the hung request held the job for its whole --timeout
 
 
+@pytest.mark.slow
 def test_a_request_that_keeps_hanging_stops_holding_its_place(
     tmp_path: Path, make_server: MakeServer
 ) -> None:

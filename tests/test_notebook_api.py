@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,7 @@ def test_classify_from_a_running_loop_reports_errors_as_the_script_does(
 
 
 def test_one_str_or_path_is_one_source(tmp_path: Path) -> None:
-    base = {"model": "colors/1"}
+    base: dict[str, Any] = {"model": "colors/1"}
     assert JobConfig(sources="photos", output="r.jsonl", **base).sources == ("photos",)
     from_path = JobConfig(sources=tmp_path / "photos", output=tmp_path / "r.jsonl", **base)
     assert from_path.sources == (str(tmp_path / "photos"),)

@@ -46,6 +46,7 @@ def _run_limited(args: list[str], soft: int, hard: int) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_a_hard_limit_too_low_for_the_concurrency_lowers_it_and_says_so(
     tmp_path: Path, make_server: MakeServer
 ) -> None:
@@ -70,6 +71,7 @@ def test_a_hard_limit_too_low_for_the_concurrency_lowers_it_and_says_so(
     assert "open-file limit (ulimit -n) is 64" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_soft_limit_below_the_hard_limit_is_raised(
     tmp_path: Path, make_server: MakeServer
 ) -> None:
@@ -116,6 +118,7 @@ sys.exit(main(sys.argv[1:-2]))
 """
 
 
+@pytest.mark.slow
 def test_running_out_of_file_descriptors_is_waited_out_not_blamed_on_images(
     tmp_path: Path, make_server: MakeServer
 ) -> None:

@@ -56,6 +56,7 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str]) ->
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_a_second_job_on_the_same_output_is_refused_at_once(
     tmp_path: Path, make_server: MakeServer, fmt: str

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import pytest
 
 from batchclassify.ratelimit import RateController
 from batchclassify.server import BackgroundServer
@@ -98,6 +99,7 @@ def test_adaptive_false_keeps_a_fixed_rate() -> None:
     assert controller.rate == 50
 
 
+@pytest.mark.slow
 def test_rate_limit_above_the_servers_limit_end_to_end(
     tmp_path: Path,
     make_server: Callable[..., BackgroundServer],

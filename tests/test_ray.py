@@ -164,7 +164,7 @@ def test_s3_paths_are_read_by_the_actors_through_fsspec(
     pytest.importorskip("moto.server")
     import logging
 
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
 

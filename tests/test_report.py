@@ -80,7 +80,7 @@ def nearest_rank(values: list[float], q: float) -> float:
 def class_confidences(row: dict[str, Any], name: str) -> float:
     if not row["multilabel"]:
         return float(row["confidence"])
-    return next(p["confidence"] for p in row["predictions"] if p["class"] == name)
+    return float(next(p["confidence"] for p in row["predictions"] if p["class"] == name))
 
 
 def parse_class_lines(text: str) -> dict[str, list[str]]:
@@ -187,7 +187,7 @@ def fact_cards(page: str) -> dict[str, str]:
 
 def margin(row: dict[str, Any]) -> float:
     scores = [p["confidence"] for p in row["predictions"]]
-    return round(scores[0] - (scores[1] if len(scores) > 1 else 0.0), 6)
+    return round(float(scores[0]) - (float(scores[1]) if len(scores) > 1 else 0.0), 6)
 
 
 def test_html_multilabel_cooccurrence_equals_the_rows(

@@ -116,6 +116,7 @@ def screenshot(tmp_path: Path, page: Path) -> Path:
     return shot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["colors/1", "colors-multilabel/1"])
 def test_chromium_draws_every_chart_and_thumbnail_without_errors(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli, model: str

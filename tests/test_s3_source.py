@@ -54,7 +54,7 @@ class S3:
     """moto's S3 server, and a shortcut to fill its buckets."""
 
     def __init__(self, endpoint: str) -> None:
-        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
         from moto.s3.models import s3_backends
 
         self.endpoint = endpoint

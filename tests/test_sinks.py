@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from batchclassify.errors import OutputError
 from batchclassify.models import Item, Prediction, error_row, ok_row
 from batchclassify.parquet_sink import ParquetSink
 from batchclassify.sinks import JsonlSink
@@ -46,9 +48,11 @@ def test_jsonl_torn_last_line_is_cut_and_not_read(tmp_path: Path) -> None:
     sink.close()
     with open(out, "ab") as handle:
         handle.write(b'{"id": "3.jpg", "status": "o')  # a kill -9 in the middle of a write
-    reader = JsonlSink(out)
-    assert list(reader.scan()) == [("0.jpg", "ok"), ("1.jpg", "ok"), ("2.jpg", "ok")]
-    assert reader.torn_bytes_repaired > 0
+    seen: list[tuple[str, str]] = []
+    report = JsonlSink(out).scan(lambda item_id, status: seen.append((item_id, status)))
+    assert seen == [("0.jpg", "ok"), ("1.jpg", "ok"), ("2.jpg", "ok")]
+    assert report.repaired_bytes == len(b'{"id": "3.jpg", "status": "o')
+    assert report.rows == 3 and report.unparsable_lines == 0
     assert out.read_bytes().endswith(b"\n")
     assert all(orjson.loads(line) for line in out.read_bytes().splitlines())
 
@@ -103,8 +107,9 @@ def test_parquet_recovers_the_journal_of_a_killed_run(tmp_path: Path) -> None:
     with open(out / "_journal-000001.jsonl", "ab") as handle:
         handle.write(b'{"id": "5.jp')
     (out / ".part-000001.parquet.tmp").write_bytes(b"PAR1 half written")
-    reader = ParquetSink(out)
-    assert sorted(item_id for item_id, _ in reader.scan()) == [
+    seen: list[str] = []
+    ParquetSink(out).scan(lambda item_id, _status: seen.append(item_id))
+    assert sorted(seen) == [
         "0.jpg",
         "1.jpg",
         "2.jpg",
@@ -140,3 +145,45 @@ def test_parquet_compaction_drops_superseded_rows(tmp_path: Path) -> None:
     assert sink.compact() == 1
     rows = pq.read_table(out).to_pylist()
     assert sorted((r["id"], r["status"]) for r in rows) == [("a.jpg", "ok"), ("b.jpg", "ok")]
+
+
+def test_jsonl_scan_reports_lines_that_are_not_rows(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    out.write_bytes(
+        orjson.dumps(_ok("a.jpg"))
+        + b"\nnot json\n"
+        + b'{"no": "id"}\n'
+        + orjson.dumps(_ok("b.jpg"))
+        + b"\n"
+    )
+    seen: list[str] = []
+    report = JsonlSink(out).scan(lambda item_id, _status: seen.append(item_id))
+    assert seen == ["a.jpg", "b.jpg"]
+    assert (report.rows, report.unparsable_lines, report.repaired_bytes) == (2, 2, 0)
+
+
+def test_parquet_scan_reports_the_metadata_columns_it_found(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    sink = ParquetSink(out)
+    sink.open()
+    sink.write(_ok("a.jpg", camera="x", split="train"))
+    sink.close()
+    report = ParquetSink(out).scan(lambda _id, _status: None)
+    assert report.rows == 1
+    assert report.metadata_columns == ["camera", "split"]
+
+
+def test_overwrite_removes_only_the_sinks_own_names(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    sink = ParquetSink(out)
+    sink.open()
+    sink.write(_ok("a.jpg"))
+    sink.close()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="did not write"):
+        ParquetSink(out).remove()
+    assert os.listdir(out) == ["notes.txt"]
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text("{}\n")
+    JsonlSink(jsonl).remove()
+    assert not jsonl.exists()

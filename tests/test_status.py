@@ -65,10 +65,11 @@ def _slow_job(
     return output, [*run_args(server, output, tmp_path / "imgs"), "--concurrency", "2", "-q"]
 
 
+@pytest.mark.slow
 def test_status_while_running_and_after_a_normal_end(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
-    output, args = _slow_job(tmp_path, make_server, 80)  # ~8 s: long enough to look at
+    output, args = _slow_job(tmp_path, make_server, 60)  # ~6 s: long enough to look at
     job = _start(args)
     try:
         _wait_for(lambda: _progress(output).get("ok", 0) >= 4, job)
@@ -79,7 +80,7 @@ def test_status_while_running_and_after_a_normal_end(
         assert status["pid"] == job.pid and status["host"] == socket.gethostname()
         assert status["ok"] + status["failed"] + status["remaining"] == status["found_so_far"]
         # The total is known once the producer has read every input (near the end here).
-        assert status["total"] in (None, 80) and status["found_so_far"] <= 80
+        assert status["total"] in (None, 60) and status["found_so_far"] <= 60
         text = cli("status", output).out
         assert "running" in text and "images/s" in text and "remaining of" in text
         assert job.wait(timeout=60) == 0
@@ -88,12 +89,13 @@ def test_status_while_running_and_after_a_normal_end(
         job.communicate()
     status = json.loads(cli("status", output, "--json").out)
     assert status["state"] == "finished" and status["running"] is False
-    assert (status["ok"], status["failed"], status["remaining"], status["total"]) == (80, 0, 0, 80)
+    assert (status["ok"], status["failed"], status["remaining"], status["total"]) == (60, 0, 0, 60)
     assert "finished" in cli("status", output).out
     # --watch on an ended job prints once and returns.
     assert cli("status", output, "--watch").out.count("finished") == 1
 
 
+@pytest.mark.slow
 def test_status_after_kill_9_says_rerun(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
@@ -112,6 +114,7 @@ def test_status_after_kill_9_says_rerun(
     assert status["summary"] == KILLED
 
 
+@pytest.mark.slow
 def test_status_after_ctrl_c_is_interrupted(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
@@ -203,7 +206,11 @@ def test_progress_file_never_overwrites_a_file_it_did_not_write(tmp_path: Path) 
 def test_a_reused_pid_is_not_the_job(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
     # This test's own process is alive, on this host, and is not a batchclassify job.
-    found = {"tool": "batchclassify", "state": "running", "host": socket.gethostname()}
+    found: dict[str, Any] = {
+        "tool": "batchclassify",
+        "state": "running",
+        "host": socket.gethostname(),
+    }
     found |= {"pid": os.getpid(), "updated_unix": time.time()}
     progress_path(output).write_bytes(orjson.dumps(found))
     cmdline = Path(f"/proc/{os.getpid()}/cmdline")
