@@ -191,19 +191,6 @@ _SUMMED = (
     "ok", "failed", "already_done", "previously_failed", "duplicates", "retries", "hedged",
     "rate_limited", "found", "cache_hits", "shared", "costed",
 )  # fmt: skip
-    "ok",
-    "failed",
-    "already_done",
-    "previously_failed",
-    "duplicates",
-    "retries",
-    "hedged",
-    "rate_limited",
-    "found",
-    "cache_hits",
-    "shared",
-    "costed",
-]
 
 
 def combine(summaries: list[JobSummary], output: Path) -> JobSummary:
