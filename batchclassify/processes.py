@@ -12,6 +12,7 @@ child's code. For JSONL the shard files are merged into ``--output`` when every 
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import subprocess
@@ -22,7 +23,6 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import orjson
 
@@ -36,6 +36,7 @@ from .summary import JobSummary
 #: Exit codes from the mildest to the worst; the parent's is the worst of its children's.
 _SEVERITY = {0: 0, 1: 1, 130: 2, 143: 2, 2: 3, 3: 4}
 _POLL = 0.5
+_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,13 @@ def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
 
 
 def _start(config: JobConfig, summary_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    # The children import this very batchclassify, installed or not.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     child = subprocess.Popen(
         [sys.executable, "-m", "batchclassify.processes"],
+        env=env,
         stdin=subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches the parent only; it forwards it once
     )
@@ -139,23 +145,34 @@ def _start(config: JobConfig, summary_path: Path) -> tuple[subprocess.Popen[byte
 def _watch(
     children: list[tuple[subprocess.Popen[bytes], Path]], layout: Layout, *, quiet: bool
 ) -> None:
-    """Wait for the children, showing one progress line made of their progress files."""
+    """Wait for the children, showing one progress bar made of their progress files (off a
+    terminal: a log line a minute, as a lone job writes)."""
     from tqdm import tqdm
 
-    bar = None if quiet else tqdm(unit="img", dynamic_ncols=True, file=sys.stderr)
+    on_terminal = not quiet and sys.stderr.isatty()
+    bar = tqdm(unit="img", dynamic_ncols=True, file=sys.stderr) if on_terminal else None
+    last_line = time.monotonic()
     try:
         while any(child.poll() is None for child, _ in children):
             time.sleep(_POLL)
+            done, total, exact = _progress(layout)
             if bar is not None:
-                _update(bar, layout)
-        if bar is not None:
-            _update(bar, layout)
+                bar.total = total or None
+                bar.n = done
+                bar.set_postfix_str("" if exact else "total estimated", refresh=False)
+                bar.refresh()
+            elif not quiet and time.monotonic() - last_line >= _LOG_EVERY:
+                last_line = time.monotonic()
+                said = f"{total:,}" if exact else f"~{total:,}" if total else "?"
+                stamp = time.strftime("%H:%M:%S")
+                print(f"{stamp} {done:,}/{said} images", file=sys.stderr, flush=True)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _update(bar: Any, layout: Layout) -> None:
+def _progress(layout: Layout) -> tuple[int, int, bool]:
+    """Items done, expected in all, and whether that total is exact, over every shard."""
     done, total, exact = 0, 0, True
     for output in layout.outputs:
         try:
@@ -168,10 +185,8 @@ def _update(bar: Any, layout: Layout) -> None:
             exact = False
         else:
             total += int(state["total"])
-    bar.total = total if total else None
-    bar.n = done
-    bar.set_postfix_str("" if exact else "total estimated", refresh=False)
-    bar.refresh()
+        exact = exact and bool(state.get("total_is_exact"))
+    return done, total, exact
 
 
 def _load(path: Path) -> JobSummary | None:
