@@ -199,7 +199,8 @@ def _load(path: Path) -> JobSummary | None:
 
 def worst(codes: list[int]) -> int:
     """The worst exit code (an unknown one, e.g. a child killed, counts as fatal: 3)."""
-    return max(codes, key=lambda code: _SEVERITY.get(code, 5), default=0) if codes else 0
+    code = max(codes, key=lambda code: _SEVERITY.get(code, 5), default=0)
+    return code if code in _SEVERITY else 3
 
 
 _SUMMED = (

@@ -99,3 +99,15 @@ def test_plan_counts_only_its_shard(tmp_path: Path, cli: CliResult) -> None:
     import orjson
 
     assert orjson.loads(result.out)["found"] == mine
+
+
+def test_a_shard_with_none_of_the_items_is_done_not_an_error(
+    tmp_path: Path, server: BackgroundServer, cli: CliResult
+) -> None:
+    (item_id,) = make_images(tmp_path / "images", 1)
+    empty = 1 - shard_of(item_id, 2)
+    output = tmp_path / "part-{shard}.jsonl"
+    result = cli(*run_args(server, output, tmp_path / "images"), "--shard", f"{empty}/2")
+    assert result.code == 0, result.err
+    assert "nothing to classify" not in result.err
+    assert server.stats.requests == 0
