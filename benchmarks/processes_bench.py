@@ -36,6 +36,8 @@ def one_run(folder: Path, server: Server, processes: int, cpu: str) -> tuple[flo
     """(wall s, client CPU s, exit code) of one job from scratch."""
     output = DATA / "out.parquet"
     shutil.rmtree(output, ignore_errors=True)
+    for sidecar in DATA.glob("out.parquet.*"):  # P=1's settings and progress files
+        sidecar.unlink()
     cmd = [PY, "-m", "batchclassify", "run", str(folder), "--model", "colors/1"]
     cmd += ["--api-url", server.url, "--output", str(output), "--quiet"]
     cmd += ["--processes", str(processes)]
@@ -45,37 +47,52 @@ def one_run(folder: Path, server: Server, processes: int, cpu: str) -> tuple[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--count", type=int, default=2000, help="distinct images")
+    parser.add_argument("--copies", type=int, default=5, help="hardlinked copies of each")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("ROBOFLOW_API_KEY", "bench-key")
     paths = ensure_images(ROOT / "data" / "images" / "small", args.count, large=False)
     folder = DATA / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in paths:  # hardlinks: the same bytes, a folder holding only these
-        if not (folder / path.name).exists():
-            os.link(path, folder / path.name)
+    for copy in range(args.copies):  # hardlinks: distinct paths (items), the same bytes
+        (folder / f"c{copy}").mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            if not (folder / f"c{copy}" / path.name).exists():
+                os.link(path, folder / f"c{copy}" / path.name)
+    items = len(paths) * args.copies
+    single = DATA / "single"
+    single.mkdir(parents=True, exist_ok=True)
+    if not (single / paths[0].name).exists():
+        os.link(paths[0], single / paths[0].name)
     figures: dict[tuple[int, str], list[tuple[float, float]]] = {p: [] for p in PLACEMENTS}
+    start_up: dict[tuple[int, str], list[tuple[float, float]]] = {p: [] for p in PLACEMENTS}
     with Server(["--model-cost", "hash"], cpu="1", log=DATA / "server.log") as server:
         one_run(folder, server, 1, "0")  # warm the page cache and the server
         for _ in range(args.repeats):
             for placement in PLACEMENTS:  # interleaved: the machine's load hits all alike
-                wall, cpu, code = one_run(folder, server, *placement)
-                if code != 0:
-                    raise SystemExit(f"{placement}: exit {code}; see {DATA / 'client.log'}")
-                figures[placement].append((wall, cpu))
-    print(f"{len(paths)} images, medians of {args.repeats} runs (all runs in brackets)\n")
-    print("| --processes | client CPUs | wall s | images/s | client CPU ms/image |")
+                start_up[placement].append(_checked(single, server, placement))
+                figures[placement].append(_checked(folder, server, placement))
+    print(f"{items:,} images, medians of {args.repeats} runs (all runs in brackets); start-up")
+    print("(a one-image run of the same placement) is subtracted from wall and CPU time\n")
+    print("| --processes | client CPUs | start-up s (CPU s) | images/s | client CPU ms/image |")
     print("|---:|---|---:|---:|---:|")
-    for (processes, cpu), runs in figures.items():
-        walls = [wall for wall, _ in runs]
-        wall = statistics.median(walls)
-        per_image = statistics.median(c for _, c in runs) / len(paths) * 1000
-        rates = ", ".join(f"{len(paths) / w:.0f}" for w in walls)
+    for placement, runs in figures.items():
+        base_wall = statistics.median(w for w, _ in start_up[placement])
+        base_cpu = statistics.median(c for _, c in start_up[placement])
+        rates = [items / (wall - base_wall) for wall, _ in runs]
+        per_image = (statistics.median(c for _, c in runs) - base_cpu) / items * 1000
+        listed = ", ".join(f"{rate:.0f}" for rate in rates)
         print(
-            f"| {processes} | {cpu} | {wall:.2f} | {len(paths) / wall:.0f} ({rates}) | "
-            f"{per_image:.2f} |"
+            f"| {placement[0]} | {placement[1]} | {base_wall:.2f} ({base_cpu:.2f}) | "
+            f"{statistics.median(rates):.0f} ({listed}) | {per_image:.2f} |"
         )
+
+
+def _checked(folder: Path, server: Server, placement: tuple[int, str]) -> tuple[float, float]:
+    wall, cpu, code = one_run(folder, server, *placement)
+    if code != 0:
+        raise SystemExit(f"{placement}: exit {code}; see {DATA / 'client.log'}")
+    return wall, cpu
 
 
 if __name__ == "__main__":
