@@ -56,6 +56,8 @@ examples:
   batchclassify run photos/ --model my-model/3 --output results.jsonl
   batchclassify run list.csv --model my-model/3 --output results.parquet --rate-limit 20
   batchclassify run sample_manifests/images --model colors/1 --api-url local --output out.jsonl
+  batchclassify run photos/ --model my-model/3 --shard 2/8 --output results/part-{shard}.parquet
+  batchclassify run photos/ --model my-model/3 --processes 2 --output results.parquet
 """
 
 
@@ -174,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="a ceiling of N requests per second (N > 0): the job starts at N and still backs "
-        "off below it on 429; without it the rate adapts to the server's 429s from the start",
+        "off below it on 429; without it the rate adapts to the server's 429s from the start. "
+        "Per process: --processes P gives each N/P; shards run by hand need their share",
     )
     speed.add_argument(
         "--retries",
