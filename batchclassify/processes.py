@@ -31,6 +31,7 @@ from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageErro
 from .progressfile import progress_path
 from .reading import read_settings
 from .shards import PLACEHOLDER, Shard, shard_output
+from .sources import STDIN
 from .summary import JobSummary
 
 #: Exit codes from the mildest to the worst; the parent's is the worst of its children's.
@@ -87,6 +88,11 @@ def shard_configs(config: JobConfig, layout: Layout) -> list[JobConfig]:
 
 def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
     """Run the job as ``processes`` shard children; returns the exit code."""
+    if STDIN in config.sources:
+        raise UsageError(
+            "--processes cannot share stdin (-) among its processes: save the list to a "
+            "file and name it as a manifest"
+        )
     layout = plan_layout(config, processes)
     layout.folder.mkdir(parents=True, exist_ok=True)
     configs = shard_configs(config, layout)

@@ -165,12 +165,20 @@ def test_ctrl_c_stops_every_child_and_a_rerun_resumes(
     assert server.stats.requests == 60
 
 
-@pytest.mark.parametrize("flags", [["--processes", "0"], ["--processes", "2", "--shard", "0/2"]])
+@pytest.mark.parametrize(
+    ("source", "flags"),
+    [
+        ("images", ["--processes", "0"]),
+        ("images", ["--processes", "2", "--shard", "0/2"]),
+        ("-", ["-p", "2"]),  # stdin can be read by one process only
+    ],
+)
 def test_bad_process_flags_are_refused(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult, flags: list[str]
+    tmp_path: Path, server: BackgroundServer, cli: CliResult, source: str, flags: list[str]
 ) -> None:
     make_images(tmp_path / "images", 2)
-    result = cli(*run_args(server, tmp_path / "out.jsonl", tmp_path / "images"), *flags)
+    source_arg = source if source == "-" else str(tmp_path / source)
+    result = cli(*run_args(server, tmp_path / "out.jsonl", source_arg), *flags)
     assert result.code == 2
     assert "--processes" in result.err
     assert server.stats.requests == 0
