@@ -38,6 +38,7 @@ from .config import (
 from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from .progress import ProgressBar, format_summary
 from .runner import Job, JobSummary
+from .shards import parse_shard, shard_output
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 
@@ -55,6 +56,8 @@ examples:
   batchclassify run photos/ --model my-model/3 --output results.jsonl
   batchclassify run list.csv --model my-model/3 --output results.parquet --rate-limit 20
   batchclassify run sample_manifests/images --model colors/1 --api-url local --output out.jsonl
+  batchclassify run photos/ --model my-model/3 --shard 2/8 --output results/part-{shard}.parquet
+  batchclassify run photos/ --model my-model/3 --processes 2 --output results.parquet
 """
 
 
@@ -173,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="a ceiling of N requests per second (N > 0): the job starts at N and still backs "
-        "off below it on 429; without it the rate adapts to the server's 429s from the start",
+        "off below it on 429; without it the rate adapts to the server's 429s from the start. "
+        "Per process: --processes P gives each N/P; shards run by hand need their share",
     )
     speed.add_argument(
         "--retries",
@@ -250,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="on resume, classify again the images an earlier run recorded as failed",
     )
     inputs.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="classify only shard I of N (0-based): the items whose id hashes to I, the same "
+        "on every machine, so N processes or machines (a job array) split one job; each "
+        "shard needs its own output (put {shard} in --output) and resumes on its own. "
+        "--rate-limit is per process: give each shard its part of the key's budget",
+    )
+    inputs.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=1,
+        metavar="P",
+        help="run the job as P local processes, shards 0/P to P-1/P (default 1), with one "
+        "progress bar and summary; --rate-limit is divided among them. Outputs: a .parquet "
+        "--output is a folder of shard outputs (one dataset); a .jsonl one gets its shards "
+        "in OUTPUT.shards/, merged into OUTPUT when all finished",
+    )
+    inputs.add_argument(
         "--quiet",
         "-q",
         action="store_true",
@@ -289,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_registrars() -> list[Callable[[Any], None]]:
     """The ``register`` functions of the commands defined outside this module."""
-    from . import cache_command, export, plan, status
+    from . import cache_command, export, merge, plan, status
     from .report import register as register_report
 
     return [
@@ -298,6 +321,7 @@ def _command_registrars() -> list[Callable[[Any], None]]:
         status.register,
         plan.register,
         cache_command.register,
+        merge.register,
     ]
 
 
@@ -311,10 +335,14 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
     extensions = frozenset(
         part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
     )
+    shard = None if args.shard is None else parse_shard(args.shard)
+    if args.processes > 1 and shard is not None:
+        raise UsageError("--shard and --processes: pick one (--processes runs every shard)")
     return JobConfig(
         sources=tuple(args.sources),
         model=args.model,
-        output=args.output,
+        output=args.output if args.processes > 1 else shard_output(args.output, shard),
+        shard=shard,
         output_format=args.format,
         confidence=args.confidence,
         extensions=extensions,
@@ -371,7 +399,13 @@ async def _run(job: Job) -> tuple[JobSummary, int | None]:
 
 
 def _command_run(args: argparse.Namespace) -> int:
+    if args.processes < 1:
+        raise UsageError("--processes: must be at least 1")
     config = _job_config(args)
+    if args.processes > 1:
+        from .processes import run_processes
+
+        return run_processes(config, args.processes, quiet=args.quiet)
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
     summary, signum = anyio.run(_run, job)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from .errors import UsageError
+from .shards import Shard
 
 DEFAULT_API_URL = "https://classify.roboflow.com"
 DEFAULT_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
@@ -178,6 +179,8 @@ class JobConfig:
     """The answer cache file (``--cache``): answers found there are not requested again,
     and every answer is stored there. ``None``: no cache (identical images in flight at the
     same time still share one request)."""
+    shard: Shard | None = None
+    """``--shard I/N``: only the items whose id hashes to shard I of N (``shards.py``)."""
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
@@ -200,6 +203,7 @@ class JobConfig:
             retry_failed: bool = ...,
             max_failures: int | None = ...,
             cache: str | os.PathLike[str] | None = ...,
+            shard: Shard | None = ...,
             http: HttpConfig = ...,
             retry: RetryConfig = ...,
             rate: RateConfig = ...,

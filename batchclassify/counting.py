@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from .errors import BatchClassifyError
 from .manifests import _open_text
 from .objectstore import count_objects
+from .shards import Shard
 from .sources import STDIN, _source_kind
 
 #: Lines read between two looks at the stop flag.
@@ -66,6 +67,15 @@ def count_items(
     except (OSError, ValueError, TypeError, csv.Error, ImportError, BatchClassifyError, Stopped):
         return None
     return total
+
+
+def expected_share(total: int, shard: Shard | None) -> int:
+    """A shard's expected part of the sources' ``total``: the count has no ids to hash, and
+    the hash spreads ids evenly, so ``total / N`` (rounded up). The progress total becomes
+    exact when the walk ends, as it does for any job."""
+    if shard is None:
+        return total
+    return -(-total // shard.count)
 
 
 def _count_source(source: str, wanted: frozenset[str], stop: threading.Event) -> int | None:

@@ -31,6 +31,7 @@ from .idindex import IdIndex
 from .models import Item
 from .reading import iter_rows, read_settings
 from .resume import QUEUED, RECORDED_FAILED, RECORDED_OK, job_settings
+from .shards import parse_shard, shard_output
 from .sources import check_sources, iter_item_batches
 from .summary import InputReport
 
@@ -125,7 +126,10 @@ class Planner:
             self.config.sources, extensions=self.config.extensions, stdin=stdin, report=inputs
         )
         with ThreadPoolExecutor(_READ_THREADS) as pool:
+            shard = self.config.shard
             for batch in batches:
+                if shard is not None:  # the run's rule: other shards' items are not counted
+                    batch = [item for item in batch if shard.holds(item.id)]
                 self.report.found += len(batch)
                 fresh = [item for item in batch if self._fresh(item)]
                 self._plan_batch(fresh, pool)
@@ -202,7 +206,9 @@ def recorded_ids(config: JobConfig) -> IdIndex:
     settings = read_settings(output)
     wanted = job_settings(config)
     if settings is not None:
-        differing = [k for k in ("model", "confidence", "max_size") if settings.get(k) != wanted[k]]
+        differing = [
+            k for k in ("model", "confidence", "max_size", "shard") if settings.get(k) != wanted[k]
+        ]
         if differing:
             raise UsageError(
                 f"--output {output} was written with other settings ({', '.join(differing)}); "
@@ -236,6 +242,7 @@ def register(commands: Any) -> None:
         "--extensions", default=",".join(sorted(DEFAULT_EXTENSIONS)), help="as for run"
     )
     parser.add_argument("--retry-failed", action="store_true", help="as for run")
+    parser.add_argument("--shard", metavar="I/N", help="as for run: plan shard I of N only")
     parser.add_argument(
         "--rate-limit",
         type=float,
@@ -264,16 +271,18 @@ def _config(args: argparse.Namespace) -> JobConfig:
     extensions = frozenset(
         part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
     )
+    shard = None if args.shard is None else parse_shard(args.shard)
     return JobConfig(
         sources=tuple(args.sources),
         model=args.model,
-        output=args.output or Path("plan.jsonl"),
+        output=shard_output(args.output, shard) if args.output else Path("plan.jsonl"),
         confidence=args.confidence,
         extensions=extensions,
         max_size=args.max_size,
         jpeg_quality=args.jpeg_quality,
         retry_failed=args.retry_failed,
         cache=cache_option(args),
+        shard=shard,
     )
 
 

@@ -75,6 +75,7 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         "max_size": config.max_size,
         "format": config.format,
         "api_url": config.http.api_url,
+        "shard": None if config.shard is None else str(config.shard),
         "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
     }
@@ -96,7 +97,7 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
         _check_compatible(config, settings_file, wanted)
     else:
         check_settings_file_is_ours(config.output)
-    _write_settings(settings_file, wanted)
+    write_settings(settings_file, wanted)
     state = PriorState()
     state.scan = sink.scan(state.record)
     return state
@@ -123,12 +124,27 @@ def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, 
             "another --output"
         )
     _check_id_scheme(output, recorded)
+    _check_shard(output, recorded.get("shard"), wanted["shard"])
     for key in _COMPATIBILITY_KEYS:
         if recorded.get(key) != wanted[key]:
             raise OutputError(
                 f"{output} holds results of a job with {key}={recorded.get(key)!r}, not "
                 f"{wanted[key]!r}; use --overwrite to start over, or choose another --output"
             )
+
+
+def _check_shard(output: Path, recorded: str | None, wanted: str | None) -> None:
+    """A shard's output holds only that shard's ids: another shard resuming it would add its
+    own and leave the first shard's output a mix (and both would claim the same file)."""
+    if recorded == wanted:
+        return
+    said = "no --shard" if recorded is None else f"--shard {recorded}"
+    asked = "no --shard" if wanted is None else f"--shard {wanted}"
+    raise OutputError(
+        f"{output} holds the results of a job run with {said}, not {asked}; give each shard "
+        "its own output (e.g. --output results/part-{shard}.parquet), or use --overwrite to "
+        "start over"
+    )
 
 
 def _check_id_scheme(output: Path, recorded: dict[str, Any]) -> None:
@@ -143,7 +159,7 @@ def _check_id_scheme(output: Path, recorded: dict[str, Any]) -> None:
         )
 
 
-def _write_settings(settings_file: Path, settings: dict[str, Any]) -> None:
+def write_settings(settings_file: Path, settings: dict[str, Any]) -> None:
     """Replace the settings file whole (temporary file, then rename); the temporary file has
     a name no one else uses, so writing it clobbers nothing."""
     try:

@@ -34,7 +34,7 @@ from .answers import CachingClassifier, open_answers
 from .cache import KeySettings
 from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
-from .counting import count_items
+from .counting import count_items, expected_share
 from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
 from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
 from .fdlimit import fit_open_files
@@ -272,7 +272,7 @@ class Job:
         finally:
             stop.set()  # a cancelled count's thread ends at its next look at the flag
         if total is not None:
-            self._progress.counted(total)
+            self._progress.counted(expected_share(total, config.shard))
 
     async def _tick_periodically(self) -> None:
         while True:
@@ -292,13 +292,18 @@ class Job:
             stdin=self._stdin,
             report=summary.inputs,  # filled in by the walk, in the worker thread
         )
+        shard = self.config.shard
+        listed_any = False  # a shard may hold none of the sources' items: that is no error
         async with items_out:
             while not self._stopping:
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
-                    summary.nothing_found = summary.found == 0
+                    summary.nothing_found = not listed_any
                     self._progress.listing_finished()
                     break
+                listed_any = listed_any or bool(batch)
+                if shard is not None:  # other shards' items are theirs: not even counted
+                    batch = [item for item in batch if shard.holds(item.id)]
                 summary.found += len(batch)
                 fresh: list[Item] = []
                 skipped_before = self._summary.already_done + self._summary.previously_failed

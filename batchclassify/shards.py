@@ -1,0 +1,69 @@
+"""Shards: split one job over N processes or machines by a stable hash of each item's id.
+
+``--shard I/N`` keeps the items whose id hashes to shard ``I``. The hash is the first 8 bytes
+of BLAKE2b over the id's UTF-8 bytes (``surrogateescape``, as ids of non-UTF-8 names carry
+escapes), read big-endian, modulo N: the same on every machine, Python version and run
+(Python's own ``hash`` is salted per process and would scatter items between runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+#: The placeholder ``--output`` may contain; it becomes the shard's index.
+PLACEHOLDER = "{shard}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise UsageError(
+                f"--shard {self.index}/{self.count}: want I/N with N >= 1 and 0 <= I < N "
+                "(shards are numbered from 0)"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def holds(self, item_id: str) -> bool:
+        """Whether the item with this id belongs to this shard."""
+        return self.count == 1 or shard_of(item_id, self.count) == self.index
+
+
+def parse_shard(text: str) -> Shard:
+    """``"I/N"`` -> ``Shard(I, N)``; anything else is a ``UsageError`` naming the flag."""
+    match = _SHARD_RE.match(text)
+    if match is None:
+        raise UsageError(f"--shard {text!r}: want I/N, e.g. 0/4 for the first of four shards")
+    return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def shard_of(item_id: str, count: int) -> int:
+    """The shard (0 to count - 1) of an item id: stable across machines and Python versions."""
+    digest = hashlib.blake2b(item_id.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def shard_output(output: Path, shard: Shard | None) -> Path:
+    """``--output`` with ``{shard}`` replaced by the shard's index (as given, unpadded).
+
+    Without a shard, a ``{shard}`` in the name is an error: it would name a file literally.
+    """
+    text = str(output)
+    if PLACEHOLDER not in text:
+        return output
+    if shard is None:
+        raise UsageError(f"--output {output}: {PLACEHOLDER} needs --shard I/N (or --processes)")
+    return Path(text.replace(PLACEHOLDER, str(shard.index)))
