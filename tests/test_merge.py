@@ -11,11 +11,13 @@ from batchclassify.server import BackgroundServer
 
 from .conftest import CliResult, make_images, read_rows, rows_by_id, run_args
 
+Cli = Callable[..., CliResult]
+
 MakeServer = Callable[..., BackgroundServer]
 
 
 def test_merge_combines_jsonl_and_parquet_shards_into_one_resumable_output(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     expected = make_images(tmp_path / "images", 24)
     images = tmp_path / "images"
@@ -41,7 +43,7 @@ def test_merge_combines_jsonl_and_parquet_shards_into_one_resumable_output(
 
 
 def test_merge_keeps_the_row_of_the_input_named_last(
-    tmp_path: Path, make_server: MakeServer, cli: CliResult
+    tmp_path: Path, make_server: MakeServer, cli: Cli
 ) -> None:
     make_images(tmp_path / "images", 10)
     first, second = make_server(), make_server()
@@ -65,7 +67,7 @@ def test_merge_keeps_the_row_of_the_input_named_last(
 
 
 def test_merge_refuses_outputs_of_different_models(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     make_images(tmp_path / "images", 4)
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
@@ -79,7 +81,7 @@ def test_merge_refuses_outputs_of_different_models(
 
 
 def test_merge_never_replaces_a_file_it_did_not_write(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     make_images(tmp_path / "images", 4)
     shard = tmp_path / "shard.jsonl"
@@ -99,7 +101,7 @@ def test_merge_never_replaces_a_file_it_did_not_write(
     assert len(rows_by_id(merged)) == 4
 
 
-def test_merge_refuses_something_that_is_no_output(tmp_path: Path, cli: CliResult) -> None:
+def test_merge_refuses_something_that_is_no_output(tmp_path: Path, cli: Cli) -> None:
     stray = tmp_path / "stray.jsonl"
     stray.write_text("{}\n")
     result = cli("merge", stray, "--output", tmp_path / "merged.jsonl")

@@ -63,7 +63,9 @@ def test_a_second_job_on_the_same_output_is_refused_at_once(
 ) -> None:
     expected = make_images(tmp_path / "images", 12)
     output = tmp_path / f"out.{fmt}"
-    slow = make_server(latency=0.1)
+    # ~5 s of work: the second process must start (imports included) while the first runs,
+    # also on a loaded machine.
+    slow = make_server(latency=0.4)
     other = make_server()
     first = start([*run_args(slow, output, tmp_path / "images"), "-c", "1"])
     try:

@@ -26,11 +26,13 @@ from .conftest import (
     subprocess_env,
 )
 
+Cli = Callable[..., CliResult]
+
 MakeServer = Callable[..., BackgroundServer]
 
 
 def test_two_processes_classify_everything_once_with_one_summary(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     expected = make_images(tmp_path / "images", 40)
     output = tmp_path / "results.jsonl"
@@ -51,7 +53,7 @@ def test_two_processes_classify_everything_once_with_one_summary(
 
 
 def test_parquet_shards_are_one_dataset_and_a_failed_item_sets_the_exit_code(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     expected = make_images(tmp_path / "images", 30)
     (tmp_path / "images" / "broken.png").write_bytes(b"not an image")
@@ -68,13 +70,13 @@ def test_parquet_shards_are_one_dataset_and_a_failed_item_sets_the_exit_code(
     ids = table.column("id").to_pylist()
     assert sorted(ids) == sorted([*expected, str(tmp_path / "images" / "broken.png")])
     assert pl.read_parquet(f"{output}/**/*.parquet").height == 31
-    count = duckdb.sql(f"select count(distinct id) from read_parquet('{output}/**/*.parquet')")
-    assert count.fetchall() == [(31,)]
+    query = f"select count(distinct id) from read_parquet('{output}/**/*.parquet')"
+    assert duckdb.sql(query).fetchall() == [(31,)]  # type: ignore[union-attr]
     assert (output / "shard-0-of-2.parquet.job.json").exists()
 
 
 def test_an_unsharded_output_is_not_taken_over_by_processes(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     make_images(tmp_path / "images", 4)
     output = tmp_path / "results.parquet"
@@ -174,7 +176,7 @@ def test_ctrl_c_stops_every_child_and_a_rerun_resumes(
     ],
 )
 def test_bad_process_flags_are_refused(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult, source: str, flags: list[str]
+    tmp_path: Path, server: BackgroundServer, cli: Cli, source: str, flags: list[str]
 ) -> None:
     make_images(tmp_path / "images", 2)
     source_arg = source if source == "-" else str(tmp_path / source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from batchclassify.server import BackgroundServer
 from batchclassify.shards import Shard, parse_shard, shard_of
 
 from .conftest import CliResult, make_images, read_rows, run_args
+
+Cli = Callable[..., CliResult]
 
 #: Computed once with BLAKE2b-64 (big-endian) mod N and checked in: a change of the hash
 #: would send every item of a half-done sharded job to another shard.
@@ -41,7 +44,7 @@ def test_a_shard_that_is_not_i_of_n_is_refused(text: str) -> None:
 
 
 def test_shards_partition_the_items_and_each_resumes_on_its_own(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     expected = make_images(tmp_path / "images", 45)
     pattern = tmp_path / "out" / "part-{shard}.jsonl"
@@ -65,7 +68,7 @@ def test_shards_partition_the_items_and_each_resumes_on_its_own(
 
 
 def test_a_shard_output_refuses_another_shard(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     make_images(tmp_path / "images", 6)
     output = tmp_path / "results.jsonl"
@@ -82,7 +85,7 @@ def test_a_shard_output_refuses_another_shard(
 
 
 def test_shard_placeholder_needs_a_shard(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     make_images(tmp_path / "images", 2)
     result = cli(*run_args(server, tmp_path / "part-{shard}.jsonl", tmp_path / "images"))
@@ -91,7 +94,7 @@ def test_shard_placeholder_needs_a_shard(
     assert not list(tmp_path.glob("part-*"))
 
 
-def test_plan_counts_only_its_shard(tmp_path: Path, cli: CliResult) -> None:
+def test_plan_counts_only_its_shard(tmp_path: Path, cli: Cli) -> None:
     expected = make_images(tmp_path / "images", 30)
     mine = sum(1 for item_id in expected if shard_of(item_id, 2) == 1)
     result = cli("plan", tmp_path / "images", "--model", "colors/1", "--shard", "1/2", "--json")
@@ -102,7 +105,7 @@ def test_plan_counts_only_its_shard(tmp_path: Path, cli: CliResult) -> None:
 
 
 def test_a_shard_with_none_of_the_items_is_done_not_an_error(
-    tmp_path: Path, server: BackgroundServer, cli: CliResult
+    tmp_path: Path, server: BackgroundServer, cli: Cli
 ) -> None:
     (item_id,) = make_images(tmp_path / "images", 1)
     empty = 1 - shard_of(item_id, 2)
