@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 from functools import partial
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
