@@ -19,38 +19,37 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import replace
 from typing import Any, TextIO
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .attempts import AttemptPolicy, GiveUp, StopJob
+from .attempts import AttemptPolicy
 from .client import ClassificationClient, Transport
 from .config import HttpConfig, JobConfig
 from .counting import count_items
-from .encoding import EncodedImage
-from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
+from .errors import BatchClassifyError, OutputError
 from .fdlimit import fit_open_files
 from .fileread import FileReader
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
-from .models import Item, Prediction, error_row, ok_row
+from .models import Item
 from .outputs import hold_output
 from .producer import Producer
 from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
 from .resume import PriorState, prepare_output
 from .retry import Backoff
-from .sending import Sender
 from .sinks import Sink, open_sink
 from .sources import check_sources
+from .stopping import StopSignal
 from .summary import JobSummary, ProgressListener, SilentProgress
 from .waiting import WaitDescriber
+from .worker import Workers
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
@@ -92,9 +91,8 @@ class Job:
             config.output, self._summary, live=self._live_status, clock=clock
         )
         self._progress = FanOut(progress or SilentProgress(), self._status_file)
-        self._stopping = False
+        self._stop = StopSignal()
         self._stop_requested: anyio.Event | None = None
-        self._waits: set[anyio.CancelScope] = set()
         self._fatal_error: BatchClassifyError | None = None
         self._cancel: anyio.CancelScope | None = None
         self._rate = RateController(
@@ -127,26 +125,29 @@ class Job:
         self._policy = AttemptPolicy(
             config.retry, health=self._health, rate=self._rate, backoff=backoff, clock=clock
         )
-        self._sender = Sender(
+        reader = FileReader(
+            config, notify=self._progress.note, pause=self._stop.pause, stopping=self._stop
+        )
+        self._workers = Workers(
             policy=self._policy,
             hedge=self._hedge,
             watchdog=self._watchdog,
+            reader=reader,
+            stop=self._stop,
+            record=self._record,
+            fail=self._fail,
+            summary=self._summary,
+            progress=self._progress,
             timeout=config.http.timeout,
             concurrency=config.http.concurrency,
-            start_spare=self._work,
-            stopping=lambda: self._stopping,
-            notify=self._progress.note,
             clock=clock,
-        )
-        self._reader = FileReader(
-            config, notify=self._progress.note, pause=self._pause, stopping=lambda: self._stopping
         )
         self._producer = Producer(
             config,
             summary=self._summary,
             progress=self._progress,
             record=self._record,
-            stopping=lambda: self._stopping,
+            stopping=self._stop,
             stdin=stdin,
         )
         self._transport = transport
@@ -156,13 +157,11 @@ class Job:
 
     def request_stop(self) -> None:
         """Stop taking new items; let requests in flight finish. A second call cuts them off."""
-        if self._stopping and self._cancel is not None:
+        if self._stop.requested and self._cancel is not None:
             self._cancel.cancel()
-        self._stopping = True
+        self._stop.request()
         if self._stop_requested is not None:
             self._stop_requested.set()
-        for scope in list(self._waits):
-            scope.cancel()
         self._summary.interrupted = True
         self._progress.note("stopping: finishing requests in flight (Ctrl-C again to quit now)")
 
@@ -178,7 +177,7 @@ class Job:
         # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
         self.config, notice = fit_open_files(self.config)
         config = self.config
-        self._sender.concurrency = config.http.concurrency  # maybe lowered to fit
+        self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
         check_sources(config.sources, stdin=self._stdin)
         sink = self._sink
         prior = prepare_output(config, sink)
@@ -242,13 +241,13 @@ class Job:
                 group.start_soon(self._tick_periodically)
                 group.start_soon(self._count)
                 async with anyio.create_task_group() as workers:
-                    self._sender.group = workers
+                    self._workers.sender.group = workers
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
                     workers.start_soon(self._producer.run, items_out, prior)
                     for _ in range(self.config.http.concurrency):
-                        workers.start_soon(self._work, items_in.clone(), client)
+                        workers.start_soon(self._workers.work, items_in.clone(), client)
                     items_in.close()
-                self._sender.group = None
+                self._workers.sender.group = None
                 group.cancel_scope.cancel()
         finally:
             self._flush()
@@ -266,7 +265,7 @@ class Job:
     async def _cut_after_grace(self, workers_scope: anyio.CancelScope) -> None:
         """After a stop request, give requests in flight ``STOP_GRACE`` seconds, then cut."""
         self._stop_requested = anyio.Event()
-        if self._stopping:
+        if self._stop.requested:
             self._stop_requested.set()
         await self._stop_requested.wait()
         await anyio.sleep(STOP_GRACE)
@@ -294,172 +293,6 @@ class Job:
             await anyio.sleep(TICK_INTERVAL)
             self._progress.waiting(self._wait_describer.describe())
             self._progress.tick()
-
-    # -- workers --------------------------------------------------------------------------
-
-    async def _work(
-        self,
-        items_in: MemoryObjectReceiveStream[Item],
-        client: ClassificationClient,
-        until: anyio.Event | None = None,
-    ) -> None:
-        """Classify items until there are none; a spare worker (``until`` given) stops once
-        the stuck request it stands in for has settled."""
-        try:
-            async with items_in:
-                while not self._stopping and (until is None or not until.is_set()):
-                    try:  # skips receive()'s extra event-loop turn when an item is waiting
-                        item = items_in.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            item = await items_in.receive()
-                        except anyio.EndOfStream:
-                            break
-                    except anyio.EndOfStream:
-                        break
-                    try:
-                        await self._classify(item, client, items_in)
-                    except FatalApiError as error:
-                        self._fail(error)
-                        return
-        finally:
-            if until is not None:
-                self._sender.spares -= 1
-
-    async def _classify(
-        self,
-        item: Item,
-        client: ClassificationClient,
-        items_in: MemoryObjectReceiveStream[Item],
-    ) -> None:
-        """Classify one item and record its row, doing what the attempt policy decides after
-        each request (``attempts.py``). Stopping leaves the item unrecorded, for a rerun."""
-        encoded: EncodedImage | None = None
-        if item.path is not None:
-            try:
-                encoded = await self._reader.encode(item.path)
-            except ItemError as error:
-                self._record(error_row(item, error=str(error), error_type=error.kind, attempts=0))
-                return
-            if encoded is None:
-                return  # stopping while waiting for a file descriptor
-        attempts = self._policy.start(item.id)
-        while await self._take_turn():
-            decision = attempts.next_request()
-            if isinstance(decision, StopJob):
-                self._fail(FatalApiError(decision.reason))
-                return
-            started = attempts.sending()
-            try:
-                prediction, copies = await self._sender.send(
-                    item, encoded, client, started, items_in
-                )
-            except RetryableError as error:
-                after = attempts.failed(error, started)
-                if isinstance(after, GiveUp):
-                    self._record(
-                        self._error_row(
-                            item, after.error, started, attempts.requests, message=after.message
-                        ),
-                        group=str(error),
-                    )
-                    return
-                if not await self._retry_after(after.seconds):
-                    return
-                continue
-            except ItemError as error:
-                self._health.success(started)
-                self._record(self._error_row(item, error, started, attempts.requests))
-                return
-            self._record(
-                self._answered(
-                    item, encoded, prediction, started, attempts.requests + copies, copies
-                )
-            )
-            return
-
-    async def _take_turn(self) -> bool:
-        """Wait for the API (an outage) and a rate slot; ``False``: stopping."""
-        # Usually a slot is free at once; a cancel scope only for a real wait.
-        if self._health.is_down or self._rate.try_acquire() > 0:
-            with self._unless_stopping():
-                await self._health.wait_until_available()
-                if not self._health.gave_up:
-                    await self._rate.acquire()
-        return not self._stopping
-
-    async def _retry_after(self, seconds: float) -> bool:
-        """Count a retry and wait for it; ``False``: stopping (the item is left for a rerun)."""
-        if self._stopping:
-            return False
-        self._summary.retries += 1
-        self._progress.retried()
-        await self._pause(seconds)
-        return True
-
-    def _error_row(
-        self,
-        item: Item,
-        error: ItemError | RetryableError,
-        started: float,
-        requests: int,
-        *,
-        message: str | None = None,
-    ) -> dict[str, Any]:
-        """The row of an item that failed after ``requests`` requests, the last at ``started``."""
-        return error_row(
-            item,
-            error=message or str(error),
-            error_type=error.kind,
-            attempts=requests,
-            http_status=error.http_status,
-            elapsed_ms=(self._clock() - started) * 1000,
-        )
-
-    def _answered(
-        self,
-        item: Item,
-        encoded: EncodedImage | None,
-        prediction: Prediction,
-        started: float,
-        attempts: int,
-        copies: int,
-    ) -> dict[str, Any]:
-        """The row of an item the server classified; the answer feeds rate and deadline."""
-        now = self._clock()
-        self._health.success(started)
-        if not copies:
-            # With copies, a copy that won told the rate controller itself; the original's
-            # time is the deadline itself: left out, or the deadline would feed on its value.
-            self._rate.on_success(started)
-            self._hedge.record(now - started)
-        if encoded is not None and encoded.original_size is not None:
-            # The server measured the downscaled copy; report the image the user has.
-            prediction = replace(
-                prediction,
-                image_width=encoded.original_size[0],
-                image_height=encoded.original_size[1],
-            )
-        return ok_row(item, prediction, attempts=attempts, elapsed_ms=(now - started) * 1000)
-
-    @contextmanager
-    def _unless_stopping(self) -> Iterator[None]:
-        """A wait for a turn (outage, rate limit, backoff) that a stop request ends at once:
-        only requests on the wire are let finish."""
-        scope = anyio.CancelScope()
-        if self._stopping:
-            scope.cancel()
-        self._waits.add(scope)
-        try:
-            with scope:
-                yield
-        finally:
-            self._waits.discard(scope)
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until a stop request."""
-        with self._unless_stopping():
-            await anyio.sleep(seconds)
 
     # -- sink -----------------------------------------------------------------------------
 

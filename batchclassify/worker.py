@@ -1,0 +1,221 @@
+"""The workers: each takes the next item, reads it, sends it, records its row.
+
+One ``Workers`` serves all worker tasks of a job (they share the attempt policy, the sender
+and the file reader); the runner starts ``work`` once per ``--concurrency``, and the sender
+starts it again for a spare worker standing in for one whose request is stuck. A worker
+reads and encodes its image *before* asking for a rate slot, so file I/O never holds one;
+the encoded body is kept for its retries. After each request it does what the attempt
+policy (``attempts.py``) decides: send, wait, give up with a row, or stop the job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .attempts import AttemptPolicy, GiveUp, StopJob
+from .client import ClassificationClient
+from .encoding import EncodedImage
+from .errors import BatchClassifyError, FatalApiError, ItemError, RetryableError
+from .fileread import FileReader
+from .health import Watchdog
+from .hedging import HedgePolicy
+from .models import Item, Prediction, error_row, ok_row
+from .sending import Sender
+from .stopping import StopSignal
+from .summary import JobSummary, ProgressListener
+
+#: ``Job._record``: hands one row to the sink; ``group`` keys the summary's error count.
+Recorder = Callable[..., None]
+
+
+class Workers:
+    """What the job's worker tasks share; ``work`` is one worker's loop."""
+
+    def __init__(
+        self,
+        *,
+        policy: AttemptPolicy,
+        hedge: HedgePolicy,
+        watchdog: Watchdog,
+        reader: FileReader,
+        stop: StopSignal,
+        record: Recorder,
+        fail: Callable[[BatchClassifyError], None],
+        summary: JobSummary,
+        progress: ProgressListener,
+        timeout: float,
+        concurrency: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._policy = policy
+        self._hedge = hedge
+        self._reader = reader
+        self._stop = stop
+        self._record = record
+        self._fail = fail
+        self._summary = summary
+        self._progress = progress
+        self._clock = clock
+        self.sender = Sender(
+            policy=policy,
+            hedge=hedge,
+            watchdog=watchdog,
+            timeout=timeout,
+            concurrency=concurrency,
+            start_spare=self.work,
+            stopping=stop,
+            notify=progress.note,
+            clock=clock,
+        )
+        """Sends each request; its ``group`` must be set to the worker task group."""
+
+    async def work(
+        self,
+        items_in: MemoryObjectReceiveStream[Item],
+        client: ClassificationClient,
+        until: anyio.Event | None = None,
+    ) -> None:
+        """Classify items until there are none; a spare worker (``until`` given) stops once
+        the stuck request it stands in for has settled."""
+        try:
+            async with items_in:
+                while not self._stop() and (until is None or not until.is_set()):
+                    try:  # skips receive()'s extra event-loop turn when an item is waiting
+                        item = items_in.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            item = await items_in.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
+                    try:
+                        await self._classify(item, client, items_in)
+                    except FatalApiError as error:
+                        self._fail(error)
+                        return
+        finally:
+            if until is not None:
+                self.sender.spares -= 1
+
+    async def _classify(
+        self,
+        item: Item,
+        client: ClassificationClient,
+        items_in: MemoryObjectReceiveStream[Item],
+    ) -> None:
+        """Classify one item and record its row, doing what the attempt policy decides after
+        each request (``attempts.py``). Stopping leaves the item unrecorded, for a rerun."""
+        encoded: EncodedImage | None = None
+        if item.path is not None:
+            try:
+                encoded = await self._reader.encode(item.path)
+            except ItemError as error:
+                self._record(error_row(item, error=str(error), error_type=error.kind, attempts=0))
+                return
+            if encoded is None:
+                return  # stopping while waiting for a file descriptor
+        attempts = self._policy.start(item.id)
+        while await self._take_turn():
+            decision = attempts.next_request()
+            if isinstance(decision, StopJob):
+                self._fail(FatalApiError(decision.reason))
+                return
+            started = attempts.sending()
+            try:
+                prediction, copies = await self.sender.send(
+                    item, encoded, client, started, items_in
+                )
+            except RetryableError as error:
+                after = attempts.failed(error, started)
+                if isinstance(after, GiveUp):
+                    self._record(
+                        self._error_row(
+                            item, after.error, started, attempts.requests, message=after.message
+                        ),
+                        group=str(error),
+                    )
+                    return
+                if not await self._retry_after(after.seconds):
+                    return
+                continue
+            except ItemError as error:
+                self._policy.health.success(started)
+                self._record(self._error_row(item, error, started, attempts.requests))
+                return
+            self._record(
+                self._answered(
+                    item, encoded, prediction, started, attempts.requests + copies, copies
+                )
+            )
+            return
+
+    async def _take_turn(self) -> bool:
+        """Wait for the API (an outage) and a rate slot; ``False``: stopping."""
+        # Usually a slot is free at once; a cancel scope only for a real wait.
+        if self._policy.health.is_down or self._policy.rate.try_acquire() > 0:
+            with self._stop.unless_stopping():
+                await self._policy.health.wait_until_available()
+                if not self._policy.health.gave_up:
+                    await self._policy.rate.acquire()
+        return not self._stop()
+
+    async def _retry_after(self, seconds: float) -> bool:
+        """Count a retry and wait for it; ``False``: stopping (the item is left for a rerun)."""
+        if self._stop():
+            return False
+        self._summary.retries += 1
+        self._progress.retried()
+        await self._stop.pause(seconds)
+        return True
+
+    def _error_row(
+        self,
+        item: Item,
+        error: ItemError | RetryableError,
+        started: float,
+        requests: int,
+        *,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """The row of an item that failed after ``requests`` requests, the last at ``started``."""
+        return error_row(
+            item,
+            error=message or str(error),
+            error_type=error.kind,
+            attempts=requests,
+            http_status=error.http_status,
+            elapsed_ms=(self._clock() - started) * 1000,
+        )
+
+    def _answered(
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        prediction: Prediction,
+        started: float,
+        attempts: int,
+        copies: int,
+    ) -> dict[str, Any]:
+        """The row of an item the server classified; the answer feeds rate and deadline."""
+        now = self._clock()
+        self._policy.health.success(started)
+        if not copies:
+            # With copies, a copy that won told the rate controller itself; the original's
+            # time is the deadline itself: left out, or the deadline would feed on its value.
+            self._policy.rate.on_success(started)
+            self._hedge.record(now - started)
+        if encoded is not None and encoded.original_size is not None:
+            # The server measured the downscaled copy; report the image the user has.
+            prediction = replace(
+                prediction,
+                image_width=encoded.original_size[0],
+                image_height=encoded.original_size[1],
+            )
+        return ok_row(item, prediction, attempts=attempts, elapsed_ms=(now - started) * 1000)
