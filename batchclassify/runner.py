@@ -95,6 +95,13 @@ class Job:
         self._stop_requested: anyio.Event | None = None
         self._fatal_error: BatchClassifyError | None = None
         self._cancel: anyio.CancelScope | None = None
+        self._flow_control(config, clock)
+        self._stages(config, stdin=stdin, backoff=backoff, clock=clock)
+        self._transport = transport
+        self._sink: Sink = open_sink(config.output, config.format)
+
+    def _flow_control(self, config: JobConfig, clock: Callable[[], float]) -> None:
+        """The rate controller, the outage monitor, the stuck-request deadline, the watchdog."""
         self._rate = RateController(
             rate=config.rate.requests_per_second, adaptive=config.rate.adaptive, clock=clock
         )
@@ -122,14 +129,24 @@ class Job:
             timeout=config.http.timeout,
             clock=clock,
         )
-        self._policy = AttemptPolicy(
+
+    def _stages(
+        self,
+        config: JobConfig,
+        *,
+        stdin: TextIO | None,
+        backoff: Backoff | None,
+        clock: Callable[[], float],
+    ) -> None:
+        """The attempt policy, the workers (with their file reader and sender), the producer."""
+        policy = AttemptPolicy(
             config.retry, health=self._health, rate=self._rate, backoff=backoff, clock=clock
         )
         reader = FileReader(
             config, notify=self._progress.note, pause=self._stop.pause, stopping=self._stop
         )
         self._workers = Workers(
-            policy=self._policy,
+            policy=policy,
             hedge=self._hedge,
             watchdog=self._watchdog,
             reader=reader,
@@ -150,8 +167,6 @@ class Job:
             stopping=self._stop,
             stdin=stdin,
         )
-        self._transport = transport
-        self._sink: Sink = open_sink(config.output, config.format)
 
     # -- control --------------------------------------------------------------------------
 
