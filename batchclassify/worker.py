@@ -85,7 +85,7 @@ class Workers:
         the stuck request it stands in for has settled."""
         try:
             async with items_in:
-                while not self._stop() and (until is None or not until.is_set()):
+                while not self._stop.requested and (until is None or not until.is_set()):
                     try:  # skips receive()'s extra event-loop turn when an item is waiting
                         item = items_in.receive_nowait()
                     except anyio.WouldBlock:
@@ -122,7 +122,13 @@ class Workers:
             if encoded is None:
                 return  # stopping while waiting for a file descriptor
         attempts = self._policy.start(item.id)
-        while await self._take_turn():
+        health, rate, stop = self._policy.health, self._policy.rate, self._stop
+        while True:
+            # Usually a slot is free at once: no wait, no cancel scope, no extra coroutine.
+            if health.is_down or rate.try_acquire() > 0:
+                await self._wait_for_turn()
+            if stop.requested:
+                return
             decision = attempts.next_request()
             if isinstance(decision, StopJob):
                 self._fail(FatalApiError(decision.reason))
@@ -146,7 +152,7 @@ class Workers:
                     return
                 continue
             except ItemError as error:
-                self._policy.health.success(started)
+                health.success(started)
                 self._record(self._error_row(item, error, started, attempts.requests))
                 return
             self._record(
@@ -156,15 +162,13 @@ class Workers:
             )
             return
 
-    async def _take_turn(self) -> bool:
-        """Wait for the API (an outage) and a rate slot; ``False``: stopping."""
-        # Usually a slot is free at once; a cancel scope only for a real wait.
-        if self._policy.health.is_down or self._policy.rate.try_acquire() > 0:
-            with self._stop.unless_stopping():
-                await self._policy.health.wait_until_available()
-                if not self._policy.health.gave_up:
-                    await self._policy.rate.acquire()
-        return not self._stop()
+    async def _wait_for_turn(self) -> None:
+        """Wait for the API (an outage) and a rate slot, or until a stop request."""
+        health = self._policy.health
+        with self._stop.unless_stopping():
+            await health.wait_until_available()
+            if not health.gave_up:
+                await self._policy.rate.acquire()
 
     async def _retry_after(self, seconds: float) -> bool:
         """Count a retry and wait for it; ``False``: stopping (the item is left for a rerun)."""
