@@ -20,9 +20,7 @@ from .models import Item, error_row
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState
 from .sources import iter_item_batches
 from .summary import JobSummary, ProgressListener
-
-#: ``Job._record``: hands one row to the sink; ``group`` and ``at`` for the summary.
-Recorder = Callable[..., None]
+from .worker import Recorder
 
 
 class Producer:

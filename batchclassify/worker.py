@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -30,8 +30,15 @@ from .sending import Sender
 from .stopping import StopSignal
 from .summary import JobSummary, ProgressListener
 
-#: ``Job._record``: hands one row to the sink; ``group`` keys the summary's error count.
-Recorder = Callable[..., None]
+
+class Recorder(Protocol):
+    """``Job._record``: hands one finished row to the sink and counts it in the summary."""
+
+    def __call__(
+        self, row: dict[str, Any], *, group: str | None = None, at: str | None = None
+    ) -> None:
+        """``group``: what the summary counts an error under (default: its message);
+        ``at``: where in its source the item was (a manifest line)."""
 
 
 class Workers:

@@ -122,16 +122,23 @@ def test_no_give_up_while_other_items_fail_too_and_nothing_was_answered() -> Non
     assert isinstance(decision, GiveUp) and decision.requests == 4
 
 
-def test_attempts_during_an_outage_do_not_count() -> None:
-    clock = FakeClock()
-    policy = _policy(clock, attempts=2)
+def _outage(policy: AttemptPolicy, clock: FakeClock) -> tuple[Attempts, Attempts]:
+    """Two items, each failed twice, then failures only for longer than ``outage_after``:
+    the API is down. Returns the two items' attempts."""
     mine, other = policy.start("a.jpg"), policy.start("b.jpg")
     for _ in range(2):
         _fail(mine, _connection(), clock)
         _fail(other, _connection(), clock)
-    clock.now += 6  # failures only, from two items, for longer than outage_after
+    clock.now += 6
     _fail(other, _connection(), clock)
     assert policy.health.is_down
+    return mine, other
+
+
+def test_attempts_during_an_outage_do_not_count() -> None:
+    clock = FakeClock()
+    policy = _policy(clock, attempts=2)
+    mine, _ = _outage(policy, clock)
     for _ in range(20):  # probes failing during the outage: none counts
         assert isinstance(_fail(mine, _connection(), clock), Wait)
     policy.health.success()  # the API is back
@@ -153,12 +160,7 @@ def test_the_time_budget_gives_up_before_the_attempts_run_out() -> None:
 def test_an_api_down_past_max_outage_stops_the_job_and_leaves_the_item() -> None:
     clock = FakeClock()
     policy = _policy(clock, max_outage=60.0)
-    mine, other = policy.start("a.jpg"), policy.start("b.jpg")
-    for _ in range(2):
-        _fail(mine, _connection(), clock)
-        _fail(other, _connection(), clock)
-    clock.now += 6
-    _fail(other, _connection(), clock)
+    mine, _ = _outage(policy, clock)
     assert isinstance(mine.next_request(), Send)
     clock.now += 61.0
     decision = mine.next_request()
