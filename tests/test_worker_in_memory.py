@@ -169,3 +169,18 @@ def test_a_stuck_request_is_answered_by_a_copy(tmp_path: Path) -> None:
     assert summary.ok == 40 and summary.failed == 0
     assert summary.hedged == 1 and transport.asked[stuck] == 2
     assert rows[stuck]["status"] == "ok" and rows[stuck]["attempts"] == 2
+
+
+def test_a_stalled_request_cut_by_the_watchdog_is_retried_as_a_timeout(tmp_path: Path) -> None:
+    """Nothing completes for ``stall_after`` (no deadline learned yet, so no copy): the
+    watchdog cuts the request, which the worker retries like a timeout."""
+    first = "https://images.example/000.jpg"
+
+    def script(url: str, seen: int) -> Outcome | None:
+        return None if url == first and seen == 0 else ok()
+
+    rate = RateConfig(stall_after=0.2)
+    summary, rows, transport = _run(tmp_path, script, count=3, concurrency=1, rate=rate)
+    assert summary.ok == 3 and summary.failed == 0 and summary.hedged == 0
+    assert summary.retries == 1 and transport.asked[first] == 2
+    assert rows[first]["attempts"] == 2
