@@ -121,13 +121,9 @@ class Workers:
         each request (``attempts.py``). Stopping leaves the item unrecorded, for a rerun."""
         encoded: EncodedImage | None = None
         if item.path is not None:
-            try:
-                encoded = await self._reader.encode(item.path)
-            except ItemError as error:
-                self._record(error_row(item, error=str(error), error_type=error.kind, attempts=0))
-                return
+            encoded = await self._read(item, item.path)
             if encoded is None:
-                return  # stopping while waiting for a file descriptor
+                return
         attempts = self._policy.start(item.id)
         health, rate, stop = self._policy.health, self._policy.rate, self._stop
         while True:
@@ -168,6 +164,15 @@ class Workers:
                 )
             )
             return
+
+    async def _read(self, item: Item, path: str) -> EncodedImage | None:
+        """The item's file, read and encoded; ``None``: recorded as an error row (a file that
+        cannot be used), or stopping while waiting for a file descriptor."""
+        try:
+            return await self._reader.encode(path)
+        except ItemError as error:
+            self._record(error_row(item, error=str(error), error_type=error.kind, attempts=0))
+            return None
 
     async def _wait_for_turn(self) -> None:
         """Wait for the API (an outage) and a rate slot, or until a stop request."""
