@@ -219,7 +219,8 @@ class Watchdog:
       (each should have timed out long before), it says so and cancels them all.
 
     A request cut (by the stall check, or by ``cut_now`` when a copy answered first) leaves
-    ``watch()`` quietly with ``cut`` set. Time with nothing in flight (a ``Retry-After``
+    ``watch()`` with ``RequestCut``, never quietly: the caller decides what a cut request
+    means (a copy's answer, or a timeout). Time with nothing in flight (a ``Retry-After``
     pause, an outage) does not count as a stall.
 
     Each request gets an ``asyncio.timeout(None)``, which costs a few microseconds and no timer
@@ -311,10 +312,14 @@ class Watchdog:
         self._last_progress = now
 
 
-class Watched:
-    """``async with`` one request under the watchdog; ``cut`` tells whether it was cut off."""
+class RequestCut(Exception):
+    """A request under the watchdog was cut off: it stalled, or a copy answered first."""
 
-    __slots__ = ("_deadline", "_dog", "cut", "on_overdue", "started")
+
+class Watched:
+    """``async with`` one request under the watchdog; raises ``RequestCut`` if it was cut."""
+
+    __slots__ = ("_deadline", "_dog", "on_overdue", "started")
 
     def __init__(
         self, dog: Watchdog, started: float, on_overdue: Callable[[], bool] | None
@@ -323,10 +328,9 @@ class Watched:
         self._deadline = asyncio.timeout(None)
         self.started = started
         self.on_overdue = on_overdue
-        self.cut = False
 
     def cut_now(self) -> None:
-        """Cancel the request: ``watch()`` ends quietly with ``cut`` set."""
+        """Cancel the request: ``watch()`` ends with ``RequestCut``."""
         if self._deadline.expired():
             return
         with contextlib.suppress(RuntimeError):  # already left: nothing to cut
@@ -342,11 +346,14 @@ class Watched:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        cut = False
         try:
             await self._deadline.__aexit__(exc_type, exc, tb)
         except TimeoutError:
-            self.cut = True  # cut off (stall or a copy answered first): swallow it
+            # Only our deadline raises it here: the client turns its own timeouts into
+            # RetryableError before they reach this.
+            cut = True
+            raise RequestCut from None
         finally:
-            self._dog._ended(self, cut=self.cut)
-        return self.cut
+            self._dog._ended(self, cut=cut)

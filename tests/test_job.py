@@ -206,7 +206,7 @@ def test_retries_run_out_into_an_error_row(tmp_path: Path, server: BackgroundSer
     [row] = read_rows(tmp_path / "out.jsonl")
     assert row["status"] == "error" and row["http_status"] == 500
     assert row["attempts"] == 3 and row["error_type"] == "server_error"
-    assert "gave up after 3 attempts" in row["error"]
+    assert "gave up after 3 requests" in row["error"]
 
 
 def test_400_is_not_retried_and_the_job_goes_on(

@@ -549,7 +549,7 @@ def test_items_failing_alone_still_use_their_retry_budget(
         bad = rows.pop(name)
         assert bad["status"] == "error" and bad["error_type"] == "server_error"
         assert bad["attempts"] == 3 and bad["http_status"] == 500
-        assert bad["error"] == "HTTP 500: Internal error. (gave up after 3 attempts)"
+        assert bad["error"] == "HTTP 500: Internal error. (gave up after 3 requests)"
     assert len(rows) == 20 and all(row["status"] == "ok" for row in rows.values())
     assert not any("API unavailable" in n for n in progress.texts())
 
@@ -697,7 +697,7 @@ def test_malformed_answers_are_errors_for_their_item(
                        "server answered 200 with a non-JSON body: an HTML page instead of JSON"),
         "c-html-502": ([Fault(status=502, body=html)] * 3, "server_error",
                        "HTTP 502: an HTML page instead of JSON (a proxy or gateway error?) "
-                       "(gave up after 3 attempts)"),
+                       "(gave up after 3 requests)"),
         "d-other-json": ([Fault(body=b'{"status": "queued"}')], "bad_response",
                          "server answered 200 without 'predictions'"),
         "e-json-list": ([Fault(body=b"[1, 2, 3]")], "bad_response",
