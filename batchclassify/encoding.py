@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pybase64
 
+from .error_types import ErrorType
 from .errors import ItemError
 
 
@@ -43,26 +44,30 @@ def read_and_encode(
                 raise ItemError(
                     f"file is {_size(size)}, over the {_size(max_upload_bytes)} upload limit "
                     "once base64-encoded; use --max-size to downscale it",
-                    kind="too_large",
+                    kind=ErrorType.TOO_LARGE,
                 )
             data = handle.read()
     except FileNotFoundError:
         message = "file not found" if not os.path.islink(path) else "broken symlink"
         raise ItemError(
-            f"{message} (moved or deleted since it was listed?)", kind="missing_file"
+            f"{message} (moved or deleted since it was listed?)", kind=ErrorType.MISSING_FILE
         ) from None
     except PermissionError:
-        raise ItemError("permission denied: the file is not readable", kind="unreadable") from None
+        raise ItemError(
+            "permission denied: the file is not readable", kind=ErrorType.UNREADABLE
+        ) from None
     except IsADirectoryError:
-        raise ItemError("is a directory, not an image file", kind="unreadable") from None
+        raise ItemError("is a directory, not an image file", kind=ErrorType.UNREADABLE) from None
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise OpenFilesExhausted(
                 "too many open files (the open-file limit, ulimit -n, is reached)"
             ) from None
-        raise ItemError(f"cannot read the file: {exc.strerror or exc}", kind="unreadable") from None
+        raise ItemError(
+            f"cannot read the file: {exc.strerror or exc}", kind=ErrorType.UNREADABLE
+        ) from None
     if not data:
-        raise ItemError("file is empty (0 bytes)", kind="empty_file")
+        raise ItemError("file is empty (0 bytes)", kind=ErrorType.EMPTY_FILE)
     original_size = None
     if max_size is not None:
         data, original_size = _downscale(data, max_size=max_size, quality=jpeg_quality)
@@ -70,7 +75,7 @@ def read_and_encode(
             raise ItemError(
                 f"still {_size(len(data))} after downscaling, over the "
                 f"{_size(max_upload_bytes)} upload limit once base64-encoded",
-                kind="too_large",
+                kind=ErrorType.TOO_LARGE,
             )
     return EncodedImage(
         body=pybase64.b64encode(data), original_bytes=size, original_size=original_size
@@ -113,16 +118,19 @@ def _downscale(data: bytes, *, max_size: int, quality: int) -> tuple[bytes, tupl
     except UnidentifiedImageError:
         # Pillow's own message only names its in-memory buffer ("<_io.BytesIO object at ...>").
         raise ItemError(
-            f"cannot decode the image to downscale it: {_not_an_image(data)}", kind="bad_image"
+            f"cannot decode the image to downscale it: {_not_an_image(data)}",
+            kind=ErrorType.BAD_IMAGE,
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         # Unreadable here means the server could not read it either; say so without a request.
         raise ItemError(
             f"cannot decode the image to downscale it: {_without_buffer(str(exc))}",
-            kind="bad_image",
+            kind=ErrorType.BAD_IMAGE,
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ItemError(f"image too large to decode safely: {exc}", kind="bad_image") from None
+        raise ItemError(
+            f"image too large to decode safely: {exc}", kind=ErrorType.BAD_IMAGE
+        ) from None
     return out.getvalue(), (width, height)
 
 

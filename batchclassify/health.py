@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from .errors import RetryableError
+from .errors import ApiUnreachableError, OutageTimeoutError, RetryableError
 
 
 class HealthMonitor:
@@ -101,6 +101,12 @@ class HealthMonitor:
     def _never_reached(self) -> bool:
         since = self._unreachable_since
         return since is not None and self._clock() - since >= self._first_contact_grace
+
+    def stop_error(self) -> ApiUnreachableError | OutageTimeoutError:
+        """Why ``gave_up``, as the error the job stops with."""
+        if self._never_reached:
+            return ApiUnreachableError(self.stop_reason())
+        return OutageTimeoutError(self.stop_reason())
 
     def stop_reason(self) -> str:
         """Why ``gave_up``: the message the job stops with."""

@@ -16,6 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from .error_types import ErrorType
 from .errors import UsageError
 from .models import Item
 from .names import LocalIds, as_text, is_text
@@ -23,7 +24,7 @@ from .names import LocalIds, as_text, is_text
 _STDIN_NAME = "<stdin>"
 _URL_PREFIXES = ("http://", "https://", "HTTP://", "HTTPS://")
 _HEAD_BYTES = 64 * 1024
-_BAD_ROW = "bad_manifest_row"
+_BAD_ROW = ErrorType.BAD_MANIFEST_ROW
 _POSIX = os.name == "posix"
 
 # -- rows ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .error_types import ErrorType
 from .errors import ItemError
 from .names import as_text
 
@@ -50,7 +51,7 @@ class Item:
     url: str | None = None
     metadata: dict[str, Any] | None = None
     problem: str | None = None
-    problem_kind: str | None = None
+    problem_kind: ErrorType | None = None
     problem_group: str | None = None
     problem_at: str | None = None
 
@@ -88,7 +89,7 @@ def parse_prediction(body: Any) -> Prediction:
     if not isinstance(body, dict) or "predictions" not in body:
         raise ItemError(
             "server answered 200 without 'predictions': not a classification model's answer",
-            kind="bad_response",
+            kind=ErrorType.BAD_RESPONSE,
         )
     raw = body["predictions"]
     image = body.get("image")
@@ -143,7 +144,7 @@ def parse_prediction(body: Any) -> Prediction:
         )
     raise ItemError(
         "server answered 200 with 'predictions' that is neither a list nor an object",
-        kind="bad_response",
+        kind=ErrorType.BAD_RESPONSE,
     )
 
 
@@ -182,7 +183,7 @@ def error_row(
     item: Item,
     *,
     error: str,
-    error_type: str,
+    error_type: ErrorType,
     attempts: int,
     http_status: int | None = None,
     elapsed_ms: float | None = None,
@@ -190,7 +191,7 @@ def error_row(
     row = _base_row(item, "error")
     row["attempts"] = attempts
     row["http_status"] = http_status
-    row["error_type"] = error_type
+    row["error_type"] = str(error_type)  # a plain str: rows hold no enum objects
     row["error"] = error
     row["elapsed_ms"] = None if elapsed_ms is None else round(elapsed_ms, 1)
     return row

@@ -34,7 +34,16 @@ from .client import ClassificationClient
 from .config import HttpConfig, JobConfig
 from .counting import count_items
 from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
-from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
+from .error_types import ErrorType
+from .errors import (
+    FatalApiError,
+    ItemError,
+    JobStopped,
+    OpenFilesError,
+    OutputError,
+    RetryableError,
+    TooManyFailuresError,
+)
 from .fdlimit import fit_open_files
 from .health import HealthMonitor, Watchdog, Watched
 from .hedging import HedgePolicy
@@ -91,16 +100,16 @@ class Job:
         self._stop_requested: anyio.Event | None = None
         self._waits: set[anyio.CancelScope] = set()
         self._requeued = 0
-        self._fatal_error: BatchClassifyError | None = None
+        self._fatal_error: JobStopped | OutputError | None = None
         self._cancel: anyio.CancelScope | None = None
         self._rate = RateController(
             rate=config.rate.requests_per_second, adaptive=config.rate.adaptive, clock=clock
         )
         self._health = HealthMonitor(
-            max_outage=config.rate.max_outage,
-            outage_after=config.rate.outage_after,
-            probe_initial=config.rate.probe_initial,
-            probe_max=config.rate.probe_max,
+            max_outage=config.outage.max_outage,
+            outage_after=config.outage.outage_after,
+            probe_initial=config.outage.probe_initial,
+            probe_max=config.outage.probe_max,
             clock=clock,
             notify=self._progress.note,
             api_url=config.http.api_url,
@@ -108,7 +117,7 @@ class Job:
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
         self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)
         self._watchdog = Watchdog(
-            stall_after=config.rate.stall_after or 3 * config.http.timeout,
+            stall_after=config.http.stall_after or 3 * config.http.timeout,
             clock=clock,
             notify=self._progress.note,
             overdue_after=lambda: self._hedge.deadline,
@@ -228,11 +237,14 @@ class Job:
         if isinstance(self._fatal_error, OutputError):
             raise self._fatal_error
 
-    def _fail(self, error: BatchClassifyError) -> None:
+    def _fail(self, error: JobStopped | OutputError) -> None:
         """Stop everything at once: every further request would fail the same way."""
-        if self._summary.fatal is None:
-            self._summary.fatal = str(error)
+        if self._fatal_error is None:
             self._fatal_error = error
+            if isinstance(error, JobStopped):
+                self._summary.stop(error)
+            else:
+                self._summary.fatal = str(error)
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -314,7 +326,7 @@ class Job:
                             error_row(
                                 item,
                                 error=item.problem,
-                                error_type=item.problem_kind or "bad_input",
+                                error_type=item.problem_kind or ErrorType.BAD_INPUT,
                                 attempts=0,
                             ),
                             group=item.problem_group,
@@ -354,7 +366,7 @@ class Job:
                         break
                     try:
                         row = await self._classify(item, client, items_in)
-                    except FatalApiError as error:
+                    except JobStopped as error:
                         self._fail(error)
                         return
                     if row is not None:
@@ -393,7 +405,7 @@ class Job:
             if self._stopping:
                 return None
             if self._health.gave_up:
-                self._fail(FatalApiError(self._health.stop_reason()))
+                self._fail(self._health.stop_error())
                 return None
             attempts += 1
             started = self._clock()
@@ -520,7 +532,7 @@ class Job:
             "no answer, and no other request completed either, for "
             f"{self._watchdog.stall_after:g} s: the connection was stuck; cancelled by the "
             "watchdog",
-            kind="timeout",
+            kind=ErrorType.TIMEOUT,
         )
 
     def _overdue(self, race: _Race) -> bool:
@@ -623,7 +635,7 @@ class Job:
                     encoded, seconds = await anyio.to_thread.run_sync(self._read, path)
             except OpenFilesExhausted as error:
                 if waited >= config.retry.max_elapsed:
-                    raise FatalApiError(
+                    raise OpenFilesError(
                         f"{error}; for {waited:.0f} s: lower --concurrency or raise the "
                         "limit (ulimit -n), then rerun the same command to resume"
                     ) from None
@@ -684,7 +696,7 @@ class Job:
             max_failures = self.config.max_failures
             if max_failures is not None and summary.failed >= max_failures:
                 self._fail(
-                    BatchClassifyError(
+                    TooManyFailuresError(
                         f"stopped after {summary.failed} failed items (--max-failures); "
                         "see the error column of the output, then rerun to resume"
                     )
@@ -780,8 +792,10 @@ async def run_job(
     """Run one job to the end and return its summary.
 
     Raises ``UsageError`` or ``OutputError`` before anything is sent if the input or output is
-    unusable. A fatal API answer (bad key, unknown model) ends the job early: the summary's
-    ``fatal`` says why and its ``exit_code`` is 3.
+    unusable, and ``OutputWriteError`` if writing fails mid-job. Anything else that stops the
+    job early (the API refused it or stayed down, ``max_failures``...) ends it with a summary
+    whose ``stop_cause`` and ``stopped_by`` say why, and whose ``exit_code`` is
+    ``ExitCode.STOPPED``.
     """
     return await Job(config, progress=progress, stdin=stdin).run()
 

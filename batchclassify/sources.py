@@ -46,6 +46,7 @@ from collections.abc import Generator, Iterator, Sequence
 from itertools import islice
 from typing import TextIO
 
+from .error_types import ErrorType
 from .errors import UsageError
 from .manifest_parquet import _parquet_columns, _parquet_items
 from .manifests import _check_text_manifest, _csv_items, _jsonl_items, _stdin_items, _txt_items
@@ -239,7 +240,7 @@ def _unreadable(path: str, ident: str, exc: OSError) -> Item:
         id=ident,
         path=path,
         problem=f"cannot read folder {as_text(path)}: {exc.strerror or exc}; check its permissions",
-        problem_kind="unreadable",
+        problem_kind=ErrorType.UNREADABLE,
     )
 
 
@@ -303,11 +304,11 @@ def _odd_entry(entry: os.DirEntry[str], ident: str, error: OSError | None) -> It
             id=ident,
             path=entry.path,
             problem=f"broken symlink: {shown} -> {target} ({reason})",
-            problem_kind="missing_file",
+            problem_kind=ErrorType.MISSING_FILE,
         )
     return Item(
         id=ident,
         path=entry.path,
         problem=f"not a regular file (a device, pipe or socket): {shown}",
-        problem_kind="unreadable",
+        problem_kind=ErrorType.UNREADABLE,
     )

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from batchclassify import HttpConfig, JobConfig, RateConfig, RetryConfig, UsageError, classify
+from batchclassify import (
+    HttpConfig,
+    JobConfig,
+    OutageConfig,
+    RateConfig,
+    RetryConfig,
+    UsageError,
+    classify,
+)
 from batchclassify.cli import main
 from batchclassify.server import BackgroundServer, Fault
 
@@ -74,13 +82,17 @@ def test_unparsable_values_are_usage_errors(
 
 
 def test_confidence_is_a_fraction_in_the_library_too() -> None:
+    """The library's messages name the field a Python caller set; the CLI names the flag."""
     for bad in (50.0, 1.5, -0.01):
-        with pytest.raises(UsageError, match=r"--confidence: .* not between 0 and 1"):
+        with pytest.raises(UsageError, match=r"^confidence: .* not between 0 and 1"):
             JobConfig(sources="p", model="colors/1", output="o.jsonl", confidence=bad)
-    with pytest.raises(UsageError, match="--timeout"):
+    with pytest.raises(UsageError, match=r"^http\.timeout: ") as timeout:
         HttpConfig(timeout=float("inf"))
-    with pytest.raises(UsageError, match="--rate-limit"):
+    assert timeout.value.field == "http.timeout"
+    with pytest.raises(UsageError, match=r"^rate\.requests_per_second: "):
         RateConfig(requests_per_second=0)
+    with pytest.raises(UsageError, match=r"^outage\.max_outage: "):
+        OutageConfig(max_outage=0)
 
 
 @pytest.mark.parametrize(("value", "sent"), [("0.5", "0.5"), ("0", "0.0"), ("1", "100")])
@@ -150,8 +162,8 @@ def test_failures_everyone_gets_do_not_use_up_retries(
         model="colors/1",
         output=tmp_path / "o.jsonl",
         http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=2),
-        retry=RetryConfig(attempts=2, backoff_base=0.01, backoff_max=0.02),  # --retries 1
-        rate=RateConfig(outage_after=0.2, probe_initial=0.02, probe_max=0.05),
+        retry=RetryConfig(retries=1, backoff_base=0.01, backoff_max=0.02),  # --retries 1
+        outage=OutageConfig(outage_after=0.2, probe_initial=0.02, probe_max=0.05),
     )
 
     summary = classify(config)

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from .. import __version__
 from ..errors import UsageError
 from ..idindex import IdIndex
+from ..version import __version__
 
 MARKER = "batchclassify-export.json"
 MAPPING = "batchclassify-mapping.csv"
