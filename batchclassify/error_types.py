@@ -31,7 +31,6 @@ class ErrorType(StrEnum):
         "the file is not an image Pillow reads (a HEIC photo, a text file) or is cut short"
     )
     BAD_MANIFEST_ROW = "bad_manifest_row", "a malformed CSV or JSON line, or an empty path"
-    BAD_INPUT = "bad_input", "the input named something unusable that is none of the above"
     BAD_RESPONSE = "bad_response", "the server answered something that is not a classification"
     HTTP_ERROR = "http_error", (
         "the server refused this image with another 4xx status (the row's `http_status`)"

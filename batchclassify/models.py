@@ -37,7 +37,8 @@ class Item:
     """One thing to classify: a local file or a URL, with the id used for resume and dedup.
 
     ``problem`` is set when the source itself was faulty for this item (a malformed manifest
-    row, an empty path): the item gets an error row without any request being made.
+    row, an empty path): the item gets an error row without any request being made, with
+    ``problem_kind`` as its ``error_type``.
     ``problem_group`` names the kind of problem without the row's particulars (manifest rows:
     ``"<manifest>: <problem>"``) and ``problem_at`` where it is (``"line 12"``), so the summary
     lists each kind once with a few places instead of one entry per line.
@@ -51,7 +52,7 @@ class Item:
     url: str | None = None
     metadata: dict[str, Any] | None = None
     problem: str | None = None
-    problem_kind: ErrorType | None = None
+    problem_kind: ErrorType = ErrorType.BAD_MANIFEST_ROW
     problem_group: str | None = None
     problem_at: str | None = None
 

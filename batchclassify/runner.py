@@ -326,7 +326,7 @@ class Job:
                             error_row(
                                 item,
                                 error=item.problem,
-                                error_type=item.problem_kind or ErrorType.BAD_INPUT,
+                                error_type=item.problem_kind,
                                 attempts=0,
                             ),
                             group=item.problem_group,

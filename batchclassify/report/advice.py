@@ -13,7 +13,6 @@ ADVICE: dict[str, str] = {
     "re-encode or drop it.",
     "bad_manifest_row": "A malformed manifest line or an empty path: fix the manifest row, "
     "then rerun.",
-    "bad_input": "The input named something unusable: fix the manifest row, then rerun.",
     "bad_response": "The server answered something that is not a classification: check "
     "--api-url and --model.",
     "server_error": "The API kept failing (5xx) after the retries: rerun with "
