@@ -27,6 +27,7 @@ from batchclassify.cli import build_parser
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor
 from batchclassify.server import BackgroundServer
+
 from .conftest import KEY, REPO, CliResult, make_image, png, read_rows, run_args
 
 Cli = Callable[..., CliResult]
@@ -59,13 +60,15 @@ def test_readme_error_types_are_exactly_the_enum() -> None:
     assert _readme_table("### Error types") == [kind.value for kind in ErrorType]
 
 
-def _config(server: BackgroundServer, tmp_path: Path, **changes: object) -> JobConfig:
+def _config(
+    server: BackgroundServer, tmp_path: Path, *, key: str = KEY, max_failures: int | None = None
+) -> JobConfig:
     return JobConfig(
         sources=str(tmp_path / "in"),
         model="colors/1",
         output=tmp_path / "out.jsonl",
-        http=HttpConfig(api_url=server.url, api_key=changes.pop("key", KEY), concurrency=2),
-        **changes,  # type: ignore[arg-type]
+        http=HttpConfig(api_url=server.url, api_key=key, concurrency=2),
+        max_failures=max_failures,
     )
 
 
