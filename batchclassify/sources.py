@@ -48,8 +48,8 @@ from typing import TextIO
 
 from .error_types import ErrorType
 from .errors import UsageError
-from .manifest_parquet import _parquet_columns, _parquet_items
-from .manifests import _check_text_manifest, _csv_items, _jsonl_items, _stdin_items, _txt_items
+from .manifest_parquet import parquet_columns, parquet_items
+from .manifests import check_text_manifest, csv_items, jsonl_items, stdin_items, txt_items
 from .models import Item
 from .names import LocalIds, as_id, as_text
 from .summary import InputReport
@@ -78,13 +78,13 @@ def check_sources(sources: Sequence[str], *, stdin: TextIO | None = None) -> Non
     for source in sources:
         if source == STDIN:
             continue
-        kind = _source_kind(source)
+        kind = source_kind(source)
         if kind == "dir":
             _check_folder(source)
         elif kind == "parquet":
-            _parquet_columns(source)
+            parquet_columns(source)
         else:
-            _check_text_manifest(source, kind)
+            check_text_manifest(source, kind)
 
 
 def iter_items(
@@ -120,17 +120,17 @@ def _source_items(
     ids: LocalIds,
 ) -> Iterator[Item]:
     if source == STDIN:
-        return _stdin_items(stdin, ids)
-    kind = _source_kind(source)
+        return stdin_items(stdin, ids)
+    kind = source_kind(source)
     if kind == "dir":
         return _walk_folder(source, wanted, report, ids)
     if kind == "txt":
-        return _txt_items(source, ids)
+        return txt_items(source, ids)
     if kind == "csv":
-        return _csv_items(source, ids)
+        return csv_items(source, ids)
     if kind == "jsonl":
-        return _jsonl_items(source, ids)
-    return _parquet_items(source, ids)
+        return jsonl_items(source, ids)
+    return parquet_items(source, ids)
 
 
 def iter_item_batches(
@@ -152,7 +152,7 @@ def iter_item_batches(
 # -- kinds of source -----------------------------------------------------------------------
 
 
-def _source_kind(source: str) -> str:
+def source_kind(source: str) -> str:
     """``"dir"`` or a manifest kind; ``UsageError`` for anything else."""
     if os.path.isdir(source):
         return "dir"
