@@ -1,7 +1,8 @@
 """Reading an image file and turning it into the request body: base64, optionally downscaled.
 
-Everything here is blocking and runs in a worker thread, never on the event loop. Pillow
-releases the GIL while it decodes and resizes, so threads spread downscaling over the cores.
+Everything here is blocking. The runner calls it on the event loop while reads are fast and in
+worker threads otherwise (the policy is in ARCHITECTURE.md, *Flow control*); downscaling
+always runs in threads, where Pillow releases the GIL, so it spreads over the cores.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ class OpenFilesExhausted(Exception):
 class EncodedImage:
     body: bytes
     """Base64 text, ready to be the request body."""
-    original_bytes: int
     original_size: tuple[int, int] | None = None
     """Width and height before downscaling; ``None`` when the image was sent as it is."""
 
@@ -77,9 +77,7 @@ def read_and_encode(
                 f"{_size(max_upload_bytes)} upload limit once base64-encoded",
                 kind=ErrorType.TOO_LARGE,
             )
-    return EncodedImage(
-        body=pybase64.b64encode(data), original_bytes=size, original_size=original_size
-    )
+    return EncodedImage(body=pybase64.b64encode(data), original_size=original_size)
 
 
 def _size(count: int) -> str:

@@ -72,7 +72,6 @@ class HealthMonitor:
         # Created on first use: an anyio Event needs a running event loop.
         self._recovered: anyio.Event | None = None
         self.last_error: str | None = None
-        self.outages = 0
 
     @property
     def is_down(self) -> bool:
@@ -171,7 +170,6 @@ class HealthMonitor:
             and now - self._last_success >= self._outage_after
         ):
             self._down_since = now
-            self.outages += 1
             self._next_probe = now + self._probe_interval
             self._announce(now)
 

@@ -44,7 +44,6 @@ class PriorState:
     failed: int = 0
     superseded: int = 0
     """Rows replaced by a later row of the same id, to be dropped by compaction."""
-    torn_bytes_repaired: int = 0
 
 
 def job_settings(config: JobConfig) -> dict[str, Any]:
@@ -90,7 +89,6 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
             state.ok += 1
         else:
             state.failed += 1
-    state.torn_bytes_repaired = getattr(sink, "torn_bytes_repaired", 0)
     return state
 
 

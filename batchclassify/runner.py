@@ -75,7 +75,7 @@ ItemCounter = Callable[..., int | None]
 
 
 class Job:
-    """One run of a classification job. ``run()`` once; ``request_stop()`` from anywhere."""
+    """One run of a classification job. ``run()`` once; ``request_stop()`` on its event loop."""
 
     def __init__(
         self,
@@ -134,15 +134,19 @@ class Job:
         self._stuck = 0
         self._backoff = Backoff(config.retry)
         self._sink: Sink = open_sink(config.output, config.format)
-        # Small local files read + encode in ~50 µs, cheaper than a thread hop. Slow storage
-        # or big files (a moving average over the last reads) send reads to worker threads
-        # until they are fast again; downscaling always runs in threads.
+        # A moving average of read times: where reads run (ARCHITECTURE.md, Flow control).
         self._read_seconds = 0.0
 
     # -- control --------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop taking new items; let requests in flight finish. A second call cuts them off."""
+        """Stop taking new items; let requests in flight finish. A second call cuts them off.
+
+        Call it on the job's event loop (a task, a signal receiver, a progress callback): it
+        is not thread-safe. From another thread, go through the loop, as ``classify`` does
+        (``portal.call(job.request_stop)``, or ``anyio.from_thread.run_sync`` with the loop's
+        token).
+        """
         if self._stopping and self._cancel is not None:
             self._cancel.cancel()
         self._stopping = True
@@ -165,7 +169,7 @@ class Job:
         # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
         self.config, notice = fit_open_files(self.config)
         config = self.config
-        check_sources(config.sources, stdin=self._stdin)
+        check_sources(config.sources)
         sink = self._sink
         prior = prepare_output(config, sink)
         started = self._clock()
@@ -619,7 +623,8 @@ class Job:
     # -- reading files ----------------------------------------------------------------------
 
     async def _encode(self, path: str) -> EncodedImage | None:
-        """Read and encode one file, inline while reads are fast, else in a thread.
+        """Read and encode one file, inline while reads are fast, else in a thread
+        (ARCHITECTURE.md, *Flow control*).
 
         Out of file descriptors (EMFILE/ENFILE) is the process's trouble, not the image's:
         wait for requests to finish and free some, then read again. ``None``: stopping.

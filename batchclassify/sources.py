@@ -66,13 +66,13 @@ _MANIFEST_KINDS = {
 # -- public API ----------------------------------------------------------------------------
 
 
-def check_sources(sources: Sequence[str], *, stdin: TextIO | None = None) -> None:
+def check_sources(sources: Sequence[str]) -> None:
     """Raise ``UsageError`` for the first source that cannot be read, before any request.
 
     Cheap: a folder is opened but not walked, a manifest's first 64 KB (Parquet: its footer)
     is read. Rows are checked as they stream; a bad row becomes a problem item, not an error.
     """
-    del stdin  # stdin cannot be checked without consuming it
+    # stdin ('-') is not checked: that would consume it.
     if sum(1 for source in sources if source == STDIN) > 1:
         raise UsageError("'-' (stdin) is given more than once: stdin can be read only once")
     for source in sources:
