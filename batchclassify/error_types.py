@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .documented import documented_member
+
 
 class ErrorType(StrEnum):
     """What went wrong with one item; ``doc`` says it in a sentence (the README's wording)."""
@@ -17,10 +19,7 @@ class ErrorType(StrEnum):
     doc: str
 
     def __new__(cls, value: str, doc: str) -> ErrorType:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.doc = doc
-        return member
+        return documented_member(cls, str.__new__, value, doc)
 
     MISSING_FILE = "missing_file", "the file vanished since it was listed, or is a broken symlink"
     UNREADABLE = "unreadable", "the file cannot be read: permissions, an I/O error, a folder"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import textwrap
 from enum import IntEnum
 
+from .documented import documented_member
+
 
 class ExitCode(IntEnum):
     """The exit status of ``batchclassify``; ``doc`` says what it means."""
@@ -16,10 +18,7 @@ class ExitCode(IntEnum):
     doc: str
 
     def __new__(cls, value: int, doc: str) -> ExitCode:
-        member = int.__new__(cls, value)
-        member._value_ = value
-        member.doc = doc
-        return member
+        return documented_member(cls, int.__new__, value, doc)
 
     OK = 0, "every item is classified"
     FAILED_ITEMS = 1, "finished, but some items failed (see the 'error' column)"
