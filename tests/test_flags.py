@@ -18,10 +18,10 @@ from batchclassify import (
     UsageError,
     classify,
 )
-from batchclassify.cli import main
+from batchclassify.cli import _job_config, build_parser, main
 from batchclassify.server import BackgroundServer, Fault
 
-from .conftest import KEY, CliResult, make_image, png, read_rows, run_args
+from .conftest import KEY, REPO, CliResult, make_image, png, read_rows, run_args
 
 Cli = Callable[..., CliResult]
 
@@ -118,6 +118,29 @@ def test_help_says_what_confidence_and_retries_mean(
     assert "a fraction from 0 to 1 (0.5 means 50%" in text
     assert "extra attempts per image after failures of its own" in text
     assert "Not counted: 429 answers" in text and "up to --max-outage" in text
+
+
+def test_flag_defaults_are_the_configuration_defaults() -> None:
+    """One source of truth: the parsed defaults, the --help text and the README's options
+    table all say what the configuration classes say."""
+    args = build_parser().parse_args(["run", "p", "-m", "m/1", "-o", "o.jsonl", "--api-key", KEY])
+    config = _job_config(args)
+    assert config.http.api_url == HttpConfig().api_url
+    assert config.http.concurrency == HttpConfig().concurrency
+    assert config.http.timeout == HttpConfig().timeout
+    assert config.retry == RetryConfig()
+    assert config.outage == OutageConfig() and config.rate == RateConfig()
+    assert config.jpeg_quality == JobConfig.jpeg_quality
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for flag, default in [
+        ("--concurrency N", HttpConfig.concurrency),
+        ("--retries N", RetryConfig.retries),
+        ("--timeout S", f"{HttpConfig.timeout:g}"),
+        ("--max-outage S", f"{OutageConfig.max_outage:g}"),
+        ("--jpeg-quality Q", JobConfig.jpeg_quality),
+        ("--api-url URL", f"`{HttpConfig.api_url}`"),
+    ]:
+        assert f"| `{flag}` | {default} |" in readme, flag
 
 
 def test_retries_0_gives_up_at_an_images_own_first_failure(
