@@ -94,58 +94,64 @@ def parse_prediction(body: Any) -> Prediction:
         )
     raw = body["predictions"]
     image = body.get("image")
-    width = _as_int(image.get("width")) if isinstance(image, dict) else None
-    height = _as_int(image.get("height")) if isinstance(image, dict) else None
     inference_id = body.get("inference_id")
-    inference_id = inference_id if isinstance(inference_id, str) else None
-
-    predictions: list[dict[str, Any]] = []
+    about: dict[str, Any] = {
+        "image_width": _as_int(image.get("width")) if isinstance(image, dict) else None,
+        "image_height": _as_int(image.get("height")) if isinstance(image, dict) else None,
+        "inference_id": inference_id if isinstance(inference_id, str) else None,
+    }
     if isinstance(raw, list):
-        for entry in raw:
-            if isinstance(entry, dict) and isinstance(entry.get("class"), str):
-                conf = _as_float(entry.get("confidence"))
-                predictions.append({"class": entry["class"], "confidence": conf or 0.0})
-        predictions.sort(key=lambda p: -p["confidence"])
-        top = body.get("top")
-        if not isinstance(top, str):
-            top = predictions[0]["class"] if predictions else None
-        top = top or None  # the server sends "" when no class passes the threshold
-        confidence = _as_float(body.get("confidence"))
-        if confidence is None and predictions:
-            confidence = predictions[0]["confidence"]
-        if top is None:
-            confidence = None
-        return Prediction(
-            multilabel=False,
-            top=top,
-            confidence=confidence,
-            predictions=predictions,
-            predicted_classes=[top] if top else [],
-            image_width=width,
-            image_height=height,
-            inference_id=inference_id,
-        )
+        return _single_label(body, raw, about)
     if isinstance(raw, dict):
-        for name, entry in raw.items():
-            conf = _as_float(entry.get("confidence")) if isinstance(entry, dict) else None
-            predictions.append({"class": str(name), "confidence": conf or 0.0})
-        predictions.sort(key=lambda p: -p["confidence"])
-        chosen = body.get("predicted_classes")
-        predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
-        best = predictions[0] if predictions else None
-        return Prediction(
-            multilabel=True,
-            top=best["class"] if best else None,
-            confidence=best["confidence"] if best else None,
-            predictions=predictions,
-            predicted_classes=predicted,
-            image_width=width,
-            image_height=height,
-            inference_id=inference_id,
-        )
+        return _multi_label(body, raw, about)
     raise ItemError(
         "server answered 200 with 'predictions' that is neither a list nor an object",
         kind=ErrorType.BAD_RESPONSE,
+    )
+
+
+def _single_label(body: dict[str, Any], raw: list[Any], about: dict[str, Any]) -> Prediction:
+    predictions: list[dict[str, Any]] = []
+    for entry in raw:
+        if isinstance(entry, dict) and isinstance(entry.get("class"), str):
+            conf = _as_float(entry.get("confidence"))
+            predictions.append({"class": entry["class"], "confidence": conf or 0.0})
+    predictions.sort(key=lambda p: -p["confidence"])
+    top = body.get("top")
+    if not isinstance(top, str):
+        top = predictions[0]["class"] if predictions else None
+    top = top or None  # the server sends "" when no class passes the threshold
+    confidence = _as_float(body.get("confidence"))
+    if confidence is None and predictions:
+        confidence = predictions[0]["confidence"]
+    if top is None:
+        confidence = None
+    return Prediction(
+        multilabel=False,
+        top=top,
+        confidence=confidence,
+        predictions=predictions,
+        predicted_classes=[top] if top else [],
+        **about,
+    )
+
+
+def _multi_label(body: dict[str, Any], raw: dict[Any, Any], about: dict[str, Any]) -> Prediction:
+    predictions: list[dict[str, Any]] = []
+    for name, entry in raw.items():
+        conf = _as_float(entry.get("confidence")) if isinstance(entry, dict) else None
+        predictions.append({"class": str(name), "confidence": conf or 0.0})
+    predictions.sort(key=lambda p: -p["confidence"])
+    chosen = body.get("predicted_classes")
+    predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
+    best = predictions[0] if predictions else None
+    return Prediction(
+        multilabel=True,
+        top=best["class"] if best else None,
+        confidence=best["confidence"] if best else None,
+        predictions=predictions,
+        predicted_classes=predicted,
+        **about,
     )
 
 
