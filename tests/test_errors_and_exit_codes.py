@@ -26,6 +26,7 @@ from batchclassify import (
 from batchclassify.cli import build_parser
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor
+from batchclassify.report.advice import ADVICE, FALLBACK, advice
 from batchclassify.server import BackgroundServer
 
 from .conftest import KEY, REPO, CliResult, make_image, png, read_rows, run_args
@@ -58,6 +59,11 @@ def test_help_lists_every_exit_code_with_its_meaning() -> None:
 
 def test_readme_error_types_are_exactly_the_enum() -> None:
     assert _readme_table("### Error types") == [kind.value for kind in ErrorType]
+
+
+def test_the_report_has_advice_for_every_error_type() -> None:
+    assert set(ADVICE) == {kind.value for kind in ErrorType}
+    assert advice(ErrorType.HTTP_ERROR) != FALLBACK
 
 
 def _config(
