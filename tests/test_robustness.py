@@ -26,6 +26,7 @@ import pytest
 
 from batchclassify import HttpConfig, JobConfig, RetryConfig, run_job
 from batchclassify.config import OutageConfig
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor
 from batchclassify.progress import ProgressBar
@@ -470,7 +471,7 @@ def test_an_item_gives_up_only_while_the_api_works_for_others() -> None:
     """The rule behind the outage tests, on a fake clock."""
     now = [100.0]
     monitor = HealthMonitor(max_outage=60, outage_after=5, clock=lambda: now[0])
-    refused = RetryableError("cannot connect", kind="connection")
+    refused = RetryableError("cannot connect", kind=ErrorType.CONNECTION)
     monitor.success(started=99.0)
     # Alone: only this item fails, the others are answered.
     monitor.failure(refused, "a")
