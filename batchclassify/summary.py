@@ -163,6 +163,8 @@ class JobSummary:
 
     @property
     def exit_code(self) -> ExitCode:
+        """The status the CLI exits with for this job: stopped, interrupted, nothing found,
+        failed items, or ok, in that order of precedence."""
         if self.fatal is not None:
             return ExitCode.STOPPED
         if self.interrupted:
