@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from .config import RetryConfig
-from .errors import RetryableError
+from .errors import ApiUnreachableError, OutageTimeoutError, RetryableError
 from .health import HealthMonitor
 from .ratelimit import RateController
 from .retry import Backoff
@@ -63,7 +63,12 @@ class StopJob(NamedTuple):
     """The API is gone (down past ``--max-outage``, or never reached): stop the job; the item
     is left unrecorded for a rerun."""
 
-    reason: str
+    error: ApiUnreachableError | OutageTimeoutError
+
+    @property
+    def reason(self) -> str:
+        """The message the job stops with."""
+        return str(self.error)
 
 
 class AttemptPolicy:
@@ -114,7 +119,7 @@ class Attempts:
         """Asked after waiting for the API and a rate slot: send, or stop the job."""
         health = self._policy.health
         if health.gave_up:
-            return StopJob(health.stop_reason())
+            return StopJob(health.stop_error())
         return SEND
 
     def sending(self) -> float:

@@ -24,8 +24,10 @@ from yarl import URL
 
 from .config import HttpConfig
 from .cost import read_cost_headers
-from .errors import FatalApiError, ItemError, RetryableError
+from .error_types import ErrorType
+from .errors import FatalApiError, ItemError, RateLimitedError, RetryableError
 from .models import Prediction, parse_prediction
+from .redaction import redact
 from .retry import RETRYABLE_STATUSES, parse_retry_after
 
 #: Connections the pool may open per unit of --concurrency (see ``__aenter__``).
@@ -42,13 +44,6 @@ _FATAL_HINTS = {
     423: "usage of this workspace is paused: resume it in Roboflow, then rerun to resume",
     507: "the server may not load this model: check the model and the server's limits",
 }
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Replace every occurrence of ``secret`` in ``text``."""
-    if secret and secret in text:
-        return text.replace(secret, "***")
-    return text
 
 
 def _server_message(body: bytes) -> str:
@@ -125,32 +120,32 @@ class AiohttpTransport:
             raise RetryableError(
                 f"no answer from {self._host} within {self._config.timeout:g} s "
                 "(raise --timeout if the server is just slow)",
-                kind="timeout",
+                kind=ErrorType.TIMEOUT,
             ) from None
         except aiohttp.ClientConnectorError as exc:
             error = RetryableError(
                 f"cannot connect to {self._host}: "
                 f"{redact(str(exc.os_error), self._config.api_key)}",
-                kind="connection",
+                kind=ErrorType.CONNECTION,
             )
             error.unreachable = isinstance(exc.os_error, socket.gaierror | ConnectionRefusedError)
             raise error from None
         except aiohttp.ServerDisconnectedError:
             raise RetryableError(
-                f"{self._host} closed the connection before answering", kind="connection"
+                f"{self._host} closed the connection before answering", kind=ErrorType.CONNECTION
             ) from None
         except aiohttp.ClientPayloadError:
             raise RetryableError(
-                f"the answer from {self._host} was cut off", kind="connection"
+                f"the answer from {self._host} was cut off", kind=ErrorType.CONNECTION
             ) from None
         except aiohttp.ClientError as exc:
             raise RetryableError(
-                f"request to {self._host} failed: {type(exc).__name__}", kind="connection"
+                f"request to {self._host} failed: {type(exc).__name__}", kind=ErrorType.CONNECTION
             ) from None
         except OSError as exc:
             raise RetryableError(
                 f"network error talking to {self._host}: {exc.strerror or type(exc).__name__}",
-                kind="connection",
+                kind=ErrorType.CONNECTION,
             ) from None
 
 
@@ -226,7 +221,7 @@ class ClassificationClient:
                 raise ItemError(
                     "server answered 200 with a non-JSON body: "
                     + self.redact(_server_message(payload)),
-                    kind="bad_response",
+                    kind=ErrorType.BAD_RESPONSE,
                     http_status=200,
                 ) from None
             try:
@@ -243,9 +238,10 @@ class ClassificationClient:
     def _error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:
         message = self.redact(_server_message(payload))
         if status in RETRYABLE_STATUSES:
-            return RetryableError(
+            rate_limited = status == 429
+            return (RateLimitedError if rate_limited else RetryableError)(
                 f"HTTP {status}: {message}",
-                kind="rate_limited" if status == 429 else "server_error",
+                kind=ErrorType.RATE_LIMITED if rate_limited else ErrorType.SERVER_ERROR,
                 http_status=status,
                 retry_after=parse_retry_after(retry_after, now=time.time),
             )
@@ -264,8 +260,8 @@ class ClassificationClient:
             return ItemError(
                 f"HTTP 413: the server refused the upload as too large ({message}); "
                 "try --max-size to downscale",
-                kind="too_large",
+                kind=ErrorType.TOO_LARGE,
                 http_status=status,
             )
-        kind = "bad_image" if status == 400 else "http_error"
+        kind = ErrorType.BAD_IMAGE if status == 400 else ErrorType.HTTP_ERROR
         return ItemError(f"HTTP {status}: {message}", kind=kind, http_status=status)

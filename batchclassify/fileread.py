@@ -16,7 +16,7 @@ import anyio
 
 from .config import JobConfig
 from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
-from .errors import FatalApiError
+from .errors import OpenFilesError
 from .objectstore import object_scheme, read_encoded_object
 
 #: Reads + base64 taking longer than this on average move off the event loop, to threads.
@@ -65,7 +65,7 @@ class FileReader:
                     encoded, seconds = await anyio.to_thread.run_sync(self._read, path)
             except OpenFilesExhausted as error:
                 if waited >= config.retry.max_elapsed:
-                    raise FatalApiError(
+                    raise OpenFilesError(
                         f"{error}; for {waited:.0f} s: lower --concurrency or raise the "
                         "limit (ulimit -n), then rerun the same command to resume"
                     ) from None

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from .errors import RetryableError
+from .errors import ApiUnreachableError, OutageTimeoutError, RetryableError
 
 
 class HealthMonitor:
@@ -72,7 +72,6 @@ class HealthMonitor:
         # Created on first use: an anyio Event needs a running event loop.
         self._recovered: anyio.Event | None = None
         self.last_error: str | None = None
-        self.outages = 0
 
     @property
     def is_down(self) -> bool:
@@ -101,6 +100,12 @@ class HealthMonitor:
     def _never_reached(self) -> bool:
         since = self._unreachable_since
         return since is not None and self._clock() - since >= self._first_contact_grace
+
+    def stop_error(self) -> ApiUnreachableError | OutageTimeoutError:
+        """Why ``gave_up``, as the error the job stops with."""
+        if self._never_reached:
+            return ApiUnreachableError(self.stop_reason())
+        return OutageTimeoutError(self.stop_reason())
 
     def stop_reason(self) -> str:
         """Why ``gave_up``: the message the job stops with."""
@@ -165,7 +170,6 @@ class HealthMonitor:
             and now - self._last_success >= self._outage_after
         ):
             self._down_since = now
-            self.outages += 1
             self._next_probe = now + self._probe_interval
             self._announce(now)
 

@@ -38,7 +38,7 @@ _TMP_RE = re.compile(r"^\.part-(\d{6})\.parquet\.tmp$")
 _OWN_NAMES = (_PART_RE, _JOURNAL_RE, _TMP_RE)
 
 
-def _pyarrow() -> Any:
+def require_pyarrow() -> Any:
     try:
         import pyarrow
         import pyarrow.parquet
@@ -51,7 +51,7 @@ def _pyarrow() -> Any:
 
 
 def core_schema() -> Any:
-    pa = _pyarrow()
+    pa = require_pyarrow()
     prediction = pa.struct([("class", pa.string()), ("confidence", pa.float64())])
     types = {
         "id": pa.string(),
@@ -68,7 +68,7 @@ def core_schema() -> Any:
         "inference_id": pa.string(),
         "attempts": pa.int64(),
         "http_status": pa.int64(),
-        "error_type": pa.string(),
+        "error_type": pa.string(),  # an ErrorType value, kept a string for older outputs
         "error": pa.string(),
         "elapsed_ms": pa.float64(),
         "cached": pa.bool_(),
@@ -100,7 +100,7 @@ def _reports_write_errors(
     return wrapper
 
 
-def _metadata_text(value: Any) -> str | None:
+def metadata_text(value: Any) -> str | None:
     """Metadata columns are strings in Parquet, so parts always agree on their types."""
     if value is None or isinstance(value, str):
         return value
@@ -162,7 +162,7 @@ class ParquetSink:
                 "move the file away or choose another --output"
             )
         self._recover()
-        pq = _pyarrow().parquet
+        pq = require_pyarrow().parquet
         for part in self.parts():
             try:
                 source = pq.ParquetFile(part)
@@ -230,7 +230,7 @@ class ParquetSink:
     # -- appending ------------------------------------------------------------------------
 
     def open(self) -> None:
-        _pyarrow()
+        require_pyarrow()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             numbers = self._numbers(_PART_RE) + self._numbers(_JOURNAL_RE)
@@ -280,23 +280,23 @@ class ParquetSink:
     # -- parts ----------------------------------------------------------------------------
 
     def _schema(self, columns: list[str]) -> Any:
-        pa = _pyarrow()
+        pa = require_pyarrow()
         schema = core_schema()
         for name in columns:
             schema = schema.append(pa.field(name, pa.string()))
         return schema
 
     def _table(self, rows: list[dict[str, Any]], columns: list[str]) -> Any:
-        pa = _pyarrow()
+        pa = require_pyarrow()
         data: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in ROW_FIELDS}
         for name in columns:
-            data[name] = [_metadata_text(row.get(name)) for row in rows]
+            data[name] = [metadata_text(row.get(name)) for row in rows]
         return pa.Table.from_pydict(data, schema=self._schema(columns))
 
     def _write_group(self) -> None:
         if not self._group:
             return
-        pq = _pyarrow().parquet
+        pq = require_pyarrow().parquet
         if self._writer is not None and self._writer_columns != self._meta_columns:
             # A new metadata column appeared: a part's schema is fixed, so start another one,
             # carrying these rows (and their journal lines) over to it.
@@ -346,7 +346,7 @@ class ParquetSink:
             self._journal_path(self._part).unlink(missing_ok=True)
 
     def _write_part(self, number: int, rows: list[dict[str, Any]]) -> None:
-        pq = _pyarrow().parquet
+        pq = require_pyarrow().parquet
         columns = list(self._meta_columns)
         for row in rows:
             for key in row:
@@ -361,7 +361,7 @@ class ParquetSink:
 
     def _rewrite_part(self, part: Path, keep: Any, columns: list[str]) -> None:
         """Rewrite one part with the rows where ``keep`` is true, in the full schema."""
-        pa = _pyarrow()
+        pa = require_pyarrow()
         pq = pa.parquet
         table = pq.read_table(part)
         if keep is not None:
@@ -381,7 +381,7 @@ class ParquetSink:
     def _unify_schemas(self) -> None:
         """Give every part the same columns, so readers that take the first part's schema
         (pyarrow datasets, DuckDB globs) see every metadata column."""
-        pq = _pyarrow().parquet
+        pq = require_pyarrow().parquet
         parts = self.parts()
         names = {part: pq.read_schema(part).names for part in parts}
         columns = list(self._meta_columns)
@@ -399,7 +399,7 @@ class ParquetSink:
     @_reports_write_errors
     def compact(self) -> int:
         """Keep only the latest row of each id (later parts win), part by part."""
-        pa = _pyarrow()
+        pa = require_pyarrow()
         pq = pa.parquet
         from .idindex import IdIndex
 

@@ -281,7 +281,7 @@ def _command(args: argparse.Namespace) -> int:
     if not (args.rate_limit > 0 and args.concurrency >= 1 and args.latency > 0):
         raise UsageError("--rate-limit, --concurrency and --latency must be positive")
     config = _config(args)
-    check_sources(config.sources, stdin=sys.stdin)
+    check_sources(config.sources)
     recorded = recorded_ids(config) if args.output is not None else IdIndex()
     report = PlanReport(
         cache=None if config.cache is None else str(config.cache),

@@ -114,6 +114,6 @@ def _problem_row(item: Item) -> dict[str, Any]:
     return error_row(
         item,
         error=item.problem or "",
-        error_type=item.problem_kind or "bad_input",
+        error_type=item.problem_kind,
         attempts=0,
     )

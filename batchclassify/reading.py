@@ -124,9 +124,9 @@ def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[int]:
 
 
 def _parquet_rows(folder: Path, *, ids_only: bool = False) -> Iterator[dict[str, Any]]:
-    from .parquet_sink import _pyarrow
+    from .parquet_sink import require_pyarrow
 
-    pq = _pyarrow().parquet
+    pq = require_pyarrow().parquet
     # Journals are listed first: one that a running job finishes meanwhile is a part by the
     # time its journal is missed, and is then read as that part.
     journals = _numbered(folder, _JOURNAL_RE)
@@ -168,9 +168,9 @@ def _part_rows(pq: Any, part: Path, *, ids_only: bool = False) -> Iterator[dict[
 def _as_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
     """A journal row typed as its part will hold it: metadata values as strings."""
     from .models import ROW_FIELDS
-    from .parquet_sink import _metadata_text
+    from .parquet_sink import metadata_text
 
     for key, value in row.items():
         if key not in ROW_FIELDS and not (value is None or isinstance(value, str)):
-            row[key] = _metadata_text(value)
+            row[key] = metadata_text(value)
     return row

@@ -15,13 +15,13 @@ from typing import Any
 
 import orjson
 
-from . import __version__
 from .config import JobConfig
 from .errors import OutputError
 from .idindex import IdIndex
 from .names import ID_SCHEME
 from .outputs import check_overwrite, check_settings_file_is_ours, is_empty, settings_path
 from .sinks import Sink
+from .version import __version__
 
 #: Tags in the job's IdIndex.
 RECORDED_OK = 1
@@ -44,7 +44,6 @@ class PriorState:
     failed: int = 0
     superseded: int = 0
     """Rows replaced by a later row of the same id, to be dropped by compaction."""
-    torn_bytes_repaired: int = 0
 
 
 def job_settings(config: JobConfig) -> dict[str, Any]:
@@ -90,7 +89,6 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
             state.ok += 1
         else:
             state.failed += 1
-    state.torn_bytes_repaired = getattr(sink, "torn_bytes_repaired", 0)
     return state
 
 

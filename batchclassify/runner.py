@@ -34,7 +34,7 @@ from .cache import KeySettings
 from .client import ClassificationClient, Transport
 from .config import HttpConfig, JobConfig
 from .counting import count_items
-from .errors import BatchClassifyError, OutputError
+from .errors import JobStopped, OutputError, TooManyFailuresError
 from .fdlimit import fit_open_files
 from .fileread import FileReader
 from .health import HealthMonitor, Watchdog
@@ -45,7 +45,6 @@ from .producer import Producer
 from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
 from .resume import PriorState, prepare_output
-from .retry import Backoff
 from .sinks import Sink, open_sink
 from .sources import check_sources
 from .stopping import StopSignal
@@ -68,7 +67,7 @@ ItemCounter = Callable[..., int | None]
 
 
 class Job:
-    """One run of a classification job. ``run()`` once; ``request_stop()`` from anywhere."""
+    """One run of a classification job. ``run()`` once; ``request_stop()`` on its event loop."""
 
     def __init__(
         self,
@@ -79,10 +78,9 @@ class Job:
         clock: Callable[[], float] = time.monotonic,
         counter: ItemCounter = count_items,
         transport: Transport | None = None,
-        backoff: Backoff | None = None,
     ) -> None:
-        """``clock``, ``counter``, ``transport`` (the HTTP layer, ``client.py``) and
-        ``backoff`` are seams for tests; the defaults are the real ones."""
+        """``clock`` and ``counter`` are seams for tests; ``transport`` sends the HTTP
+        requests (``client.py``; default: aiohttp), for tests or an HTTP stack of your own."""
         self.config = config
         self._counter = counter
         self._stdin = stdin
@@ -95,10 +93,10 @@ class Job:
         self._progress = FanOut(progress or SilentProgress(), self._status_file)
         self._stop = StopSignal()
         self._stop_requested: anyio.Event | None = None
-        self._fatal_error: BatchClassifyError | None = None
+        self._fatal_error: JobStopped | OutputError | None = None
         self._cancel: anyio.CancelScope | None = None
         self._flow_control(config, clock)
-        self._stages(config, stdin=stdin, backoff=backoff, clock=clock)
+        self._stages(config, stdin=stdin, clock=clock)
         self._transport = transport
         self._sink: Sink = open_sink(config.output, config.format)
         # The answer cache (--cache) and in-flight sharing; run() opens the real one.
@@ -110,10 +108,10 @@ class Job:
             rate=config.rate.requests_per_second, adaptive=config.rate.adaptive, clock=clock
         )
         self._health = HealthMonitor(
-            max_outage=config.rate.max_outage,
-            outage_after=config.rate.outage_after,
-            probe_initial=config.rate.probe_initial,
-            probe_max=config.rate.probe_max,
+            max_outage=config.outage.max_outage,
+            outage_after=config.outage.outage_after,
+            probe_initial=config.outage.probe_initial,
+            probe_max=config.outage.probe_max,
             clock=clock,
             notify=self._progress.note,
             api_url=config.http.api_url,
@@ -121,7 +119,7 @@ class Job:
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
         self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)
         self._watchdog = Watchdog(
-            stall_after=config.rate.stall_after or 3 * config.http.timeout,
+            stall_after=config.http.stall_after or 3 * config.http.timeout,
             clock=clock,
             notify=self._progress.note,
             overdue_after=lambda: self._hedge.slow_after,
@@ -139,12 +137,11 @@ class Job:
         config: JobConfig,
         *,
         stdin: TextIO | None,
-        backoff: Backoff | None,
         clock: Callable[[], float],
     ) -> None:
         """The attempt policy, the workers (with their file reader and sender), the producer."""
         policy = AttemptPolicy(
-            config.retry, health=self._health, rate=self._rate, backoff=backoff, clock=clock
+            config.retry, health=self._health, rate=self._rate, clock=clock
         )
         reader = FileReader(
             config, notify=self._progress.note, pause=self._stop.pause, stopping=self._stop
@@ -176,7 +173,13 @@ class Job:
     # -- control --------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop taking new items; let requests in flight finish. A second call cuts them off."""
+        """Stop taking new items; let requests in flight finish. A second call cuts them off.
+
+        Call it on the job's event loop (a task, a signal receiver, a progress callback): it
+        is not thread-safe. From another thread, go through the loop, as ``classify`` does
+        (``portal.call(job.request_stop)``, or ``anyio.from_thread.run_sync`` with the loop's
+        token).
+        """
         if self._stop.requested and self._cancel is not None:
             self._cancel.cancel()
         self._stop.request()
@@ -198,7 +201,7 @@ class Job:
         self.config, notice = fit_open_files(self.config)
         config = self.config
         self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
-        check_sources(config.sources, stdin=self._stdin)
+        check_sources(config.sources)
         # Before the output is touched: a cache file that is not one refuses the job.
         self._answers = self._workers.answers = open_answers(config)
         sink = self._sink
@@ -281,11 +284,14 @@ class Job:
         if isinstance(self._fatal_error, OutputError):
             raise self._fatal_error
 
-    def _fail(self, error: BatchClassifyError) -> None:
+    def _fail(self, error: JobStopped | OutputError) -> None:
         """Stop everything at once: every further request would fail the same way."""
-        if self._summary.fatal is None:
-            self._summary.fatal = str(error)
+        if self._fatal_error is None:
             self._fatal_error = error
+            if isinstance(error, JobStopped):
+                self._summary.stop(error)
+            else:
+                self._summary.fatal = str(error)
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -356,7 +362,7 @@ class Job:
             max_failures = self.config.max_failures
             if max_failures is not None and summary.failed >= max_failures:
                 self._fail(
-                    BatchClassifyError(
+                    TooManyFailuresError(
                         f"stopped after {summary.failed} failed items (--max-failures); "
                         "see the error column of the output, then rerun to resume"
                     )
@@ -411,8 +417,10 @@ async def run_job(
     """Run one job to the end and return its summary.
 
     Raises ``UsageError`` or ``OutputError`` before anything is sent if the input or output is
-    unusable. A fatal API answer (bad key, unknown model) ends the job early: the summary's
-    ``fatal`` says why and its ``exit_code`` is 3.
+    unusable, and ``OutputWriteError`` if writing fails mid-job. Anything else that stops the
+    job early (the API refused it or stayed down, ``max_failures``...) ends it with a summary
+    whose ``stop_cause`` and ``stopped_by`` say why, and whose ``exit_code`` is
+    ``ExitCode.STOPPED``.
     """
     return await Job(config, progress=progress, stdin=stdin).run()
 

@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from .attempts import AttemptPolicy
 from .client import ClassificationClient
 from .encoding import EncodedImage
+from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, RetryableError
 from .health import RequestCut, Watchdog, Watched
 from .hedging import HedgePolicy
@@ -136,7 +137,7 @@ class Sender:
                     "no answer, and no other request completed either, for "
                     f"{self._watchdog.stall_after:g} s: the connection was stuck; cancelled "
                     "by the watchdog",
-                    kind="timeout",
+                    kind=ErrorType.TIMEOUT,
                 ) from None
             if isinstance(race.answer, Exception):
                 raise race.answer from None

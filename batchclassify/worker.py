@@ -22,7 +22,7 @@ from .answers import CachingClassifier, Row
 from .attempts import AttemptPolicy, GiveUp, StopJob
 from .client import ClassificationClient
 from .encoding import EncodedImage
-from .errors import BatchClassifyError, FatalApiError, ItemError, RetryableError
+from .errors import ItemError, JobStopped, OutputError, RetryableError
 from .fileread import FileReader
 from .health import Watchdog
 from .hedging import HedgePolicy
@@ -55,7 +55,7 @@ class Workers:
         answers: CachingClassifier,
         stop: StopSignal,
         record: Recorder,
-        fail: Callable[[BatchClassifyError], None],
+        fail: Callable[[JobStopped | OutputError], None],
         summary: JobSummary,
         progress: ProgressListener,
         timeout: float,
@@ -109,7 +109,7 @@ class Workers:
                         break
                     try:
                         await self._classify(item, client, items_in)
-                    except FatalApiError as error:
+                    except JobStopped as error:
                         self._fail(error)
                         return
         finally:
@@ -157,7 +157,7 @@ class Workers:
                 return None
             decision = attempts.next_request()
             if isinstance(decision, StopJob):
-                self._fail(FatalApiError(decision.reason))
+                self._fail(decision.error)
                 return None
             started = attempts.sending()
             try:

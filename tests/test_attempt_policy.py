@@ -9,6 +9,7 @@ import pytest
 
 from batchclassify.attempts import AttemptPolicy, Attempts, GiveUp, Send, StopJob, Wait
 from batchclassify.config import RetryConfig
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor
 from batchclassify.ratelimit import RateController
@@ -31,7 +32,7 @@ def _policy(
     max_outage: float = 100.0,
 ) -> AttemptPolicy:
     retry = RetryConfig(
-        attempts=attempts, max_elapsed=max_elapsed, backoff_base=0.5, backoff_max=4.0
+        retries=attempts - 1, max_elapsed=max_elapsed, backoff_base=0.5, backoff_max=4.0
     )
     health = HealthMonitor(max_outage=max_outage, outage_after=5, probe_initial=2, clock=clock)
     rate = RateController(clock=clock)
@@ -41,17 +42,17 @@ def _policy(
 
 
 def _server_error() -> RetryableError:
-    return RetryableError("HTTP 500: Internal error.", kind="server_error", http_status=500)
+    return RetryableError("HTTP 500: Internal error.", kind=ErrorType.SERVER_ERROR, http_status=500)
 
 
 def _rate_limited(retry_after: float | None = None) -> RetryableError:
     return RetryableError(
-        "HTTP 429: slow down", kind="rate_limited", http_status=429, retry_after=retry_after
+        "HTTP 429: slow down", kind=ErrorType.RATE_LIMITED, http_status=429, retry_after=retry_after
     )
 
 
 def _connection() -> RetryableError:
-    return RetryableError("cannot connect to api: refused", kind="connection")
+    return RetryableError("cannot connect to api: refused", kind=ErrorType.CONNECTION)
 
 
 def _fail(attempts: Attempts, error: RetryableError, clock: FakeClock) -> Wait | GiveUp:
@@ -83,7 +84,7 @@ def test_one_attempt_gives_up_after_one_request() -> None:
 
 def test_retry_after_is_the_wait_instead_of_backoff() -> None:
     clock = FakeClock()
-    error = RetryableError("HTTP 503: loading", kind="server_error", http_status=503)
+    error = RetryableError("HTTP 503: loading", kind=ErrorType.SERVER_ERROR, http_status=503)
     error.retry_after = 7.0
     decision = _fail(_policy(clock).start("a.jpg"), error, clock)
     assert decision == Wait(7.0)

@@ -199,7 +199,7 @@ def test_retries_run_out_into_an_error_row(tmp_path: Path, server: BackgroundSer
         model="colors/1",
         output=tmp_path / "out.jsonl",
         http=HttpConfig(api_url=server.url, api_key=KEY),
-        retry=RetryConfig(attempts=3, backoff_base=0.01, backoff_max=0.01),
+        retry=RetryConfig(retries=2, backoff_base=0.01, backoff_max=0.01),
     )
     summary = classify(config)
     assert summary.exit_code == 1

@@ -25,7 +25,8 @@ import anyio
 import pytest
 
 from batchclassify import HttpConfig, JobConfig, RetryConfig, run_job
-from batchclassify.config import RateConfig
+from batchclassify.config import OutageConfig
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor
 from batchclassify.progress import ProgressBar
@@ -39,9 +40,9 @@ Cli = Callable[..., CliResult]
 MakeServer = Callable[..., BackgroundServer]
 
 #: Retries scaled down: quick, and a budget an outage of a second would exhaust many times over.
-FAST_RETRY = RetryConfig(attempts=3, backoff_base=0.05, backoff_max=0.2)
+FAST_RETRY = RetryConfig(retries=2, backoff_base=0.05, backoff_max=0.2)
 #: Outage handling scaled down: called after 0.3 s of failures, probes every 0.2-0.4 s.
-FAST_OUTAGE = RateConfig(outage_after=0.3, probe_initial=0.2, probe_max=0.4, max_outage=30)
+FAST_OUTAGE = OutageConfig(outage_after=0.3, probe_initial=0.2, probe_max=0.4, max_outage=30)
 
 
 # -- harness ---------------------------------------------------------------------------------
@@ -400,7 +401,7 @@ def test_server_down_mid_job_pauses_probes_and_resumes(
         tmp_path / "out.jsonl",
         http={"concurrency": 4},
         retry=FAST_RETRY,
-        rate=FAST_OUTAGE,
+        outage=FAST_OUTAGE,
     )
     outage: list[float] = []
 
@@ -440,7 +441,7 @@ def test_api_failing_every_request_is_probed_with_single_requests(
         tmp_path / "out.jsonl",
         http={"concurrency": 8},
         retry=FAST_RETRY,
-        rate=FAST_OUTAGE,
+        outage=FAST_OUTAGE,
     )
     window: list[float] = []
 
@@ -470,7 +471,7 @@ def test_an_item_gives_up_only_while_the_api_works_for_others() -> None:
     """The rule behind the outage tests, on a fake clock."""
     now = [100.0]
     monitor = HealthMonitor(max_outage=60, outage_after=5, clock=lambda: now[0])
-    refused = RetryableError("cannot connect", kind="connection")
+    refused = RetryableError("cannot connect", kind=ErrorType.CONNECTION)
     monitor.success(started=99.0)
     # Alone: only this item fails, the others are answered.
     monitor.failure(refused, "a")
@@ -500,7 +501,7 @@ def test_outage_longer_than_max_outage_stops_resumably(
         output,
         http={"concurrency": 4},
         retry=FAST_RETRY,
-        rate=RateConfig(outage_after=0.2, probe_initial=0.1, probe_max=0.2, max_outage=0.8),
+        outage=OutageConfig(outage_after=0.2, probe_initial=0.1, probe_max=0.2, max_outage=0.8),
     )
     server.set_down(True)
     started = time.monotonic()
@@ -537,8 +538,8 @@ def test_items_failing_alone_still_use_their_retry_budget(
         folder,
         tmp_path / "out.jsonl",
         http={"concurrency": 4},
-        retry=RetryConfig(attempts=3, backoff_base=0.02, backoff_max=0.05),
-        rate=RateConfig(outage_after=1.0, probe_initial=0.2, probe_max=0.4),
+        retry=RetryConfig(retries=2, backoff_base=0.02, backoff_max=0.05),
+        outage=OutageConfig(outage_after=1.0, probe_initial=0.2, probe_max=0.4),
     )
 
     summary = run(config, progress)
@@ -621,8 +622,8 @@ def test_transient_faults_of_every_kind_end_with_every_image_ok(
         tmp_path / "in",
         tmp_path / "out.jsonl",
         http={"concurrency": 16, "timeout": 0.5},
-        retry=RetryConfig(attempts=6, backoff_base=0.02, backoff_max=0.2),
-        rate=FAST_OUTAGE,
+        retry=RetryConfig(retries=5, backoff_base=0.02, backoff_max=0.2),
+        outage=FAST_OUTAGE,
     )
 
     summary = run(config, limit=30)
@@ -647,9 +648,8 @@ def test_watchdog_cancels_requests_stuck_past_their_timeout(
         server,
         tmp_path / "in",
         tmp_path / "out.jsonl",
-        http={"concurrency": 2, "timeout": 30},
+        http={"concurrency": 2, "timeout": 30, "stall_after": 0.6},
         retry=FAST_RETRY,
-        rate=RateConfig(stall_after=0.6),
     )
     started = time.monotonic()
 
@@ -673,8 +673,7 @@ def test_watchdog_leaves_slow_requests_alone(tmp_path: Path, make_server: MakeSe
         server,
         tmp_path / "in",
         tmp_path / "out.jsonl",
-        http={"concurrency": 1},
-        rate=RateConfig(stall_after=0.4),
+        http={"concurrency": 1, "stall_after": 0.4},
     )
 
     summary = run(config, progress)
@@ -785,7 +784,7 @@ def test_api_key_never_appears_in_any_output(
             output=tmp_path / "outage.jsonl",
             http=HttpConfig(api_url=server.url, api_key=KEY, api_key_in=key_in),
             retry=FAST_RETRY,
-            rate=RateConfig(outage_after=0.1, probe_initial=0.1, probe_max=0.1, max_outage=0.3),
+            outage=OutageConfig(outage_after=0.1, probe_initial=0.1, probe_max=0.1, max_outage=0.3),
         )
     )
 

@@ -18,7 +18,8 @@ import orjson
 from yarl import URL
 
 from batchclassify.client import Response
-from batchclassify.config import HttpConfig, JobConfig, RateConfig, RetryConfig
+from batchclassify.config import HttpConfig, JobConfig, OutageConfig, RetryConfig
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.runner import Job
 from batchclassify.summary import JobSummary
@@ -83,7 +84,8 @@ def _run(
     count: int,
     attempts: int = 3,
     concurrency: int = 4,
-    rate: RateConfig | None = None,
+    outage: OutageConfig | None = None,
+    stall_after: float | None = None,
 ) -> tuple[JobSummary, dict[str, dict[str, Any]], FakeTransport]:
     manifest, _ = _urls(tmp_path, count)
     config = JobConfig(
@@ -91,10 +93,14 @@ def _run(
         model="colors/1",
         output=tmp_path / "out.jsonl",
         http=HttpConfig(
-            api_url="https://api.example", api_key="k", concurrency=concurrency, timeout=30.0
+            api_url="https://api.example",
+            api_key="k",
+            concurrency=concurrency,
+            timeout=30.0,
+            stall_after=stall_after,
         ),
-        retry=RetryConfig(attempts=attempts, backoff_base=0.01, backoff_max=0.02),
-        rate=rate or RateConfig(),
+        retry=RetryConfig(retries=attempts - 1, backoff_base=0.01, backoff_max=0.02),
+        outage=outage or OutageConfig(),
     )
     transport = FakeTransport(script)
     summary = anyio.run(Job(config, transport=transport).run)
@@ -138,11 +144,13 @@ def test_an_outage_does_not_turn_the_queue_into_error_rows(tmp_path: Path) -> No
             return ok()  # the API answered once: what follows is an outage, not a typo
         down["requests"] += 1
         if down["requests"] <= 60:
-            return RetryableError("cannot connect to api.example: refused", kind="connection")
+            return RetryableError(
+                "cannot connect to api.example: refused", kind=ErrorType.CONNECTION
+            )
         return ok()
 
-    rate = RateConfig(outage_after=0.05, probe_initial=0.01, probe_max=0.02, max_outage=60)
-    summary, rows, _ = _run(tmp_path, script, count=12, attempts=2, rate=rate)
+    outage = OutageConfig(outage_after=0.05, probe_initial=0.01, probe_max=0.02, max_outage=60)
+    summary, rows, _ = _run(tmp_path, script, count=12, attempts=2, outage=outage)
     assert summary.failed == 0 and summary.ok == 12 and summary.fatal is None
     assert max(row["attempts"] for row in rows.values()) > 2
 
@@ -180,8 +188,7 @@ def test_a_stalled_request_cut_by_the_watchdog_is_retried_as_a_timeout(tmp_path:
     def script(url: str, seen: int) -> Outcome | None:
         return None if url == first and seen == 0 else ok()
 
-    rate = RateConfig(stall_after=0.2)
-    summary, rows, transport = _run(tmp_path, script, count=3, concurrency=1, rate=rate)
+    summary, rows, transport = _run(tmp_path, script, count=3, concurrency=1, stall_after=0.2)
     assert summary.ok == 3 and summary.failed == 0 and summary.hedged == 0
     assert summary.retries == 1 and transport.asked[first] == 2
     assert rows[first]["attempts"] == 2
