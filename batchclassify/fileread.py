@@ -41,7 +41,8 @@ class FileReader:
         self._read_seconds = 0.0  # moving average of recent reads
 
     async def encode(self, path: str) -> EncodedImage | None:
-        """Read and encode one file, inline while reads are fast, else in a thread.
+        """Read and encode one file, inline while reads are fast, else in a thread
+        (ARCHITECTURE.md, *Flow control*).
 
         Out of file descriptors (EMFILE/ENFILE) is the process's trouble, not the image's:
         wait for requests to finish and free some, then read again. ``None``: stopping.
