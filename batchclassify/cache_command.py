@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from .cache import DEFAULT_WORD, AnswerCache, resolve_cache_path
+from .exit_codes import ExitCode
 
 
 def register(commands: Any) -> None:
@@ -40,7 +41,7 @@ def _stats(args: argparse.Namespace) -> int:
         found = cache.stats()
     if args.json:
         sys.stdout.write(orjson.dumps(found).decode() + "\n")
-        return 0
+        return ExitCode.OK
     lines = [
         f"cache: {found['path']} ({found['bytes'] / 2**20:,.1f} MiB)",
         f"answers: {found['answers']:,}",
@@ -54,7 +55,7 @@ def _stats(args: argparse.Namespace) -> int:
     if found["oldest"] is not None:
         lines.append(f"stored from {_when(found['oldest'])} to {_when(found['newest'])}")
     print("\n".join(lines))
-    return 0
+    return ExitCode.OK
 
 
 def _clear(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def _clear(args: argparse.Namespace) -> int:
         deleted = cache.clear(model=args.model)
     which = f" of {args.model}" if args.model else ""
     print(f"deleted {deleted:,} answers{which} from {resolve_cache_path(args.path)}")
-    return 0
+    return ExitCode.OK
 
 
 def _when(moment: float) -> str:

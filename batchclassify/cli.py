@@ -1,21 +1,15 @@
 """The command line: parse flags into a JobConfig, run the job, show progress and the summary.
 
-Exit codes:
-  0    every item is classified
-  1    the job finished, but some items failed (their rows say why)
-  2    usage or input error: bad flags, unreadable manifest, output of another job (or one
-       another job is writing); nothing sent
-  3    stopped early: the API refused the job (bad key, unknown model, no credits), could not
-       be reached at all (unknown host, connection refused), stayed unreachable for
-       --max-outage, --max-failures was reached, or the output could not be written (disk
-       full); rerun to resume
-  130  interrupted by Ctrl-C (143 for SIGTERM); rerun the same command to resume
+Exit codes: ``ExitCode`` (exit_codes.py), which also writes the ``--help`` epilog's table.
+Flag defaults are the configuration classes' defaults, read from them, and a value the
+configuration refuses is reported under its flag's name (``FIELD_FLAGS``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import traceback
@@ -25,33 +19,47 @@ from typing import Any
 
 import anyio
 
-from . import __version__
-from .client import redact
 from .config import (
-    DEFAULT_API_URL,
     DEFAULT_EXTENSIONS,
     HttpConfig,
     JobConfig,
+    OutageConfig,
     RateConfig,
     RetryConfig,
 )
 from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
+from .exit_codes import ExitCode, epilog_table
 from .progress import ProgressBar, format_summary
+from .redaction import redact
 from .runner import Job, JobSummary
 from .shards import parse_shard, shard_output
+from .version import __version__
 
-EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+#: The flag that sets each configuration field, to name it in messages about a refused value.
+FIELD_FLAGS = {
+    "sources": "SOURCE",
+    "output": "--output",
+    "output_format": "--format",
+    "model": "--model",
+    "confidence": "--confidence",
+    "extensions": "--extensions",
+    "max_size": "--max-size",
+    "jpeg_quality": "--jpeg-quality",
+    "max_failures": "--max-failures",
+    "overwrite": "--overwrite",
+    "retry_failed": "--retry-failed",
+    "http.api_url": "--api-url",
+    "http.api_key_in": "--api-key-in",
+    "http.concurrency": "--concurrency",
+    "http.timeout": "--timeout",
+    "retry.retries": "--retries",
+    "rate.requests_per_second": "--rate-limit",
+    "outage.max_outage": "--max-outage",
+}
 
-_EPILOG = """\
-exit codes:
-  0    every item is classified
-  1    finished, but some items failed (see the 'error' column)
-  2    usage or input error, or the output is another job's; nothing was sent
-  3    stopped early: the API refused the job (key, model, credits), could not be reached
-       at all (unknown host, refused), stayed down for --max-outage, --max-failures
-       was reached, or the disk is full; fix it, rerun to resume
-  130  interrupted (Ctrl-C); rerun the same command to resume
-
+_EPILOG = (
+    epilog_table()
+    + """
 examples:
   batchclassify run photos/ --model my-model/3 --output results.jsonl
   batchclassify run list.csv --model my-model/3 --output results.parquet --rate-limit 20
@@ -59,12 +67,13 @@ examples:
   batchclassify run photos/ --model my-model/3 --shard 2/8 --output results/part-{shard}.parquet
   batchclassify run photos/ --model my-model/3 --processes 2 --output results.parquet
 """
+)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _positive_int(text: str) -> int:
@@ -133,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = run.add_argument_group("API")
     api.add_argument(
         "--api-url",
-        default=DEFAULT_API_URL,
-        help=f"base URL of the API (default {DEFAULT_API_URL}); e.g. "
+        default=HttpConfig.api_url,
+        help="base URL of the API (default %(default)s); e.g. "
         "https://serverless.roboflow.com, http://localhost:9001 for a self-hosted server, or "
         "'local' for the embedded test server",
     )
@@ -147,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--api-key-in",
         choices=("query", "header"),
-        default="query",
+        default=HttpConfig.api_key_in,
         help="send the key as ?api_key= (default, works everywhere) or as an "
         "'Authorization: Bearer' header, which keeps it out of URLs and proxy logs "
         "(inference servers 1.5.0 and later)",
@@ -164,16 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         "-c",
         type=int,
-        default=32,
+        default=HttpConfig.concurrency,
         metavar="N",
         help="requests in flight, 1 to 4096, not counting ones slower than 99%% of recent "
-        "answers (see README: hung requests; default 32); lowered to what the open-file limit "
-        "(ulimit -n) allows, with a note",
+        "answers (see README: hung requests; default %(default)s); lowered to what the "
+        "open-file limit (ulimit -n) allows, with a note",
     )
     speed.add_argument(
         "--rate-limit",
         type=float,
-        default=None,
+        default=RateConfig.requests_per_second,
         metavar="N",
         help="a ceiling of N requests per second (N > 0): the job starts at N and still backs "
         "off below it on 429; without it the rate adapts to the server's 429s from the start. "
@@ -182,10 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument(
         "--retries",
         type=_positive_int,
-        default=5,
+        default=RetryConfig.retries,
         metavar="N",
         help="extra attempts per image after failures of its own (timeout, dropped connection, "
-        "5xx); after N of them (or 10 minutes) it gets an error row (default 5; 0: none). "
+        f"5xx); after N of them (or {RetryConfig.max_elapsed / 60:g} minutes) it gets an error "
+        "row (default %(default)s; 0: none). "
         "Not counted: 429 answers (the job slows down and the image waits its turn), and "
         "failures while other images fail too: an outage is likely starting, and the job "
         "waits for the API instead, up to --max-outage. The 'attempts' column counts every "
@@ -194,34 +204,39 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument(
         "--timeout",
         type=float,
-        default=60.0,
+        default=HttpConfig.timeout,
         metavar="SECONDS",
-        help="seconds per request, connect included (default 60)",
+        help="seconds per request, connect included (default %(default)g)",
     )
     speed.add_argument(
         "--max-outage",
         type=float,
-        default=1800.0,
+        default=OutageConfig.max_outage,
         metavar="SECONDS",
         help="how long to wait for an API that stopped answering before stopping (default "
-        "1800); an API never reached (unknown host, connection refused) stops the job after "
+        "%(default)g); an API never reached (unknown host, connection refused) stops the job after "
         "about 3 s",
     )
     speed.add_argument(
         "--max-failures",
         type=int,
-        default=None,
+        default=JobConfig.max_failures,
         metavar="N",
         help="stop the job once N images have failed",
     )
     speed.add_argument(
         "--max-size",
         type=int,
-        default=None,
+        default=JobConfig.max_size,
         metavar="PX",
         help="downscale images whose longer side exceeds PX before upload (JPEG re-encode)",
     )
-    speed.add_argument("--jpeg-quality", type=int, default=90, help="for --max-size (default 90)")
+    speed.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=JobConfig.jpeg_quality,
+        help="for --max-size (default %(default)s)",
+    )
     inputs = run.add_argument_group("input and output")
     inputs.add_argument(
         "--extensions",
@@ -358,10 +373,11 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
             api_key_in=args.api_key_in,
             concurrency=args.concurrency,
             timeout=args.timeout,
-            connect_timeout=min(10.0, args.timeout),
+            connect_timeout=min(HttpConfig.connect_timeout, args.timeout),
         ),
-        retry=RetryConfig(attempts=args.retries + 1),
-        rate=RateConfig(requests_per_second=args.rate_limit, max_outage=args.max_outage),
+        retry=RetryConfig(retries=args.retries),
+        rate=RateConfig(requests_per_second=args.rate_limit),
+        outage=OutageConfig(max_outage=args.max_outage),
     )
 
 
@@ -416,7 +432,7 @@ def _command_run(args: argparse.Namespace) -> int:
             f"batchclassify: stopped: {redact(summary.fatal, config.http.api_key)}", file=sys.stderr
         )
     if signum is not None and summary.fatal is None:
-        return 128 + signum
+        return ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
     return summary.exit_code
 
 
@@ -436,12 +452,34 @@ def _command_serve(args: argparse.Namespace) -> int:
         serve_forever(config, host=args.host, port=args.port)
     except ListenError as error:
         raise UsageError(str(error)) from None
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _traceback_if_verbose(args: argparse.Namespace, secret: str | None) -> None:
     if getattr(args, "verbose", False):
         print(redact(traceback.format_exc(), secret), file=sys.stderr, end="")
+
+
+def in_flag_terms(error: UsageError) -> str:
+    """The error's message as the command line says it: ``http.timeout`` is ``--timeout``."""
+    flag = FIELD_FLAGS.get(error.field or "")
+    if flag is None or error.problem is None:
+        return str(error)
+    problem = error.problem
+    for field_name, other in FIELD_FLAGS.items():
+        if "_" in field_name or "." in field_name:  # plain words ("output") stay words
+            problem = re.sub(rf"(?<![\w.-]){re.escape(field_name)}(?!\w)", other, problem)
+    return f"{flag}: {problem}"
+
+
+def _exit_code_for(error: BatchClassifyError) -> ExitCode:
+    """A write failure stopped a started job (resumable); other output or usage errors come
+    before any request."""
+    if isinstance(error, OutputWriteError):
+        return ExitCode.STOPPED
+    if isinstance(error, UsageError | OutputError):
+        return ExitCode.USAGE
+    return ExitCode.STOPPED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,20 +488,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except OutputWriteError as error:  # requests were sent: stopped early, resumable
-        print(f"batchclassify: error: {redact(str(error), secret)}", file=sys.stderr)
-        _traceback_if_verbose(args, secret)
-        return EXIT_FATAL
-    except (UsageError, OutputError) as error:
-        print(f"batchclassify: error: {redact(str(error), secret)}", file=sys.stderr)
-        _traceback_if_verbose(args, secret)
-        return EXIT_USAGE
     except BatchClassifyError as error:
-        print(f"batchclassify: error: {redact(str(error), secret)}", file=sys.stderr)
+        text = in_flag_terms(error) if isinstance(error, UsageError) else str(error)
+        print(f"batchclassify: error: {redact(text, secret)}", file=sys.stderr)
         _traceback_if_verbose(args, secret)
-        return EXIT_FATAL
+        return _exit_code_for(error)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

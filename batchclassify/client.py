@@ -1,17 +1,21 @@
 """HTTP to the classification API: one request per image, answers mapped to our errors.
 
-This is the only module that touches aiohttp. Its exceptions are translated here, once, into
-the tree in ``errors.py``; their text is never passed on as is, because aiohttp puts the full
-request URL, ``api_key`` query included, into its messages.
+Two layers, as httpx has them: ``ClassificationClient`` builds each request and maps the
+answer (status, headers, body) to a ``Prediction`` or an error; a ``Transport`` sends the
+request and returns the answer. ``AiohttpTransport``, the default, is the only code that
+touches aiohttp: its exceptions are translated there, once, into ``RetryableError``; their
+text is never passed on as is, because aiohttp puts the full request URL, ``api_key`` query
+included, into its messages. Tests pass a transport of their own to run the job in memory.
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,8 +24,10 @@ from yarl import URL
 
 from .config import HttpConfig
 from .cost import read_cost_headers
-from .errors import FatalApiError, ItemError, RetryableError
+from .error_types import ErrorType
+from .errors import FatalApiError, ItemError, RateLimitedError, RetryableError
 from .models import Prediction, parse_prediction
+from .redaction import redact
 from .retry import RETRYABLE_STATUSES, parse_retry_after
 
 #: Connections the pool may open per unit of --concurrency (see ``__aenter__``).
@@ -40,13 +46,6 @@ _FATAL_HINTS = {
 }
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Replace every occurrence of ``secret`` in ``text``."""
-    if secret and secret in text:
-        return text.replace(secret, "***")
-    return text
-
-
 def _server_message(body: bytes) -> str:
     """The ``message`` of an error body, or a short excerpt of whatever came instead."""
     try:
@@ -61,13 +60,110 @@ def _server_message(body: bytes) -> str:
     return text or "empty body"
 
 
+class Response(NamedTuple):
+    """What a transport returns: an answer from the server, whatever its status."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Transport(Protocol):
+    """Sends one POST and returns the server's answer.
+
+    A request that got no answer (no connection, a timeout, a cut-off answer) raises
+    ``RetryableError`` (kind ``timeout`` or ``connection``) with a message safe to show: no
+    URL, no key. Cancellation must pass through (the watchdog cuts requests by cancelling).
+    """
+
+    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
+        """POST ``body`` to ``url`` and return the answer."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called once, when the client closes."""
+        ...
+
+
+class AiohttpTransport:
+    """The real transport: one aiohttp connection pool for the job."""
+
+    def __init__(self, config: HttpConfig, *, host: str) -> None:
+        self._config = config
+        self._host = host
+        connector = aiohttp.TCPConnector(
+            # The job bounds its own requests; this is only a backstop. Room beyond
+            # --concurrency for stuck requests, the spare workers standing in for them and
+            # the copies sent of them (hedging.py): at most one spare per worker, copies
+            # within a small budget.
+            limit=CONNECTIONS_PER_WORKER * config.concurrency,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+        )
+        timeout = aiohttp.ClientTimeout(total=config.timeout, sock_connect=config.connect_timeout)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            raise_for_status=False,
+            auto_decompress=True,
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
+        try:
+            async with self._session.post(url, data=body, headers=headers) as response:
+                return Response(response.status, response.headers, await response.read())
+        except TimeoutError:
+            raise RetryableError(
+                f"no answer from {self._host} within {self._config.timeout:g} s "
+                "(raise --timeout if the server is just slow)",
+                kind=ErrorType.TIMEOUT,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            error = RetryableError(
+                f"cannot connect to {self._host}: "
+                f"{redact(str(exc.os_error), self._config.api_key)}",
+                kind=ErrorType.CONNECTION,
+            )
+            error.unreachable = isinstance(exc.os_error, socket.gaierror | ConnectionRefusedError)
+            raise error from None
+        except aiohttp.ServerDisconnectedError:
+            raise RetryableError(
+                f"{self._host} closed the connection before answering", kind=ErrorType.CONNECTION
+            ) from None
+        except aiohttp.ClientPayloadError:
+            raise RetryableError(
+                f"the answer from {self._host} was cut off", kind=ErrorType.CONNECTION
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise RetryableError(
+                f"request to {self._host} failed: {type(exc).__name__}", kind=ErrorType.CONNECTION
+            ) from None
+        except OSError as exc:
+            raise RetryableError(
+                f"network error talking to {self._host}: {exc.strerror or type(exc).__name__}",
+                kind=ErrorType.CONNECTION,
+            ) from None
+
+
 class ClassificationClient:
     """Sends one image per request to ``{api_url}/{slug}/{version}``.
 
-    Use as an async context manager; one instance holds one connection pool for the job.
+    Use as an async context manager; one instance holds one transport (by default an aiohttp
+    connection pool) for the job, and closes it at the end.
     """
 
-    def __init__(self, config: HttpConfig, *, model: str, confidence: float | None) -> None:
+    def __init__(
+        self,
+        config: HttpConfig,
+        *,
+        model: str,
+        confidence: float | None,
+        transport: Transport | None = None,
+    ) -> None:
         self._config = config
         self._endpoint = f"{config.api_url.rstrip('/')}/{model}"
         # Named in messages: without a user:password@ part, which is a secret too.
@@ -85,29 +181,12 @@ class ClassificationClient:
             self._params["confidence"] = "100" if confidence >= 1 else repr(confidence)
         # Built once: encoding the query for every request is a measurable share of its cost.
         self._url = URL(self._endpoint).with_query(self._params)
-        self._session: aiohttp.ClientSession | None = None
+        self._given = transport
+        self._transport: Transport | None = None
 
     async def __aenter__(self) -> ClassificationClient:
-        connector = aiohttp.TCPConnector(
-            # The job bounds its own requests; this is only a backstop. Room beyond
-            # --concurrency for stuck requests, the spare workers standing in for them and
-            # the copies sent of them (hedging.py): at most one spare per worker, copies
-            # within a small budget.
-            limit=CONNECTIONS_PER_WORKER * self._config.concurrency,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=self._config.timeout,
-            sock_connect=self._config.connect_timeout,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            raise_for_status=False,
-            auto_decompress=True,
-        )
+        # Made here, not in __init__: an aiohttp session belongs to the running event loop.
+        self._transport = self._given or AiohttpTransport(self._config, host=self._host)
         return self
 
     async def __aexit__(
@@ -116,9 +195,9 @@ class ClassificationClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     def redact(self, text: str) -> str:
         return redact(text, self._config.api_key)
@@ -132,43 +211,9 @@ class ClassificationClient:
         return await self._post(self._url.update_query(image=url), b"")
 
     async def _post(self, url: URL, body: bytes) -> Prediction:
-        assert self._session is not None, "use ClassificationClient as an async context manager"
-        try:
-            async with self._session.post(url, data=body, headers=self._headers) as response:
-                status = response.status
-                payload = await response.read()
-                retry_after_header = response.headers.get("Retry-After")
-                cost = read_cost_headers(response.headers) if status == 200 else (None, None)
-        except TimeoutError:
-            raise RetryableError(
-                f"no answer from {self._host} within {self._config.timeout:g} s "
-                "(raise --timeout if the server is just slow)",
-                kind="timeout",
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            error = RetryableError(
-                f"cannot connect to {self._host}: {self.redact(str(exc.os_error))}",
-                kind="connection",
-            )
-            error.unreachable = isinstance(exc.os_error, socket.gaierror | ConnectionRefusedError)
-            raise error from None
-        except aiohttp.ServerDisconnectedError:
-            raise RetryableError(
-                f"{self._host} closed the connection before answering", kind="connection"
-            ) from None
-        except aiohttp.ClientPayloadError:
-            raise RetryableError(
-                f"the answer from {self._host} was cut off", kind="connection"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise RetryableError(
-                f"request to {self._host} failed: {type(exc).__name__}", kind="connection"
-            ) from None
-        except OSError as exc:
-            raise RetryableError(
-                f"network error talking to {self._host}: {exc.strerror or type(exc).__name__}",
-                kind="connection",
-            ) from None
+        transport = self._transport
+        assert transport is not None, "use ClassificationClient as an async context manager"
+        status, headers, payload = await transport.send(url, body, self._headers)
         if status == 200:
             try:
                 parsed: Any = orjson.loads(payload)
@@ -176,7 +221,7 @@ class ClassificationClient:
                 raise ItemError(
                     "server answered 200 with a non-JSON body: "
                     + self.redact(_server_message(payload)),
-                    kind="bad_response",
+                    kind=ErrorType.BAD_RESPONSE,
                     http_status=200,
                 ) from None
             try:
@@ -184,17 +229,19 @@ class ClassificationClient:
             except ItemError as error:
                 error.http_status = 200
                 raise
+            cost = read_cost_headers(headers)
             if cost != (None, None):  # what the server says it spent (cost.py)
                 prediction = replace(prediction, server_ms=cost[0], cold_start=cost[1])
             return prediction
-        raise self._error_for(status, payload, retry_after_header)
+        raise self._error_for(status, payload, headers.get("Retry-After"))
 
     def _error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:
         message = self.redact(_server_message(payload))
         if status in RETRYABLE_STATUSES:
-            return RetryableError(
+            rate_limited = status == 429
+            return (RateLimitedError if rate_limited else RetryableError)(
                 f"HTTP {status}: {message}",
-                kind="rate_limited" if status == 429 else "server_error",
+                kind=ErrorType.RATE_LIMITED if rate_limited else ErrorType.SERVER_ERROR,
                 http_status=status,
                 retry_after=parse_retry_after(retry_after, now=time.time),
             )
@@ -213,8 +260,8 @@ class ClassificationClient:
             return ItemError(
                 f"HTTP 413: the server refused the upload as too large ({message}); "
                 "try --max-size to downscale",
-                kind="too_large",
+                kind=ErrorType.TOO_LARGE,
                 http_status=status,
             )
-        kind = "bad_image" if status == 400 else "http_error"
+        kind = ErrorType.BAD_IMAGE if status == 400 else ErrorType.HTTP_ERROR
         return ItemError(f"HTTP {status}: {message}", kind=kind, http_status=status)

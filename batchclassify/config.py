@@ -32,9 +32,10 @@ KeyPlacement = Literal["query", "header"]
 SourcesArg: TypeAlias = "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]"
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, field_name: str, problem: str) -> None:
+    """Refuse a value: the message names the field (the CLI shows its flag instead)."""
     if not condition:
-        raise UsageError(message)
+        raise UsageError(f"{field_name}: {problem}", field=field_name, problem=problem)
 
 
 def _positive(value: float) -> bool:
@@ -53,19 +54,22 @@ def _as_sources(sources: SourcesArg) -> tuple[str, ...]:
     for source in items:
         _require(
             isinstance(source, str | os.PathLike),
-            f"sources: {source!r} is not a source; give folders, manifests or '-' as str or Path",
+            "sources",
+            f"{source!r} is not a source; give folders, manifests or '-' as str or Path",
         )
     return tuple(os.fspath(source) for source in items)
 
 
 def _format_from_suffix(output: Path) -> OutputFormat:
     fmt = OUTPUT_SUFFIXES.get(output.suffix.lower())
-    if fmt is None:
-        said = f"'{output.suffix}' is not an output format" if output.suffix else "no suffix"
-        raise UsageError(
-            f"--output {output}: {said}; name a .jsonl, .ndjson or .parquet output, or pass "
-            "--format jsonl|parquet"
-        )
+    said = f"'{output.suffix}' is not an output format" if output.suffix else "no suffix"
+    _require(
+        fmt is not None,
+        "output",
+        f"{output}: {said}; name a .jsonl, .ndjson or .parquet output, or set output_format "
+        "to jsonl or parquet",
+    )
+    assert fmt is not None
     return fmt
 
 
@@ -73,22 +77,26 @@ def _format_from_suffix(output: Path) -> OutputFormat:
 class RetryConfig:
     """How often and how long one item is retried after a retryable failure."""
 
-    attempts: int = 6
-    """Total attempts per item, the first included."""
+    retries: int = 5
+    """Extra attempts per item after failures of its own (``--retries``); 0: none. 429
+    answers and failures during an outage do not count (see the README's ``--retries``)."""
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     max_elapsed: float = 600.0
     """Give up on an item once this many seconds have passed since its first attempt."""
 
     def __post_init__(self) -> None:
+        _require(self.retries >= 0, "retry.retries", "must be 0 or more")
+        _require(_positive(self.backoff_base), "retry.backoff_base", "must be positive")
         _require(
-            self.attempts >= 1, "retry.attempts: must be at least 1 (use --retries 0 for none)"
+            self.backoff_max >= self.backoff_base, "retry.backoff_max", "must be >= backoff_base"
         )
-        _require(_positive(self.backoff_base), "retry.backoff_base: must be positive")
-        _require(
-            self.backoff_max >= self.backoff_base, "retry.backoff_max: must be >= backoff_base"
-        )
-        _require(_positive(self.max_elapsed), "retry.max_elapsed: must be positive")
+        _require(_positive(self.max_elapsed), "retry.max_elapsed", "must be positive")
+
+    @property
+    def attempts(self) -> int:
+        """Attempts that count per item, the first included: ``retries`` + 1."""
+        return self.retries + 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +108,21 @@ class RateConfig:
     adaptive: bool = True
     """Cut the rate on 429 and creep back up while requests succeed (up to the ceiling, if
     any); ``False`` holds ``requests_per_second`` fixed whatever the server answers."""
+
+    def __post_init__(self) -> None:
+        if self.requests_per_second is not None:
+            _require(
+                _positive(self.requests_per_second),
+                "rate.requests_per_second",
+                "must be a positive number of requests per second "
+                "(leave it out to adapt to the server's limit)",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutageConfig:
+    """When failures everywhere mean the API is down, how it is probed, how long it is awaited."""
+
     max_outage: float = 1800.0
     """Seconds the job waits for an unreachable API before it stops (resumable)."""
     outage_after: float = 5.0
@@ -107,24 +130,16 @@ class RateConfig:
     probe_initial: float = 1.0
     """First wait between probes during an outage; it doubles up to ``probe_max``."""
     probe_max: float = 60.0
-    stall_after: float | None = None
-    """Watchdog: seconds with requests in flight and none completing before they are cancelled
-    and retried; ``None`` means three times the request timeout."""
 
     def __post_init__(self) -> None:
-        if self.stall_after is not None:
-            _require(_positive(self.stall_after), "rate.stall_after: must be positive")
-        if self.requests_per_second is not None:
-            _require(
-                _positive(self.requests_per_second),
-                "--rate-limit: must be a positive number of requests per second "
-                "(leave it out to adapt to the server's limit)",
-            )
-        _require(_positive(self.max_outage), "--max-outage: must be a positive number of seconds")
-        _require(_positive(self.outage_after), "rate.outage_after: must be positive")
+        _require(
+            _positive(self.max_outage), "outage.max_outage", "must be a positive number of seconds"
+        )
+        _require(_positive(self.outage_after), "outage.outage_after", "must be positive")
         _require(
             _positive(self.probe_max) and 0 < self.probe_initial <= self.probe_max,
-            "rate.probe_initial: must be in (0, probe_max]",
+            "outage.probe_initial",
+            "must be in (0, probe_max]",
         )
 
 
@@ -140,16 +155,23 @@ class HttpConfig:
     timeout: float = 60.0
     """Total seconds for one request, connect included."""
     connect_timeout: float = 10.0
+    """At most this, and at most ``timeout``, for the connection (the CLI takes the smaller)."""
+    stall_after: float | None = None
+    """Watchdog: seconds with requests in flight and none completing before they are cancelled
+    and retried; ``None`` means three times ``timeout``."""
 
     def __post_init__(self) -> None:
         _require(
             self.api_url == "local" or self.api_url.startswith(("http://", "https://")),
-            f"--api-url: {self.api_url!r} is not an http(s) URL (or use 'local')",
+            "http.api_url",
+            f"{self.api_url!r} is not an http(s) URL (or use 'local')",
         )
-        _require(self.api_key_in in ("query", "header"), "--api-key-in: use 'query' or 'header'")
-        _require(1 <= self.concurrency <= 4096, "--concurrency: must be between 1 and 4096")
-        _require(_positive(self.timeout), "--timeout: must be a positive number of seconds")
-        _require(_positive(self.connect_timeout), "connect_timeout: must be positive")
+        _require(self.api_key_in in ("query", "header"), "http.api_key_in", "use query or header")
+        _require(1 <= self.concurrency <= 4096, "http.concurrency", "must be between 1 and 4096")
+        _require(_positive(self.timeout), "http.timeout", "must be a positive number of seconds")
+        _require(_positive(self.connect_timeout), "http.connect_timeout", "must be positive")
+        if self.stall_after is not None:
+            _require(_positive(self.stall_after), "http.stall_after", "must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +206,7 @@ class JobConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
+    outage: OutageConfig = field(default_factory=OutageConfig)
 
     if TYPE_CHECKING:  # what the generated __init__ accepts; __post_init__ normalises it
 
@@ -207,53 +230,53 @@ class JobConfig:
             http: HttpConfig = ...,
             retry: RetryConfig = ...,
             rate: RateConfig = ...,
+            outage: OutageConfig = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _as_sources(self.sources))
         _require(
             isinstance(self.output, str | os.PathLike),
-            f"output: {self.output!r} is not a path (a str or a Path)",
+            "output",
+            f"{self.output!r} is not a path (a str or a Path)",
         )
         object.__setattr__(self, "output", Path(self.output))
         if self.cache is not None:
             object.__setattr__(self, "cache", Path(self.cache))
         _require(
-            len(self.sources) > 0, "no source given: name a folder, a manifest, or - for stdin"
+            len(self.sources) > 0,
+            "sources",
+            "none given: name a folder, a manifest, or - for stdin",
         )
         _require(
             bool(_MODEL_RE.match(self.model)),
-            f"--model: {self.model!r} is not SLUG/VERSION, e.g. vehicle-classification-eapcd/2",
+            "model",
+            f"{self.model!r} is not SLUG/VERSION, e.g. vehicle-classification-eapcd/2",
         )
         if self.confidence is not None:
             _require(
                 0 <= self.confidence <= 1,
-                f"--confidence: {self.confidence:g} is not between 0 and 1; "
-                "it is a fraction (0.5 means 50%)",
+                "confidence",
+                f"{self.confidence:g} is not between 0 and 1; it is a fraction (0.5 means 50%)",
             )
-        _require(len(self.extensions) > 0, "--extensions: name at least one extension")
+        _require(len(self.extensions) > 0, "extensions", "name at least one extension")
         if self.max_size is not None:
-            _require(self.max_size >= 16, "--max-size: must be at least 16 pixels")
-        _require(1 <= self.jpeg_quality <= 100, "--jpeg-quality: must be between 1 and 100")
+            _require(self.max_size >= 16, "max_size", "must be at least 16 pixels")
+        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be between 1 and 100")
         if self.max_failures is not None:
-            _require(self.max_failures >= 1, "--max-failures: must be at least 1")
+            _require(self.max_failures >= 1, "max_failures", "must be at least 1")
         _require(
             not (self.overwrite and self.retry_failed),
-            "--overwrite and --retry-failed contradict each other: pick one",
+            "overwrite",
+            "contradicts retry_failed (which resumes): pick one",
         )
         if self.output_format is None:
             object.__setattr__(self, "output_format", _format_from_suffix(self.output))
-        _require(self.output_format in ("jsonl", "parquet"), "--format: use jsonl or parquet")
+        _require(
+            self.output_format in ("jsonl", "parquet"), "output_format", "use jsonl or parquet"
+        )
 
     @property
     def format(self) -> OutputFormat:
         assert self.output_format is not None  # set in __post_init__
         return self.output_format
-
-    @property
-    def model_slug(self) -> str:
-        return self.model.split("/", 1)[0]
-
-    @property
-    def model_version(self) -> str:
-        return self.model.split("/", 1)[1]

@@ -29,10 +29,10 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from .errors import BatchClassifyError
-from .manifests import _open_text
+from .manifests import open_text
 from .objectstore import count_objects
 from .shards import Shard
-from .sources import STDIN, _source_kind
+from .sources import STDIN, source_kind
 
 #: Lines read between two looks at the stop flag.
 _CHECK_EVERY = 4096
@@ -79,7 +79,7 @@ def expected_share(total: int, shard: Shard | None) -> int:
 
 
 def _count_source(source: str, wanted: frozenset[str], stop: threading.Event) -> int | None:
-    kind = _source_kind(source)
+    kind = source_kind(source)
     if kind == "object":
         return count_objects(source, wanted, stop)
     if kind == "dir":
@@ -173,7 +173,7 @@ def _count_lines(source: str, stop: threading.Event, *, comments: bool) -> int:
     ``.txt`` in text mode with universal newlines, ``.jsonl`` in binary on ``\\n``."""
     count = 0
     if comments:
-        with _open_text(source, newline=None) as handle:
+        with open_text(source, newline=None) as handle:
             for number, line in enumerate(handle):
                 value = line.strip()
                 if value and value[0] != "#":
@@ -193,7 +193,7 @@ def _count_lines(source: str, stop: threading.Event, *, comments: bool) -> int:
 def _count_csv(source: str, stop: threading.Event) -> int:
     """Records after the header, blank ones aside; a malformed record is one (bad) row."""
     count = 0
-    with _open_text(source, newline="") as handle:
+    with open_text(source, newline="") as handle:
         reader = csv.reader(handle, strict=True)
         next(reader, None)
         number = 0

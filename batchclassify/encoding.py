@@ -1,8 +1,9 @@
 """Reading an image file and turning it into the request body: base64, optionally downscaled.
 
 ``encode_data`` does the same for bytes read elsewhere (an object in S3, ``objectstore``).
-Everything here is blocking; the runner runs it inline only while it is quick. Pillow
-releases the GIL while it decodes and resizes, so threads spread downscaling over the cores.
+Everything here is blocking. The runner calls it on the event loop while reads are fast and in
+worker threads otherwise (the policy is in ARCHITECTURE.md, *Flow control*); downscaling
+always runs in threads, where Pillow releases the GIL, so it spreads over the cores.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import pybase64
 
+from .error_types import ErrorType
 from .errors import ItemError
 
 
@@ -28,6 +30,7 @@ class EncodedImage:
     body: bytes
     """Base64 text, ready to be the request body."""
     original_bytes: int
+    """The file's size as read (``batchclassify plan`` reports bytes read)."""
     original_size: tuple[int, int] | None = None
     """Width and height before downscaling; ``None`` when the image was sent as it is."""
 
@@ -44,24 +47,28 @@ def read_and_encode(
                 raise ItemError(
                     f"file is {_size(size)}, over the {_size(max_upload_bytes)} upload limit "
                     "once base64-encoded; use --max-size to downscale it",
-                    kind="too_large",
+                    kind=ErrorType.TOO_LARGE,
                 )
             data = handle.read()
     except FileNotFoundError:
         message = "file not found" if not os.path.islink(path) else "broken symlink"
         raise ItemError(
-            f"{message} (moved or deleted since it was listed?)", kind="missing_file"
+            f"{message} (moved or deleted since it was listed?)", kind=ErrorType.MISSING_FILE
         ) from None
     except PermissionError:
-        raise ItemError("permission denied: the file is not readable", kind="unreadable") from None
+        raise ItemError(
+            "permission denied: the file is not readable", kind=ErrorType.UNREADABLE
+        ) from None
     except IsADirectoryError:
-        raise ItemError("is a directory, not an image file", kind="unreadable") from None
+        raise ItemError("is a directory, not an image file", kind=ErrorType.UNREADABLE) from None
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise OpenFilesExhausted(
                 "too many open files (the open-file limit, ulimit -n, is reached)"
             ) from None
-        raise ItemError(f"cannot read the file: {exc.strerror or exc}", kind="unreadable") from None
+        raise ItemError(
+            f"cannot read the file: {exc.strerror or exc}", kind=ErrorType.UNREADABLE
+        ) from None
     return encode_data(
         data,
         original_bytes=size,
@@ -87,12 +94,12 @@ def encode_data(
     """An image's bytes (a file's, an object's) as the request body; ``ItemError`` if empty,
     undecodable for downscaling, or over the upload limit."""
     if not data:
-        raise ItemError("file is empty (0 bytes)", kind="empty_file")
+        raise ItemError("file is empty (0 bytes)", kind=ErrorType.EMPTY_FILE)
     if max_size is None and _encoded_length(len(data)) > max_upload_bytes:
         raise ItemError(
             f"file is over the {_size(max_upload_bytes)} upload limit once base64-encoded; "
             "use --max-size to downscale it",
-            kind="too_large",
+            kind=ErrorType.TOO_LARGE,
         )
     size = original_bytes
     original_size = None
@@ -102,7 +109,7 @@ def encode_data(
             raise ItemError(
                 f"still {_size(len(data))} after downscaling, over the "
                 f"{_size(max_upload_bytes)} upload limit once base64-encoded",
-                kind="too_large",
+                kind=ErrorType.TOO_LARGE,
             )
     return EncodedImage(
         body=pybase64.b64encode(data), original_bytes=size, original_size=original_size
@@ -145,16 +152,19 @@ def _downscale(data: bytes, *, max_size: int, quality: int) -> tuple[bytes, tupl
     except UnidentifiedImageError:
         # Pillow's own message only names its in-memory buffer ("<_io.BytesIO object at ...>").
         raise ItemError(
-            f"cannot decode the image to downscale it: {_not_an_image(data)}", kind="bad_image"
+            f"cannot decode the image to downscale it: {_not_an_image(data)}",
+            kind=ErrorType.BAD_IMAGE,
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         # Unreadable here means the server could not read it either; say so without a request.
         raise ItemError(
             f"cannot decode the image to downscale it: {_without_buffer(str(exc))}",
-            kind="bad_image",
+            kind=ErrorType.BAD_IMAGE,
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ItemError(f"image too large to decode safely: {exc}", kind="bad_image") from None
+        raise ItemError(
+            f"image too large to decode safely: {exc}", kind=ErrorType.BAD_IMAGE
+        ) from None
     return out.getvalue(), (width, height)
 
 

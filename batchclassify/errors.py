@@ -1,13 +1,25 @@
-"""The exception tree of batchclassify.
+"""The exception tree of batchclassify, and ``StopCause``: why a job stopped early.
 
     BatchClassifyError            base of everything this package raises
     ├── UsageError                bad flags or unreadable input, found before any request (exit 2)
     ├── OutputError               the output cannot be used or belongs to another job (exit 2)
-    │   └── OutputWriteError      writing failed mid-job (disk full): stopped early (exit 3)
-    ├── FatalApiError             the API refused the job: bad key, no credits, no model (exit 3)
+    │   └── OutputWriteError      writing failed mid-job (disk full); also a JobStopped (exit 3)
+    ├── JobStopped                stopped early; the rows so far are kept, rerun resumes (exit 3)
+    │   ├── FatalApiError         the API refused the job: 401/402/403/404/423/507
+    │   ├── ApiUnreachableError   the API was never reached: unknown host, connection refused
+    │   ├── OutageTimeoutError    the API stayed unavailable for ``max_outage``
+    │   ├── TooManyFailuresError  ``max_failures`` items failed
+    │   ├── OpenFilesError        no file descriptor freed up for ``retry.max_elapsed``
+    │   └── OutputWriteError      (see above)
     └── ItemError                 one item failed; recorded in that item's row, the job goes on
-        ├── RetryableError        worth another attempt: timeouts, dropped connections, 429, 5xx
+        ├── RetryableError        worth another attempt: timeouts, dropped connections, 5xx
+        │   └── RateLimitedError  429: the job slows down; these attempts do not count
         └── (ItemError itself)    not worth retrying: bad image, 400, 413, missing file
+
+A ``JobStopped`` never escapes ``run_job``/``classify`` except ``OutputWriteError``: the job
+returns its ``JobSummary``, whose ``stop_cause`` (a ``StopCause``) and ``stopped_by`` (the
+exception) say why. An interrupt (Ctrl-C, ``Job.request_stop``) is ``StopCause.INTERRUPTED``;
+``classify`` then raises Python's own ``KeyboardInterrupt``.
 
 aiohttp exceptions never leave ``client.py``: they are translated there, once, into these
 classes, with the API key scrubbed from their text.
@@ -15,40 +27,107 @@ classes, with the API key scrubbed from their text.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import ClassVar
+
+from .error_types import ErrorType
+
+
+class StopCause(StrEnum):
+    """Why a job stopped before the end of its sources (``JobSummary.stop_cause``)."""
+
+    API_REFUSED = "api_refused"
+    UNREACHABLE = "unreachable"
+    OUTAGE = "outage"
+    MAX_FAILURES = "max_failures"
+    OPEN_FILES = "open_files"
+    OUTPUT_WRITE = "output_write"
+    INTERRUPTED = "interrupted"
+
 
 class BatchClassifyError(Exception):
     """Base class for every error batchclassify raises on purpose."""
 
 
 class UsageError(BatchClassifyError):
-    """The command line or an input is unusable; nothing was sent."""
+    """The command line or an input is unusable; nothing was sent.
+
+    A configuration value refused names its ``field`` (``"http.timeout"``) and what is wrong
+    with it (``problem``), so the CLI can name its flag (``--timeout``) instead.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, problem: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.problem = problem
 
 
 class OutputError(BatchClassifyError):
     """The output file cannot be used (unwritable, or written by an incompatible job)."""
 
 
-class OutputWriteError(OutputError):
+class JobStopped(BatchClassifyError):
+    """The job stopped early; the rows written so far are kept and a rerun resumes.
+
+    ``cause`` tells the subclasses apart as data (the same value as ``JobSummary.stop_cause``).
+    """
+
+    cause: ClassVar[StopCause]
+
+
+class OutputWriteError(OutputError, JobStopped):
     """Writing the output failed once the job had started (disk full, quota): rows written so
     far are kept, and rerunning the same command resumes."""
 
+    cause = StopCause.OUTPUT_WRITE
 
-class FatalApiError(BatchClassifyError):
-    """An answer that means every further request would fail the same way."""
+
+class FatalApiError(JobStopped):
+    """The API refused the job (bad key, no credits, unknown model, paused workspace): every
+    further request would fail the same way."""
+
+    cause = StopCause.API_REFUSED
 
     def __init__(self, message: str, *, http_status: int | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
 
 
+class ApiUnreachableError(JobStopped):
+    """No request was ever answered: the host name does not resolve or the connection is
+    refused (a typo in the URL, a server not started)."""
+
+    cause = StopCause.UNREACHABLE
+
+
+class OutageTimeoutError(JobStopped):
+    """The API answered earlier, then stayed unavailable for ``OutageConfig.max_outage``."""
+
+    cause = StopCause.OUTAGE
+
+
+class TooManyFailuresError(JobStopped):
+    """``JobConfig.max_failures`` items failed: the job is going wrong as a whole."""
+
+    cause = StopCause.MAX_FAILURES
+
+
+class OpenFilesError(JobStopped):
+    """The process ran out of file descriptors and none freed up in time."""
+
+    cause = StopCause.OPEN_FILES
+
+
 class ItemError(BatchClassifyError):
-    """One item failed. ``kind`` is a short machine-readable tag stored as ``error_type``."""
+    """One item failed. ``kind`` is the ``ErrorType`` stored as the row's ``error_type``."""
 
     def __init__(
         self,
         message: str,
         *,
-        kind: str,
+        kind: ErrorType,
         http_status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
@@ -63,3 +142,7 @@ class RetryableError(ItemError):
 
     unreachable: bool = False
     """The host name did not resolve or the connection was refused: nothing listens there."""
+
+
+class RateLimitedError(RetryableError):
+    """The server answered 429: too many requests; ``retry_after`` is its Retry-After."""

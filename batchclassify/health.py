@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from .errors import RetryableError
+from .errors import ApiUnreachableError, OutageTimeoutError, RetryableError
 
 
 class HealthMonitor:
@@ -72,7 +72,6 @@ class HealthMonitor:
         # Created on first use: an anyio Event needs a running event loop.
         self._recovered: anyio.Event | None = None
         self.last_error: str | None = None
-        self.outages = 0
 
     @property
     def is_down(self) -> bool:
@@ -101,6 +100,12 @@ class HealthMonitor:
     def _never_reached(self) -> bool:
         since = self._unreachable_since
         return since is not None and self._clock() - since >= self._first_contact_grace
+
+    def stop_error(self) -> ApiUnreachableError | OutageTimeoutError:
+        """Why ``gave_up``, as the error the job stops with."""
+        if self._never_reached:
+            return ApiUnreachableError(self.stop_reason())
+        return OutageTimeoutError(self.stop_reason())
 
     def stop_reason(self) -> str:
         """Why ``gave_up``: the message the job stops with."""
@@ -165,7 +170,6 @@ class HealthMonitor:
             and now - self._last_success >= self._outage_after
         ):
             self._down_since = now
-            self.outages += 1
             self._next_probe = now + self._probe_interval
             self._announce(now)
 
@@ -219,7 +223,8 @@ class Watchdog:
       (each should have timed out long before), it says so and cancels them all.
 
     A request cut (by the stall check, or by ``cut_now`` when a copy answered first) leaves
-    ``watch()`` quietly with ``cut`` set. Time with nothing in flight (a ``Retry-After``
+    ``watch()`` with ``RequestCut``, never quietly: the caller decides what a cut request
+    means (a copy's answer, or a timeout). Time with nothing in flight (a ``Retry-After``
     pause, an outage) does not count as a stall.
 
     Each request gets an ``asyncio.timeout(None)``, which costs a few microseconds and no timer
@@ -311,10 +316,14 @@ class Watchdog:
         self._last_progress = now
 
 
-class Watched:
-    """``async with`` one request under the watchdog; ``cut`` tells whether it was cut off."""
+class RequestCut(Exception):
+    """A request under the watchdog was cut off: it stalled, or a copy answered first."""
 
-    __slots__ = ("_deadline", "_dog", "cut", "on_overdue", "started")
+
+class Watched:
+    """``async with`` one request under the watchdog; raises ``RequestCut`` if it was cut."""
+
+    __slots__ = ("_deadline", "_dog", "on_overdue", "started")
 
     def __init__(
         self, dog: Watchdog, started: float, on_overdue: Callable[[], bool] | None
@@ -323,10 +332,9 @@ class Watched:
         self._deadline = asyncio.timeout(None)
         self.started = started
         self.on_overdue = on_overdue
-        self.cut = False
 
     def cut_now(self) -> None:
-        """Cancel the request: ``watch()`` ends quietly with ``cut`` set."""
+        """Cancel the request: ``watch()`` ends with ``RequestCut``."""
         if self._deadline.expired():
             return
         with contextlib.suppress(RuntimeError):  # already left: nothing to cut
@@ -342,11 +350,14 @@ class Watched:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        cut = False
         try:
             await self._deadline.__aexit__(exc_type, exc, tb)
         except TimeoutError:
-            self.cut = True  # cut off (stall or a copy answered first): swallow it
+            # Only our deadline raises it here: the client turns its own timeouts into
+            # RetryableError before they reach this.
+            cut = True
+            raise RequestCut from None
         finally:
-            self._dog._ended(self, cut=self.cut)
-        return self.cut
+            self._dog._ended(self, cut=cut)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import UsageError
-from .manifests import _csv_columns, _Manifest
+from .manifests import Manifest, csv_columns
 from .models import Item
 from .names import LocalIds, as_text
 
@@ -25,7 +25,7 @@ def _import_parquet(name: str) -> Any:
     return pq
 
 
-def _parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
+def parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
     """Open only the footer; ``UsageError`` if unreadable or without a path/url column."""
     name = as_text(source)
     pq = _import_parquet(name)
@@ -38,13 +38,13 @@ def _parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
         raise UsageError(
             f"{name}: cannot read this Parquet file ({exc}); check it was written completely"
         ) from None
-    return _csv_columns(name, names)
+    return csv_columns(name, names)
 
 
-def _parquet_items(source: str, ids: LocalIds) -> Iterator[Item]:
-    manifest = _Manifest(source, ids)
+def parquet_items(source: str, ids: LocalIds) -> Iterator[Item]:
+    manifest = Manifest(source, ids)
     pq = _import_parquet(manifest.name)
-    path_col, url_col, id_col = _parquet_columns(source)
+    path_col, url_col, id_col = parquet_columns(source)
     import pyarrow as pa
 
     number = 0

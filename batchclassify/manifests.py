@@ -1,6 +1,6 @@
 """Manifest readers (.txt, .csv, .jsonl, stdin): rows to ``Item``s as ``sources`` says.
 
-Parquet manifests are read by ``manifest_parquet``, with the same ``_Manifest`` rules.
+Parquet manifests are read by ``manifest_parquet``, with the same ``Manifest`` rules.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from .error_types import ErrorType
 from .errors import UsageError
 from .models import Item
 from .names import LocalIds, as_text, is_text
@@ -24,7 +25,7 @@ from .objectstore import support_problem
 _STDIN_NAME = "<stdin>"
 _URL_PREFIXES = ("http://", "https://", "HTTP://", "HTTPS://")
 _HEAD_BYTES = 64 * 1024
-_BAD_ROW = "bad_manifest_row"
+_BAD_ROW = ErrorType.BAD_MANIFEST_ROW
 _POSIX = os.name == "posix"
 
 # -- rows ----------------------------------------------------------------------------------
@@ -45,7 +46,7 @@ def _resolve(prefix: str, value: str) -> str:
     return os.path.join(prefix, value)
 
 
-class _Manifest:
+class Manifest:
     """One manifest being read: its names, and how its rows become items."""
 
     def __init__(self, source: str | None, ids: LocalIds) -> None:
@@ -168,7 +169,7 @@ def _from_file_url(path: str) -> str:
 # -- text manifests ------------------------------------------------------------------------
 
 
-def _check_text_manifest(source: str, kind: str) -> None:
+def check_text_manifest(source: str, kind: str) -> None:
     name = as_text(source)
     try:
         with open(source, "rb") as handle:
@@ -187,7 +188,7 @@ def _check_text_manifest(source: str, kind: str) -> None:
         header = next(csv.reader(io.StringIO(text)), None)
         if header is None:
             raise UsageError(f"{name} is empty: a CSV manifest needs a header row with 'path'")
-        _csv_columns(name, header)
+        csv_columns(name, header)
     elif kind == "jsonl":
         _check_jsonl_keys(name, text, complete=len(head) < _HEAD_BYTES)
 
@@ -209,7 +210,7 @@ def _check_jsonl_keys(name: str, head: str, *, complete: bool) -> None:
         )
 
 
-def _txt_lines(manifest: _Manifest, lines: Iterable[str]) -> Iterator[Item]:
+def _txt_lines(manifest: Manifest, lines: Iterable[str]) -> Iterator[Item]:
     for number, line in enumerate(lines, 1):
         value = line.strip()
         if not value or value[0] == "#":
@@ -223,14 +224,14 @@ def _txt_lines(manifest: _Manifest, lines: Iterable[str]) -> Iterator[Item]:
             yield manifest.item("line", number, value, "", "", None)
 
 
-def _txt_items(source: str, ids: LocalIds) -> Iterator[Item]:
+def txt_items(source: str, ids: LocalIds) -> Iterator[Item]:
     # surrogateescape: a bad line must not take its 8 KB decoding chunk down with it.
-    with _open_text(source, newline=None) as handle:
-        yield from _txt_lines(_Manifest(source, ids), handle)
+    with open_text(source, newline=None) as handle:
+        yield from _txt_lines(Manifest(source, ids), handle)
 
 
-def _stdin_items(stdin: TextIO | None, ids: LocalIds) -> Iterator[Item]:
-    manifest = _Manifest(None, ids)
+def stdin_items(stdin: TextIO | None, ids: LocalIds) -> Iterator[Item]:
+    manifest = Manifest(None, ids)
     if stdin is not None:
         yield from _txt_lines(manifest, stdin)
         return
@@ -245,14 +246,14 @@ def _stdin_items(stdin: TextIO | None, ids: LocalIds) -> Iterator[Item]:
         wrapper.detach()  # closing the wrapper would close the process's stdin
 
 
-def _open_text(source: str, *, newline: str | None) -> TextIO:
+def open_text(source: str, *, newline: str | None) -> TextIO:
     try:
         return open(source, encoding="utf-8-sig", errors="surrogateescape", newline=newline)
     except OSError as exc:
         raise UsageError(f"{as_text(source)}: cannot open this manifest ({exc.strerror})") from None
 
 
-def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | None, int | None]:
+def csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | None, int | None]:
     """Indexes of the ``path``, ``url`` and ``id`` columns (any case); ``UsageError`` without
     path or url."""
     cells = [cell.strip() for cell in header]
@@ -272,9 +273,9 @@ def _csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | No
     return found.get("path"), found.get("url"), found.get("id")
 
 
-def _csv_items(source: str, ids: LocalIds) -> Iterator[Item]:
-    manifest = _Manifest(source, ids)
-    with _open_text(source, newline="") as handle:
+def csv_items(source: str, ids: LocalIds) -> Iterator[Item]:
+    manifest = Manifest(source, ids)
+    with open_text(source, newline="") as handle:
         # strict: a stray quote is an error for its row, not silently merged into the value.
         reader = csv.reader(handle, strict=True)
         try:
@@ -285,7 +286,7 @@ def _csv_items(source: str, ids: LocalIds) -> Iterator[Item]:
             ) from None
         except csv.Error as exc:
             raise UsageError(f"{manifest.name}: unreadable CSV header ({exc})") from None
-        columns = _csv_columns(manifest.name, header)
+        columns = csv_columns(manifest.name, header)
         meta = [
             (index, cell.strip())
             for index, cell in enumerate(header)
@@ -309,7 +310,7 @@ def _csv_items(source: str, ids: LocalIds) -> Iterator[Item]:
 
 
 def _csv_row(
-    manifest: _Manifest,
+    manifest: Manifest,
     number: int,
     end: int,
     row: list[str],
@@ -367,8 +368,8 @@ def _take(row: dict[str, Any], key: str) -> Any:
     return None
 
 
-def _jsonl_items(source: str, ids: LocalIds) -> Iterator[Item]:
-    manifest = _Manifest(source, ids)
+def jsonl_items(source: str, ids: LocalIds) -> Iterator[Item]:
+    manifest = Manifest(source, ids)
     try:
         handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
@@ -383,7 +384,7 @@ def _jsonl_items(source: str, ids: LocalIds) -> Iterator[Item]:
             yield _jsonl_row(manifest, number, line)
 
 
-def _jsonl_row(manifest: _Manifest, number: int, line: bytes) -> Item:
+def _jsonl_row(manifest: Manifest, number: int, line: bytes) -> Item:
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError as exc:

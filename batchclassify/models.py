@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cost import credits_for
+from .error_types import ErrorType
 from .errors import ItemError
 from .names import as_text
 
@@ -57,7 +58,8 @@ class Item:
     """One thing to classify: a local file or a URL, with the id used for resume and dedup.
 
     ``problem`` is set when the source itself was faulty for this item (a malformed manifest
-    row, an empty path): the item gets an error row without any request being made.
+    row, an empty path): the item gets an error row without any request being made, with
+    ``problem_kind`` as its ``error_type``.
     ``problem_group`` names the kind of problem without the row's particulars (manifest rows:
     ``"<manifest>: <problem>"``) and ``problem_at`` where it is (``"line 12"``), so the summary
     lists each kind once with a few places instead of one entry per line.
@@ -71,7 +73,7 @@ class Item:
     url: str | None = None
     metadata: dict[str, Any] | None = None
     problem: str | None = None
-    problem_kind: str | None = None
+    problem_kind: ErrorType = ErrorType.BAD_MANIFEST_ROW
     problem_group: str | None = None
     problem_at: str | None = None
 
@@ -113,62 +115,68 @@ def parse_prediction(body: Any) -> Prediction:
     if not isinstance(body, dict) or "predictions" not in body:
         raise ItemError(
             "server answered 200 without 'predictions': not a classification model's answer",
-            kind="bad_response",
+            kind=ErrorType.BAD_RESPONSE,
         )
     raw = body["predictions"]
     image = body.get("image")
-    width = _as_int(image.get("width")) if isinstance(image, dict) else None
-    height = _as_int(image.get("height")) if isinstance(image, dict) else None
     inference_id = body.get("inference_id")
-    inference_id = inference_id if isinstance(inference_id, str) else None
-
-    predictions: list[dict[str, Any]] = []
+    about: dict[str, Any] = {
+        "image_width": _as_int(image.get("width")) if isinstance(image, dict) else None,
+        "image_height": _as_int(image.get("height")) if isinstance(image, dict) else None,
+        "inference_id": inference_id if isinstance(inference_id, str) else None,
+    }
     if isinstance(raw, list):
-        for entry in raw:
-            if isinstance(entry, dict) and isinstance(entry.get("class"), str):
-                conf = _as_float(entry.get("confidence"))
-                predictions.append({"class": entry["class"], "confidence": conf or 0.0})
-        predictions.sort(key=lambda p: -p["confidence"])
-        top = body.get("top")
-        if not isinstance(top, str):
-            top = predictions[0]["class"] if predictions else None
-        top = top or None  # the server sends "" when no class passes the threshold
-        confidence = _as_float(body.get("confidence"))
-        if confidence is None and predictions:
-            confidence = predictions[0]["confidence"]
-        if top is None:
-            confidence = None
-        return Prediction(
-            multilabel=False,
-            top=top,
-            confidence=confidence,
-            predictions=predictions,
-            predicted_classes=[top] if top else [],
-            image_width=width,
-            image_height=height,
-            inference_id=inference_id,
-        )
+        return _single_label(body, raw, about)
     if isinstance(raw, dict):
-        for name, entry in raw.items():
-            conf = _as_float(entry.get("confidence")) if isinstance(entry, dict) else None
-            predictions.append({"class": str(name), "confidence": conf or 0.0})
-        predictions.sort(key=lambda p: -p["confidence"])
-        chosen = body.get("predicted_classes")
-        predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
-        best = predictions[0] if predictions else None
-        return Prediction(
-            multilabel=True,
-            top=best["class"] if best else None,
-            confidence=best["confidence"] if best else None,
-            predictions=predictions,
-            predicted_classes=predicted,
-            image_width=width,
-            image_height=height,
-            inference_id=inference_id,
-        )
+        return _multi_label(body, raw, about)
     raise ItemError(
         "server answered 200 with 'predictions' that is neither a list nor an object",
-        kind="bad_response",
+        kind=ErrorType.BAD_RESPONSE,
+    )
+
+
+def _single_label(body: dict[str, Any], raw: list[Any], about: dict[str, Any]) -> Prediction:
+    predictions: list[dict[str, Any]] = []
+    for entry in raw:
+        if isinstance(entry, dict) and isinstance(entry.get("class"), str):
+            conf = _as_float(entry.get("confidence"))
+            predictions.append({"class": entry["class"], "confidence": conf or 0.0})
+    predictions.sort(key=lambda p: -p["confidence"])
+    top = body.get("top")
+    if not isinstance(top, str):
+        top = predictions[0]["class"] if predictions else None
+    top = top or None  # the server sends "" when no class passes the threshold
+    confidence = _as_float(body.get("confidence"))
+    if confidence is None and predictions:
+        confidence = predictions[0]["confidence"]
+    if top is None:
+        confidence = None
+    return Prediction(
+        multilabel=False,
+        top=top,
+        confidence=confidence,
+        predictions=predictions,
+        predicted_classes=[top] if top else [],
+        **about,
+    )
+
+
+def _multi_label(body: dict[str, Any], raw: dict[Any, Any], about: dict[str, Any]) -> Prediction:
+    predictions: list[dict[str, Any]] = []
+    for name, entry in raw.items():
+        conf = _as_float(entry.get("confidence")) if isinstance(entry, dict) else None
+        predictions.append({"class": str(name), "confidence": conf or 0.0})
+    predictions.sort(key=lambda p: -p["confidence"])
+    chosen = body.get("predicted_classes")
+    predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
+    best = predictions[0] if predictions else None
+    return Prediction(
+        multilabel=True,
+        top=best["class"] if best else None,
+        confidence=best["confidence"] if best else None,
+        predictions=predictions,
+        predicted_classes=predicted,
+        **about,
     )
 
 
@@ -234,7 +242,7 @@ def error_row(
     item: Item,
     *,
     error: str,
-    error_type: str,
+    error_type: ErrorType,
     attempts: int,
     http_status: int | None = None,
     elapsed_ms: float | None = None,
@@ -242,7 +250,7 @@ def error_row(
     row = _base_row(item, "error")
     row["attempts"] = attempts
     row["http_status"] = http_status
-    row["error_type"] = error_type
+    row["error_type"] = str(error_type)  # a plain str: rows hold no enum objects
     row["error"] = error
     row["elapsed_ms"] = None if elapsed_ms is None else round(elapsed_ms, 1)
     row["cached"] = False

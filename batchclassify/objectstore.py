@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 
 from .encoding import EncodedImage, encode_data, max_raw_bytes
+from .error_types import ErrorType
 from .errors import ItemError, UsageError
 from .models import Item
 from .summary import InputReport
@@ -205,7 +206,7 @@ def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -
             id=f"listing of {source}",
             problem=f"listing {source} failed midway: {_describe_listing_error(exc)}; "
             "rerun to list again (done objects are skipped)",
-            problem_kind="unreadable",
+            problem_kind=ErrorType.UNREADABLE,
         )
 
 
@@ -313,7 +314,7 @@ async def read_encoded_object(
         raise ItemError(
             f"object is over {limit / 2**20:.1f} MiB, the most that can be sent"
             + ("" if max_size is not None else "; use --max-size to downscale it"),
-            kind="too_large",
+            kind=ErrorType.TOO_LARGE,
         )
 
     def encode() -> EncodedImage:
@@ -338,7 +339,7 @@ async def read_object(url: str, *, limit: int) -> bytes:
     try:
         fs = _filesystem(url)
     except UsageError as error:
-        raise ItemError(str(error), kind="unreadable") from None
+        raise ItemError(str(error), kind=ErrorType.UNREADABLE) from None
     path = _fs_path(fs, url)
     try:
         if getattr(fs, "async_impl", False) and _on_asyncio():
@@ -350,17 +351,17 @@ async def read_object(url: str, *, limit: int) -> bytes:
         return bytes(await anyio.to_thread.run_sync(_read_sync, fs, path, limit))
     except FileNotFoundError:
         raise ItemError(
-            "object not found (deleted since it was listed?)", kind="missing_file"
+            "object not found (deleted since it was listed?)", kind=ErrorType.MISSING_FILE
         ) from None
     except PermissionError:
         raise ItemError(
             "access denied reading the object: the credentials may list the bucket but not "
             "read this object (s3:GetObject)",
-            kind="unreadable",
+            kind=ErrorType.UNREADABLE,
         ) from None
     except Exception as exc:  # the backend's errors, translated here, once
         raise ItemError(
-            f"cannot read the object: {_backend_message(exc)}", kind="unreadable"
+            f"cannot read the object: {_backend_message(exc)}", kind=ErrorType.UNREADABLE
         ) from None
 
 

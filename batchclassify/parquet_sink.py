@@ -77,7 +77,7 @@ def core_schema() -> Any:
         "inference_id": pa.string(),
         "attempts": pa.int64(),
         "http_status": pa.int64(),
-        "error_type": pa.string(),
+        "error_type": pa.string(),  # an ErrorType value, kept a string for older outputs
         "error": pa.string(),
         "elapsed_ms": pa.float64(),
         "cached": pa.bool_(),

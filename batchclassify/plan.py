@@ -27,6 +27,7 @@ from .config import DEFAULT_EXTENSIONS, JobConfig
 from .cost import MIN_BILLED_MS, MS_PER_CREDIT
 from .encoding import EncodedImage, read_and_encode
 from .errors import ItemError, UsageError
+from .exit_codes import ExitCode
 from .idindex import IdIndex
 from .models import Item
 from .reading import iter_rows, read_settings
@@ -290,7 +291,7 @@ def _command(args: argparse.Namespace) -> int:
     if not (args.rate_limit > 0 and args.concurrency >= 1 and args.latency > 0):
         raise UsageError("--rate-limit, --concurrency and --latency must be positive")
     config = _config(args)
-    check_sources(config.sources, stdin=sys.stdin)
+    check_sources(config.sources)
     recorded = recorded_ids(config) if args.output is not None else IdIndex()
     report = PlanReport(
         cache=None if config.cache is None else str(config.cache),
@@ -311,7 +312,7 @@ def _command(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
     else:
         print(format_plan(report))
-    return 0 if report.found else 2
+    return ExitCode.OK if report.found else ExitCode.USAGE
 
 
 class _Progress:

@@ -122,8 +122,8 @@ def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
         merge_outputs(layout.outputs, layout.merged, output_format=config.format)
         summary.notes.append(f"shard outputs in {layout.folder}, merged into {layout.merged}")
     if not quiet and summaries:
-        from .client import redact
         from .progress import format_summary
+        from .redaction import redact
 
         print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
     if received and summary.fatal is None:
@@ -242,7 +242,7 @@ def _child() -> int:
     import anyio
 
     from .cli import _run
-    from .client import redact
+    from .redaction import redact
     from .runner import Job
     from .summary import SilentProgress
 

@@ -47,19 +47,21 @@ from typing import Any
 
 import anyio
 
-from .client import ClassificationClient, redact
+from .client import ClassificationClient
 from .config import DEFAULT_API_URL, MAX_UPLOAD_BYTES, HttpConfig, RetryConfig
 from .encoding import EncodedImage, encode_data, read_and_encode
+from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, RetryableError, UsageError
 from .models import ROW_FIELDS, Item, Prediction, error_row, ok_row
 from .objectstore import object_scheme, read_encoded_object
 from .ratelimit import RateController
+from .redaction import redact
 from .retry import Backoff
 
 #: Input columns that say what the image is; every other column is carried as metadata.
 INPUT_COLUMNS = ("bytes", "path", "url", "id")
 #: ``error_type`` of a row that met, or came after, a fatal answer (bad key, unknown model).
-FATAL = "fatal"
+FATAL = ErrorType.FATAL
 
 
 class Classifier:
@@ -149,13 +151,11 @@ class Classifier:
                 return await self._classify(item, data)
             except Exception as error:  # one image's surprise must not cost the block
                 message = redact(f"{type(error).__name__}: {error}", self._http.api_key)
-                return error_row(item, error=message, error_type="internal", attempts=0)
+                return error_row(item, error=message, error_type=ErrorType.INTERNAL, attempts=0)
 
     async def _classify(self, item: Item, data: bytes | None) -> dict[str, Any]:
         if item.problem is not None:
-            return error_row(
-                item, error=item.problem, error_type=item.problem_kind or "bad_input", attempts=0
-            )
+            return error_row(item, error=item.problem, error_type=item.problem_kind, attempts=0)
         if self._fatal is not None:
             return error_row(item, error=self._fatal, error_type=FATAL, attempts=0)
         encoded: EncodedImage | None = None
@@ -274,7 +274,7 @@ def _items(columns: dict[str, list[Any]]) -> list[tuple[Item, bytes | None]]:
         if data is not None and not isinstance(data, bytes | bytearray | memoryview):
             problem = f"the bytes column holds a {type(data).__name__} value, not image bytes"
             item = Item(id=str(given_id or path or url or f"row {index} of a batch"))
-            out.append((replace(item, problem=problem, problem_kind="bad_input"), None))
+            out.append((replace(item, problem=problem, problem_kind=ErrorType.BAD_INPUT), None))
             continue
         data = bytes(data) if data is not None else None
         path = str(path) if path is not None else None
@@ -288,7 +288,7 @@ def _items(columns: dict[str, list[Any]]) -> list[tuple[Item, bytes | None]]:
             item = replace(
                 item,
                 problem="the row has no image: give a bytes, path or url column",
-                problem_kind="bad_input",
+                problem_kind=ErrorType.BAD_INPUT,
             )
         out.append((item, data))
     return out

@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 
-from . import __version__
 from .config import JobConfig
 from .errors import OutputError
 from .idindex import IdIndex
@@ -23,6 +22,7 @@ from .names import ID_SCHEME
 from .outputs import check_overwrite, check_settings_file_is_ours, is_empty, settings_path
 from .rowlog import ScanReport
 from .sinks import Sink
+from .version import __version__
 
 #: Tags in the job's IdIndex.
 RECORDED_OK = 1

@@ -2,10 +2,11 @@
 
     producer (1 task)       walks folders / reads manifests in a worker thread, in batches;
         │                   skips ids already recorded and duplicates; bad rows become rows
-        ▼  bounded stream
-    workers (N tasks)       read + base64 (inline while reads are fast, else in a thread),
-        │                   wait for the rate controller, POST, retry what is retryable;
-        │                   one row per item, handed to the sink with a plain call
+        ▼  bounded stream   (producer.py)
+    workers (N tasks)       read + base64 (fileread.py), wait for the API and the rate
+        │                   controller, POST under the watchdog, copies of stuck requests
+        │                   (sending.py), retry or give up as the attempt policy decides
+        │                   (attempts.py); one row per item, handed to the sink with a call
         ▼
     sink                    buffers rows; a timer task flushes them every half second
 
@@ -18,46 +19,43 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import replace
-from functools import partial
 from typing import Any, TextIO
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .answers import CachingClassifier, open_answers
+from .attempts import AttemptPolicy
 from .cache import KeySettings
-from .client import ClassificationClient
+from .client import ClassificationClient, Transport
 from .config import HttpConfig, JobConfig
 from .counting import count_items, expected_share
-from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
-from .errors import BatchClassifyError, FatalApiError, ItemError, OutputError, RetryableError
+from .errors import JobStopped, OutputError, TooManyFailuresError
 from .fdlimit import fit_open_files
-from .health import HealthMonitor, Watchdog, Watched
+from .fileread import FileReader
+from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
-from .models import Item, Prediction, error_row, ok_row
-from .objectstore import object_scheme, read_encoded_object
+from .models import Item
 from .outputs import hold_output
+from .producer import Producer
 from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
-from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
-from .retry import Backoff
+from .resume import PriorState, prepare_output
 from .sinks import Sink, open_sink
-from .sources import check_sources, iter_item_batches
+from .sources import check_sources
+from .stopping import StopSignal
 from .summary import JobSummary, ProgressListener, SilentProgress
 from .waiting import WaitDescriber
+from .worker import Workers
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
 #: After a stop request, how long in-flight requests may take before they are cut off.
 STOP_GRACE = 30.0
-#: Reads + base64 taking longer than this on average move off the event loop, to threads.
-INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
 #: Places (manifest line numbers) kept per grouped error, for the summary.
 _ERROR_PLACES = 5
@@ -69,7 +67,7 @@ ItemCounter = Callable[..., int | None]
 
 
 class Job:
-    """One run of a classification job. ``run()`` once; ``request_stop()`` from anywhere."""
+    """One run of a classification job. ``run()`` once; ``request_stop()`` on its event loop."""
 
     def __init__(
         self,
@@ -79,7 +77,10 @@ class Job:
         stdin: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         counter: ItemCounter = count_items,
+        transport: Transport | None = None,
     ) -> None:
+        """``clock`` and ``counter`` are seams for tests; ``transport`` sends the HTTP
+        requests (``client.py``; default: aiohttp), for tests or an HTTP stack of your own."""
         self.config = config
         self._counter = counter
         self._stdin = stdin
@@ -90,20 +91,27 @@ class Job:
             config.output, self._summary, live=self._live_status, clock=clock
         )
         self._progress = FanOut(progress or SilentProgress(), self._status_file)
-        self._stopping = False
+        self._stop = StopSignal()
         self._stop_requested: anyio.Event | None = None
-        self._waits: set[anyio.CancelScope] = set()
-        self._requeued = 0
-        self._fatal_error: BatchClassifyError | None = None
+        self._fatal_error: JobStopped | OutputError | None = None
         self._cancel: anyio.CancelScope | None = None
+        self._flow_control(config, clock)
+        self._stages(config, stdin=stdin, clock=clock)
+        self._transport = transport
+        self._sink: Sink = open_sink(config.output, config.format)
+        # The answer cache (--cache) and in-flight sharing; run() opens the real one.
+        self._answers = self._workers.answers
+
+    def _flow_control(self, config: JobConfig, clock: Callable[[], float]) -> None:
+        """The rate controller, the outage monitor, the stuck-request deadline, the watchdog."""
         self._rate = RateController(
             rate=config.rate.requests_per_second, adaptive=config.rate.adaptive, clock=clock
         )
         self._health = HealthMonitor(
-            max_outage=config.rate.max_outage,
-            outage_after=config.rate.outage_after,
-            probe_initial=config.rate.probe_initial,
-            probe_max=config.rate.probe_max,
+            max_outage=config.outage.max_outage,
+            outage_after=config.outage.outage_after,
+            probe_initial=config.outage.probe_initial,
+            probe_max=config.outage.probe_max,
             clock=clock,
             notify=self._progress.note,
             api_url=config.http.api_url,
@@ -111,7 +119,7 @@ class Job:
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
         self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)
         self._watchdog = Watchdog(
-            stall_after=config.rate.stall_after or 3 * config.http.timeout,
+            stall_after=config.http.stall_after or 3 * config.http.timeout,
             clock=clock,
             notify=self._progress.note,
             overdue_after=lambda: self._hedge.slow_after,
@@ -123,29 +131,60 @@ class Job:
             timeout=config.http.timeout,
             clock=clock,
         )
-        self._workers: TaskGroup | None = None
-        self._spares = 0  # workers standing in for ones whose request is stuck
-        self._stuck = 0
-        self._backoff = Backoff(config.retry)
-        self._sink: Sink = open_sink(config.output, config.format)
-        # Small local files read + encode in ~50 µs, cheaper than a thread hop. Slow storage
-        # or big files (a moving average over the last reads) send reads to worker threads
-        # until they are fast again; downscaling always runs in threads.
-        self._read_seconds = 0.0
-        # The answer cache (--cache) and in-flight sharing; opened by run().
-        self._answers = CachingClassifier(None, KeySettings(model=config.model))
+
+    def _stages(
+        self,
+        config: JobConfig,
+        *,
+        stdin: TextIO | None,
+        clock: Callable[[], float],
+    ) -> None:
+        """The attempt policy, the workers (with their file reader and sender), the producer."""
+        policy = AttemptPolicy(
+            config.retry, health=self._health, rate=self._rate, clock=clock
+        )
+        reader = FileReader(
+            config, notify=self._progress.note, pause=self._stop.pause, stopping=self._stop
+        )
+        self._workers = Workers(
+            policy=policy,
+            hedge=self._hedge,
+            watchdog=self._watchdog,
+            reader=reader,
+            answers=CachingClassifier(None, KeySettings(model=config.model)),
+            stop=self._stop,
+            record=self._record,
+            fail=self._fail,
+            summary=self._summary,
+            progress=self._progress,
+            timeout=config.http.timeout,
+            concurrency=config.http.concurrency,
+            clock=clock,
+        )
+        self._producer = Producer(
+            config,
+            summary=self._summary,
+            progress=self._progress,
+            record=self._record,
+            stopping=self._stop,
+            stdin=stdin,
+        )
 
     # -- control --------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop taking new items; let requests in flight finish. A second call cuts them off."""
-        if self._stopping and self._cancel is not None:
+        """Stop taking new items; let requests in flight finish. A second call cuts them off.
+
+        Call it on the job's event loop (a task, a signal receiver, a progress callback): it
+        is not thread-safe. From another thread, go through the loop, as ``classify`` does
+        (``portal.call(job.request_stop)``, or ``anyio.from_thread.run_sync`` with the loop's
+        token).
+        """
+        if self._stop.requested and self._cancel is not None:
             self._cancel.cancel()
-        self._stopping = True
+        self._stop.request()
         if self._stop_requested is not None:
             self._stop_requested.set()
-        for scope in list(self._waits):
-            scope.cancel()
         self._summary.interrupted = True
         self._progress.note("stopping: finishing requests in flight (Ctrl-C again to quit now)")
 
@@ -161,9 +200,10 @@ class Job:
         # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
         self.config, notice = fit_open_files(self.config)
         config = self.config
-        check_sources(config.sources, stdin=self._stdin)
+        self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
+        check_sources(config.sources)
         # Before the output is touched: a cache file that is not one refuses the job.
-        self._answers = open_answers(config)
+        self._answers = self._workers.answers = open_answers(config)
         sink = self._sink
         try:
             prior = prepare_output(config, sink)
@@ -181,17 +221,21 @@ class Job:
                 async with self._api_url() as api_url:
                     http = _with_api_url(config.http, api_url)
                     async with ClassificationClient(
-                        http, model=config.model, confidence=config.confidence
+                        http,
+                        model=config.model,
+                        confidence=config.confidence,
+                        transport=self._transport,
                     ) as client:
                         await self._pipeline(client, prior)
             finally:
                 sink.close()
                 self._summary.elapsed = self._clock() - started
-            if prior.needs_compaction() or self._requeued:
+            if prior.needs_compaction() or self._producer.requeued:
                 sink.compact()
         finally:
             self._close_answers()
             self._summary.rate_limited = self._rate.rate_limited_count
+            self._summary.hedged = self._hedge.copies
             self._progress.finished()
         return self._summary
 
@@ -227,31 +271,34 @@ class Job:
                 group.start_soon(self._tick_periodically)
                 group.start_soon(self._count)
                 async with anyio.create_task_group() as workers:
-                    self._workers = workers
+                    self._workers.sender.group = workers
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
-                    workers.start_soon(self._produce, items_out, prior)
+                    workers.start_soon(self._producer.run, items_out, prior)
                     for _ in range(self.config.http.concurrency):
-                        workers.start_soon(self._work, items_in.clone(), client)
+                        workers.start_soon(self._workers.work, items_in.clone(), client)
                     items_in.close()
-                self._workers = None
+                self._workers.sender.group = None
                 group.cancel_scope.cancel()
         finally:
             self._flush()
         if isinstance(self._fatal_error, OutputError):
             raise self._fatal_error
 
-    def _fail(self, error: BatchClassifyError) -> None:
+    def _fail(self, error: JobStopped | OutputError) -> None:
         """Stop everything at once: every further request would fail the same way."""
-        if self._summary.fatal is None:
-            self._summary.fatal = str(error)
+        if self._fatal_error is None:
             self._fatal_error = error
+            if isinstance(error, JobStopped):
+                self._summary.stop(error)
+            else:
+                self._summary.fatal = str(error)
         if self._cancel is not None:
             self._cancel.cancel()
 
     async def _cut_after_grace(self, workers_scope: anyio.CancelScope) -> None:
         """After a stop request, give requests in flight ``STOP_GRACE`` seconds, then cut."""
         self._stop_requested = anyio.Event()
-        if self._stopping:
+        if self._stop.requested:
             self._stop_requested.set()
         await self._stop_requested.wait()
         await anyio.sleep(STOP_GRACE)
@@ -280,421 +327,6 @@ class Job:
             self._progress.waiting(self._wait_describer.describe())
             self._progress.tick()
 
-    # -- producer -------------------------------------------------------------------------
-
-    async def _produce(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
-        index = prior.index
-        retry_failed = self.config.retry_failed
-        summary = self._summary
-        batches: Iterator[list[Item]] = iter_item_batches(
-            self.config.sources,
-            extensions=self.config.extensions,
-            stdin=self._stdin,
-            report=summary.inputs,  # filled in by the walk, in the worker thread
-        )
-        shard = self.config.shard
-        listed_any = False  # a shard may hold none of the sources' items: that is no error
-        async with items_out:
-            while not self._stopping:
-                batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
-                if batch is None:
-                    summary.nothing_found = not listed_any
-                    self._progress.listing_finished()
-                    break
-                listed_any = listed_any or bool(batch)
-                if shard is not None:  # other shards' items are theirs: not even counted
-                    batch = [item for item in batch if shard.holds(item.id)]
-                summary.found += len(batch)
-                fresh: list[Item] = []
-                skipped_before = self._summary.already_done + self._summary.previously_failed
-                for item in batch:
-                    tag = index.get(item.id)
-                    if tag in (QUEUED, QUEUED_AGAIN):
-                        summary.duplicates += 1
-                    elif tag == RECORDED_OK:
-                        summary.already_done += 1
-                    elif tag == RECORDED_FAILED and not retry_failed:
-                        summary.previously_failed += 1
-                    else:
-                        if tag == RECORDED_FAILED:
-                            self._requeued += 1
-                        index.set(item.id, QUEUED_AGAIN if tag == RECORDED_FAILED else QUEUED)
-                        fresh.append(item)
-                recorded = self._summary.already_done + self._summary.previously_failed
-                self._progress.listed(seen=len(batch), recorded=recorded - skipped_before)
-                self._progress.add_total(len(fresh))
-                for item in fresh:
-                    if self._stopping:
-                        break
-                    if item.problem is not None:
-                        self._record(
-                            error_row(
-                                item,
-                                error=item.problem,
-                                error_type=item.problem_kind or "bad_input",
-                                attempts=0,
-                            ),
-                            group=item.problem_group,
-                            at=item.problem_at,
-                        )
-                        await anyio.lowlevel.checkpoint()
-                    else:
-                        try:
-                            try:  # skips send()'s extra event-loop turn while there is room
-                                items_out.send_nowait(item)
-                            except anyio.WouldBlock:
-                                await items_out.send(item)
-                        except anyio.BrokenResourceError:
-                            return  # every worker has stopped (a stop request)
-
-    # -- workers --------------------------------------------------------------------------
-
-    async def _work(
-        self,
-        items_in: MemoryObjectReceiveStream[Item],
-        client: ClassificationClient,
-        until: anyio.Event | None = None,
-    ) -> None:
-        """Classify items until there are none; a spare worker (``until`` given) stops once
-        the stuck request it stands in for has settled."""
-        try:
-            async with items_in:
-                while not self._stopping and (until is None or not until.is_set()):
-                    try:  # skips receive()'s extra event-loop turn when an item is waiting
-                        item = items_in.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            item = await items_in.receive()
-                        except anyio.EndOfStream:
-                            break
-                    except anyio.EndOfStream:
-                        break
-                    try:
-                        row = await self._classify(item, client, items_in)
-                    except FatalApiError as error:
-                        self._fail(error)
-                        return
-                    if row is not None:
-                        self._record(row)
-        finally:
-            if until is not None:
-                self._spares -= 1
-
-    async def _classify(
-        self,
-        item: Item,
-        client: ClassificationClient,
-        items_in: MemoryObjectReceiveStream[Item],
-    ) -> dict[str, Any] | None:
-        """Classify one item, retrying what is retryable. ``None`` means: left for a rerun."""
-        config = self.config
-        encoded: EncodedImage | None = None
-        if item.path is not None:
-            try:
-                if object_scheme(item.path) is not None:  # s3://...: read through fsspec
-                    encoded = await read_encoded_object(
-                        item.path,
-                        max_upload_bytes=config.max_upload_bytes,
-                        max_size=config.max_size,
-                        jpeg_quality=config.jpeg_quality,
-                    )
-                else:
-                    encoded = await self._encode(item.path)
-            except ItemError as error:
-                return error_row(item, error=str(error), error_type=error.kind, attempts=0)
-            if encoded is None:
-                return None  # stopping while waiting for a file descriptor
-        return await self._answers.classify(
-            item, encoded, lambda: self._request(item, encoded, client, items_in)
-        )
-
-    async def _request(
-        self,
-        item: Item,
-        encoded: EncodedImage | None,
-        client: ClassificationClient,
-        items_in: MemoryObjectReceiveStream[Item],
-    ) -> dict[str, Any] | None:
-        """Send one item until it has a row, retrying what is retryable."""
-        config = self.config
-        attempts = 0
-        budget_used = 0  # attempts that count: those not made while the API was down
-        first_start = self._clock()
-        first_failure: float | None = None
-        while True:
-            # Usually a slot is free at once; a cancel scope only for a real wait.
-            if self._health.is_down or self._rate.try_acquire() > 0:
-                with self._unless_stopping():
-                    await self._health.wait_until_available()
-                    if not self._health.gave_up:
-                        await self._rate.acquire()
-            if self._stopping:
-                return None
-            if self._health.gave_up:
-                self._fail(FatalApiError(self._health.stop_reason()))
-                return None
-            attempts += 1
-            started = self._clock()
-            try:
-                prediction, race = await self._send(item, encoded, client, started, items_in)
-            except RetryableError as error:
-                first_failure = self._clock() if first_failure is None else first_failure
-                self._health.failure(error, item.id)
-                if error.http_status == 429:
-                    self._rate.on_rate_limited(error.retry_after, started)
-                elif not self._health.is_down:
-                    budget_used += 1
-                # Give up only while the API works for others: if other items fail too and
-                # nothing sent since this one first failed was answered, an outage is starting.
-                if (
-                    not self._health.is_down
-                    and self._health.others_fine_since(item.id, first_failure)
-                    and (
-                        budget_used >= config.retry.attempts
-                        or self._clock() - first_start >= config.retry.max_elapsed
-                    )
-                ):
-                    return error_row(
-                        item,
-                        error=f"{error} (gave up after {attempts} attempts)",
-                        error_type=error.kind,
-                        attempts=attempts,
-                        http_status=error.http_status,
-                        elapsed_ms=(self._clock() - started) * 1000,
-                    )
-                if self._stopping:
-                    return None
-                self._summary.retries += 1
-                self._progress.retried()
-                delay = error.retry_after
-                if delay is None:
-                    delay = self._backoff.delay(max(budget_used, 1))
-                with self._unless_stopping():
-                    await anyio.sleep(delay)
-                continue
-            except ItemError as error:
-                self._health.success(started)
-                return error_row(
-                    item,
-                    error=str(error),
-                    error_type=error.kind,
-                    attempts=attempts,
-                    http_status=error.http_status,
-                    elapsed_ms=(self._clock() - started) * 1000,
-                )
-            return self._answered(item, encoded, prediction, started, attempts, race)
-
-    def _answered(
-        self,
-        item: Item,
-        encoded: EncodedImage | None,
-        prediction: Prediction,
-        started: float,
-        attempts: int,
-        race: _Race,
-    ) -> dict[str, Any]:
-        """The row of an item the server classified; the answer feeds rate and deadline."""
-        now = self._clock()
-        self._health.success(started)
-        if race.answer is None:
-            self._rate.on_success(started)
-            self._hedge.record(now - started)
-        else:
-            # A copy answered first and told the rate controller itself; the original's time
-            # is only known to be longer than the deadline.
-            self._hedge.record_censored()
-        attempts += race.copies
-        if encoded is not None and encoded.original_size is not None:
-            # The server measured the downscaled copy; report the image the user has.
-            prediction = replace(
-                prediction,
-                image_width=encoded.original_size[0],
-                image_height=encoded.original_size[1],
-            )
-        return ok_row(item, prediction, attempts=attempts, elapsed_ms=(now - started) * 1000)
-
-    @contextmanager
-    def _unless_stopping(self) -> Iterator[None]:
-        """A wait for a turn (outage, rate limit, backoff) that a stop request ends at once:
-        only requests on the wire are let finish."""
-        scope = anyio.CancelScope()
-        if self._stopping:
-            scope.cancel()
-        self._waits.add(scope)
-        try:
-            with scope:
-                yield
-        finally:
-            self._waits.discard(scope)
-
-    # -- one request, and copies of a stuck one ---------------------------------------------
-
-    async def _send(
-        self,
-        item: Item,
-        encoded: EncodedImage | None,
-        client: ClassificationClient,
-        started: float,
-        items_in: MemoryObjectReceiveStream[Item],
-    ) -> tuple[Prediction, _Race]:
-        """One request under the watchdog, and its race: copies sent, whether one won.
-
-        A slow request (``hedging.py``) gets ``_overdue`` called by the watchdog: a spare
-        worker takes this worker's place; past the deadline a copy goes out; the first answer
-        wins.
-        A request the watchdog cuts for a stall counts as a timeout.
-        """
-        # Also before the deadline is known: a request sent in the first burst can hang too.
-        race = _Race(item, encoded, client, items_in, started)
-        self._hedge.sent()
-        watched = race.watched = self._watchdog.watch(started, partial(self._overdue, race))
-        try:
-            async with watched:
-                prediction = await _post(item, encoded, client)
-                return prediction, race
-        finally:
-            self._settle(race)
-        if race.answer is not None:
-            if isinstance(race.answer, Exception):
-                raise race.answer
-            return race.answer, race
-        raise RetryableError(
-            "no answer, and no other request completed either, for "
-            f"{self._watchdog.stall_after:g} s: the connection was stuck; cancelled by the "
-            "watchdog",
-            kind="timeout",
-        )
-
-    def _overdue(self, race: _Race) -> bool:
-        """Called by the watchdog, for the original and each copy, once past ``slow_after``
-        and again on each check while it returns ``False``: frees the worker's place, then,
-        past the deadline, sends a copy if the budget allows (``hedging.py``)."""
-        workers = self._workers
-        if race.done or self._stopping or workers is None:
-            return True
-        if race.spare is None and self._spares < self.config.http.concurrency:
-            # The slow request no longer counts against --concurrency: a spare worker takes
-            # the next items until it settles. At most one spare per worker.
-            race.spare = anyio.Event()
-            self._spares += 1
-            workers.start_soon(self._work, race.items_in.clone(), race.client, race.spare)
-        deadline = self._hedge.deadline
-        if race.copies >= HedgePolicy.max_copies or deadline is None:
-            return race.copies >= HedgePolicy.max_copies
-        if self._clock() - race.last_sent < deadline:
-            return False
-        if not race.stuck:
-            race.stuck = True
-            self._stuck += 1
-        if self._health.is_down or not self._hedge.try_copy(first_try=not race.refused):
-            if not race.refused:
-                race.refused = True
-                self._progress.note(
-                    f"{self._stuck} request(s) with no answer after {deadline:.1f} s; copies "
-                    f"are capped at {HedgePolicy.budget_ratio:.0%} of requests, so waiting (up "
-                    f"to --timeout {self.config.http.timeout:g} s)"
-                )
-            return False
-        race.copies += 1
-        race.last_sent = self._clock()
-        self._summary.hedged += 1
-        workers.start_soon(self._send_copy, race)
-        self._progress.note(
-            f"{self._stuck} request(s) with no answer after {deadline:.1f} s: sent again "
-            f"({self._summary.hedged:,} so far)"
-        )
-        return True
-
-    async def _send_copy(self, race: _Race) -> None:
-        """A copy of a stuck request; if it is answered first, its answer is the item's."""
-        scope = anyio.CancelScope()
-        race.scopes.append(scope)
-        with scope:
-            if race.done:
-                return
-            if self._rate.try_acquire() > 0:
-                await self._rate.acquire()
-            started = self._clock()
-            watched = self._watchdog.watch(started, partial(self._overdue, race))
-            answer: Prediction | Exception
-            try:
-                async with watched:
-                    answer = await _post(race.item, race.encoded, race.client)
-            except RetryableError as error:
-                # The original may still answer, or time out and be retried as usual.
-                self._health.failure(error, race.item.id)
-                if error.http_status == 429:
-                    self._rate.on_rate_limited(error.retry_after, started)
-                return
-            except (ItemError, FatalApiError) as error:
-                self._health.success(started)
-                answer = error
-            else:
-                if watched.cut:
-                    return
-                self._health.success(started)
-                self._rate.on_success(started)
-                self._hedge.record(self._clock() - started)
-            if not race.done and race.watched is not None:
-                race.answer = answer
-                race.watched.cut_now()
-
-    def _settle(self, race: _Race) -> None:
-        """The item's request is over: cancel copies still out, send its spare home."""
-        race.done = True
-        for scope in race.scopes:
-            scope.cancel()
-        if race.spare is not None:
-            race.spare.set()
-        if race.stuck:
-            self._stuck -= 1
-
-    # -- reading files ----------------------------------------------------------------------
-
-    async def _encode(self, path: str) -> EncodedImage | None:
-        """Read and encode one file, inline while reads are fast, else in a thread.
-
-        Out of file descriptors (EMFILE/ENFILE) is the process's trouble, not the image's:
-        wait for requests to finish and free some, then read again. ``None``: stopping.
-        """
-        config = self.config
-        waited = 0.0
-        delay = 0.05
-        while True:
-            try:
-                if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
-                    encoded, seconds = self._read(path)
-                else:
-                    encoded, seconds = await anyio.to_thread.run_sync(self._read, path)
-            except OpenFilesExhausted as error:
-                if waited >= config.retry.max_elapsed:
-                    raise FatalApiError(
-                        f"{error}; for {waited:.0f} s: lower --concurrency or raise the "
-                        "limit (ulimit -n), then rerun the same command to resume"
-                    ) from None
-                self._progress.note(f"{error}: waiting for requests to finish")
-                with self._unless_stopping():
-                    await anyio.sleep(delay)
-                if self._stopping:
-                    return None
-                waited += delay
-                delay = min(delay * 2, 1.0)
-                continue
-            self._read_seconds += (seconds - self._read_seconds) * 0.1
-            return encoded
-
-    def _read(self, path: str) -> tuple[EncodedImage, float]:
-        """Read and encode one file; also return how long that took."""
-        config = self.config
-        started = time.perf_counter()
-        encoded = read_and_encode(
-            path,
-            max_upload_bytes=config.max_upload_bytes,
-            max_size=config.max_size,
-            jpeg_quality=config.jpeg_quality,
-        )
-        return encoded, time.perf_counter() - started
-
     # -- sink -----------------------------------------------------------------------------
 
     def _record(
@@ -702,9 +334,10 @@ class Job:
     ) -> None:
         """Hand one finished row to the sink and count it. Called on the event loop only.
 
-        ``group`` (with ``at``, where in its source) counts the error under one entry for its
-        kind of problem instead of its own message: a manifest's bad rows are one line of the
-        summary, with a few line numbers, not one line each.
+        The summary counts an error under its ``error_type`` and ``group``: the kind of
+        problem (a manifest's bad rows are one line of the summary, with a few line numbers
+        in ``at``, not one line each) or the failure without the row's request count; by
+        default the row's message.
         """
         if isinstance(self._fatal_error, OutputError):
             return  # the output is broken; the item stays unrecorded for a rerun
@@ -719,7 +352,7 @@ class Job:
         else:
             summary.failed += 1
             errors = summary.errors
-            key = f"{row['error_type']}: {group or _strip_gave_up(row['error'])}"
+            key = f"{row['error_type']}: {group or row['error']}"
             if key in errors or len(errors) < _MAX_DISTINCT_ERRORS:
                 errors[key] += 1
                 if at is not None:
@@ -729,7 +362,7 @@ class Job:
             max_failures = self.config.max_failures
             if max_failures is not None and summary.failed >= max_failures:
                 self._fail(
-                    BatchClassifyError(
+                    TooManyFailuresError(
                         f"stopped after {summary.failed} failed items (--max-failures); "
                         "see the error column of the output, then rerun to resume"
                     )
@@ -771,62 +404,6 @@ class Job:
             self._progress.note(problem)
 
 
-class _Race:
-    """One item's request and the copies sent once it was stuck: the first answer wins."""
-
-    __slots__ = (
-        "answer",
-        "client",
-        "copies",
-        "done",
-        "encoded",
-        "item",
-        "items_in",
-        "last_sent",
-        "refused",
-        "scopes",
-        "spare",
-        "stuck",
-        "watched",
-    )
-
-    def __init__(
-        self,
-        item: Item,
-        encoded: EncodedImage | None,
-        client: ClassificationClient,
-        items_in: MemoryObjectReceiveStream[Item],
-        started: float,
-    ) -> None:
-        self.item = item
-        self.last_sent = started  # when the latest request for the item went out
-        self.encoded = encoded
-        self.client = client
-        self.items_in = items_in
-        self.watched: Watched | None = None
-        self.answer: Prediction | Exception | None = None
-        self.copies = 0
-        self.scopes: list[anyio.CancelScope] = []
-        self.spare: anyio.Event | None = None
-        self.stuck = False
-        self.refused = False
-        self.done = False
-
-
-def _post(
-    item: Item, encoded: EncodedImage | None, client: ClassificationClient
-) -> Awaitable[Prediction]:
-    if encoded is not None:
-        return client.classify_bytes(encoded.body)
-    return client.classify_url(item.url or "")
-
-
-def _strip_gave_up(message: str | None) -> str:
-    message = message or ""
-    cut = message.rfind(" (gave up after ")
-    return message[:cut] if cut != -1 else message
-
-
 def _with_api_url(http: HttpConfig, api_url: str) -> HttpConfig:
     return http if http.api_url == api_url else replace(http, api_url=api_url)
 
@@ -840,8 +417,10 @@ async def run_job(
     """Run one job to the end and return its summary.
 
     Raises ``UsageError`` or ``OutputError`` before anything is sent if the input or output is
-    unusable. A fatal API answer (bad key, unknown model) ends the job early: the summary's
-    ``fatal`` says why and its ``exit_code`` is 3.
+    unusable, and ``OutputWriteError`` if writing fails mid-job. Anything else that stops the
+    job early (the API refused it or stayed down, ``max_failures``...) ends it with a summary
+    whose ``stop_cause`` and ``stopped_by`` say why, and whose ``exit_code`` is
+    ``ExitCode.STOPPED``.
     """
     return await Job(config, progress=progress, stdin=stdin).run()
 

@@ -50,9 +50,10 @@ from collections.abc import Generator, Iterator, Sequence
 from itertools import islice
 from typing import TextIO
 
+from .error_types import ErrorType
 from .errors import UsageError
-from .manifest_parquet import _parquet_columns, _parquet_items
-from .manifests import _check_text_manifest, _csv_items, _jsonl_items, _stdin_items, _txt_items
+from .manifest_parquet import parquet_columns, parquet_items
+from .manifests import check_text_manifest, csv_items, jsonl_items, stdin_items, txt_items
 from .models import Item
 from .names import LocalIds, as_id, as_text
 from .objectstore import check_source as _check_object_source
@@ -71,27 +72,27 @@ _MANIFEST_KINDS = {
 # -- public API ----------------------------------------------------------------------------
 
 
-def check_sources(sources: Sequence[str], *, stdin: TextIO | None = None) -> None:
+def check_sources(sources: Sequence[str]) -> None:
     """Raise ``UsageError`` for the first source that cannot be read, before any request.
 
     Cheap: a folder is opened but not walked, a manifest's first 64 KB (Parquet: its footer)
     is read. Rows are checked as they stream; a bad row becomes a problem item, not an error.
     """
-    del stdin  # stdin cannot be checked without consuming it
+    # stdin ('-') is not checked: that would consume it.
     if sum(1 for source in sources if source == STDIN) > 1:
         raise UsageError("'-' (stdin) is given more than once: stdin can be read only once")
     for source in sources:
         if source == STDIN:
             continue
-        kind = _source_kind(source)
+        kind = source_kind(source)
         if kind == "object":
             _check_object_source(source)
         elif kind == "dir":
             _check_folder(source)
         elif kind == "parquet":
-            _parquet_columns(source)
+            parquet_columns(source)
         else:
-            _check_text_manifest(source, kind)
+            check_text_manifest(source, kind)
 
 
 def iter_items(
@@ -127,19 +128,19 @@ def _source_items(
     ids: LocalIds,
 ) -> Iterator[Item]:
     if source == STDIN:
-        return _stdin_items(stdin, ids)
-    kind = _source_kind(source)
+        return stdin_items(stdin, ids)
+    kind = source_kind(source)
     if kind == "object":
         return iter_objects(source, wanted, report)
     if kind == "dir":
         return _walk_folder(source, wanted, report, ids)
     if kind == "txt":
-        return _txt_items(source, ids)
+        return txt_items(source, ids)
     if kind == "csv":
-        return _csv_items(source, ids)
+        return csv_items(source, ids)
     if kind == "jsonl":
-        return _jsonl_items(source, ids)
-    return _parquet_items(source, ids)
+        return jsonl_items(source, ids)
+    return parquet_items(source, ids)
 
 
 def iter_item_batches(
@@ -161,7 +162,7 @@ def iter_item_batches(
 # -- kinds of source -----------------------------------------------------------------------
 
 
-def _source_kind(source: str) -> str:
+def source_kind(source: str) -> str:
     """``"dir"``, ``"object"`` (an object-storage prefix such as ``s3://bucket/photos/``) or
     a manifest kind; ``UsageError`` for anything else."""
     if object_scheme(source) is not None:
@@ -252,7 +253,7 @@ def _unreadable(path: str, ident: str, exc: OSError) -> Item:
         id=ident,
         path=path,
         problem=f"cannot read folder {as_text(path)}: {exc.strerror or exc}; check its permissions",
-        problem_kind="unreadable",
+        problem_kind=ErrorType.UNREADABLE,
     )
 
 
@@ -316,11 +317,11 @@ def _odd_entry(entry: os.DirEntry[str], ident: str, error: OSError | None) -> It
             id=ident,
             path=entry.path,
             problem=f"broken symlink: {shown} -> {target} ({reason})",
-            problem_kind="missing_file",
+            problem_kind=ErrorType.MISSING_FILE,
         )
     return Item(
         id=ident,
         path=entry.path,
         problem=f"not a regular file (a device, pipe or socket): {shown}",
-        problem_kind="unreadable",
+        problem_kind=ErrorType.UNREADABLE,
     )

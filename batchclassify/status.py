@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from .errors import UsageError
+from .exit_codes import ExitCode
 from .progressfile import TOOL, progress_path
 from .reading import iter_latest_rows, read_settings
 
@@ -198,10 +199,10 @@ def _command(args: argparse.Namespace) -> int:
             status = read_status(args.output)
             _show(status, as_json=args.json, clear=args.watch and sys.stdout.isatty())
             if not args.watch or not status.get("running"):
-                return 0
+                return ExitCode.OK
             time.sleep(args.interval)
     except KeyboardInterrupt:
-        return 0
+        return ExitCode.OK
 
 
 def _show(status: dict[str, Any], *, as_json: bool, clear: bool) -> None:

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .errors import JobStopped, StopCause
+from .exit_codes import ExitCode
+
 
 class ProgressListener(Protocol):
     """What the runner tells a progress display. Every method is called on the event loop.
@@ -99,7 +102,12 @@ class InputReport:
 
 @dataclass
 class JobSummary:
-    """What a finished (or stopped) job did. ``exit_code`` follows the CLI's convention."""
+    """What a finished (or stopped) job did. ``exit_code`` follows the CLI's convention.
+
+    A job that stopped early says why as data: ``stop_cause`` (a ``StopCause``) and
+    ``stopped_by`` (the ``JobStopped`` exception, e.g. a ``FatalApiError`` with its
+    ``http_status``); ``fatal`` is its message.
+    """
 
     output: Path
     ok: int = 0
@@ -118,6 +126,9 @@ class JobSummary:
     started_over: bool = False
     """The run began with --overwrite (so resuming means rerunning without it)."""
     fatal: str | None = None
+    """Why the job stopped early, in words (``None``: it was not stopped by an error)."""
+    stopped_by: JobStopped | None = None
+    """The error that stopped the job early, if any (``fatal`` is its text)."""
     notes: list[str] = field(default_factory=list)
     """Things the job changed or noticed that the user should know (said once, at the end)."""
     errors: Counter[str] = field(default_factory=Counter)
@@ -150,15 +161,32 @@ class JobSummary:
     def images_per_second(self) -> float:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
 
+    def stop(self, error: JobStopped) -> None:
+        """Record what stopped the job; the first error wins (the rest are its echoes)."""
+        if self.stopped_by is None:
+            self.stopped_by = error
+            self.fatal = str(error)
+
     @property
-    def exit_code(self) -> int:
+    def stop_cause(self) -> StopCause | None:
+        """Why the job stopped early; ``None`` if it went through its sources."""
+        if self.stopped_by is not None:
+            return self.stopped_by.cause
+        return StopCause.INTERRUPTED if self.interrupted else None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The status the CLI exits with for this job: stopped, interrupted, nothing found,
+        failed items, or ok, in that order of precedence."""
         if self.fatal is not None:
-            return 3
+            return ExitCode.STOPPED
         if self.interrupted:
-            return 130
+            return ExitCode.INTERRUPTED
         if self.nothing_found:
-            return 2
-        return 1 if self.failed or self.previously_failed else 0
+            return ExitCode.USAGE
+        if self.failed or self.previously_failed:
+            return ExitCode.FAILED_ITEMS
+        return ExitCode.OK
 
 
 class ItemCount:

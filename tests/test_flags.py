@@ -9,11 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from batchclassify import HttpConfig, JobConfig, RateConfig, RetryConfig, UsageError, classify
-from batchclassify.cli import main
+from batchclassify import (
+    HttpConfig,
+    JobConfig,
+    OutageConfig,
+    RateConfig,
+    RetryConfig,
+    UsageError,
+    classify,
+)
+from batchclassify.cli import _job_config, build_parser, main
 from batchclassify.server import BackgroundServer, Fault
 
-from .conftest import KEY, CliResult, make_image, png, read_rows, run_args
+from .conftest import KEY, REPO, CliResult, make_image, png, read_rows, run_args
 
 Cli = Callable[..., CliResult]
 
@@ -74,13 +82,17 @@ def test_unparsable_values_are_usage_errors(
 
 
 def test_confidence_is_a_fraction_in_the_library_too() -> None:
+    """The library's messages name the field a Python caller set; the CLI names the flag."""
     for bad in (50.0, 1.5, -0.01):
-        with pytest.raises(UsageError, match=r"--confidence: .* not between 0 and 1"):
+        with pytest.raises(UsageError, match=r"^confidence: .* not between 0 and 1"):
             JobConfig(sources="p", model="colors/1", output="o.jsonl", confidence=bad)
-    with pytest.raises(UsageError, match="--timeout"):
+    with pytest.raises(UsageError, match=r"^http\.timeout: ") as timeout:
         HttpConfig(timeout=float("inf"))
-    with pytest.raises(UsageError, match="--rate-limit"):
+    assert timeout.value.field == "http.timeout"
+    with pytest.raises(UsageError, match=r"^rate\.requests_per_second: "):
         RateConfig(requests_per_second=0)
+    with pytest.raises(UsageError, match=r"^outage\.max_outage: "):
+        OutageConfig(max_outage=0)
 
 
 @pytest.mark.parametrize(("value", "sent"), [("0.5", "0.5"), ("0", "0.0"), ("1", "100")])
@@ -106,6 +118,29 @@ def test_help_says_what_confidence_and_retries_mean(
     assert "a fraction from 0 to 1 (0.5 means 50%" in text
     assert "extra attempts per image after failures of its own" in text
     assert "Not counted: 429 answers" in text and "up to --max-outage" in text
+
+
+def test_flag_defaults_are_the_configuration_defaults() -> None:
+    """One source of truth: the parsed defaults, the --help text and the README's options
+    table all say what the configuration classes say."""
+    args = build_parser().parse_args(["run", "p", "-m", "m/1", "-o", "o.jsonl", "--api-key", KEY])
+    config = _job_config(args)
+    assert config.http.api_url == HttpConfig().api_url
+    assert config.http.concurrency == HttpConfig().concurrency
+    assert config.http.timeout == HttpConfig().timeout
+    assert config.retry == RetryConfig()
+    assert config.outage == OutageConfig() and config.rate == RateConfig()
+    assert config.jpeg_quality == JobConfig.jpeg_quality
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for flag, default in [
+        ("--concurrency N", HttpConfig.concurrency),
+        ("--retries N", RetryConfig.retries),
+        ("--timeout S", f"{HttpConfig.timeout:g}"),
+        ("--max-outage S", f"{OutageConfig.max_outage:g}"),
+        ("--jpeg-quality Q", JobConfig.jpeg_quality),
+        ("--api-url URL", f"`{HttpConfig.api_url}`"),
+    ]:
+        assert f"| `{flag}` | {default} |" in readme, flag
 
 
 def test_retries_0_gives_up_at_an_images_own_first_failure(
@@ -150,8 +185,8 @@ def test_failures_everyone_gets_do_not_use_up_retries(
         model="colors/1",
         output=tmp_path / "o.jsonl",
         http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=2),
-        retry=RetryConfig(attempts=2, backoff_base=0.01, backoff_max=0.02),  # --retries 1
-        rate=RateConfig(outage_after=0.2, probe_initial=0.02, probe_max=0.05),
+        retry=RetryConfig(retries=1, backoff_base=0.01, backoff_max=0.02),  # --retries 1
+        outage=OutageConfig(outage_after=0.2, probe_initial=0.02, probe_max=0.05),
     )
 
     summary = classify(config)

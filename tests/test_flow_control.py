@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from batchclassify.config import RetryConfig
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor
 from batchclassify.idindex import IdIndex
@@ -121,7 +122,7 @@ def test_outage_monitor_pauses_then_releases_on_success() -> None:
     monitor = HealthMonitor(
         max_outage=100, outage_after=5, probe_initial=2, clock=clock, notify=notes.append
     )
-    failure = RetryableError("cannot connect", kind="connection")
+    failure = RetryableError("cannot connect", kind=ErrorType.CONNECTION)
     for _ in range(3):
         monitor.failure(failure)
     assert not monitor.is_down  # failures alone are not an outage until time has passed
@@ -129,7 +130,7 @@ def test_outage_monitor_pauses_then_releases_on_success() -> None:
     monitor.failure(failure)
     assert monitor.is_down
     assert notes[-1] is not None and "API unavailable, retrying in 2 s" in notes[-1]
-    monitor.failure(RetryableError("slow down", kind="rate_limited", http_status=429))
+    monitor.failure(RetryableError("slow down", kind=ErrorType.RATE_LIMITED, http_status=429))
     clock.now += 95
     assert not monitor.gave_up
     monitor.success()

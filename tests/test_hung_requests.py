@@ -165,7 +165,7 @@ def test_a_request_that_keeps_hanging_stops_holding_its_place(
         tmp_path / "in",
         tmp_path / "out.jsonl",
         http={"concurrency": 1, "timeout": 2.0},
-        retry=RetryConfig(attempts=1),
+        retry=RetryConfig(retries=0),
     )
 
     summary = run(config, progress, limit=30)

@@ -200,14 +200,14 @@ def test_retries_run_out_into_an_error_row(tmp_path: Path, server: BackgroundSer
         model="colors/1",
         output=tmp_path / "out.jsonl",
         http=HttpConfig(api_url=server.url, api_key=KEY),
-        retry=RetryConfig(attempts=3, backoff_base=0.01, backoff_max=0.01),
+        retry=RetryConfig(retries=2, backoff_base=0.01, backoff_max=0.01),
     )
     summary = classify(config)
     assert summary.exit_code == 1
     [row] = read_rows(tmp_path / "out.jsonl")
     assert row["status"] == "error" and row["http_status"] == 500
     assert row["attempts"] == 3 and row["error_type"] == "server_error"
-    assert "gave up after 3 attempts" in row["error"]
+    assert "gave up after 3 requests" in row["error"]
 
 
 def test_400_is_not_retried_and_the_job_goes_on(

@@ -25,6 +25,7 @@ import pytest
 
 from batchclassify import HttpConfig, JobConfig
 from batchclassify.counting import count_items
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor, Watchdog
 from batchclassify.progress import ProgressBar
@@ -527,7 +528,7 @@ def test_the_url_in_the_message_holds_no_credentials(tmp_path: Path, cli: Cli) -
 
 
 def refused(unreachable: bool = True) -> RetryableError:
-    error = RetryableError("cannot connect to host: refused", kind="connection")
+    error = RetryableError("cannot connect to host: refused", kind=ErrorType.CONNECTION)
     error.unreachable = unreachable
     return error
 

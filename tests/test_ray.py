@@ -135,7 +135,7 @@ def test_failures_are_retried_and_an_image_out_of_retries_is_an_error_row(
     server.fail_next(4, 429, {"Retry-After": "0"})
     images = [{"bytes": png("yellow"), "id": f"img-{n}"} for n in range(12)]
     dataset = ray.data.from_items([*images, {"bytes": doomed, "id": "doomed"}])
-    retry = RetryConfig(attempts=3, backoff_base=0.01, backoff_max=0.05)
+    retry = RetryConfig(retries=2, backoff_base=0.01, backoff_max=0.05)
 
     rows = {row["id"]: row for row in classify(dataset, server, retry=retry)}
 

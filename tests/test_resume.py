@@ -23,7 +23,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from batchclassify import HttpConfig, JobConfig, RateConfig, RetryConfig, classify
+from batchclassify import HttpConfig, JobConfig, OutageConfig, RetryConfig, classify
 from batchclassify.progress import ProgressBar, format_summary
 from batchclassify.runner import STOP_GRACE, Job, JobSummary
 from batchclassify.server import BackgroundServer, Fault
@@ -437,8 +437,8 @@ def test_stop_during_an_outage_returns_at_once(tmp_path: Path, server: Backgroun
         model="colors/1",
         output=tmp_path / "out.jsonl",
         http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=4),
-        retry=RetryConfig(attempts=1000, backoff_base=0.02, backoff_max=0.05),
-        rate=RateConfig(outage_after=0.2, probe_initial=30),
+        retry=RetryConfig(retries=999, backoff_base=0.02, backoff_max=0.05),
+        outage=OutageConfig(outage_after=0.2, probe_initial=30),
     )
     progress = OutageSeen()
     # Stopped once the outage is declared; the next probe would be 30 s away.

@@ -25,7 +25,8 @@ import anyio
 import pytest
 
 from batchclassify import HttpConfig, JobConfig, RetryConfig, run_job
-from batchclassify.config import RateConfig
+from batchclassify.config import OutageConfig
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.health import HealthMonitor
 from batchclassify.progress import ProgressBar
@@ -40,9 +41,9 @@ Cli = Callable[..., CliResult]
 MakeServer = Callable[..., BackgroundServer]
 
 #: Retries scaled down: quick, and a budget an outage of a second would exhaust many times over.
-FAST_RETRY = RetryConfig(attempts=3, backoff_base=0.05, backoff_max=0.2)
+FAST_RETRY = RetryConfig(retries=2, backoff_base=0.05, backoff_max=0.2)
 #: Outage handling scaled down: called after 0.3 s of failures, probes every 0.2-0.4 s.
-FAST_OUTAGE = RateConfig(outage_after=0.3, probe_initial=0.2, probe_max=0.4, max_outage=30)
+FAST_OUTAGE = OutageConfig(outage_after=0.3, probe_initial=0.2, probe_max=0.4, max_outage=30)
 
 
 # -- harness ---------------------------------------------------------------------------------
@@ -426,7 +427,7 @@ def test_server_down_mid_job_pauses_probes_and_resumes(
         tmp_path / "out.jsonl",
         http={"concurrency": 4},
         retry=FAST_RETRY,
-        rate=FAST_OUTAGE,
+        outage=FAST_OUTAGE,
     )
     outage: list[float] = []
 
@@ -466,7 +467,7 @@ def test_api_failing_every_request_is_probed_with_single_requests(
         tmp_path / "out.jsonl",
         http={"concurrency": 8},
         retry=FAST_RETRY,
-        rate=FAST_OUTAGE,
+        outage=FAST_OUTAGE,
     )
     window: list[float] = []
 
@@ -496,7 +497,7 @@ def test_an_item_gives_up_only_while_the_api_works_for_others() -> None:
     """The rule behind the outage tests, on a fake clock."""
     now = [100.0]
     monitor = HealthMonitor(max_outage=60, outage_after=5, clock=lambda: now[0])
-    refused = RetryableError("cannot connect", kind="connection")
+    refused = RetryableError("cannot connect", kind=ErrorType.CONNECTION)
     monitor.success(started=99.0)
     # Alone: only this item fails, the others are answered.
     monitor.failure(refused, "a")
@@ -526,7 +527,7 @@ def test_outage_longer_than_max_outage_stops_resumably(
         output,
         http={"concurrency": 4},
         retry=FAST_RETRY,
-        rate=RateConfig(outage_after=0.2, probe_initial=0.1, probe_max=0.2, max_outage=0.8),
+        outage=OutageConfig(outage_after=0.2, probe_initial=0.1, probe_max=0.2, max_outage=0.8),
     )
     server.set_down(True)
     started = time.monotonic()
@@ -563,8 +564,8 @@ def test_items_failing_alone_still_use_their_retry_budget(
         folder,
         tmp_path / "out.jsonl",
         http={"concurrency": 4},
-        retry=RetryConfig(attempts=3, backoff_base=0.02, backoff_max=0.05),
-        rate=RateConfig(outage_after=1.0, probe_initial=0.2, probe_max=0.4),
+        retry=RetryConfig(retries=2, backoff_base=0.02, backoff_max=0.05),
+        outage=OutageConfig(outage_after=1.0, probe_initial=0.2, probe_max=0.4),
     )
 
     summary = run(config, progress)
@@ -575,7 +576,7 @@ def test_items_failing_alone_still_use_their_retry_budget(
         bad = rows.pop(name)
         assert bad["status"] == "error" and bad["error_type"] == "server_error"
         assert bad["attempts"] == 3 and bad["http_status"] == 500
-        assert bad["error"] == "HTTP 500: Internal error. (gave up after 3 attempts)"
+        assert bad["error"] == "HTTP 500: Internal error. (gave up after 3 requests)"
     assert len(rows) == 20 and all(row["status"] == "ok" for row in rows.values())
     assert not any("API unavailable" in n for n in progress.texts())
 
@@ -647,8 +648,8 @@ def test_transient_faults_of_every_kind_end_with_every_image_ok(
         tmp_path / "in",
         tmp_path / "out.jsonl",
         http={"concurrency": 16, "timeout": 0.5},
-        retry=RetryConfig(attempts=6, backoff_base=0.02, backoff_max=0.2),
-        rate=FAST_OUTAGE,
+        retry=RetryConfig(retries=5, backoff_base=0.02, backoff_max=0.2),
+        outage=FAST_OUTAGE,
     )
 
     summary = run(config, limit=30)
@@ -673,9 +674,8 @@ def test_watchdog_cancels_requests_stuck_past_their_timeout(
         server,
         tmp_path / "in",
         tmp_path / "out.jsonl",
-        http={"concurrency": 2, "timeout": 30},
+        http={"concurrency": 2, "timeout": 30, "stall_after": 0.6},
         retry=FAST_RETRY,
-        rate=RateConfig(stall_after=0.6),
     )
     started = time.monotonic()
 
@@ -699,8 +699,7 @@ def test_watchdog_leaves_slow_requests_alone(tmp_path: Path, make_server: MakeSe
         server,
         tmp_path / "in",
         tmp_path / "out.jsonl",
-        http={"concurrency": 1},
-        rate=RateConfig(stall_after=0.4),
+        http={"concurrency": 1, "stall_after": 0.4},
     )
 
     summary = run(config, progress)
@@ -723,7 +722,7 @@ def test_malformed_answers_are_errors_for_their_item(
                        "server answered 200 with a non-JSON body: an HTML page instead of JSON"),
         "c-html-502": ([Fault(status=502, body=html)] * 3, "server_error",
                        "HTTP 502: an HTML page instead of JSON (a proxy or gateway error?) "
-                       "(gave up after 3 attempts)"),
+                       "(gave up after 3 requests)"),
         "d-other-json": ([Fault(body=b'{"status": "queued"}')], "bad_response",
                          "server answered 200 without 'predictions'"),
         "e-json-list": ([Fault(body=b"[1, 2, 3]")], "bad_response",
@@ -812,7 +811,7 @@ def test_api_key_never_appears_in_any_output(
             output=tmp_path / "outage.jsonl",
             http=HttpConfig(api_url=server.url, api_key=KEY, api_key_in=key_in),
             retry=FAST_RETRY,
-            rate=RateConfig(outage_after=0.1, probe_initial=0.1, probe_max=0.1, max_outage=0.3),
+            outage=OutageConfig(outage_after=0.1, probe_initial=0.1, probe_max=0.1, max_outage=0.3),
         )
     )
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchclassify.error_types import ErrorType
 from batchclassify.errors import OutputError
 from batchclassify.models import Item, Prediction, error_row, ok_row
 from batchclassify.parquet_sink import ParquetSink
@@ -35,7 +36,10 @@ def _ok(item_id: str, **metadata: Any) -> dict[str, Any]:
 
 def _failed(item_id: str) -> dict[str, Any]:
     return error_row(
-        Item(id=item_id, path=item_id), error="HTTP 400: bad", error_type="bad_image", attempts=1
+        Item(id=item_id, path=item_id),
+        error="HTTP 400: bad",
+        error_type=ErrorType.BAD_IMAGE,
+        attempts=1,
     )
 
 

@@ -270,7 +270,7 @@ def test_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("/abs/b.jpg", "/abs/b.jpg", None),
         ("https://x.test/c.png", None, "https://x.test/c.png"),
     ]
-    check_sources(["-"], stdin=io.StringIO("a.jpg\n"))
+    check_sources(["-"])
 
 
 def test_sources_are_read_in_order(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..exit_codes import ExitCode
 from .options import FORMATS, MODES, ExportOptions, parse_splits
 from .run import ExportResult, describe, run_export
 
@@ -112,7 +113,7 @@ def _command(args: argparse.Namespace) -> int:
     )
     result = run_export(options, lambda text: print(text, file=sys.stderr))
     print("\n".join(describe(options, result)))
-    return 0
+    return ExitCode.OK
 
 
 __all__ = ["ExportOptions", "ExportResult", "register", "run_export"]

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .. import __version__
 from ..errors import UsageError
 from ..idindex import IdIndex
+from ..version import __version__
 
 MARKER = "batchclassify-export.json"
 MAPPING = "batchclassify-mapping.csv"
@@ -138,9 +137,3 @@ class Mapping:
 
     def close(self) -> None:
         self._handle.close()
-
-
-def read_mapping(dest: Path) -> Iterator[dict[str, str]]:
-    """The mapping file's lines as dicts (for tests and scripts)."""
-    with open(dest / MAPPING, newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)

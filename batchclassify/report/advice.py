@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+#: One sentence per ``ErrorType`` value (a test checks that none is missing).
 ADVICE: dict[str, str] = {
     "missing_file": "The file vanished or is a broken symlink: restore it or fix the path, "
     "then rerun with --retry-failed.",
@@ -13,7 +14,8 @@ ADVICE: dict[str, str] = {
     "re-encode or drop it.",
     "bad_manifest_row": "A malformed manifest line or an empty path: fix the manifest row, "
     "then rerun.",
-    "bad_input": "The input named something unusable: fix the manifest row, then rerun.",
+    "http_error": "The server refused this image (see the row's http_status and error): "
+    "fix what the message says, then rerun with --retry-failed.",
     "bad_response": "The server answered something that is not a classification: check "
     "--api-url and --model.",
     "server_error": "The API kept failing (5xx) after the retries: rerun with "
@@ -24,11 +26,16 @@ ADVICE: dict[str, str] = {
     "perhaps with a longer --timeout or --max-size to send smaller images.",
     "connection": "The connection failed after the retries: check the network, then rerun "
     "with --retry-failed.",
+    "bad_input": "The Ray Data row has no image: give it a bytes, path or url column.",
+    "fatal": "The API refused the job: fix the key, model or credits, then classify these "
+    "rows again.",
+    "internal": "An unexpected error: classify these rows again, and report it if it persists.",
 }
 
 FALLBACK = "See the 'error' column of these rows; rerun with --retry-failed once fixed."
 
 
 def advice(error_type: str) -> str:
-    """A sentence saying what to do about rows that failed with ``error_type``."""
+    """A sentence saying what to do about rows that failed with ``error_type`` (an
+    ``ErrorType`` value; anything else, from an output of another version, gets ``FALLBACK``)."""
     return ADVICE.get(error_type, FALLBACK)

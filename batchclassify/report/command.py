@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..exit_codes import ExitCode
 from ..reading import iter_latest_rows, output_kind, read_settings
 from .facts import job_facts
 from .stats import ReportStats, collect
@@ -150,4 +151,4 @@ def command_report(args: argparse.Namespace) -> int:
         write_atomically(args.html, page)
         size = len(page.encode("utf-8")) / 1e6
         print(f"wrote {args.html} ({size:.1f} MB)", file=sys.stderr)
-    return 0
+    return ExitCode.OK

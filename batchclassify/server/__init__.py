@@ -1,9 +1,10 @@
 """A local Roboflow-compatible classification server: a real colour model plus fault knobs.
 
-It speaks the legacy route ``POST /{slug}/{version}`` as ``PROTOCOL.md`` describes it (base64,
+It speaks the legacy route ``POST /{slug}/{version}`` as Roboflow's hosted API does (base64,
 multipart and ``image=`` URL inputs; ``api_key`` query or Bearer header; the real servers'
 status codes and ``{"message": ...}`` bodies), and the v1 routes ``inference_sdk`` uses by
-default for a self-hosted URL (``v1.py``: model registry, ``POST /infer/classification``).
+default for a self-hosted URL (``v1.py``: model registry, ``POST /infer/classification``);
+the README's *The local server* lists what it serves.
 The tests start it in-process on port 0, ``--api-url local`` embeds it, ``batchclassify
 serve`` and ``python -m batchclassify.server`` run it standalone (the latter for benchmarks,
 with every knob as a flag).

@@ -19,9 +19,9 @@ import pybase64
 from aiohttp import web
 
 from .config import ServerConfig
-from .errors import _MESSAGES, _MISSING_KEY, _ApiError, _bad_image, _json
-from .faults import Fault, SlidingWindowLimiter, Uplink, _Faults, image_key, longtail_latency
-from .model import CLASSES, MODELS, _analyse, _hashed, _multi_label, _single_label
+from .errors import MESSAGES, MISSING_KEY, ApiError, bad_image, json_response
+from .faults import Fault, Faults, SlidingWindowLimiter, Uplink, image_key, longtail_latency
+from .model import CLASSES, MODELS, analyse, hashed, multi_label, single_label
 from .stats import RequestRecord, ServerStats
 
 _b64decode: Callable[..., bytes] = pybase64.b64decode
@@ -38,13 +38,13 @@ def _format_seconds(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:g}"
 
 
-class _State:
+class ServerState:
     """Everything one app instance shares between requests."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stats = ServerStats(recent=deque(maxlen=config.history_size))
-        self.faults = _Faults()
+        self.faults = Faults()
         self.rng = random.Random(config.seed)
         self.limiter = SlidingWindowLimiter(config.rate_limit) if config.rate_limit else None
         mbps = config.upload_mbps
@@ -91,7 +91,7 @@ class _State:
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
             response = await handler(request)
-        except _ApiError as error:
+        except ApiError as error:
             response = error.response()
         finally:
             stats.in_flight -= 1
@@ -107,7 +107,7 @@ class _State:
         data = await self._image_bytes(request)
         orient = request.query.get("disable_preproc_auto_orient", "").lower() not in ("true", "1")
         body = await self.answer(request, data, kind, threshold, orient, started)
-        return _json(200, body, self.billing_headers(request.path, started))
+        return json_response(200, body, self.billing_headers(request.path, started))
 
     def billing_headers(self, model: str, started: float) -> dict[str, str] | None:
         """Serverless v2's cost headers (``billing_headers="serverless"``), else none."""
@@ -131,7 +131,7 @@ class _State:
             after = (
                 config.retry_after if config.retry_after is not None else max(1, math.ceil(wait))
             )
-            raise _ApiError(429, _MESSAGES[429], {"Retry-After": _format_seconds(after)})
+            raise ApiError(429, MESSAGES[429], {"Retry-After": _format_seconds(after)})
         delay = config.latency + (
             longtail_latency(self.rng) if config.latency_distribution == "longtail" else 0.0
         )
@@ -151,12 +151,12 @@ class _State:
         if self.faults.has_images and (image_fault := self.faults.for_image(image_key(data))):
             await self._apply(request, image_fault)
         if self.config.model_cost == "hash":
-            analysis = _hashed(data)
+            analysis = hashed(data)
         elif len(data) > _OFFLOAD_BYTES:
-            analysis = await asyncio.to_thread(_analyse, data, orient)
+            analysis = await asyncio.to_thread(analyse, data, orient)
         else:
-            analysis = _analyse(data, orient)
-        answer = (_single_label if kind == "single" else _multi_label)(analysis, threshold)
+            analysis = analyse(data, orient)
+        answer = (single_label if kind == "single" else multi_label)(analysis, threshold)
         body: dict[str, Any] = {"inference_id": str(uuid.uuid4())}
         body["time"] = round(time.perf_counter() - started, 6)
         body["image"] = {"width": analysis.width, "height": analysis.height}
@@ -188,7 +188,7 @@ class _State:
             # The peer is gone; cancelling ends the handler without aiohttp writing an answer.
             raise asyncio.CancelledError
         if fault.body is not None:
-            raise _ApiError(fault.status, "", fault.headers or {}, body=fault.body)
+            raise ApiError(fault.status, "", fault.headers or {}, body=fault.body)
         if fault.status == 200:
             return
         headers = fault.headers
@@ -196,9 +196,7 @@ class _State:
             retry_after = self.config.retry_after
             after = _format_seconds(1 if retry_after is None else retry_after)
             headers = {"Retry-After": after} if fault.status in (429, 503) else {}
-        raise _ApiError(
-            fault.status, fault.message or _MESSAGES.get(fault.status, "Error."), headers
-        )
+        raise ApiError(fault.status, fault.message or MESSAGES.get(fault.status, "Error."), headers)
 
     def _check_request(self, request: web.Request) -> tuple[Literal["single", "multi"], float]:
         """Model id, key, model and threshold, in the order the real servers check them."""
@@ -212,7 +210,7 @@ class _State:
         """400 unless ``model_id`` is SLUG/VERSION with a positive version number."""
         slug, _, version = model_id.partition("/")
         if not (slug and version.isdigit() and int(version) > 0):
-            raise _ApiError(400, "Invalid Model ID sent in request.")
+            raise ApiError(400, "Invalid Model ID sent in request.")
 
     def check_key(self, request: web.Request, in_body: object) -> None:
         """When the server wants a key: the body's (v1 routes), else the query's, else the
@@ -225,19 +223,19 @@ class _State:
         if key is None and authorization[:7].lower() == "bearer ":
             key = authorization[7:].strip()
         if not key:
-            raise _ApiError(400, _MISSING_KEY)
+            raise ApiError(400, MISSING_KEY)
         if not hmac.compare_digest(key.encode(), expected.encode()):
-            raise _ApiError(403, _MESSAGES[403])
+            raise ApiError(403, MESSAGES[403])
 
     @staticmethod
     def model_kind(model_id: str) -> Literal["single", "multi"]:
         """Which kind of model ``model_id`` names; the fatal slugs' and unknown ones' errors."""
         slug = model_id.partition("/")[0]
         if slug in _FATAL_SLUGS:
-            raise _ApiError(_FATAL_SLUGS[slug], _MESSAGES[_FATAL_SLUGS[slug]])
+            raise ApiError(_FATAL_SLUGS[slug], MESSAGES[_FATAL_SLUGS[slug]])
         kind = MODELS.get(slug)
         if kind is None:
-            raise _ApiError(404, _MESSAGES[404])
+            raise ApiError(404, MESSAGES[404])
         return kind
 
     @staticmethod
@@ -246,9 +244,9 @@ class _State:
         try:
             threshold = float(raw)  # type: ignore[arg-type]  # anything else is the 400 below
         except (TypeError, ValueError):
-            raise _ApiError(400, f"confidence must be a number, got {str(raw)[:20]!r}") from None
+            raise ApiError(400, f"confidence must be a number, got {str(raw)[:20]!r}") from None
         if not math.isfinite(threshold):
-            raise _ApiError(400, "confidence must be a finite number")
+            raise ApiError(400, "confidence must be a finite number")
         if threshold >= 1:
             threshold /= 100  # the real server reads 40 as 40%
         return max(threshold, 0.01)  # the real server's floor
@@ -258,7 +256,7 @@ class _State:
         if url is not None:
             return await self.image_from_url(request, url)
         if "Content-Type" not in request.headers:
-            raise _ApiError(400, "Content-Type header not provided with request.")
+            raise ApiError(400, "Content-Type header not provided with request.")
         if request.content_type == "multipart/form-data":
             self._check_length(request)
             self.stats.bytes_received += request.content_length or 0
@@ -283,10 +281,8 @@ class _State:
         ):
             raise self._too_large()
 
-    def _too_large(self) -> _ApiError:
-        return _ApiError(
-            413, f"Request payload too large: over {self.config.max_body_bytes} bytes."
-        )
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"Request payload too large: over {self.config.max_body_bytes} bytes.")
 
     async def read_body(self, request: web.Request) -> bytes:
         """The whole request body, through the uplink when there is one; 413 above the cap."""
@@ -328,13 +324,13 @@ class _State:
         part = form.get("file")
         if isinstance(part, web.FileField):
             return part.file.read()
-        raise _bad_image("the multipart body has no part named 'file'")
+        raise bad_image("the multipart body has no part named 'file'")
 
     async def _fetch(self, url: str) -> bytes:
         """Download an ``image=`` URL, through a small LRU so repeated URLs are cheap."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _bad_image(f"the image URL is not an http(s) URL: {url[:200]!r}")
+            raise bad_image(f"the image URL is not an http(s) URL: {url[:200]!r}")
         # Our own /_files/ route ignores the query, so a query cannot change the bytes.
         own = parts.netloc in self.own_hosts and parts.path.startswith("/_files/")
         key = f"{parts.netloc}{parts.path}" if own else url
@@ -350,12 +346,12 @@ class _State:
             timeout = aiohttp.ClientTimeout(total=self.config.fetch_timeout)
             async with self.session.get(url, timeout=timeout) as response:
                 if response.status != 200:
-                    raise _bad_image(f"fetching the image URL answered HTTP {response.status}")
+                    raise bad_image(f"fetching the image URL answered HTTP {response.status}")
                 data = await response.content.read(cap + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _bad_image(f"could not fetch the image URL ({type(exc).__name__})") from None
+            raise bad_image(f"could not fetch the image URL ({type(exc).__name__})") from None
         if len(data) > cap:
-            raise _bad_image(f"the image at the URL is over {cap} bytes")
+            raise bad_image(f"the image at the URL is over {cap} bytes")
         if self.config.url_cache_size and len(data) <= 4 * 1024 * 1024:
             self.url_cache[key] = data
             while len(self.url_cache) > self.config.url_cache_size:
@@ -365,7 +361,7 @@ class _State:
     # -- the other routes ----------------------------------------------------------------
 
     async def info(self, request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             200,
             {
                 "name": "batchclassify local classification server",
@@ -375,16 +371,16 @@ class _State:
         )
 
     async def stats_route(self, request: web.Request) -> web.Response:
-        return _json(200, self.stats.as_dict())
+        return json_response(200, self.stats.as_dict())
 
     async def files(self, request: web.Request) -> web.StreamResponse:
         root = self.config.files_dir
         if root is None:
-            raise _ApiError(404, "no files directory configured (--files-dir)")
+            raise ApiError(404, "no files directory configured (--files-dir)")
         base = root.resolve()
         path = (base / request.match_info["name"]).resolve()
         if not path.is_relative_to(base) or not path.is_file():
-            raise _ApiError(404, f"no such file: {request.match_info['name'][:200]}")
+            raise ApiError(404, f"no such file: {request.match_info['name'][:200]}")
         return web.FileResponse(path)
 
     async def close(self, app: web.Application) -> None:
@@ -397,22 +393,22 @@ def decode_base64(body: bytes) -> bytes:
     if body.startswith(b"data:"):
         body = body.partition(b",")[2]
     if not body.strip():
-        raise _bad_image("Image not found in request body.")
+        raise bad_image("Image not found in request body.")
     try:
         return _b64decode(body, validate=True)
     except binascii.Error:
         pass
     if body.startswith(_IMAGE_MAGIC):
-        raise _bad_image(
+        raise bad_image(
             "the body is raw image bytes; send it base64-encoded or as a multipart 'file' part"
         )
     try:
         return binascii.a2b_base64(body)  # lenient: line breaks and the like, as servers do
     except (binascii.Error, ValueError):
-        raise _bad_image("the body is not valid base64") from None
+        raise bad_image("the body is not valid base64") from None
 
 
-_STATE = web.AppKey("batchclassify_server_state", _State)
+STATE_KEY = web.AppKey("batchclassify_server_state", ServerState)
 
 
 @web.middleware
@@ -420,28 +416,28 @@ async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Count routes, and give aiohttp's own errors (404, 405) ``{"message"}`` bodies."""
-    state = request.app[_STATE]
+    state = request.app[STATE_KEY]
     route = request.match_info.route.name or "unmatched"
     state.stats.routes[route] += 1
     try:
         return await handler(request)
-    except _ApiError as error:
+    except ApiError as error:
         return error.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json(
+        return json_response(
             exc.status,
-            {"message": _MESSAGES[404] if exc.status == 404 else exc.reason},
+            {"message": MESSAGES[404] if exc.status == 404 else exc.reason},
             {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")},
         )
 
 
 def create_app(config: ServerConfig) -> web.Application:
     """The aiohttp application, for embedding or for ``aiohttp.test_utils``."""
-    state = _State(config)
+    state = ServerState(config)
     app = web.Application(middlewares=[_json_errors], client_max_size=config.max_body_bytes)
-    app[_STATE] = state
+    app[STATE_KEY] = state
     app.router.add_get("/", state.info, name="info")
     app.router.add_get("/info", state.info, name="info-alias")
     app.router.add_get("/_stats", state.stats_route, name="stats")

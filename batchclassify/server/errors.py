@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-_MESSAGES = {
+MESSAGES = {
     400: "Bad request.",
     401: "Unauthorized access to roboflow API - check API key.",
     402: "Not enough credits to perform this request.",
@@ -23,14 +23,14 @@ _MESSAGES = {
     504: "Timeout when attempting to connect to Roboflow API.",
     507: "Model loading is restricted on this server.",
 }
-_MISSING_KEY = (
+MISSING_KEY = (
     "Required Roboflow API key is missing. Visit "
     "https://docs.roboflow.com/api-reference/authentication#retrieve-an-api-key to learn how "
     "to retrieve one."
 )
 
 
-class _ApiError(Exception):
+class ApiError(Exception):
     def __init__(
         self,
         status: int,
@@ -43,7 +43,7 @@ class _ApiError(Exception):
 
     def response(self) -> web.Response:
         if self.body is None:
-            return _json(self.status, {"message": self.message}, self.headers)
+            return json_response(self.status, {"message": self.message}, self.headers)
         headers = dict(self.headers or {})
         if not any(name.lower() == "content-type" for name in headers):
             html = self.body.lstrip()[:1] == b"<"
@@ -51,7 +51,9 @@ class _ApiError(Exception):
         return web.Response(status=self.status, body=self.body, headers=headers)
 
 
-def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+def json_response(
+    status: int, payload: object, headers: Mapping[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status,
         body=orjson.dumps(payload),
@@ -60,5 +62,5 @@ def _json(status: int, payload: object, headers: Mapping[str, str] | None = None
     )
 
 
-def _bad_image(cause: str) -> _ApiError:
-    return _ApiError(400, f"Could not load input image. Cause: {cause}")
+def bad_image(cause: str) -> ApiError:
+    return ApiError(400, f"Could not load input image. Cause: {cause}")

@@ -31,7 +31,7 @@ class Fault:
 FaultSpec = int | Literal["drop", "hang"] | Fault
 
 
-def _as_fault(spec: FaultSpec) -> Fault:
+def as_fault(spec: FaultSpec) -> Fault:
     if isinstance(spec, Fault):
         return spec
     if spec == "drop" or spec == "hang":
@@ -111,7 +111,7 @@ class Uplink:
         return self._free_at - now
 
 
-class _Faults:
+class Faults:
     """Scripted answers; a lock because ``BackgroundServer`` callers live in another thread."""
 
     def __init__(self) -> None:

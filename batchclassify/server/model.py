@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import _bad_image
+from .errors import bad_image
 
 #: Class name and prototype colour; the order gives ``class_id``.
 CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
@@ -37,7 +37,7 @@ class _Analysis:
     pixels: list[tuple[int, int, int]]
 
 
-def _analyse(data: bytes, auto_orient: bool) -> _Analysis:
+def analyse(data: bytes, auto_orient: bool) -> _Analysis:
     """Decode at reduced scale into a tiny thumbnail; report the upright original size."""
     from PIL import Image, ImageStat, UnidentifiedImageError
 
@@ -53,18 +53,18 @@ def _analyse(data: bytes, auto_orient: bool) -> _Analysis:
             thumb = source.convert("RGB")
             thumb.thumbnail((_THUMB, _THUMB), Image.Resampling.BOX, reducing_gap=None)
     except UnidentifiedImageError:  # its text names a BytesIO object: say what it means
-        raise _bad_image("the image data could not be decoded (not a known image format)") from None
+        raise bad_image("the image data could not be decoded (not a known image format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise _bad_image(f"the image data could not be decoded ({exc})") from None
+        raise bad_image(f"the image data could not be decoded ({exc})") from None
     except Image.DecompressionBombError as exc:
-        raise _bad_image(f"image too large to decode ({exc})") from None
+        raise bad_image(f"image too large to decode ({exc})") from None
     mean = ImageStat.Stat(thumb).mean
     raw = thumb.tobytes()  # not getdata(): deprecated in recent Pillow
     pixels = [(raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 3)]
     return _Analysis(width, height, (mean[0], mean[1], mean[2]), pixels)
 
 
-def _hashed(data: bytes) -> _Analysis:
+def hashed(data: bytes) -> _Analysis:
     """The ``model_cost="hash"`` stand-in: a class picked by a checksum, no decoding."""
     _name, color = CLASSES[zlib.crc32(data) % len(CLASSES)]
     return _Analysis(0, 0, (color[0], color[1], color[2]), [color])
@@ -75,7 +75,7 @@ def _distance(a: tuple[float, ...], b: tuple[int, int, int]) -> float:
     return math.dist(a, b) / 255.0
 
 
-def _single_label(analysis: _Analysis, threshold: float) -> dict[str, Any]:
+def single_label(analysis: _Analysis, threshold: float) -> dict[str, Any]:
     # Softmax over negative distances: the nearest class wins clearly, neighbours share the rest.
     scores = [math.exp(-_distance(analysis.mean, colour) / 0.08) for _, colour in CLASSES]
     total = sum(scores)
@@ -92,7 +92,7 @@ def _single_label(analysis: _Analysis, threshold: float) -> dict[str, Any]:
     }
 
 
-def _multi_label(analysis: _Analysis, threshold: float) -> dict[str, Any]:
+def multi_label(analysis: _Analysis, threshold: float) -> dict[str, Any]:
     nearest: Counter[int] = Counter()
     for pixel in analysis.pixels:
         nearest[min(range(len(CLASSES)), key=lambda i: _distance(pixel, CLASSES[i][1]))] += 1

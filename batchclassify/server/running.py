@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .app import _STATE, create_app
+from .app import STATE_KEY, create_app
 from .config import ServerConfig
-from .faults import Fault, FaultSpec, _as_fault, _Faults, image_key
+from .faults import Fault, Faults, FaultSpec, as_fault, image_key
 from .stats import ServerStats
 
 _T = TypeVar("_T")
@@ -24,11 +24,11 @@ _T = TypeVar("_T")
 class _FaultControls:
     """Scripting faults; shared by ``RunningServer`` and ``BackgroundServer``."""
 
-    _faults: _Faults
+    _faults: Faults
 
     def script(self, *responses: FaultSpec) -> None:
         """The next inference requests answer these, in order, then normally again."""
-        self._faults.push([_as_fault(r) for r in responses])
+        self._faults.push([as_fault(r) for r in responses])
 
     def fail_next(
         self,
@@ -45,7 +45,7 @@ class _FaultControls:
         """Requests for this image (its bytes, or its ``image=`` URL) answer ``fault``;
         ``times=None`` means for ever."""
         name = image_key(key) if isinstance(key, bytes) else key
-        self._faults.add_image(name, _as_fault(fault), times)
+        self._faults.add_image(name, as_fault(fault), times)
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -55,7 +55,7 @@ class RunningServer(_FaultControls):
     """A started server; see ``batchclassify.server``'s docstring for scripting faults."""
 
     def __init__(self, app: web.Application, runner: web.AppRunner, host: str, port: int) -> None:
-        self._state = app[_STATE]
+        self._state = app[STATE_KEY]
         self._faults = self._state.faults
         self._runner = runner
         self._host, self.port = host, port

@@ -50,14 +50,6 @@ class ServerStats:
     @property
     def last(self) -> RequestRecord:
         return self.recent[-1]
-
-    def reset(self) -> None:
-        """Zero every counter (a benchmark's warm-up should not count)."""
-        self.requests = self.in_flight = self.max_in_flight = self.drops = self.hangs = 0
-        self.url_fetches = self.url_cache_hits = self.bytes_received = 0
-        self.statuses.clear()
-        self.routes.clear()
-        self.recent.clear()
         self.cpu_start = time.process_time()
 
     def as_dict(self) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from .app import _State, decode_base64
-from .errors import _ApiError, _bad_image, _json
+from .app import ServerState, decode_base64
+from .errors import ApiError, bad_image, json_response
 
 #: What the registry says of every model here. Both kinds say "classification": that is
 #: what the real server's classification models report, and the only task inference_sdk
@@ -33,14 +33,14 @@ from .errors import _ApiError, _bad_image, _json
 _TASK_TYPE = "classification"
 
 
-def _invalid(location: str, message: str, kind: str) -> _ApiError:
+def _invalid(location: str, message: str, kind: str) -> ApiError:
     """FastAPI's answer to a body that does not validate: 422 and a ``detail`` list."""
     where = ["body", *location.split(".")] if location else ["body"]
     detail = [{"loc": where, "msg": message, "type": kind}]
-    return _ApiError(422, message, body=orjson.dumps({"detail": detail}))
+    return ApiError(422, message, body=orjson.dumps({"detail": detail}))
 
 
-async def _json_body(request: web.Request, state: _State) -> dict[str, Any]:
+async def _json_body(request: web.Request, state: ServerState) -> dict[str, Any]:
     raw = await state.read_body(request)
     try:
         body = orjson.loads(raw) if raw.strip() else None
@@ -61,9 +61,9 @@ def _model_id(body: dict[str, Any]) -> str:
 
 
 class V1Routes:
-    """The registry of loaded models and the v1 classification route, over one ``_State``."""
+    """The registry of loaded models and the v1 classification route, over one ``ServerState``."""
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: ServerState) -> None:
         self._state = state
         self._loaded: dict[str, None] = {}  # model ids in the order they were loaded
 
@@ -86,7 +86,7 @@ class V1Routes:
             }
             for model_id in self._loaded
         ]
-        return _json(200, {"models": models})
+        return json_response(200, {"models": models})
 
     def _load(self, request: web.Request, model_id: str, key: object) -> Literal["single", "multi"]:
         """What loading a model checks on the real server: its id, the key, the model."""
@@ -135,7 +135,7 @@ class V1Routes:
         for n, image in enumerate(images if isinstance(images, list) else [images]):
             data = await self._image_bytes(request, image, f"image.{n}")
             answers.append(await state.answer(request, data, kind, threshold, orient, started))
-        return _json(200, answers if isinstance(images, list) else answers[0])
+        return json_response(200, answers if isinstance(images, list) else answers[0])
 
     async def _image_bytes(self, request: web.Request, image: object, location: str) -> bytes:
         """One ``{"type": ..., "value": ...}`` image of the body, decoded or fetched."""
@@ -149,7 +149,7 @@ class V1Routes:
         if kind == "url" and isinstance(value, str):
             return await self._state.image_from_url(request, value)
         if kind in ("base64", "url"):
-            raise _bad_image(f"the {kind} image's value must be a string")
-        raise _bad_image(
+            raise bad_image(f"the {kind} image's value must be a string")
+        raise bad_image(
             f"image type {str(kind)[:40]!r} is not accepted by this server: send 'base64' or 'url'"
         )

@@ -1,0 +1,252 @@
+"""The workers: each takes the next item, reads it, sends it, records its row.
+
+One ``Workers`` serves all worker tasks of a job (they share the attempt policy, the sender
+and the file reader); the runner starts ``work`` once per ``--concurrency``, and the sender
+starts it again for a spare worker standing in for one whose request is stuck. A worker
+reads and encodes its image *before* asking for a rate slot, so file I/O never holds one;
+the encoded body is kept for its retries. After each request it does what the attempt
+policy (``attempts.py``) decides: send, wait, give up with a row, or stop the job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .answers import CachingClassifier, Row
+from .attempts import AttemptPolicy, GiveUp, StopJob
+from .client import ClassificationClient
+from .encoding import EncodedImage
+from .errors import ItemError, JobStopped, OutputError, RetryableError
+from .fileread import FileReader
+from .health import Watchdog
+from .hedging import HedgePolicy
+from .models import Item, Prediction, error_row, ok_row
+from .sending import Race, Sender
+from .stopping import StopSignal
+from .summary import JobSummary, ProgressListener
+
+
+class Recorder(Protocol):
+    """``Job._record``: hands one finished row to the sink and counts it in the summary."""
+
+    def __call__(
+        self, row: dict[str, Any], *, group: str | None = None, at: str | None = None
+    ) -> None:
+        """``group``: what the summary counts an error under (default: its message);
+        ``at``: where in its source the item was (a manifest line)."""
+
+
+class Workers:
+    """What the job's worker tasks share; ``work`` is one worker's loop."""
+
+    def __init__(
+        self,
+        *,
+        policy: AttemptPolicy,
+        hedge: HedgePolicy,
+        watchdog: Watchdog,
+        reader: FileReader,
+        answers: CachingClassifier,
+        stop: StopSignal,
+        record: Recorder,
+        fail: Callable[[JobStopped | OutputError], None],
+        summary: JobSummary,
+        progress: ProgressListener,
+        timeout: float,
+        concurrency: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._policy = policy
+        self._hedge = hedge
+        self._reader = reader
+        self.answers = answers
+        """The answer cache and in-flight sharing every item goes through; the job replaces
+        it with the one holding its ``--cache`` file when it starts."""
+        self._stop = stop
+        self._record = record
+        self._fail = fail
+        self._summary = summary
+        self._progress = progress
+        self._clock = clock
+        self.sender = Sender(
+            policy=policy,
+            hedge=hedge,
+            watchdog=watchdog,
+            timeout=timeout,
+            concurrency=concurrency,
+            start_spare=self.work,
+            stopping=stop,
+            notify=progress.note,
+            clock=clock,
+        )
+        """Sends each request; its ``group`` must be set to the worker task group."""
+
+    async def work(
+        self,
+        items_in: MemoryObjectReceiveStream[Item],
+        client: ClassificationClient,
+        until: anyio.Event | None = None,
+    ) -> None:
+        """Classify items until there are none; a spare worker (``until`` given) stops once
+        the stuck request it stands in for has settled."""
+        try:
+            async with items_in:
+                while not self._stop.requested and (until is None or not until.is_set()):
+                    try:  # skips receive()'s extra event-loop turn when an item is waiting
+                        item = items_in.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            item = await items_in.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
+                    try:
+                        await self._classify(item, client, items_in)
+                    except JobStopped as error:
+                        self._fail(error)
+                        return
+        finally:
+            if until is not None:
+                self.sender.spares -= 1
+
+    async def _classify(
+        self,
+        item: Item,
+        client: ClassificationClient,
+        items_in: MemoryObjectReceiveStream[Item],
+    ) -> None:
+        """Classify one item and record its row: from the answer cache, an identical image
+        in flight, or requests (``answers.py``). Stopping leaves the item for a rerun."""
+        encoded: EncodedImage | None = None
+        if item.path is not None:
+            encoded = await self._read(item, item.path)
+            if encoded is None:
+                return
+        group: list[str] = []  # a given-up item is counted under its error, not its count
+        row = await self.answers.classify(
+            item, encoded, lambda: self._request(item, encoded, client, items_in, group)
+        )
+        if row is not None:
+            self._record(row, group=group[0] if group else None)
+
+    async def _request(
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        client: ClassificationClient,
+        items_in: MemoryObjectReceiveStream[Item],
+        group: list[str],
+    ) -> Row | None:
+        """Send one item until it has a row, doing what the attempt policy decides after each
+        request (``attempts.py``); ``None``: stopping, the item is left for a rerun. A row
+        given up on puts the summary's group for it in ``group``."""
+        attempts = self._policy.start(item.id)
+        health, rate, stop = self._policy.health, self._policy.rate, self._stop
+        while True:
+            # Usually a slot is free at once: no wait, no cancel scope, no extra coroutine.
+            if health.is_down or rate.try_acquire() > 0:
+                await self._wait_for_turn()
+            if stop.requested:
+                return None
+            decision = attempts.next_request()
+            if isinstance(decision, StopJob):
+                self._fail(decision.error)
+                return None
+            started = attempts.sending()
+            try:
+                prediction, race = await self.sender.send(item, encoded, client, started, items_in)
+            except RetryableError as error:
+                after = attempts.failed(error, started)
+                if isinstance(after, GiveUp):
+                    group.append(str(error))
+                    return self._error_row(
+                        item, after.error, started, attempts.requests, message=after.message
+                    )
+                if not await self._retry_after(after.seconds):
+                    return None
+                continue
+            except ItemError as error:
+                health.success(started)
+                return self._error_row(item, error, started, attempts.requests)
+            return self._answered(item, encoded, prediction, started, attempts.requests, race)
+
+    async def _read(self, item: Item, path: str) -> EncodedImage | None:
+        """The item's file, read and encoded; ``None``: recorded as an error row (a file that
+        cannot be used), or stopping while waiting for a file descriptor."""
+        try:
+            return await self._reader.encode(path)
+        except ItemError as error:
+            self._record(error_row(item, error=str(error), error_type=error.kind, attempts=0))
+            return None
+
+    async def _wait_for_turn(self) -> None:
+        """Wait for the API (an outage) and a rate slot, or until a stop request."""
+        health = self._policy.health
+        with self._stop.unless_stopping():
+            await health.wait_until_available()
+            if not health.gave_up:
+                await self._policy.rate.acquire()
+
+    async def _retry_after(self, seconds: float) -> bool:
+        """Count a retry and wait for it; ``False``: stopping (the item is left for a rerun)."""
+        if self._stop():
+            return False
+        self._summary.retries += 1
+        self._progress.retried()
+        await self._stop.pause(seconds)
+        return True
+
+    def _error_row(
+        self,
+        item: Item,
+        error: ItemError | RetryableError,
+        started: float,
+        requests: int,
+        *,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """The row of an item that failed after ``requests`` requests, the last at ``started``."""
+        return error_row(
+            item,
+            error=message or str(error),
+            error_type=error.kind,
+            attempts=requests,
+            http_status=error.http_status,
+            elapsed_ms=(self._clock() - started) * 1000,
+        )
+
+    def _answered(
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        prediction: Prediction,
+        started: float,
+        attempts: int,
+        race: Race,
+    ) -> Row:
+        """The row of an item the server classified; the answer feeds rate and deadline."""
+        now = self._clock()
+        self._policy.health.success(started)
+        if race.answer is None:
+            self._policy.rate.on_success(started)
+            self._hedge.record(now - started)
+        else:
+            # A copy answered first and told the rate controller itself; the original's time
+            # is only known to be longer than the deadline.
+            self._hedge.record_censored()
+        attempts += race.copies
+        if encoded is not None and encoded.original_size is not None:
+            # The server measured the downscaled copy; report the image the user has.
+            prediction = replace(
+                prediction,
+                image_width=encoded.original_size[0],
+                image_height=encoded.original_size[1],
+            )
+        return ok_row(item, prediction, attempts=attempts, elapsed_ms=(now - started) * 1000)
