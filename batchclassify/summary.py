@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ProgressListener(Protocol):
@@ -118,6 +118,8 @@ class JobSummary:
     started_over: bool = False
     """The run began with --overwrite (so resuming means rerunning without it)."""
     fatal: str | None = None
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    """With several servers (``fleet.py``): each one's counters, latency and state."""
     notes: list[str] = field(default_factory=list)
     """Things the job changed or noticed that the user should know (said once, at the end)."""
     errors: Counter[str] = field(default_factory=Counter)

@@ -1,0 +1,260 @@
+"""Several servers (fleet.py): the choice and health rules on a fake clock, the transport's
+URL swap in memory, and a job over three local servers, one stopped and restarted mid-job."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+from yarl import URL
+
+from batchclassify.client import Response
+from batchclassify.errors import RetryableError
+from batchclassify.fleet import FAILS_TO_TAKE_OUT, FleetTransport, Server, ServerPool
+from batchclassify.progressfile import progress_path
+from batchclassify.server import BackgroundServer, ServerConfig
+from tests.conftest import KEY, CliResult, make_images, read_rows
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class NoTransport:
+    """A transport the pool never calls (the pool does no I/O)."""
+
+    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
+        raise AssertionError("not sent")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _pool(count: int, clock: FakeClock, notes: list[str] | None = None) -> ServerPool:
+    servers = [Server(f"http://10.0.0.{n}:9001", NoTransport()) for n in range(count)]
+    return ServerPool(
+        servers,
+        probe_initial=1.0,
+        probe_max=8.0,
+        clock=clock,
+        notify=lambda text: notes.append(text) if notes is not None and text else None,
+    )
+
+
+def _refused() -> RetryableError:
+    error = RetryableError("cannot connect to 10.0.0.0:9001: refused", kind="connection")
+    error.unreachable = True
+    return error
+
+
+def _timeout() -> RetryableError:
+    return RetryableError("no answer from 10.0.0.0:9001 within 60 s", kind="timeout")
+
+
+def test_requests_go_to_the_server_with_the_fewest_in_flight() -> None:
+    clock = FakeClock()
+    pool = _pool(3, clock)
+    a, b, c = pool.servers
+    assert [pool.pick() for _ in range(3)] == [a, b, c]  # ties: fewest sent so far
+    pool.answered(b, clock.now, ok=True)
+    assert pool.pick() is b  # the only one with a free place
+    pool.answered(a, clock.now, ok=True)
+    pool.answered(c, clock.now, ok=True)
+    assert pool.pick() is a  # a and c idle, both sent one: the first
+    assert pool.pick() is c
+    assert [s.in_flight for s in pool.servers] == [1, 1, 1]
+
+
+def test_a_refused_connection_takes_a_server_out_at_once_and_it_gets_no_requests() -> None:
+    clock = FakeClock()
+    notes: list[str] = []
+    pool = _pool(2, clock, notes)
+    a, b = pool.servers
+    assert pool.pick() is a
+    assert pool.failed(a, _refused()) is True  # out, and b is in: the server's failure
+    assert a.is_out and "10.0.0.0:9001 taken out" in notes[-1]
+    assert {pool.pick() for _ in range(5)} == {b}
+
+
+def test_failures_in_a_row_take_a_server_out_answers_in_between_do_not() -> None:
+    clock = FakeClock()
+    pool = _pool(2, clock)
+    a = pool.servers[0]
+    for _ in range(FAILS_TO_TAKE_OUT - 1):
+        a.in_flight += 1
+        assert pool.failed(a, _timeout()) is False
+    a.in_flight += 1
+    pool.answered(a, clock.now, ok=False)  # a 400 for a bad image: the server is up
+    for _ in range(FAILS_TO_TAKE_OUT - 1):
+        a.in_flight += 1
+        pool.failed(a, _timeout())
+    assert not a.is_out
+    a.in_flight += 1
+    assert pool.failed(a, _timeout()) is True
+    assert a.is_out and a.times_out == 1
+
+
+def test_an_out_server_is_probed_on_a_growing_interval_and_put_back_when_it_answers() -> None:
+    clock = FakeClock()
+    notes: list[str] = []
+    pool = _pool(2, clock, notes)
+    a, b = pool.servers
+    pool.pick()
+    pool.failed(a, _refused())
+    clock.now += 0.5
+    assert pool.pick() is b  # probe not due yet
+    clock.now += 0.6
+    assert pool.pick() is a  # the probe
+    assert pool.pick() is b  # one probe at a time
+    assert pool.failed(a, _refused()) is True
+    waits = []
+    for _ in range(4):  # the interval doubles, up to probe_max
+        started = clock.now
+        while pool.pick() is not a:
+            clock.now += 0.25
+        waits.append(clock.now - started)
+        pool.failed(a, _refused())
+    assert waits == [2.0, 4.0, 8.0, 8.0]
+    clock.now += 8
+    assert pool.pick() is a
+    pool.answered(a, clock.now - 0.05, ok=True)
+    assert not a.is_out and notes[-1] == "server 10.0.0.0:9001 answers again: back in"
+    snapshot = pool.snapshot()[0]
+    assert snapshot["state"] == "in" and snapshot["ok"] == 1 and snapshot["times_out"] == 1
+    assert snapshot["latency_ms_mean"] == pytest.approx(50.0)
+
+
+def test_with_every_server_out_a_failure_counts_as_usual() -> None:
+    clock = FakeClock()
+    pool = _pool(2, clock)
+    a, b = pool.servers
+    pool.pick(), pool.pick()
+    assert pool.failed(a, _refused()) is True
+    assert pool.failed(b, _refused()) is False  # none left: the job's outage logic decides
+    # All out: requests still go somewhere, to the server whose probe comes first.
+    chosen = pool.pick()
+    assert chosen is a and a.probing
+
+
+def test_a_cancelled_request_says_nothing_about_the_server() -> None:
+    clock = FakeClock()
+    pool = _pool(1, clock)
+    (a,) = pool.servers
+    for _ in range(FAILS_TO_TAKE_OUT * 2):
+        pool.pick()
+        pool.cancelled(a)
+    assert not a.is_out and a.in_flight == 0 and a.failures == 0
+
+
+class Recording:
+    """An in-memory server: records the URLs it was sent, answers with ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.urls: list[str] = []
+
+    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
+        self.urls.append(str(url))
+        return Response(self.status, {}, orjson.dumps({"message": "busy"}))
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_the_transport_swaps_the_base_url_and_marks_a_server_taken_out_by_5xx() -> None:
+    first, second = Recording(), Recording(503)
+    fleet = FleetTransport([("http://a:1/v1/", first), ("http://b:2/api", second)])
+    url = URL("http://a:1/v1/colors/1").with_query(api_key="k", confidence="0.5")
+
+    async def main() -> list[Response]:
+        return [await fleet.send(url, b"", {}) for _ in range(2 + 2 * FAILS_TO_TAKE_OUT)]
+
+    answers = anyio.run(main)
+    assert first.urls[0] == str(url)
+    assert second.urls[0] == "http://b:2/api/colors/1?api_key=k&confidence=0.5"
+    assert len(second.urls) == FAILS_TO_TAKE_OUT  # then out: the rest go to the first
+    assert [r.server_out for r in answers if r.status == 503] == [False, False, True]
+    states = {s["server"]: s["state"] for s in fleet.snapshot()}
+    assert states == {"a:1": "in", "b:2": "out"}
+
+
+def _restart_mid_job(
+    servers: list[BackgroundServer], config: ServerConfig, restarted: list[BackgroundServer]
+) -> Callable[[], None]:
+    """Stop ``servers[1]`` once it has answered some requests, start it again on the same
+    port a little later (while the job goes on)."""
+
+    def control() -> None:
+        victim = servers[1]
+        while victim.stats.requests < 20:
+            time.sleep(0.005)
+        victim.stop()
+        time.sleep(0.4)  # its requests fail over; the first probe (1 s) finds it back
+        restarted.append(BackgroundServer(config, port=victim.port))
+
+    return control
+
+
+def test_a_job_over_three_servers_survives_one_stopped_and_restarted(
+    tmp_path: Path,
+    make_server: Callable[..., BackgroundServer],
+    cli: Callable[..., CliResult],
+) -> None:
+    expected = make_images(tmp_path / "images", 800)
+    config = ServerConfig(api_key=KEY, latency=0.02)
+    servers = [make_server(latency=0.02) for _ in range(3)]
+    restarted: list[BackgroundServer] = []
+    controller = threading.Thread(target=_restart_mid_job(servers, config, restarted))
+    controller.start()
+    output = tmp_path / "out.jsonl"
+    urls = [arg for server in servers for arg in ("--api-url", server.url)]
+    try:
+        result = cli(
+            "run", tmp_path / "images", "--model", "colors/1", "--output", output,
+            "--concurrency", "6", *urls,
+        )  # fmt: skip
+    finally:
+        controller.join()
+        for server in restarted:
+            server.stop()
+    assert result.code == 0, result.err
+    rows = read_rows(output)
+    assert len(rows) == len(expected) and {r["status"] for r in rows} == {"ok"}
+    assert {r["id"]: r["top"] for r in rows} == expected
+    # Work moved to the others and came back: the restarted server answered requests.
+    assert restarted and restarted[0].stats.requests > 0
+    assert servers[0].stats.requests > 0 and servers[2].stats.requests > 0
+    report = result.out + result.err
+    assert "servers (3):" in report and "taken out 1×" in report
+    status = orjson.loads(progress_path(output).read_bytes())
+    by_server = {s["server"]: s for s in status["servers"]}
+    victim = by_server[servers[1].url.split("//")[1]]
+    assert victim["state"] == "in" and victim["times_out"] == 1 and victim["failures"] >= 1
+    assert sum(s["ok"] for s in status["servers"]) == len(expected)
+    assert KEY not in report and KEY not in progress_path(output).read_text()
+
+
+def test_local_cannot_be_one_of_several_servers(
+    tmp_path: Path, server: BackgroundServer, cli: Callable[..., CliResult]
+) -> None:
+    make_images(tmp_path / "images", 1)
+    result = cli(
+        "run", tmp_path / "images", "--model", "colors/1", "--output", tmp_path / "o.jsonl",
+        "--api-url", server.url, "--api-url", "local",
+    )  # fmt: skip
+    assert result.code == 2
+    assert "'local' cannot be one of several servers" in result.err
+    again = cli(
+        "run", tmp_path / "images", "--model", "colors/1", "--output", tmp_path / "o.jsonl",
+        "--api-url", server.url, "--api-url", server.url + "/",
+    )  # fmt: skip
+    assert again.code == 2 and "given more than once" in again.err
