@@ -28,7 +28,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import PY, Server, run_client  # noqa: E402
+from harness import PY, Server, run_client
 
 KEY = "bench-key"
 
