@@ -93,7 +93,11 @@ class AttemptPolicy:
 
     def note_failure(self, error: RetryableError, item_id: str, started: float) -> None:
         """Tell the outage monitor and (a 429) the rate controller about a failed request,
-        sent at ``started``: also for copies of a stuck request, which have no count."""
+        sent at ``started``: also for copies of a stuck request, which have no count. A
+        failure the fleet routed around (``server_out``: another server is in) is not the
+        API's: the outage monitor does not hear of it."""
+        if error.server_out:
+            return
         self.health.failure(error, item_id)
         if error.http_status == 429:
             self.rate.on_rate_limited(error.retry_after, started)

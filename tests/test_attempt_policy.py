@@ -180,11 +180,16 @@ def test_a_copy_that_fails_tells_the_monitors_without_counting_for_the_item() ->
 def test_a_failure_on_a_server_taken_out_is_retried_at_once_and_does_not_count() -> None:
     # Several servers (fleet.py): the server failed and is out, another is in.
     clock = FakeClock()
-    attempts = _policy(clock, attempts=1).start("a.jpg")
+    policy = _policy(clock, attempts=1)
+    attempts, other = policy.start("a.jpg"), policy.start("b.jpg")
     for _ in range(5):
-        moved = _connection()
-        moved.server_out = True
-        assert _fail(attempts, moved, clock) == Wait(0.0)
+        for item in (attempts, other):
+            moved = _connection()
+            moved.server_out = True
+            assert _fail(item, moved, clock) == Wait(0.0)
+            clock.now += 2
+    # Nor is it an outage, however long it goes on: the fleet routed around it.
+    assert not policy.health.is_down
     # The item's own budget is untouched: its first counted failure is its one attempt.
     decision = _fail(attempts, _server_error(), clock)
     assert isinstance(decision, GiveUp) and decision.requests == 6

@@ -18,6 +18,7 @@ from batchclassify.errors import RetryableError
 from batchclassify.fleet import FAILS_TO_TAKE_OUT, FleetTransport, Server, ServerPool
 from batchclassify.progressfile import progress_path
 from batchclassify.server import BackgroundServer, ServerConfig
+from batchclassify.status import format_status
 from tests.conftest import KEY, CliResult, make_images, read_rows
 
 
@@ -241,6 +242,28 @@ def test_a_job_over_three_servers_survives_one_stopped_and_restarted(
     assert victim["state"] == "in" and victim["times_out"] == 1 and victim["failures"] >= 1
     assert sum(s["ok"] for s in status["servers"]) == len(expected)
     assert KEY not in report and KEY not in progress_path(output).read_text()
+    shown = cli("status", output)
+    assert shown.code == 0 and "servers (3):" in shown.out
+    assert f"{victim['server']}: " in shown.out and "taken out 1×" in shown.out
+
+
+def test_status_says_which_servers_are_out() -> None:
+    status = {
+        "output": "out.jsonl", "summary": "running", "ok": 5, "failed": 0,
+        "servers": [
+            {"server": "gpu-1:9001", "state": "in", "requests": 9, "ok": 5, "failures": 0,
+             "latency_ms_mean": 180.0, "latency_ms_p95": 420.0, "times_out": 0},
+            {"server": "gpu-2:9001", "state": "out", "requests": 4, "ok": 0, "failures": 4,
+             "latency_ms_mean": None, "latency_ms_p95": None, "times_out": 1,
+             "last_error": "cannot connect to gpu-2:9001: refused"},
+        ],
+    }  # fmt: skip
+    lines = format_status(status).splitlines()
+    assert lines[-2:] == [
+        "    gpu-1:9001: 9 requests, 5 ok, 0 failures, 180 ms mean, 420 ms p95",
+        "    gpu-2:9001: 4 requests, 0 ok, 4 failures, no answer yet; taken out 1×; "
+        "OUT (cannot connect to gpu-2:9001: refused), probing",
+    ]
 
 
 def test_local_cannot_be_one_of_several_servers(
