@@ -6,12 +6,17 @@ usual; the fleet picks a server and swaps the base URL for that server's. The wo
 attempt policy and the rate controller see one API, with two exceptions spelt out here:
 
 * choice: each request goes to the server with the fewest requests in flight, among those
-  that are in (ties: the one sent the fewest requests so far), so a slow server gets less;
+  that are in, so a slow server gets less (ties: one whose latest outcome was an answer,
+  then the one picked least recently);
 * health, per server: a server is taken out at once when nothing listens there (connection
   refused, a host that does not resolve) and after ``FAILS_TO_TAKE_OUT`` failures in a row
   (timeouts, dropped connections, 5xx) with no answer in between. While out, it gets one
   request at a time as a probe, on a growing interval (``probe_initial`` doubling up to
-  ``probe_max``); the first answer puts it back in. Any answer that is not a retryable
+  ``probe_max``); the first answer puts it back in. A server that stops answering is taken
+  out too: requests in flight on it, none answered for ``silent_after()`` seconds
+  (twice the stuck-request deadline, at least ``SILENCE_FLOOR``), while another server
+  answered in that time; its requests still out end as usual (an answer, a timeout, a copy
+  sent elsewhere by the hedging that wins). Any answer that is not a retryable
   failure (a 200, a 400 for a bad image, a 429) counts as an answer: the server is up;
 * a failure on a server that is out once it is recorded, while another server is in, is
   marked ``server_out`` on the error: the attempt policy retries the item at once and does
@@ -41,6 +46,9 @@ from .retry import RETRYABLE_STATUSES
 FAILS_TO_TAKE_OUT = 3
 #: Latencies kept per server for the p95 (the most recent ones).
 LATENCY_WINDOW = 1000
+#: The least silence (seconds with requests in flight and no outcome) that takes a server
+#: out while others answer: a GPU server may take a while on a batch now and then.
+SILENCE_FLOOR = 5.0
 #: Statuses that say the server (not the image, not the key) is failing.
 SERVER_FAILURES = RETRYABLE_STATUSES - {429}
 
@@ -68,6 +76,13 @@ class Server:
         self.probe_interval = 0.0
         self.probing = False
         self.last_error: str | None = None
+        self.last_answer = -1e18
+        """Clock time of its latest answer."""
+        self.quiet_since = 0.0
+        """Clock time of its latest answer, or of the request that found nothing in flight
+        on it: with requests in flight, silent since then (failures are no answer)."""
+        self.picked = 0
+        """When it was last picked (a count of picks): ties go to the least recent."""
         self._latency_total = 0.0
         self._answered = 0
         self._recent: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -110,6 +125,7 @@ class ServerPool:
         *,
         probe_initial: float = 1.0,
         probe_max: float = 60.0,
+        silent_after: Callable[[], float] = lambda: 60.0,
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[str | None], None] = lambda _text: None,
     ) -> None:
@@ -118,20 +134,42 @@ class ServerPool:
         self.servers = list(servers)
         self._probe_initial = probe_initial
         self._probe_max = probe_max
+        self._silent_after = silent_after
         self._clock = clock
         self._notify = notify
+        self._picks = 0
 
     def pick(self) -> Server:
         """The server for the next request (counted as in flight on it until ``settle``)."""
         now = self._clock()
+        self._take_out_silent(now)
         chosen = self._due_probe(now) or self._least_busy()
         if chosen is None:
             # All out: the one whose probe comes first; the job's outage logic paces these.
             chosen = min(self.servers, key=lambda s: (s.probing, s.next_probe, s.in_flight))
             chosen.probing = True
+        if not chosen.in_flight:
+            chosen.quiet_since = now
+        self._picks += 1
+        chosen.picked = self._picks
         chosen.in_flight += 1
         chosen.requests += 1
         return chosen
+
+    def _take_out_silent(self, now: float) -> None:
+        """Take out a server that stopped answering while others answer."""
+        limit = self._silent_after()
+        for server in self.servers:
+            if server.is_out or not server.in_flight or now - server.quiet_since < limit:
+                continue
+            if any(
+                other.last_answer >= now - limit for other in self.servers if other is not server
+            ):
+                server.last_error = (
+                    f"{server.in_flight} request(s) in flight, none answered for "
+                    f"{now - server.quiet_since:.0f} s while other servers answer"
+                )
+                self._take_out(server, now)
 
     def _due_probe(self, now: float) -> Server | None:
         for server in self.servers:
@@ -142,12 +180,14 @@ class ServerPool:
 
     def _least_busy(self) -> Server | None:
         up = [server for server in self.servers if not server.is_out]
-        return min(up, key=lambda s: (s.in_flight, s.requests)) if up else None
+        return min(up, key=lambda s: (s.in_flight, s.fails_in_a_row > 0, s.picked)) if up else None
 
     def answered(self, server: Server, started: float, *, ok: bool) -> None:
         """``server`` answered (not a retryable failure): it is up."""
         server.in_flight -= 1
-        server.answered(self._clock() - started)
+        now = self._clock()
+        server.answered(now - started)
+        server.last_answer = server.quiet_since = now
         server.ok += ok
         server.fails_in_a_row = 0
         server.probing = False
@@ -202,15 +242,17 @@ class FleetTransport:
         *,
         probe_initial: float = 1.0,
         probe_max: float = 60.0,
+        silent_after: Callable[[], float] = lambda: 60.0,
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[str | None], None] = lambda _text: None,
     ) -> None:
         """``servers``: (base URL, transport) pairs; the client's requests are built for the
-        first base URL."""
+        first base URL. ``silent_after``: see ``silence_limit``."""
         self.pool = ServerPool(
             [Server(base, transport) for base, transport in servers],
             probe_initial=probe_initial,
             probe_max=probe_max,
+            silent_after=silent_after,
             clock=clock,
             notify=notify,
         )
@@ -224,13 +266,21 @@ class FleetTransport:
         *,
         probe_initial: float = 1.0,
         probe_max: float = 60.0,
+        deadline: Callable[[], float | None] = lambda: None,
         notify: Callable[[str | None], None] = lambda _text: None,
     ) -> FleetTransport:
-        """One aiohttp transport per server of ``config.servers`` (call inside the event loop)."""
+        """One aiohttp transport per server of ``config.servers`` (call inside the event loop);
+        ``deadline``: the stuck-request deadline (``HedgePolicy.deadline``), once known."""
         pairs: list[tuple[str, Transport]] = [
             (url, AiohttpTransport(config, host=shown_host(url))) for url in config.servers
         ]
-        return cls(pairs, probe_initial=probe_initial, probe_max=probe_max, notify=notify)
+        return cls(
+            pairs,
+            probe_initial=probe_initial,
+            probe_max=probe_max,
+            silent_after=lambda: silence_limit(deadline(), config.timeout),
+            notify=notify,
+        )
 
     def _rebase(self, url: URL, server: Server) -> URL:
         if server.base == self._primary:
@@ -265,6 +315,15 @@ class FleetTransport:
     def snapshot(self) -> list[dict[str, Any]]:
         """Per-server counters, latency and state (``in``/``out``)."""
         return self.pool.snapshot()
+
+
+def silence_limit(deadline: float | None, timeout: float) -> float:
+    """Seconds of silence that take a server out: twice the stuck-request deadline, at least
+    ``SILENCE_FLOOR``; until the deadline is learned, the request timeout (which fails the
+    requests anyway)."""
+    if deadline is None:
+        return timeout
+    return min(timeout, max(SILENCE_FLOOR, 2 * deadline))
 
 
 def server_lines(servers: Sequence[Mapping[str, Any]]) -> list[str]:

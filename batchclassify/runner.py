@@ -237,6 +237,7 @@ class Job:
                 http,
                 probe_initial=rate.probe_initial,
                 probe_max=rate.probe_max,
+                deadline=lambda: self._hedge.deadline,
                 notify=self._progress.note,
             )
         if isinstance(self._transport, FleetTransport):

@@ -13,9 +13,17 @@ import orjson
 import pytest
 from yarl import URL
 
+from batchclassify import HttpConfig, JobConfig, RateConfig, classify
 from batchclassify.client import Response
 from batchclassify.errors import RetryableError
-from batchclassify.fleet import FAILS_TO_TAKE_OUT, FleetTransport, Server, ServerPool
+from batchclassify.fleet import (
+    FAILS_TO_TAKE_OUT,
+    SILENCE_FLOOR,
+    FleetTransport,
+    Server,
+    ServerPool,
+    silence_limit,
+)
 from batchclassify.progressfile import progress_path
 from batchclassify.server import BackgroundServer, ServerConfig
 from batchclassify.status import format_status
@@ -65,12 +73,12 @@ def test_requests_go_to_the_server_with_the_fewest_in_flight() -> None:
     clock = FakeClock()
     pool = _pool(3, clock)
     a, b, c = pool.servers
-    assert [pool.pick() for _ in range(3)] == [a, b, c]  # ties: fewest sent so far
+    assert [pool.pick() for _ in range(3)] == [a, b, c]  # ties: the least recently picked
     pool.answered(b, clock.now, ok=True)
     assert pool.pick() is b  # the only one with a free place
     pool.answered(a, clock.now, ok=True)
     pool.answered(c, clock.now, ok=True)
-    assert pool.pick() is a  # a and c idle, both sent one: the first
+    assert pool.pick() is a  # a and c idle: a was picked longer ago
     assert pool.pick() is c
     assert [s.in_flight for s in pool.servers] == [1, 1, 1]
 
@@ -146,6 +154,48 @@ def test_with_every_server_out_a_failure_counts_as_usual() -> None:
     assert chosen is a and a.probing
 
 
+def test_a_server_that_stops_answering_while_others_answer_is_taken_out() -> None:
+    clock = FakeClock()
+    notes: list[str] = []
+    pool = ServerPool(
+        [Server(f"http://10.0.0.{n}:9001", NoTransport()) for n in range(2)],
+        silent_after=lambda: 5.0,
+        clock=clock,
+        notify=lambda text: notes.append(text) if text else None,
+    )
+    a, b = pool.servers
+    assert pool.pick() is a  # hangs
+    for _ in range(10):  # b keeps answering
+        clock.now += 0.5
+        assert pool.pick() is b
+        pool.answered(b, clock.now - 0.1, ok=True)
+    assert a.is_out and a.in_flight == 1
+    assert "none answered for 5 s while other servers answer" in notes[-1]
+    # Its hung request ends in a timeout at last: the item goes elsewhere, not counted.
+    assert pool.failed(a, _timeout()) is True
+
+
+def test_silence_alone_is_not_a_server_failure() -> None:
+    # Nobody answers: not one server's fault; the job's watchdog and outage logic decide.
+    clock = FakeClock()
+    pool = ServerPool(
+        [Server(f"http://10.0.0.{n}:9001", NoTransport()) for n in range(2)],
+        silent_after=lambda: 5.0,
+        clock=clock,
+    )
+    pool.pick(), pool.pick()
+    clock.now += 60
+    pool.pick()
+    assert not any(server.is_out for server in pool.servers)
+
+
+def test_the_silence_limit_follows_the_stuck_request_deadline() -> None:
+    assert silence_limit(None, 60) == 60  # not learned yet: the request timeout
+    assert silence_limit(0.5, 60) == SILENCE_FLOOR
+    assert silence_limit(10, 60) == 20
+    assert silence_limit(40, 60) == 60
+
+
 def test_a_cancelled_request_says_nothing_about_the_server() -> None:
     clock = FakeClock()
     pool = _pool(1, clock)
@@ -162,9 +212,13 @@ class Recording:
     def __init__(self, status: int = 200) -> None:
         self.status = status
         self.urls: list[str] = []
+        self.gate: anyio.Event | None = None
+        """Set: the next request waits for it."""
 
     async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
         self.urls.append(str(url))
+        if self.gate is not None:
+            await self.gate.wait()
         return Response(self.status, {}, orjson.dumps({"message": "busy"}))
 
     async def aclose(self) -> None:
@@ -173,17 +227,30 @@ class Recording:
 
 def test_the_transport_swaps_the_base_url_and_marks_a_server_taken_out_by_5xx() -> None:
     first, second = Recording(), Recording(503)
+    gate = anyio.Event()
     fleet = FleetTransport([("http://a:1/v1/", first), ("http://b:2/api", second)])
     url = URL("http://a:1/v1/colors/1").with_query(api_key="k", confidence="0.5")
+    answers: list[Response] = []
 
-    async def main() -> list[Response]:
-        return [await fleet.send(url, b"", {}) for _ in range(2 + 2 * FAILS_TO_TAKE_OUT)]
+    async def held() -> None:  # keeps a request in flight on the first server
+        first.gate = gate
+        answers.append(await fleet.send(url, b"", {}))
 
-    answers = anyio.run(main)
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(held)
+            await anyio.sleep(0.01)
+            first.gate = None
+            for _ in range(FAILS_TO_TAKE_OUT + 1):
+                answers.append(await fleet.send(url, b"", {}))
+            gate.set()
+
+    anyio.run(main)
     assert first.urls[0] == str(url)
     assert second.urls[0] == "http://b:2/api/colors/1?api_key=k&confidence=0.5"
-    assert len(second.urls) == FAILS_TO_TAKE_OUT  # then out: the rest go to the first
+    assert len(second.urls) == FAILS_TO_TAKE_OUT  # then out: the last went to the first
     assert [r.server_out for r in answers if r.status == 503] == [False, False, True]
+    assert len(first.urls) == 2 and len(answers) == FAILS_TO_TAKE_OUT + 2
     states = {s["server"]: s["state"] for s in fleet.snapshot()}
     assert states == {"a:1": "in", "b:2": "out"}
 
@@ -281,3 +348,44 @@ def test_local_cannot_be_one_of_several_servers(
         "--api-url", server.url, "--api-url", server.url + "/",
     )  # fmt: skip
     assert again.code == 2 and "given more than once" in again.err
+
+
+def test_a_server_that_stops_answering_is_taken_out_and_the_job_finishes(
+    tmp_path: Path, make_server: Callable[..., BackgroundServer]
+) -> None:
+    # Long enough (~3 s) to go on after the hung server's 2 s of silence (--timeout 2).
+    expected = make_images(tmp_path / "images", 240)
+    fine = [make_server(latency=0.05) for _ in range(2)]
+    hung = make_server(hang_rate=1.0)  # accepts every request, answers none
+    config = JobConfig(
+        sources=tmp_path / "images",
+        model="colors/1",
+        output=tmp_path / "out.jsonl",
+        http=HttpConfig(
+            api_urls=tuple(server.url for server in (*fine, hung)),
+            api_key=KEY,
+            concurrency=6,
+            timeout=2,
+        ),
+        # No probe within this short job: a probe of a hung server holds its item --timeout.
+        rate=RateConfig(probe_initial=30, probe_max=60),
+    )
+    summary = classify(config)
+    assert summary.failed == 0 and summary.exit_code == 0
+    assert {r["id"]: r["top"] for r in read_rows(config.output)} == expected
+    by_server = {s["server"]: s for s in summary.servers}
+    stopped = by_server[hung.url.removeprefix("http://")]
+    assert stopped["state"] == "out" and stopped["ok"] == 0 and stopped["requests"] >= 1
+    assert sum(s["ok"] for s in summary.servers) == len(expected)
+
+
+def test_ties_go_to_a_server_whose_latest_outcome_was_an_answer() -> None:
+    clock = FakeClock()
+    pool = _pool(2, clock)
+    a, b = pool.servers
+    pool.pick(), pool.pick()
+    pool.answered(a, clock.now, ok=True)
+    pool.failed(b, _timeout())  # one timeout: not out, but not the first choice either
+    assert pool.pick() is a  # although b was picked less recently
+    pool.answered(a, clock.now, ok=True)
+    assert pool.pick() is a
