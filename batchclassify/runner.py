@@ -114,7 +114,7 @@ class Job:
             probe_max=config.rate.probe_max,
             clock=clock,
             notify=self._progress.note,
-            api_url=config.http.api_url,
+            api_urls=config.http.servers,
         )
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
         self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)

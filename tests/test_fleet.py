@@ -389,3 +389,20 @@ def test_ties_go_to_a_server_whose_latest_outcome_was_an_answer() -> None:
     assert pool.pick() is a  # although b was picked less recently
     pool.answered(a, clock.now, ok=True)
     assert pool.pick() is a
+
+
+def test_with_every_server_unreachable_the_job_stops_naming_them_all(
+    tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Callable[..., CliResult]
+) -> None:
+    make_images(tmp_path / "images", 5)
+    gone = [make_server() for _ in range(2)]
+    for server in gone:
+        server.stop()  # nothing listens on its port now
+    urls = [arg for server in gone for arg in ("--api-url", server.url)]
+    result = cli(
+        "run", tmp_path / "images", "--model", "colors/1", "--output", tmp_path / "o.jsonl",
+        *urls,
+    )  # fmt: skip
+    assert result.code == 3
+    assert f"cannot reach the API at {gone[0].url}, {gone[1].url} " in result.err
+    assert "0 of 2 server(s) in" in result.err
