@@ -79,8 +79,10 @@ class Server:
         self.last_answer = -1e18
         """Clock time of its latest answer."""
         self.quiet_since = 0.0
-        """Clock time of its latest answer, or of the request that found nothing in flight
-        on it: with requests in flight, silent since then (failures are no answer)."""
+        """Clock time of its latest answer, or of the request that found it idle after an
+        answer: with requests in flight, silent since then. Failures and cancelled requests
+        (a copy sent elsewhere answered first) are no answer: they do not restart it."""
+        self.idle_after_answer = True
         self.picked = 0
         """When it was last picked (a count of picks): ties go to the least recent."""
         self._latency_total = 0.0
@@ -148,7 +150,7 @@ class ServerPool:
             # All out: the one whose probe comes first; the job's outage logic paces these.
             chosen = min(self.servers, key=lambda s: (s.probing, s.next_probe, s.in_flight))
             chosen.probing = True
-        if not chosen.in_flight:
+        if not chosen.in_flight and chosen.idle_after_answer:
             chosen.quiet_since = now
         self._picks += 1
         chosen.picked = self._picks
@@ -188,6 +190,7 @@ class ServerPool:
         now = self._clock()
         server.answered(now - started)
         server.last_answer = server.quiet_since = now
+        server.idle_after_answer = True
         server.ok += ok
         server.fails_in_a_row = 0
         server.probing = False
@@ -202,6 +205,7 @@ class ServerPool:
         server.failures += 1
         server.fails_in_a_row += 1
         server.last_error = str(error)
+        server.idle_after_answer = False
         now = self._clock()
         if server.is_out:
             if server.probing:  # the probe failed: wait longer before the next
@@ -216,6 +220,7 @@ class ServerPool:
         """The request was cancelled (stopping, the watchdog, a copy answered first): it says
         nothing about the server; a probe cut off is sent again at the next request."""
         server.in_flight -= 1
+        server.idle_after_answer = False
         server.probing = False
 
     def _take_out(self, server: Server, now: float) -> None:

@@ -175,6 +175,26 @@ def test_a_server_that_stops_answering_while_others_answer_is_taken_out() -> Non
     assert pool.failed(a, _timeout()) is True
 
 
+def test_requests_cut_for_a_copy_elsewhere_do_not_restart_a_silence() -> None:
+    clock = FakeClock()
+    pool = ServerPool(
+        [Server(f"http://10.0.0.{n}:9001", NoTransport()) for n in range(2)],
+        silent_after=lambda: 5.0,
+        clock=clock,
+    )
+    a, b = pool.servers
+    assert pool.pick() is a  # hangs
+    assert pool.pick() is b
+    pool.answered(b, clock.now, ok=True)
+    for _ in range(3):
+        clock.now += 2
+        pool.cancelled(a)  # a copy sent to b answered first
+        assert pool.pick() is a  # idle again, picked again: still no answer from it
+        assert pool.pick() is b
+        pool.answered(b, clock.now, ok=True)
+    assert a.is_out
+
+
 def test_silence_alone_is_not_a_server_failure() -> None:
     # Nobody answers: not one server's fault; the job's watchdog and outage logic decide.
     clock = FakeClock()
