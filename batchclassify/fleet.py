@@ -62,7 +62,8 @@ class Server:
     """One server of the fleet: where it is, its counters, and whether it is in."""
 
     def __init__(self, base: str, transport: Transport) -> None:
-        self.base = base.rstrip("/")
+        # As yarl writes it (lower-case host, no default port), as in the client's URLs.
+        self.base = str(URL(base.rstrip("/"))).rstrip("/")
         self.host = shown_host(base)
         self.transport = transport
         self.in_flight = 0

@@ -275,6 +275,20 @@ def test_the_transport_swaps_the_base_url_and_marks_a_server_taken_out_by_5xx() 
     assert states == {"a:1": "in", "b:2": "out"}
 
 
+def test_base_urls_are_matched_as_yarl_writes_them() -> None:
+    first, second = Recording(), Recording()
+    fleet = FleetTransport([("http://GPU-1:80/v1", first), ("https://Gpu-2:443/", second)])
+    url = URL("http://GPU-1:80/v1/colors/1").with_query(api_key="k")  # as the client builds it
+
+    async def main() -> None:
+        for _ in range(2):
+            await fleet.send(url, b"", {})
+
+    anyio.run(main)
+    assert first.urls == ["http://gpu-1/v1/colors/1?api_key=k"]
+    assert second.urls == ["https://gpu-2/colors/1?api_key=k"]
+
+
 def _restart_mid_job(
     servers: list[BackgroundServer], config: ServerConfig, restarted: list[BackgroundServer]
 ) -> Callable[[], None]:
