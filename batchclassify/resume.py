@@ -54,6 +54,8 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         "max_size": config.max_size,
         "format": config.format,
         "api_url": config.http.api_url,
+        # Several servers (fleet.py): all of them; ``api_url`` is the first.
+        **({"api_urls": list(config.http.api_urls)} if len(config.http.api_urls) > 1 else {}),
         "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
     }

@@ -343,6 +343,8 @@ def test_a_job_over_three_servers_survives_one_stopped_and_restarted(
     assert victim["state"] == "in" and victim["times_out"] == 1 and victim["failures"] >= 1
     assert sum(s["ok"] for s in status["servers"]) == len(expected)
     assert KEY not in report and KEY not in progress_path(output).read_text()
+    settings = orjson.loads(Path(f"{output}.job.json").read_bytes())
+    assert settings["api_urls"] == [server.url for server in servers]
     shown = cli("status", output)
     assert shown.code == 0 and "servers (3):" in shown.out
     assert f"{victim['server']}: " in shown.out and "taken out 1×" in shown.out
