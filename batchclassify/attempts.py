@@ -11,6 +11,9 @@ The rule, in one place:
   waits it out instead of becoming an error row;
 * attempts made while the API is down (an outage) and 429 answers do not count against the
   budget: neither says anything about the item;
+* with several servers (``fleet.py``), a failure on a server that is then taken out while
+  another is in (``RetryableError.server_out``) is the server's: the item is retried at once,
+  on another server, and the attempt does not count;
 * once the API has been down for longer than ``--max-outage`` (or never answered at all),
   the job stops and the item is left unrecorded for a rerun.
 
@@ -95,7 +98,11 @@ class AttemptPolicy:
 
     def note_failure(self, error: RetryableError, item_id: str, started: float) -> None:
         """Tell the outage monitor and (a 429) the rate controller about a failed request,
-        sent at ``started``: also for copies of a stuck request, which have no count."""
+        sent at ``started``: also for copies of a stuck request, which have no count. A
+        failure the fleet routed around (``server_out``: another server is in) is not the
+        API's: the outage monitor does not hear of it."""
+        if error.server_out:
+            return
         self.health.failure(error, item_id)
         if error.http_status == 429:
             self.rate.on_rate_limited(error.retry_after, started)
@@ -134,6 +141,8 @@ class Attempts:
         if self._first_failure is None:
             self._first_failure = policy.clock()
         policy.note_failure(error, self.item_id, started)
+        if error.server_out and policy.clock() - self._taken_up < policy.retry.max_elapsed:
+            return Wait(0.0)  # the server's failure: at once, elsewhere, not counted
         if error.http_status != 429 and not health.is_down:
             self._counted += 1
         # Give up only while the API works for others: if other items fail too and nothing

@@ -49,6 +49,7 @@ FIELD_FLAGS = {
     "overwrite": "--overwrite",
     "retry_failed": "--retry-failed",
     "http.api_url": "--api-url",
+    "http.api_urls": "--api-url",
     "http.api_key_in": "--api-key-in",
     "http.concurrency": "--concurrency",
     "http.timeout": "--timeout",
@@ -142,10 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     api = run.add_argument_group("API")
     api.add_argument(
         "--api-url",
-        default=HttpConfig.api_url,
-        help="base URL of the API (default %(default)s); e.g. "
+        action="append",
+        default=None,
+        help=f"base URL of the API (default {HttpConfig.api_url}); e.g. "
         "https://serverless.roboflow.com, http://localhost:9001 for a self-hosted server, or "
-        "'local' for the embedded test server",
+        "'local' for the embedded test server. Give it several times for several servers of "
+        "one model: requests go to the least busy; a failing server is taken out, probed, "
+        "and put back when it answers (--rate-limit stays one budget for the whole job)",
     )
     api.add_argument(
         "--api-key",
@@ -342,7 +346,8 @@ def _command_registrars() -> list[Callable[[Any], None]]:
 
 def _job_config(args: argparse.Namespace) -> JobConfig:
     api_key = args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None
-    if api_key is None and args.api_url not in ("local",) and "roboflow.com" in args.api_url:
+    api_urls: list[str] = args.api_url or [HttpConfig.api_url]
+    if api_key is None and any("roboflow.com" in url for url in api_urls):
         raise UsageError(
             "no API key: pass --api-key or set ROBOFLOW_API_KEY "
             "(find it in your Roboflow workspace settings)"
@@ -368,7 +373,8 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         max_failures=args.max_failures,
         cache=cache_option(args),
         http=HttpConfig(
-            api_url=args.api_url,
+            api_url=api_urls[0],
+            api_urls=tuple(api_urls) if len(api_urls) > 1 else (),
             api_key=api_key,
             api_key_in=args.api_key_in,
             concurrency=args.concurrency,

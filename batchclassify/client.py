@@ -66,6 +66,9 @@ class Response(NamedTuple):
     status: int
     headers: Mapping[str, str]
     body: bytes
+    server_out: bool = False
+    """Several servers (``fleet.py``): the server that gave a retryable failure is out now,
+    while another is in: the failure was the server's, not the item's."""
 
 
 class Transport(Protocol):
@@ -213,7 +216,7 @@ class ClassificationClient:
     async def _post(self, url: URL, body: bytes) -> Prediction:
         transport = self._transport
         assert transport is not None, "use ClassificationClient as an async context manager"
-        status, headers, payload = await transport.send(url, body, self._headers)
+        status, headers, payload, server_out = await transport.send(url, body, self._headers)
         if status == 200:
             try:
                 parsed: Any = orjson.loads(payload)
@@ -233,7 +236,10 @@ class ClassificationClient:
             if cost != (None, None):  # what the server says it spent (cost.py)
                 prediction = replace(prediction, server_ms=cost[0], cold_start=cost[1])
             return prediction
-        raise self._error_for(status, payload, headers.get("Retry-After"))
+        failure = self._error_for(status, payload, headers.get("Retry-After"))
+        if isinstance(failure, RetryableError):
+            failure.server_out = server_out
+        raise failure
 
     def _error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:
         message = self.redact(_server_message(payload))

@@ -149,6 +149,9 @@ class HttpConfig:
 
     api_url: str = DEFAULT_API_URL
     """The API's base URL, or ``"local"`` for the embedded Roboflow-compatible server."""
+    api_urls: tuple[str, ...] = ()
+    """Several servers of one API (``--api-url`` given more than once, ``fleet.py``): requests
+    are spread over them. When given, ``api_url`` is set to the first."""
     api_key: str | None = field(default=None, repr=False)
     api_key_in: KeyPlacement = "query"
     concurrency: int = 32
@@ -161,6 +164,10 @@ class HttpConfig:
     and retried; ``None`` means three times ``timeout``."""
 
     def __post_init__(self) -> None:
+        if self.api_urls:
+            object.__setattr__(self, "api_urls", tuple(self.api_urls))
+            self._check_servers()
+            object.__setattr__(self, "api_url", self.api_urls[0])
         _require(
             self.api_url == "local" or self.api_url.startswith(("http://", "https://")),
             "http.api_url",
@@ -172,6 +179,23 @@ class HttpConfig:
         _require(_positive(self.connect_timeout), "http.connect_timeout", "must be positive")
         if self.stall_after is not None:
             _require(_positive(self.stall_after), "http.stall_after", "must be positive")
+
+    def _check_servers(self) -> None:
+        for url in self.api_urls:
+            _require(
+                url.startswith(("http://", "https://")),
+                "http.api_urls",
+                f"{url!r} is not an http(s) URL"
+                + (" ('local' cannot be one of several servers)" if url == "local" else ""),
+            )
+        bases = [url.rstrip("/") for url in self.api_urls]
+        for url in bases:
+            _require(bases.count(url) == 1, "http.api_urls", f"{url!r} is given more than once")
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The base URL of each server: ``api_urls``, or ``api_url`` alone."""
+        return self.api_urls or (self.api_url,)
 
 
 @dataclass(frozen=True, kw_only=True)

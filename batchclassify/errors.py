@@ -142,6 +142,9 @@ class RetryableError(ItemError):
 
     unreachable: bool = False
     """The host name did not resolve or the connection was refused: nothing listens there."""
+    server_out: bool = False
+    """Several servers (``fleet.py``): the server that failed is out now, while another is
+    in; the item is retried at once, elsewhere, and the attempt does not count."""
 
 
 class RateLimitedError(RetryableError):

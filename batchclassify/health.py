@@ -47,12 +47,14 @@ class HealthMonitor:
         probe_max: float = 60.0,
         first_contact_grace: float = 3.0,
         api_url: str = "",
+        api_urls: tuple[str, ...] = (),
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[str | None], None] = lambda _text: None,
     ) -> None:
         self._max_outage = max_outage
         self._first_contact_grace = first_contact_grace
-        self._api_url = api_url
+        # Several servers (fleet.py): the job only stops once every one is unreachable.
+        self._api_urls = api_urls or (api_url,)
         self._answered = False  # any answer at all, ever, in this job
         self._unreachable_since: float | None = None  # first DNS/refused failure, if unanswered
         self._outage_after = outage_after
@@ -111,7 +113,8 @@ class HealthMonitor:
         """Why ``gave_up``: the message the job stops with."""
         if self._never_reached:
             return (
-                f"cannot reach the API at {_shown_url(self._api_url)} ({self.last_error}); "
+                f"cannot reach the API at {', '.join(map(_shown_url, self._api_urls))} "
+                f"({self.last_error}); "
                 "no request has been answered: check --api-url (the host name, the port, "
                 "http or https), that the server is running, and the network; then rerun "
                 "the same command to resume"

@@ -21,6 +21,7 @@ from typing import Literal, TextIO
 
 from tqdm import tqdm
 
+from .fleet import server_lines
 from .summary import ItemCount, JobSummary
 
 Style = Literal["bar", "log", "off"]
@@ -268,6 +269,9 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
     lines.append(f"{summary.processed:,} images in {summary.elapsed:,.1f} s ({rate}), {extra}")
     lines.extend(_saving_lines(summary))
     lines.extend(_input_lines(summary))
+    if summary.servers:
+        lines.append(f"servers ({len(summary.servers)}):")
+        lines.extend(server_lines(summary.servers))
     if summary.errors:
         lines.append("top errors:")
         for message, count in summary.errors.most_common(top_errors):

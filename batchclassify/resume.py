@@ -76,6 +76,8 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         "format": config.format,
         "api_url": config.http.api_url,
         "shard": None if config.shard is None else str(config.shard),
+        # Several servers (fleet.py): all of them; ``api_url`` is the first.
+        **({"api_urls": list(config.http.api_urls)} if len(config.http.api_urls) > 1 else {}),
         "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
     }

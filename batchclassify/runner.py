@@ -37,6 +37,7 @@ from .counting import count_items, expected_share
 from .errors import JobStopped, OutputError, TooManyFailuresError
 from .fdlimit import fit_open_files
 from .fileread import FileReader
+from .fleet import FleetTransport
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
 from .models import Item
@@ -98,6 +99,7 @@ class Job:
         self._flow_control(config, clock)
         self._stages(config, stdin=stdin, clock=clock)
         self._transport = transport
+        self._fleet: FleetTransport | None = None
         self._sink: Sink = open_sink(config.output, config.format)
         # The answer cache (--cache) and in-flight sharing; run() opens the real one.
         self._answers = self._workers.answers
@@ -114,7 +116,7 @@ class Job:
             probe_max=config.outage.probe_max,
             clock=clock,
             notify=self._progress.note,
-            api_url=config.http.api_url,
+            api_urls=config.http.servers,
         )
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
         self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)
@@ -224,7 +226,7 @@ class Job:
                         http,
                         model=config.model,
                         confidence=config.confidence,
-                        transport=self._transport,
+                        transport=self._fleet_or_given(http),
                     ) as client:
                         await self._pipeline(client, prior)
             finally:
@@ -236,8 +238,26 @@ class Job:
             self._close_answers()
             self._summary.rate_limited = self._rate.rate_limited_count
             self._summary.hedged = self._hedge.copies
+            if self._fleet is not None:
+                self._summary.servers = self._fleet.snapshot()
             self._progress.finished()
         return self._summary
+
+    def _fleet_or_given(self, http: HttpConfig) -> Transport | None:
+        """The transport given (a test's), or a fleet for several servers, or ``None``: the
+        client's own, for one server."""
+        if self._transport is None and len(http.servers) > 1:
+            outage = self.config.outage
+            self._transport = FleetTransport.over(
+                http,
+                probe_initial=outage.probe_initial,
+                probe_max=outage.probe_max,
+                deadline=lambda: self._hedge.deadline,
+                notify=self._progress.note,
+            )
+        if isinstance(self._transport, FleetTransport):
+            self._fleet = self._transport
+        return self._transport
 
     def _api_url(self) -> Any:
         """The API's URL; for ``local``, an embedded server started for this job."""
@@ -388,6 +408,7 @@ class Job:
             "paused_for_s": round(max(0.0, rate.paused_until - self._clock()), 1),
             "outage": health.is_down,
             "outage_error": health.last_error if health.is_down else None,
+            "servers": None if self._fleet is None else self._fleet.snapshot(),
         }
 
     def _flush(self) -> None:

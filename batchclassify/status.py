@@ -22,6 +22,7 @@ import orjson
 
 from .errors import UsageError
 from .exit_codes import ExitCode
+from .fleet import server_lines
 from .progressfile import TOOL, progress_path
 from .reading import iter_latest_rows, read_settings
 
@@ -151,6 +152,9 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  ran for {_duration(status['elapsed_s'])}")
     if status.get("outage"):
         lines.append(f"  API unavailable: {status.get('outage_error')} (waiting, probing)")
+    if status.get("servers"):
+        lines.append(f"  servers ({len(status['servers'])}):")
+        lines.extend("  " + line for line in server_lines(status["servers"]))
     if status.get("note") and status.get("running"):
         lines.append(f"  {status['note']}")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import JobStopped, StopCause
 from .exit_codes import ExitCode
@@ -129,6 +129,8 @@ class JobSummary:
     """Why the job stopped early, in words (``None``: it was not stopped by an error)."""
     stopped_by: JobStopped | None = None
     """The error that stopped the job early, if any (``fatal`` is its text)."""
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    """With several servers (``fleet.py``): each one's counters, latency and state."""
     notes: list[str] = field(default_factory=list)
     """Things the job changed or noticed that the user should know (said once, at the end)."""
     errors: Counter[str] = field(default_factory=Counter)

@@ -176,3 +176,30 @@ def test_a_copy_that_fails_tells_the_monitors_without_counting_for_the_item() ->
     policy.note_failure(_rate_limited(retry_after=5.0), "a.jpg", started=clock.now)
     assert policy.rate.try_acquire() == pytest.approx(5.0)
     assert attempts.requests == 0
+
+
+def test_a_failure_on_a_server_taken_out_is_retried_at_once_and_does_not_count() -> None:
+    # Several servers (fleet.py): the server failed and is out, another is in.
+    clock = FakeClock()
+    policy = _policy(clock, attempts=1)
+    attempts, other = policy.start("a.jpg"), policy.start("b.jpg")
+    for _ in range(5):
+        for item in (attempts, other):
+            moved = _connection()
+            moved.server_out = True
+            assert _fail(item, moved, clock) == Wait(0.0)
+            clock.now += 2
+    # Nor is it an outage, however long it goes on: the fleet routed around it.
+    assert not policy.health.is_down
+    # The item's own budget is untouched: its first counted failure is its one attempt.
+    decision = _fail(attempts, _server_error(), clock)
+    assert isinstance(decision, GiveUp) and decision.requests == 6
+
+
+def test_a_server_out_failure_past_the_time_budget_is_not_retried_for_ever() -> None:
+    clock = FakeClock()
+    attempts = _policy(clock, attempts=1, max_elapsed=10).start("a.jpg")
+    clock.now += 20
+    moved = _server_error()
+    moved.server_out = True
+    assert isinstance(_fail(attempts, moved, clock), GiveUp)
