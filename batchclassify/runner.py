@@ -45,6 +45,7 @@ from .objectstore import object_scheme, read_encoded_object
 from .outputs import hold_output
 from .progressfile import FanOut, ProgressFile
 from .ratelimit import RateController
+from .readpolicy import ReadPolicy
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState, prepare_output
 from .retry import Backoff
 from .sinks import Sink, open_sink
@@ -56,8 +57,6 @@ from .waiting import WaitDescriber
 FLUSH_INTERVAL = 0.5
 #: After a stop request, how long in-flight requests may take before they are cut off.
 STOP_GRACE = 30.0
-#: Reads + base64 taking longer than this on average move off the event loop, to threads.
-INLINE_READ_BUDGET = 0.002
 _MAX_DISTINCT_ERRORS = 10_000
 #: Places (manifest line numbers) kept per grouped error, for the summary.
 _ERROR_PLACES = 5
@@ -128,10 +127,9 @@ class Job:
         self._stuck = 0
         self._backoff = Backoff(config.retry)
         self._sink: Sink = open_sink(config.output, config.format)
-        # Small local files read + encode in ~50 µs, cheaper than a thread hop. Slow storage
-        # or big files (a moving average over the last reads) send reads to worker threads
-        # until they are fast again; downscaling always runs in threads.
-        self._read_seconds = 0.0
+        # Inline reads while they are fast, threads while most recent reads are slow
+        # (readpolicy.py); downscaling always runs in threads.
+        self._read_policy = ReadPolicy()
         # The answer cache (--cache) and in-flight sharing; opened by run().
         self._answers = CachingClassifier(None, KeySettings(model=config.model))
 
@@ -657,7 +655,7 @@ class Job:
         delay = 0.05
         while True:
             try:
-                if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
+                if self._read_policy.inline() and config.max_size is None:
                     encoded, seconds = self._read(path)
                 else:
                     encoded, seconds = await anyio.to_thread.run_sync(self._read, path)
@@ -675,7 +673,7 @@ class Job:
                 waited += delay
                 delay = min(delay * 2, 1.0)
                 continue
-            self._read_seconds += (seconds - self._read_seconds) * 0.1
+            self._read_policy.record(seconds)
             return encoded
 
     def _read(self, path: str) -> tuple[EncodedImage, float]:

@@ -1,9 +1,10 @@
 """Turn the user's sources (folders, manifests, ``-`` for stdin) into a lazy stream of ``Item``s.
 
-Everything streams: a folder is walked one directory at a time with ``os.scandir``, each file
-yielded as the listing reads it (only subfolder names are held, to walk them in order), a manifest is read a line at a time, a
-Parquet file a record batch at a time (pyarrow decodes one row group at a time, so its writer's
-row-group size bounds the memory), so memory does not grow with the job.
+Everything streams: a folder is walked one directory at a time with ``os.scandir``, each
+file yielded as the listing reads it (only subfolder names are held, to walk them in order),
+a manifest is read a line at a time, a Parquet file a record batch at a time (pyarrow
+decodes one row group at a time, so its writer's row-group size bounds the memory), so
+memory does not grow with the job.
 The functions block on I/O; the runner calls them from a worker thread, in batches.
 
 Conventions a reader of the output relies on:
@@ -17,7 +18,8 @@ Conventions a reader of the output relies on:
   spelled it, exactly what ``open()`` needs. A directory's matching files are yielded in the
   order the file system lists them (not sorted, so the first request goes out at once however
   big the folder; stable for an unchanged folder on common file systems), then its
-  subfolders are walked sorted by name. Resume goes by id, so it does not depend on order. Hidden names (starting with ``.``) are skipped, and so are files whose
+  subfolders are walked sorted by name. Resume goes by id, so it does not depend on order.
+  Hidden names (starting with ``.``) are skipped, and so are files whose
   extension is not wanted; both are counted in the ``InputReport``. Symlinks are followed
   (a symlinked folder's files get ids under its resolved path); a symlinked folder that leads
   back to a folder on the current path (a loop) is not entered again, since its files are
