@@ -738,12 +738,14 @@ def test_malformed_answers_are_errors_for_their_item(
     folder = tmp_path / "in"
     folder.mkdir()
     server = make_server()
-    for name in answers:  # one worker: the folder's sorted order is the request order
+    for name in answers:  # one worker: the manifest's order is the request order
         (folder / f"{name}.png").write_bytes(png("blue"))
         server.script(*answers[name][0])
     (folder / "z-fine.png").write_bytes(png("blue"))
+    manifest = folder / "list.txt"
+    manifest.write_text("".join(f"{name}.png\n" for name in [*answers, "z-fine"]))
     config = job_config(
-        server, folder, tmp_path / "out.jsonl", http={"concurrency": 1}, retry=FAST_RETRY
+        server, manifest, tmp_path / "out.jsonl", http={"concurrency": 1}, retry=FAST_RETRY
     )
 
     summary = run(config)
