@@ -4,10 +4,8 @@ Every request calls ``acquire()`` before it starts, so limits apply before work 
 (as aiometer and aiolimiter do) rather than by reacting to failures after the fact.
 
 * A rate (``--rate-limit R``, or one learned from 429s): GCRA. Each caller reserves the next
-  slot, ``1/rate`` after the previous one, so starts are evenly spaced. A caller woken late
-  keeps its slot (timer lag cost a fixed rate 2–3%); under ``--rate-limit R`` a start also
-  waits until the R-th previous start is a second old, so no one-second window holds more
-  than R.
+  slot, ``1/rate`` after the previous one, so starts are evenly spaced and no one-second window
+  holds more than the rate.
 * Adaptive: AIMD in the spirit of TCP CUBIC. On a 429, cut to ``beta`` times the rate that
   succeeded when the limit was hit, climb back quickly to just under it, then probe slowly
   above it. Few 429s, most of the capacity used. Without ``--rate-limit`` the job starts
@@ -32,10 +30,6 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 Clock = Callable[[], float]
-#: Under a --rate-limit R, at most R starts in any window this long: 5 ms over a second, so
-#: a request that reaches the server a few ms later than the one R before it (a busy
-#: client, the network) still finds a server's one-second window with room.
-_WINDOW = 1.005
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -80,10 +74,6 @@ class RateController:
         self._refused_at = 0.0
         self._measured = 0
         self._contradicted = False
-        # Under --rate-limit R (R >= 1): the last R starts. A start waits until the oldest is
-        # a second old, so no second ever holds more than R starts even though a caller
-        # woken late keeps its slot (a server's sliding window counts the same way).
-        self._window: deque[float] = deque(maxlen=int(rate) if rate is not None else 0)
         # Last time the ceiling held a request back; it grows only while it does.
         self._last_bound = -1e18
         self.rate_limited_count = 0
@@ -115,28 +105,20 @@ class RateController:
             self._set_first_limit(now)
         self._grow(now)
         start = max(now, self._paused_until)
-        if self._rate is not None:
-            bound = self._next_slot
-            if self._window.maxlen and len(self._window) == self._window.maxlen:
-                bound = max(bound, self._window[0] + _WINDOW)
-            if bound > now:
-                start = max(start, bound)
-                self._last_bound = now
+        if self._rate is not None and self._next_slot > now:
+            start = max(start, self._next_slot)
+            self._last_bound = now
         if start > now:
             return start - now
         if self._rate is not None:
             # Slots are never banked: an idle spell does not allow a burst after it.
             # (0.1% slack keeps float rounding from fitting R+1 starts in a second.)
             interval = 1.001 / self._rate
-            # A caller woken late keeps up to half a slot of its lateness, so timer lag (a
-            # few % of a 50 ms slot) does not cut the rate. Without a ceiling 429s are the
-            # referee; under --rate-limit R the window rule keeps any second to R starts.
-            # Later than that (an idle spell) the schedule restarts from now.
-            slack = interval / 2 if self._window.maxlen or self._ceiling is None else 0.0
-            late = self._next_slot >= now - slack
-            self._next_slot = (self._next_slot if late else now) + interval
-            if self._window.maxlen:
-                self._window.append(now)
+            # Adaptive: a caller woken late keeps up to half a slot of its lateness,
+            # so timer lag (a few % of a 25 ms slot) does not cut the rate; 429s
+            # remain the referee. A --rate-limit is never exceeded, so no slack then.
+            slack = interval / 2 if self._adaptive and self._ceiling is None else 0.0
+            self._next_slot = max(self._next_slot, now - slack) + interval
         return 0.0
 
     def pause_until(self, moment: float) -> None:

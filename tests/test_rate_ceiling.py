@@ -92,27 +92,6 @@ def test_after_backing_off_the_rate_climbs_back_to_the_ceiling_but_not_above() -
     assert _most_in_one_second(accepted) <= 10
 
 
-class LaggyClock(FakeClock):
-    """An event loop's timer: every sleep ends a little late (2 ms, 4% of a 20/s slot)."""
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds + 0.002
-
-
-def test_a_rate_limit_is_reached_despite_timer_lag_and_never_exceeded() -> None:
-    """--rate-limit 20 against a server allowing exactly 20/s, callers woken 2 ms late: the
-    lateness is not lost (≥ 99% of the rate, was ~96%), and no second holds 21 starts."""
-    clock = LaggyClock()
-    controller = RateController(rate=20, clock=clock, sleep=clock.sleep)
-
-    accepted, rejected, _ = _simulate(controller, clock, server_limit=20, seconds=60)
-
-    assert rejected == 0
-    assert _most_in_one_second(accepted) <= 20
-    achieved = (len(accepted) - 1) / (accepted[-1] - accepted[0])
-    assert achieved >= 0.99 * 20, achieved
-
-
 def test_adaptive_false_keeps_a_fixed_rate() -> None:
     clock = FakeClock()
     controller = RateController(rate=50, adaptive=False, clock=clock, sleep=clock.sleep)
