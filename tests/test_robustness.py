@@ -778,7 +778,10 @@ def test_api_key_never_appears_in_any_output(
     server = make_server(history_size=1000)
     folder = tmp_path / "in"
     make_images(folder, 6)
-    (folder / "zz-corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
+    # In a subfolder, walked after the folder's files: the scripted answers below go to the
+    # six images, the server itself refuses this one (a folder's files come unsorted).
+    (folder / "zz").mkdir()
+    (folder / "zz" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
     (folder / "zz-empty.png").write_bytes(b"")
     (folder / "zz-dangling.png").symlink_to(tmp_path / "nowhere.png")
     manifest = tmp_path / "list.csv"
