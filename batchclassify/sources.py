@@ -1,9 +1,10 @@
 """Turn the user's sources (folders, manifests, ``-`` for stdin) into a lazy stream of ``Item``s.
 
-Everything streams: a folder is walked one directory at a time with ``os.scandir`` (the names
-of one directory's images are held to sort them), a manifest is read a line at a time, a
-Parquet file a record batch at a time (pyarrow decodes one row group at a time, so its writer's
-row-group size bounds the memory), so memory does not grow with the job.
+Everything streams: a folder is walked one directory at a time with ``os.scandir``, each
+file yielded as the listing reads it (only subfolder names are held, to walk them in order),
+a manifest is read a line at a time, a Parquet file a record batch at a time (pyarrow
+decodes one row group at a time, so its writer's row-group size bounds the memory), so
+memory does not grow with the job.
 The functions block on I/O; the runner calls them from a worker thread, in batches.
 
 Conventions a reader of the output relies on:
@@ -14,9 +15,11 @@ Conventions a reader of the output relies on:
   different files never share one. Bytes of a name that are not UTF-8 and literal ``\\x``
   are escaped injectively (``names.as_id``). A URL's id is the URL as written.
 - Folder items: ``path`` is ``os.path.join(given_folder, relative_path)``, the path as the user
-  spelled it, exactly what ``open()`` needs. Each directory is listed, then its matching files
-  are yielded sorted by name, then its subfolders are walked sorted by name: the order is
-  deterministic. Hidden names (starting with ``.``) are skipped, and so are files whose
+  spelled it, exactly what ``open()`` needs. A directory's matching files are yielded in the
+  order the file system lists them (not sorted, so the first request goes out at once however
+  big the folder; stable for an unchanged folder on common file systems), then its
+  subfolders are walked sorted by name. Resume goes by id, so it does not depend on order.
+  Hidden names (starting with ``.``) are skipped, and so are files whose
   extension is not wanted; both are counted in the ``InputReport``. Symlinks are followed
   (a symlinked folder's files get ids under its resolved path); a symlinked folder that leads
   back to a folder on the current path (a loop) is not entered again, since its files are
@@ -260,11 +263,14 @@ def _unreadable(path: str, ident: str, exc: OSError) -> Item:
 def _folder_files(
     path: str, ident: str, extensions: frozenset[str], report: InputReport
 ) -> Generator[Item, None, list[tuple[str, bool]]]:
-    """Yield one folder's matching files sorted by name; return its subfolders, sorted, each
-    with whether it is a symlink."""
-    files: list[str] = []
+    """Yield one folder's matching files as the listing reads them; return its subfolders,
+    sorted, each with whether it is a symlink.
+
+    Files come in the order the file system lists them, not sorted: sorting would mean
+    listing the whole folder (seconds and megabytes at a million files) before the first
+    request. Resume goes by id, so the order does not matter to it.
+    """
     subfolders: list[tuple[str, bool]] = []
-    odd: dict[str, Item] = {}  # name -> problem item, for the rare entry that is not a file
     file_prefix = os.path.join(path, "")
     id_prefix = os.path.join(ident, "")
     skipped = report.skipped_extensions
@@ -287,19 +293,13 @@ def _folder_files(
                 extension = name[dot + 1 :].lower() if dot > 0 else ""
                 if extension not in extensions:
                     skipped[as_text(extension)] += 1
-                    continue
-                files.append(name)
-                if not is_file:
-                    odd[name] = _odd_entry(entry, id_prefix + as_id(name), error)
+                elif is_file:
+                    yield Item(id=id_prefix + as_id(name), path=file_prefix + name)
+                else:
+                    yield _odd_entry(entry, id_prefix + as_id(name), error)
     except OSError as exc:
         yield _unreadable(path, ident, exc)
         return []
-    files.sort()
-    for name in files:
-        if odd and name in odd:
-            yield odd[name]
-        else:
-            yield Item(id=id_prefix + as_id(name), path=file_prefix + name)
     subfolders.sort()
     return subfolders
 

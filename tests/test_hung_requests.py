@@ -149,6 +149,13 @@ def test_a_hung_request_is_sent_again_and_the_job_does_not_wait_for_the_timeout(
 
 
 @pytest.mark.slow
+def _sorted_manifest(folder: Path) -> Path:
+    """A .txt manifest of ``folder``'s images by name: a folder is walked in listing order."""
+    manifest = folder.parent / f"{folder.name}.txt"
+    manifest.write_text("".join(f"{folder.name}/{p.name}\n" for p in sorted(folder.iterdir())))
+    return manifest
+
+
 def test_a_request_that_keeps_hanging_stops_holding_its_place(
     tmp_path: Path, make_server: MakeServer
 ) -> None:
@@ -162,7 +169,7 @@ def test_a_request_that_keeps_hanging_stops_holding_its_place(
     progress = Recorder()
     config = job_config(
         server,
-        tmp_path / "in",
+        _sorted_manifest(tmp_path / "in"),  # the hung image after 60 answers, to learn from
         tmp_path / "out.jsonl",
         http={"concurrency": 1, "timeout": 2.0},
         retry=RetryConfig(retries=0),

@@ -737,12 +737,14 @@ def test_malformed_answers_are_errors_for_their_item(
     folder = tmp_path / "in"
     folder.mkdir()
     server = make_server()
-    for name in answers:  # one worker: the folder's sorted order is the request order
+    for name in answers:  # one worker: the manifest's order is the request order
         (folder / f"{name}.png").write_bytes(png("blue"))
         server.script(*answers[name][0])
     (folder / "z-fine.png").write_bytes(png("blue"))
+    manifest = folder / "list.txt"
+    manifest.write_text("".join(f"{name}.png\n" for name in [*answers, "z-fine"]))
     config = job_config(
-        server, folder, tmp_path / "out.jsonl", http={"concurrency": 1}, retry=FAST_RETRY
+        server, manifest, tmp_path / "out.jsonl", http={"concurrency": 1}, retry=FAST_RETRY
     )
 
     summary = run(config)
@@ -775,7 +777,10 @@ def test_api_key_never_appears_in_any_output(
     server = make_server(history_size=1000)
     folder = tmp_path / "in"
     make_images(folder, 6)
-    (folder / "zz-corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
+    # In a subfolder, walked after the folder's files: the scripted answers below go to the
+    # six images, the server itself refuses this one (a folder's files come unsorted).
+    (folder / "zz").mkdir()
+    (folder / "zz" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
     (folder / "zz-empty.png").write_bytes(b"")
     (folder / "zz-dangling.png").symlink_to(tmp_path / "nowhere.png")
     manifest = tmp_path / "list.csv"
