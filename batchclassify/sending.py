@@ -220,6 +220,10 @@ class Sender:
     def _settle(self, race: Race) -> None:
         """The item's request is over: cancel copies still out, send its spare home."""
         race.done = True
+        # The race and its watched request refer to each other (through the watchdog's
+        # overdue callback): left so, each race and the image body it holds would wait for
+        # the cyclic garbage collector, ~1,000 bodies (~70 MB) at c=128 on a fast server.
+        race.watched = None
         for scope in race.scopes:
             scope.cancel()
         if race.spare is not None:
