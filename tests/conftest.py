@@ -188,3 +188,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` (several seconds each: kill -9 rounds, jobs paced by latency) run
     first, so that with ``pytest -n N`` no worker is left starting one at the very end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def sample_ok_row(item_id: str, **metadata: Any) -> dict[str, Any]:
+    """A row as the worker writes it for an image classified ``red`` (for sink tests)."""
+    from batchclassify.models import Item, Prediction, ok_row
+
+    prediction = Prediction(
+        multilabel=False,
+        top="red",
+        confidence=0.9,
+        predictions=[{"class": "red", "confidence": 0.9}, {"class": "blue", "confidence": 0.1}],
+        predicted_classes=["red"],
+        image_width=64,
+        image_height=48,
+        inference_id="abc",
+    )
+    return ok_row(
+        Item(id=item_id, path=item_id, metadata=metadata), prediction, attempts=1, elapsed_ms=3.0
+    )
+
+
+def sample_failed_row(item_id: str) -> dict[str, Any]:
+    """A row as the worker writes it for an image the server could not decode."""
+    from batchclassify.error_types import ErrorType
+    from batchclassify.models import Item, error_row
+
+    return error_row(
+        Item(id=item_id, path=item_id),
+        error="HTTP 400: bad",
+        error_type=ErrorType.BAD_IMAGE,
+        attempts=1,
+    )

@@ -9,40 +9,16 @@ Parquet record batches, not the speed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from batchclassify.error_types import ErrorType
-from batchclassify.models import Item, Prediction, error_row, ok_row
 from batchclassify.parquet_sink import ParquetSink
 from batchclassify.resume import RECORDED_FAILED, RECORDED_OK, PriorState
 from batchclassify.sinks import JsonlSink, Sink
 
+from .conftest import sample_failed_row, sample_ok_row
+
 ROWS = 70_000  # past one 65,536-row Parquet batch, and many doublings of the index
-
-
-def _ok(item_id: str) -> dict[str, Any]:
-    prediction = Prediction(
-        multilabel=False,
-        top="red",
-        confidence=0.9,
-        predictions=[{"class": "red", "confidence": 0.9}],
-        predicted_classes=["red"],
-        image_width=64,
-        image_height=48,
-        inference_id="abc",
-    )
-    return ok_row(Item(id=item_id, path=item_id), prediction, attempts=1, elapsed_ms=3.0)
-
-
-def _failed(item_id: str) -> dict[str, Any]:
-    return error_row(
-        Item(id=item_id, path=item_id),
-        error="HTTP 400: bad",
-        error_type=ErrorType.BAD_IMAGE,
-        attempts=1,
-    )
 
 
 def _write_job(sink: Sink) -> None:
@@ -50,9 +26,11 @@ def _write_job(sink: Sink) -> None:
     rerun), so ten of them supersede failures and ninety supersede ok rows."""
     sink.open()
     for n in range(ROWS):
-        sink.write(_failed(f"/p/{n}.jpg") if n % 10 == 0 else _ok(f"/p/{n}.jpg"))
+        sink.write(
+            sample_failed_row(f"/p/{n}.jpg") if n % 10 == 0 else sample_ok_row(f"/p/{n}.jpg")
+        )
     for n in range(100):
-        sink.write(_ok(f"/p/{n}.jpg"))
+        sink.write(sample_ok_row(f"/p/{n}.jpg"))
     sink.close()
 
 

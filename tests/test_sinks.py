@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchclassify.error_types import ErrorType
 from batchclassify.errors import OutputError
-from batchclassify.models import Item, Prediction, error_row, ok_row
 from batchclassify.parquet_sink import ParquetSink
 from batchclassify.sinks import JsonlSink
 
-
-def _ok(item_id: str, **metadata: Any) -> dict[str, Any]:
-    prediction = Prediction(
-        multilabel=False,
-        top="red",
-        confidence=0.9,
-        predictions=[{"class": "red", "confidence": 0.9}, {"class": "blue", "confidence": 0.1}],
-        predicted_classes=["red"],
-        image_width=64,
-        image_height=48,
-        inference_id="abc",
-    )
-    return ok_row(
-        Item(id=item_id, path=item_id, metadata=metadata), prediction, attempts=1, elapsed_ms=3.0
-    )
-
-
-def _failed(item_id: str) -> dict[str, Any]:
-    return error_row(
-        Item(id=item_id, path=item_id),
-        error="HTTP 400: bad",
-        error_type=ErrorType.BAD_IMAGE,
-        attempts=1,
-    )
+from .conftest import sample_failed_row, sample_ok_row
 
 
 def test_jsonl_torn_last_line_is_cut_and_not_read(tmp_path: Path) -> None:
@@ -48,7 +22,7 @@ def test_jsonl_torn_last_line_is_cut_and_not_read(tmp_path: Path) -> None:
     sink = JsonlSink(out)
     sink.open()
     for n in range(3):
-        sink.write(_ok(f"{n}.jpg"))
+        sink.write(sample_ok_row(f"{n}.jpg"))
     sink.close()
     with open(out, "ab") as handle:
         handle.write(b'{"id": "3.jpg", "status": "o')  # a kill -9 in the middle of a write
@@ -65,9 +39,9 @@ def test_jsonl_compaction_keeps_the_last_row_of_each_id(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     sink = JsonlSink(out)
     sink.open()
-    sink.write(_failed("a.jpg"))
-    sink.write(_ok("b.jpg"))
-    sink.write(_ok("a.jpg"))
+    sink.write(sample_failed_row("a.jpg"))
+    sink.write(sample_ok_row("b.jpg"))
+    sink.write(sample_ok_row("a.jpg"))
     sink.close()
     assert sink.compact() == 1
     rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
@@ -80,9 +54,9 @@ def test_parquet_parts_are_typed_and_readable(tmp_path: Path) -> None:
     sink = ParquetSink(out, rows_per_part=4, rows_per_group=2)
     sink.open()
     for n in range(10):
-        sink.write(_ok(f"{n}.jpg", label="cat", split="train"))
+        sink.write(sample_ok_row(f"{n}.jpg", label="cat", split="train"))
         sink.flush()
-    sink.write(_failed("bad.jpg"))
+    sink.write(sample_failed_row("bad.jpg"))
     sink.close()
     table = pq.read_table(out)
     assert table.num_rows == 11
@@ -104,7 +78,7 @@ def test_parquet_recovers_the_journal_of_a_killed_run(tmp_path: Path) -> None:
     sink = ParquetSink(out, rows_per_part=3, rows_per_group=100)
     sink.open()
     for n in range(5):
-        sink.write(_ok(f"{n}.jpg"))
+        sink.write(sample_ok_row(f"{n}.jpg"))
         sink.flush()
     # Simulate kill -9: no close(); part 0 is finished, rows 3 and 4 only in the journal,
     # and the journal's last line is torn.
@@ -128,10 +102,10 @@ def test_parquet_new_metadata_column_mid_job_reaches_every_part(tmp_path: Path) 
     out = tmp_path / "r.parquet"
     sink = ParquetSink(out, rows_per_part=2, rows_per_group=1)
     sink.open()
-    sink.write(_ok("a.jpg"))
-    sink.write(_ok("b.jpg"))
+    sink.write(sample_ok_row("a.jpg"))
+    sink.write(sample_ok_row("b.jpg"))
     sink.flush()
-    sink.write(_ok("c.jpg", camera=7))
+    sink.write(sample_ok_row("c.jpg", camera=7))
     sink.close()
     table = pq.read_table(out)  # the dataset takes the first part's schema
     assert table.column("camera").to_pylist() == [None, None, "7"]
@@ -141,10 +115,10 @@ def test_parquet_compaction_drops_superseded_rows(tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
     sink = ParquetSink(out, rows_per_part=2)
     sink.open()
-    sink.write(_failed("a.jpg"))
-    sink.write(_ok("b.jpg"))
+    sink.write(sample_failed_row("a.jpg"))
+    sink.write(sample_ok_row("b.jpg"))
     sink.flush()
-    sink.write(_ok("a.jpg"))
+    sink.write(sample_ok_row("a.jpg"))
     sink.close()
     assert sink.compact() == 1
     rows = pq.read_table(out).to_pylist()
@@ -154,10 +128,10 @@ def test_parquet_compaction_drops_superseded_rows(tmp_path: Path) -> None:
 def test_jsonl_scan_reports_lines_that_are_not_rows(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     out.write_bytes(
-        orjson.dumps(_ok("a.jpg"))
+        orjson.dumps(sample_ok_row("a.jpg"))
         + b"\nnot json\n"
         + b'{"no": "id"}\n'
-        + orjson.dumps(_ok("b.jpg"))
+        + orjson.dumps(sample_ok_row("b.jpg"))
         + b"\n"
     )
     seen: list[str] = []
@@ -170,7 +144,7 @@ def test_parquet_scan_reports_the_metadata_columns_it_found(tmp_path: Path) -> N
     out = tmp_path / "r.parquet"
     sink = ParquetSink(out)
     sink.open()
-    sink.write(_ok("a.jpg", camera="x", split="train"))
+    sink.write(sample_ok_row("a.jpg", camera="x", split="train"))
     sink.close()
     report = ParquetSink(out).scan(lambda _id, _status: None)
     assert report.rows == 1
@@ -181,7 +155,7 @@ def test_overwrite_removes_only_the_sinks_own_names(tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
     sink = ParquetSink(out)
     sink.open()
-    sink.write(_ok("a.jpg"))
+    sink.write(sample_ok_row("a.jpg"))
     sink.close()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="did not write"):
