@@ -133,6 +133,12 @@ class CliResult:
     err: str
 
 
+#: The ``cli`` fixture's type: ``cli("run", ...) -> CliResult``.
+Cli = Callable[..., CliResult]
+#: The ``make_server`` fixture's type: ``make_server(**ServerConfig knobs) -> BackgroundServer``.
+MakeServer = Callable[..., BackgroundServer]
+
+
 @pytest.fixture
 def server() -> Iterator[BackgroundServer]:
     """A local server that requires ``KEY``."""

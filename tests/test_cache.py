@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -22,7 +21,8 @@ from batchclassify.server import BackgroundServer
 
 from .conftest import (
     PYTHON,
-    CliResult,
+    Cli,
+    MakeServer,
     make_images,
     png,
     read_rows,
@@ -30,9 +30,6 @@ from .conftest import (
     run_args,
     subprocess_env,
 )
-
-Cli = Callable[..., CliResult]
-MakeServer = Callable[..., BackgroundServer]
 
 
 def test_duplicates_across_folders_cost_one_request_each(

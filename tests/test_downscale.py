@@ -4,7 +4,6 @@ rows that describe the user's original image."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
 
 import pybase64
@@ -13,9 +12,7 @@ from PIL import Image
 from batchclassify.encoding import read_and_encode
 from batchclassify.server import BackgroundServer
 
-from .conftest import COLORS, CliResult, read_rows, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import COLORS, Cli, read_rows, run_args
 
 
 def photo(path: Path, color: str, size: tuple[int, int], orientation: int = 1) -> Path:

@@ -4,7 +4,6 @@ error types, and the README's tables of them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -29,9 +28,7 @@ from batchclassify.health import HealthMonitor
 from batchclassify.report.advice import ADVICE, FALLBACK, advice
 from batchclassify.server import BackgroundServer
 
-from .conftest import KEY, REPO, CliResult, make_image, png, read_rows, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import KEY, REPO, Cli, make_image, png, read_rows, run_args
 
 
 def _readme_table(heading: str) -> list[str]:

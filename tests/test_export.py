@@ -21,9 +21,7 @@ import pytest
 from batchclassify.export.options import parse_splits, split_of
 from batchclassify.server import BackgroundServer
 
-from .conftest import CliResult, make_image, png, read_rows, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import Cli, make_image, png, read_rows, run_args
 
 
 def _job(tmp_path: Path, server: BackgroundServer, cli: Cli, *, model: str = "colors/1") -> Path:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,7 @@ from batchclassify import (
 from batchclassify.cli import _job_config, build_parser, main
 from batchclassify.server import BackgroundServer, Fault
 
-from .conftest import KEY, REPO, CliResult, make_image, png, read_rows, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import KEY, REPO, Cli, make_image, png, read_rows, run_args
 
 
 def _parse_error(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

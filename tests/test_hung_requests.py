@@ -14,14 +14,11 @@ from PIL import Image
 from batchclassify.config import RetryConfig
 from batchclassify.health import Watchdog
 from batchclassify.hedging import HedgePolicy
-from batchclassify.server import BackgroundServer
 from batchclassify.server.faults import Fault
 
-from .conftest import COLORS, CliResult, make_images, read_rows, run_args
+from .conftest import COLORS, CliResult, MakeServer, make_images, read_rows, run_args
 from .test_flow_control import FakeClock
 from .test_robustness import Recorder, job_config, run
-
-MakeServer = Callable[..., BackgroundServer]
 
 # -- the policy -----------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,11 +18,16 @@ from batchclassify.server import BackgroundServer
 from batchclassify.sources import iter_items
 from batchclassify.summary import InputReport
 
-from .conftest import CliResult, make_image, make_images, read_rows, rows_by_id, run_args
+from .conftest import (
+    Cli,
+    make_image,
+    make_images,
+    read_rows,
+    rows_by_id,
+    run_args,
+)
 from .test_robustness import job_config, run
 
-Cli = Callable[..., CliResult]
-MakeServer = Callable[..., BackgroundServer]
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names and symlinks")
 
 

@@ -16,9 +16,7 @@ import pytest
 from batchclassify import HttpConfig, JobConfig, RetryConfig, classify, run_job
 from batchclassify.server import BackgroundServer, Fault
 
-from .conftest import KEY, SAMPLES, CliResult, make_image, read_rows, rows_by_id, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import KEY, SAMPLES, Cli, make_image, read_rows, rows_by_id, run_args
 
 
 def test_folder_walk_classifies_every_image_once(

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from batchclassify.server import BackgroundServer
 
-from .conftest import CliResult, make_images, read_rows, rows_by_id, run_args
-
-Cli = Callable[..., CliResult]
-
-MakeServer = Callable[..., BackgroundServer]
+from .conftest import Cli, MakeServer, make_images, read_rows, rows_by_id, run_args
 
 
 def test_merge_combines_jsonl_and_parquet_shards_into_one_resumable_output(

@@ -6,20 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from batchclassify.encoding import read_and_encode
 from batchclassify.errors import ItemError
-from batchclassify.server import BackgroundServer
 
-from .conftest import KEY, REPO, make_images, read_rows, run_args
+from .conftest import KEY, REPO, MakeServer, make_images, read_rows, run_args
 
 resource = pytest.importorskip("resource")
 
-MakeServer = Callable[..., BackgroundServer]
 
 # Runs the CLI, then prints the soft limit it ended with.
 _CHILD = """

@@ -18,10 +18,16 @@ from batchclassify.errors import OutputError
 from batchclassify.outputs import hold_output
 from batchclassify.server import BackgroundServer
 
-from .conftest import KEY, PYTHON, CliResult, make_images, rows_by_id, run_args, subprocess_env
-
-Cli = Callable[..., CliResult]
-MakeServer = Callable[..., BackgroundServer]
+from .conftest import (
+    KEY,
+    PYTHON,
+    Cli,
+    MakeServer,
+    make_images,
+    rows_by_id,
+    run_args,
+    subprocess_env,
+)
 
 
 def start(args: list[str], *, file_size_limit: int | None = None) -> subprocess.Popen[str]:

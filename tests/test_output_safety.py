@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -15,9 +14,7 @@ import pytest
 
 from batchclassify.server import BackgroundServer
 
-from .conftest import CliResult, make_images, png, rows_by_id, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import Cli, CliResult, make_images, png, rows_by_id, run_args
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -6,7 +6,6 @@ Kill -9 and signals in Parquet mode are in ``test_resume.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,7 @@ import pytest
 
 from batchclassify.server import BackgroundServer
 
-from .conftest import CliResult, make_images, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import Cli, make_images, run_args
 
 PREDICTION = pa.struct([("class", pa.string()), ("confidence", pa.float64())])
 CORE_TYPES = {

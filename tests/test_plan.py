@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,7 @@ import pytest
 
 from batchclassify.server import BackgroundServer
 
-from .conftest import CliResult, make_images, read_rows, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import Cli, make_images, read_rows, run_args
 
 
 def _plan(cli: Cli, *args: str | Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -18,17 +17,14 @@ from batchclassify.server import BackgroundServer
 
 from .conftest import (
     PYTHON,
-    CliResult,
+    Cli,
+    MakeServer,
     make_images,
     read_rows,
     rows_by_id,
     run_args,
     subprocess_env,
 )
-
-Cli = Callable[..., CliResult]
-
-MakeServer = Callable[..., BackgroundServer]
 
 
 def test_two_processes_classify_everything_once_with_one_summary(

@@ -14,7 +14,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,8 @@ from batchclassify.sources import iter_items
 from batchclassify.summary import ItemCount
 from batchclassify.waiting import WaitDescriber
 
-from .conftest import KEY, CliResult, make_images, png, read_rows
+from .conftest import KEY, Cli, MakeServer, make_images, png, read_rows
 
-Cli = Callable[..., CliResult]
-MakeServer = Callable[..., BackgroundServer]
 EXTENSIONS = frozenset({"jpg", "png"})
 
 

@@ -19,9 +19,7 @@ from batchclassify.report.gallery import Gallery
 from batchclassify.report.stats import histogram_quantile
 from batchclassify.server import BackgroundServer
 
-from .conftest import KEY, CliResult, make_image, read_rows, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import KEY, Cli, make_image, read_rows, run_args
 
 SHADES = ["red", "green", "blue", "yellow", "white", "black"]
 

@@ -23,10 +23,8 @@ import pytest
 
 from batchclassify.server import BackgroundServer
 
-from .conftest import CliResult
+from .conftest import Cli
 from .test_report import make_job
-
-Cli = Callable[..., CliResult]
 
 _RECORD_ERRORS = """<script>
 window.__errors = [];

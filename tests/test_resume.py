@@ -31,7 +31,8 @@ from batchclassify.server import BackgroundServer, Fault
 from .conftest import (
     KEY,
     PYTHON,
-    CliResult,
+    Cli,
+    MakeServer,
     make_images,
     png,
     rows_by_id,
@@ -39,8 +40,6 @@ from .conftest import (
     subprocess_env,
 )
 
-Cli = Callable[..., CliResult]
-MakeServer = Callable[..., BackgroundServer]
 Row = dict[str, Any]
 
 INTERRUPTED = "interrupted — rerun the same command to resume"

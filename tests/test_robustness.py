@@ -34,11 +34,17 @@ from batchclassify.ratelimit import RateController
 from batchclassify.runner import JobSummary
 from batchclassify.server import BackgroundServer, Fault, RequestRecord
 
-from .conftest import COLORS, KEY, CliResult, png, read_rows, rows_by_id, unique_png
+from .conftest import (
+    COLORS,
+    KEY,
+    Cli,
+    MakeServer,
+    png,
+    read_rows,
+    rows_by_id,
+    unique_png,
+)
 from .test_flow_control import FakeClock
-
-Cli = Callable[..., CliResult]
-MakeServer = Callable[..., BackgroundServer]
 
 #: Retries scaled down: quick, and a budget an outage of a second would exhaust many times over.
 FAST_RETRY = RetryConfig(retries=2, backoff_base=0.05, backoff_max=0.2)

@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from batchclassify.server import BackgroundServer
-
-from .conftest import KEY, CliResult, make_image, png, read_rows, rows_by_id
+from .conftest import KEY, Cli, MakeServer, make_image, png, read_rows, rows_by_id
 from .test_robustness import Recorder, hard_timeout, job_config, run
 
 __all__ = ["hard_timeout"]  # the autouse fixture, applied here too
-
-Cli = Callable[..., CliResult]
-MakeServer = Callable[..., BackgroundServer]
 
 
 def truncated_jpeg() -> bytes:

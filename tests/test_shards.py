@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,7 @@ from batchclassify.errors import UsageError
 from batchclassify.server import BackgroundServer
 from batchclassify.shards import Shard, parse_shard, shard_of
 
-from .conftest import CliResult, make_images, read_rows, run_args
-
-Cli = Callable[..., CliResult]
+from .conftest import Cli, make_images, read_rows, run_args
 
 #: Computed once with BLAKE2b-64 (big-endian) mod N and checked in: a change of the hash
 #: would send every item of a half-done sharded job to another shard.

@@ -24,9 +24,7 @@ from batchclassify.server import BackgroundServer
 from batchclassify.status import KILLED, read_status
 from batchclassify.summary import JobSummary
 
-from .conftest import PYTHON, CliResult, make_images, run_args, subprocess_env
-
-Cli = Callable[..., CliResult]
+from .conftest import PYTHON, Cli, make_images, run_args, subprocess_env
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
