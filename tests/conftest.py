@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import struct
+import subprocess
 import sys
 import zlib
 from collections.abc import Callable, Iterator
@@ -225,4 +227,23 @@ def sample_failed_row(item_id: str) -> dict[str, Any]:
         error="HTTP 400: bad",
         error_type=ErrorType.BAD_IMAGE,
         attempts=1,
+    )
+
+
+def start_cli(args: list[str], *, file_size_limit: int | None = None) -> subprocess.Popen[str]:
+    """``batchclassify ARGS`` in a child process; ``file_size_limit`` caps every file it
+    writes (RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk; Python ignores
+    SIGXFSZ, so the process is not killed by it)."""
+
+    def limit() -> None:
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.Popen(
+        [PYTHON, "-m", "batchclassify", *args],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit,
     )

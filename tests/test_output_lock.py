@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import time
@@ -20,33 +19,13 @@ from batchclassify.server import BackgroundServer
 
 from .conftest import (
     KEY,
-    PYTHON,
     Cli,
     MakeServer,
     make_images,
     rows_by_id,
     run_args,
-    subprocess_env,
+    start_cli,
 )
-
-
-def start(args: list[str], *, file_size_limit: int | None = None) -> subprocess.Popen[str]:
-    """``batchclassify ARGS`` in a child process; ``file_size_limit`` caps every file it
-    writes (RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk; Python ignores
-    SIGXFSZ, so the process is not killed by it)."""
-
-    def limit() -> None:
-        if file_size_limit is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-
-    return subprocess.Popen(
-        [PYTHON, "-m", "batchclassify", *args],
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=limit,
-    )
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
@@ -73,11 +52,11 @@ def test_a_second_job_on_the_same_output_is_refused_at_once(
     # also on a loaded machine.
     slow = make_server(latency=0.4)
     other = make_server()
-    first = start([*run_args(slow, output, tmp_path / "images"), "-c", "1"])
+    first = start_cli([*run_args(slow, output, tmp_path / "images"), "-c", "1"])
     try:
         wait_until(lambda: slow.stats.requests >= 1, first)
 
-        second = start(run_args(other, output, tmp_path / "images"))
+        second = start_cli(run_args(other, output, tmp_path / "images"))
         code, err = finish(second, timeout=30)
 
         assert code == 2, err
@@ -102,7 +81,7 @@ def test_a_job_killed_with_sigkill_leaves_no_lock_behind(
     expected = make_images(tmp_path / "images", 12)
     output = tmp_path / "out.parquet"
     slow = make_server(latency=0.1)
-    first = start([*run_args(slow, output, tmp_path / "images"), "-c", "1"])
+    first = start_cli([*run_args(slow, output, tmp_path / "images"), "-c", "1"])
     journal = output / "_journal-000000.jsonl"
     wait_until(lambda: journal.exists() and journal.stat().st_size > 0, first)  # rows flushed
     first.kill()
@@ -155,7 +134,7 @@ def test_a_full_disk_stops_the_job_with_one_line_and_exit_3_and_it_resumes(
     server = make_server()
     args = [*run_args(server, output, tmp_path / "images"), "-c", "2"]
 
-    code, err = finish(start(args, file_size_limit=6_000))
+    code, err = finish(start_cli(args, file_size_limit=6_000))
 
     assert code == 3, err  # requests were sent: stopped early, resumable (not 2)
     assert "Traceback" not in err

@@ -24,17 +24,7 @@ from batchclassify.server import BackgroundServer
 from batchclassify.status import KILLED, read_status
 from batchclassify.summary import JobSummary
 
-from .conftest import PYTHON, Cli, make_images, run_args, subprocess_env
-
-
-def _start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [PYTHON, "-m", "batchclassify", *args],
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+from .conftest import Cli, make_images, run_args, start_cli
 
 
 def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
@@ -68,7 +58,7 @@ def test_status_while_running_and_after_a_normal_end(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
     output, args = _slow_job(tmp_path, make_server, 60)  # ~6 s: long enough to look at
-    job = _start(args)
+    job = start_cli(args)
     try:
         _wait_for(lambda: _progress(output).get("ok", 0) >= 4, job)
         result = cli("status", output, "--json")
@@ -98,7 +88,7 @@ def test_status_after_kill_9_says_rerun(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
     output, args = _slow_job(tmp_path, make_server, 40)
-    job = _start(args)
+    job = start_cli(args)
     try:
         _wait_for(lambda: _progress(output).get("ok", 0) >= 2, job)
     finally:
@@ -117,7 +107,7 @@ def test_status_after_ctrl_c_is_interrupted(
     tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
 ) -> None:
     output, args = _slow_job(tmp_path, make_server, 40)
-    job = _start(args)
+    job = start_cli(args)
     try:
         _wait_for(lambda: _progress(output).get("ok", 0) >= 2, job)
         job.send_signal(signal.SIGINT)
