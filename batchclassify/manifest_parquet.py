@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import UsageError
 from .manifests import Manifest, csv_columns
-from .models import Item
+from .models import Item, Keep, keep_all
 from .names import LocalIds, as_text
 
 _PARQUET_BATCH_ROWS = 8192
@@ -41,8 +41,8 @@ def parquet_columns(source: str) -> tuple[int | None, int | None, int | None]:
     return csv_columns(name, names)
 
 
-def parquet_items(source: str, ids: LocalIds) -> Iterator[Item]:
-    manifest = Manifest(source, ids)
+def parquet_items(source: str, ids: LocalIds, keep: Keep = keep_all) -> Iterator[Item | None]:
+    manifest = Manifest(source, ids, keep)
     pq = _import_parquet(manifest.name)
     path_col, url_col, id_col = parquet_columns(source)
     import pyarrow as pa

@@ -18,7 +18,7 @@ import orjson
 
 from .error_types import ErrorType
 from .errors import UsageError
-from .models import Item
+from .models import Item, Keep, keep_all
 from .names import LocalIds, as_text, is_text
 from .objectstore import support_problem
 
@@ -47,19 +47,27 @@ def _resolve(prefix: str, value: str) -> str:
 
 
 class Manifest:
-    """One manifest being read: its names, and how its rows become items."""
+    """One manifest being read: its names, and how its rows become items.
 
-    def __init__(self, source: str | None, ids: LocalIds) -> None:
+    Every item is made here (``item``, ``bad``, ``stored``, ``url``), and ``keep`` (the job's
+    screen) is asked about its id first: a row whose id the job does not want (done before, a
+    duplicate) gives ``None``, with nothing else built for it.
+    """
+
+    def __init__(self, source: str | None, ids: LocalIds, keep: Keep = keep_all) -> None:
         self.name = _STDIN_NAME if source is None else as_text(source)
         self.ident = _STDIN_NAME if source is None else ids.file(source)
         self.prefix = "" if source is None else _prefix(source)
         self.ids = ids
+        self.keep = keep
 
-    def bad(self, where: str, number: int, message: str, group: str | None = None) -> Item:
+    def bad(self, where: str, number: int, message: str, group: str | None = None) -> Item | None:
         """A bad row; ``group`` is the problem without this row's particulars, if they vary."""
+        ident = f"{where} {number} of {self.ident}"  # not absolute, so never a file's id
+        if not self.keep(ident):
+            return None
         return Item(
-            # Not absolute, so never the id of a file.
-            id=f"{where} {number} of {self.ident}",
+            id=ident,
             problem=f"{self.name} {where} {number}: {message}",
             problem_kind=_BAD_ROW,
             problem_group=f"{self.name}: {group or message}",
@@ -74,7 +82,7 @@ class Manifest:
         url: str,
         ident: str,
         metadata: dict[str, Any] | None,
-    ) -> Item:
+    ) -> Item | None:
         """One row's item from its stripped ``path``, ``url`` and ``id`` values.
 
         A path and a URL: both are kept and the runner reads the file. A URL in the path
@@ -110,8 +118,14 @@ class Manifest:
                     "~ is not expanded: write the full path",
                 )
             ident = ident or self.ids.file(resolved)
+            if not self.keep(ident):
+                return None
             return Item(id=ident, path=resolved, url=url or None, metadata=metadata)
-        return Item(id=ident or url, url=url, metadata=metadata)
+        return self.url(ident or url, url, metadata)
+
+    def url(self, ident: str, url: str, metadata: dict[str, Any] | None = None) -> Item | None:
+        """A URL's item, for the server to download."""
+        return Item(id=ident, url=url, metadata=metadata) if self.keep(ident) else None
 
     def stored(
         self,
@@ -122,7 +136,7 @@ class Manifest:
         ident: str,
         metadata: dict[str, Any] | None,
         scheme: str,
-    ) -> Item:
+    ) -> Item | None:
         """An object-storage URL's item (id and path: the URL as written), or a bad row
         naming what to install when its backend is missing."""
         if scheme == "file":
@@ -130,7 +144,10 @@ class Manifest:
         problem = support_problem(path)
         if problem is not None:
             return self.bad(where, number, problem)
-        return Item(id=ident or path, path=path, url=url or None, metadata=metadata)
+        ident = ident or path
+        if not self.keep(ident):
+            return None
+        return Item(id=ident, path=path, url=url or None, metadata=metadata)
 
 
 def _scheme(value: str) -> str | None:
@@ -210,7 +227,7 @@ def _check_jsonl_keys(name: str, head: str, *, complete: bool) -> None:
         )
 
 
-def _txt_lines(manifest: Manifest, lines: Iterable[str]) -> Iterator[Item]:
+def _txt_lines(manifest: Manifest, lines: Iterable[str]) -> Iterator[Item | None]:
     for number, line in enumerate(lines, 1):
         value = line.strip()
         if not value or value[0] == "#":
@@ -219,19 +236,21 @@ def _txt_lines(manifest: Manifest, lines: Iterable[str]) -> Iterator[Item]:
             if not is_text(value):
                 yield manifest.bad("line", number, "not valid UTF-8; save it as UTF-8")
             else:
-                yield Item(id=value, url=value)
+                yield manifest.url(value, value)
         else:
             yield manifest.item("line", number, value, "", "", None)
 
 
-def txt_items(source: str, ids: LocalIds) -> Iterator[Item]:
+def txt_items(source: str, ids: LocalIds, keep: Keep = keep_all) -> Iterator[Item | None]:
     # surrogateescape: a bad line must not take its 8 KB decoding chunk down with it.
     with open_text(source, newline=None) as handle:
-        yield from _txt_lines(Manifest(source, ids), handle)
+        yield from _txt_lines(Manifest(source, ids, keep), handle)
 
 
-def stdin_items(stdin: TextIO | None, ids: LocalIds) -> Iterator[Item]:
-    manifest = Manifest(None, ids)
+def stdin_items(
+    stdin: TextIO | None, ids: LocalIds, keep: Keep = keep_all
+) -> Iterator[Item | None]:
+    manifest = Manifest(None, ids, keep)
     if stdin is not None:
         yield from _txt_lines(manifest, stdin)
         return
@@ -273,8 +292,8 @@ def csv_columns(name: str, header: Sequence[str]) -> tuple[int | None, int | Non
     return found.get("path"), found.get("url"), found.get("id")
 
 
-def csv_items(source: str, ids: LocalIds) -> Iterator[Item]:
-    manifest = Manifest(source, ids)
+def csv_items(source: str, ids: LocalIds, keep: Keep = keep_all) -> Iterator[Item | None]:
+    manifest = Manifest(source, ids, keep)
     with open_text(source, newline="") as handle:
         # strict: a stray quote is an error for its row, not silently merged into the value.
         reader = csv.reader(handle, strict=True)
@@ -317,7 +336,7 @@ def _csv_row(
     width: int,
     columns: tuple[int | None, int | None, int | None],
     meta: list[tuple[int, str]],
-) -> Item:
+) -> Item | None:
     """One CSV row (lines ``number`` to ``end``) as an item or a bad row."""
     if len(row) != width:
         if len(row) > width:
@@ -368,8 +387,8 @@ def _take(row: dict[str, Any], key: str) -> Any:
     return None
 
 
-def jsonl_items(source: str, ids: LocalIds) -> Iterator[Item]:
-    manifest = Manifest(source, ids)
+def jsonl_items(source: str, ids: LocalIds, keep: Keep = keep_all) -> Iterator[Item | None]:
+    manifest = Manifest(source, ids, keep)
     try:
         handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
@@ -384,7 +403,7 @@ def jsonl_items(source: str, ids: LocalIds) -> Iterator[Item]:
             yield _jsonl_row(manifest, number, line)
 
 
-def _jsonl_row(manifest: Manifest, number: int, line: bytes) -> Item:
+def _jsonl_row(manifest: Manifest, number: int, line: bytes) -> Item | None:
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,17 @@ ANSWER_FIELDS: tuple[str, ...] = (
     "inference_id",
 )
 _RESERVED = frozenset(ROW_FIELDS)
+
+
+#: Whether the job wants the item of an id (the producer's ``Screen``: not done before, not a
+#: duplicate, in its shard). The sources ask it as soon as an id is known, before they build
+#: anything else for the item.
+Keep = Callable[[str], bool]
+
+
+def keep_all(item_id: str) -> bool:
+    """The ``Keep`` of a walk that screens nothing out."""
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from .errors import OutputError, UsageError
 from .models import CORE_ROW_FIELDS, ROW_FIELDS
 from .rowlog import (
     ScanReport,
+    ScanTarget,
     add_metadata_columns,
     count_ids,
     is_latest,
@@ -163,7 +164,7 @@ class ParquetSink:
 
     # -- reading what an earlier run left -------------------------------------------------
 
-    def scan(self, record: Callable[[str, str], None]) -> ScanReport:
+    def scan(self, target: ScanTarget) -> ScanReport:
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(
                 f"{self.path} is a file, but Parquet output is a folder of part files; "
@@ -187,12 +188,11 @@ class ParquetSink:
                         "move it away to resume"
                     )
                 add_metadata_columns(self._meta_columns, names)
+                target.expect(report.rows + source.metadata.num_rows)
                 for batch in source.iter_batches(columns=["id", "status"], batch_size=65_536):
-                    for item_id, status in zip(
-                        batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
-                    ):
-                        report.rows += 1
-                        record(item_id, status)
+                    ids = batch.column(0).to_pylist()
+                    report.rows += len(ids)
+                    target.record(ids, [status == "ok" for status in batch.column(1).to_pylist()])
         return report
 
     def _recover(self) -> None:

@@ -18,6 +18,7 @@ from .config import JobConfig
 from .idindex import IdIndex
 from .models import Item, error_row
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState
+from .shards import Shard
 from .sources import iter_item_batches
 from .summary import JobSummary, ProgressListener
 from .worker import Recorder
@@ -44,56 +45,46 @@ class Producer:
         self._stdin = stdin
         self.requeued = 0
         """Ids recorded as failed before and queued again (``--retry-failed``)."""
+        self._seen = 0
 
     async def run(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
         """Walk the sources to the end (or a stop request), sending fresh items on."""
         summary = self._summary
+        config = self._config
+        screen = Screen(prior.index, retry_failed=config.retry_failed, shard=config.shard)
         batches: Iterator[list[Item]] = iter_item_batches(
             self._config.sources,
             extensions=self._config.extensions,
             stdin=self._stdin,
             report=summary.inputs,  # filled in by the walk, in the worker thread
+            keep=screen,  # asked in the worker thread too; only between two batches here
         )
-        shard = self._config.shard
-        listed_any = False  # a shard may hold none of the sources' items: that is no error
         async with items_out:
             while not self._stopping():
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
-                    summary.nothing_found = not listed_any
+                    # A shard may hold none of the sources' items: that is no error.
+                    summary.nothing_found = not screen.met
                     self._progress.listing_finished()
                     break
-                listed_any = listed_any or bool(batch)
-                if shard is not None:  # other shards' items are theirs: not even counted
-                    batch = [item for item in batch if shard.holds(item.id)]
-                summary.found += len(batch)
-                fresh = self._fresh(batch, prior.index)
-                if not await self._hand_out(fresh, items_out):
+                self._count(screen, fresh=len(batch))
+                if not await self._hand_out(batch, items_out):
                     return
 
-    def _fresh(self, batch: list[Item], index: IdIndex) -> list[Item]:
-        """The batch's items to classify; the others counted as skipped."""
+    def _count(self, screen: Screen, *, fresh: int) -> None:
+        """Move what the screen counted since the last batch into the summary and progress."""
         summary = self._summary
-        retry_failed = self._config.retry_failed
-        skipped_before = summary.already_done + summary.previously_failed
-        fresh: list[Item] = []
-        for item in batch:
-            tag = index.get(item.id)
-            if tag in (QUEUED, QUEUED_AGAIN):
-                summary.duplicates += 1
-            elif tag == RECORDED_OK:
-                summary.already_done += 1
-            elif tag == RECORDED_FAILED and not retry_failed:
-                summary.previously_failed += 1
-            else:
-                if tag == RECORDED_FAILED:
-                    self.requeued += 1
-                index.set(item.id, QUEUED_AGAIN if tag == RECORDED_FAILED else QUEUED)
-                fresh.append(item)
-        recorded = summary.already_done + summary.previously_failed
-        self._progress.listed(seen=len(batch), recorded=recorded - skipped_before)
-        self._progress.add_total(len(fresh))
-        return fresh
+        recorded_before = summary.already_done + summary.previously_failed
+        summary.found = screen.found
+        summary.duplicates = screen.duplicates
+        summary.already_done = screen.done
+        summary.previously_failed = screen.failed
+        self.requeued = screen.requeued
+        seen = screen.found - self._seen
+        self._seen = screen.found
+        recorded = summary.already_done + summary.previously_failed - recorded_before
+        self._progress.listed(seen=seen, recorded=recorded)
+        self._progress.add_total(fresh)
 
     async def _hand_out(self, fresh: list[Item], items_out: MemoryObjectSendStream[Item]) -> bool:
         """Send items on (bad rows straight to the sink); ``False`` once no worker is left."""
@@ -122,3 +113,51 @@ def _problem_row(item: Item) -> dict[str, Any]:
         error_type=item.problem_kind,
         attempts=0,
     )
+
+
+class Screen:
+    """The producer's rule for each id the walk meets, asked before its item is made.
+
+    Skipped: ids recorded before (ok; failed too, unless ``--retry-failed``), ids already
+    met in this run (duplicates), other shards' ids (not even counted as found). Every other
+    id is tagged as queued in the resume index, so a second occurrence is a duplicate, and
+    kept. Counts what it skips; the producer moves the counts into the summary per batch.
+    """
+
+    def __init__(self, index: IdIndex, *, retry_failed: bool, shard: Shard | None) -> None:
+        self._index = index
+        self._get = index.get
+        self._retry_failed = retry_failed
+        self._shard = shard
+        self.met = 0
+        """Every id asked about, other shards' included."""
+        self.found = 0
+        self.done = 0
+        """Recorded ok before."""
+        self.failed = 0
+        """Recorded as failed before, not queued again."""
+        self.duplicates = 0
+        self.requeued = 0
+        """Recorded as failed before, queued again (``--retry-failed``)."""
+
+    def __call__(self, item_id: str) -> bool:
+        self.met += 1
+        if self._shard is not None and not self._shard.holds(item_id):
+            return False
+        self.found += 1
+        tag = self._get(item_id)
+        if tag == RECORDED_OK:  # first: all a finished job's rerun meets
+            self.done += 1
+            return False
+        if not tag:
+            self._index.set(item_id, QUEUED)
+            return True
+        if tag == RECORDED_FAILED:
+            if not self._retry_failed:
+                self.failed += 1
+                return False
+            self.requeued += 1
+            self._index.set(item_id, QUEUED_AGAIN)
+            return True
+        self.duplicates += 1  # QUEUED or QUEUED_AGAIN: met before in this run
+        return False

@@ -52,20 +52,20 @@ class PriorState:
         """Superseded rows or lines that are not rows: the output is rewritten after the job."""
         return bool(self.superseded or self.scan.unparsable_lines)
 
-    def record(self, item_id: str, status: str) -> None:
-        """Take one row read back from the output; a later row of an id supersedes earlier."""
-        tag = RECORDED_OK if status == "ok" else RECORDED_FAILED
-        previous = self.index.set(item_id, tag)
-        if previous:
-            self.superseded += 1
-            if previous == RECORDED_OK:
-                self.ok -= 1
-            else:
-                self.failed -= 1
-        if tag == RECORDED_OK:
-            self.ok += 1
-        else:
-            self.failed += 1
+    def expect(self, rows: int) -> None:
+        self.index.reserve(rows)
+
+    def record(self, ids: list[str], ok: list[bool]) -> None:
+        """Take rows read back from the output; a later row of an id supersedes earlier."""
+        replaced = self.index.set_all(ids, map(_TAGS.__getitem__, ok))
+        ok_rows = sum(ok)
+        self.ok += ok_rows - replaced.get(RECORDED_OK, 0)
+        self.failed += len(ok) - ok_rows - replaced.get(RECORDED_FAILED, 0)
+        self.superseded += sum(replaced.values())
+
+
+#: A row's tag by whether its status is ok (``False``, ``True``).
+_TAGS = (RECORDED_FAILED, RECORDED_OK)
 
 
 def job_settings(config: JobConfig) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
         check_settings_file_is_ours(config.output)
     write_settings(settings_file, wanted)
     state = PriorState()
-    state.scan = sink.scan(state.record)
+    state.scan = sink.scan(state)
     return state
 
 

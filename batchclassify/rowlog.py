@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .errors import OutputError
 from .idindex import IdIndex
@@ -29,6 +30,18 @@ class ScanReport:
     """Bytes of a row torn by a kill, cut off the end of the output."""
     metadata_columns: list[str] = field(default_factory=list)
     """Columns beyond the row fields (manifest metadata), in the order first seen."""
+
+
+class ScanTarget(Protocol):
+    """What a sink's ``scan`` hands the rows it reads back to (``resume.PriorState``)."""
+
+    def expect(self, rows: int) -> None:
+        """About ``rows`` rows will follow (an estimate): make room for them at once."""
+        ...
+
+    def record(self, ids: list[str], ok: list[bool]) -> None:
+        """The next rows, in file order: each one's id and whether its status is ``ok``."""
+        ...
 
 
 def count_ids(ids: Iterable[str]) -> IdIndex:

@@ -50,14 +50,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator, Sequence
-from itertools import islice
 from typing import TextIO
 
 from .error_types import ErrorType
 from .errors import UsageError
 from .manifest_parquet import parquet_columns, parquet_items
 from .manifests import check_text_manifest, csv_items, jsonl_items, stdin_items, txt_items
-from .models import Item
+from .models import Item, Keep, keep_all
 from .names import LocalIds, as_id, as_text
 from .objectstore import check_source as _check_object_source
 from .objectstore import iter_objects, object_scheme
@@ -110,17 +109,31 @@ def iter_items(
     ``report``, if given, is filled in as the sources are read: files passed over, and the
     sources that held nothing.
     """
+    for item in _entries(sources, extensions, stdin, report, keep_all):
+        if item is not None:
+            yield item
+
+
+def _entries(
+    sources: Sequence[str],
+    extensions: frozenset[str],
+    stdin: TextIO | None,
+    report: InputReport | None,
+    keep: Keep,
+) -> Iterator[Item | None]:
+    """Every item of the sources, screened by ``keep``: ``None`` in the place of an item it
+    did not keep (nothing but its id was made)."""
     wanted = frozenset(ext.lower().lstrip(".") for ext in extensions)
     report = report if report is not None else InputReport()
     ids = LocalIds()
     for source in sources:
-        items = _source_items(source, wanted, stdin, report, ids)
-        first = next(items, None)
-        if first is None:
+        items = _source_items(source, wanted, stdin, report, ids, keep)
+        for first in items:  # a source whose entries were all screened out is not empty
+            yield first
+            yield from items
+            break
+        else:
             report.empty_sources.append("<stdin>" if source == STDIN else as_text(source))
-            continue
-        yield first
-        yield from items
 
 
 def _source_items(
@@ -129,21 +142,28 @@ def _source_items(
     stdin: TextIO | None,
     report: InputReport,
     ids: LocalIds,
-) -> Iterator[Item]:
+    keep: Keep,
+) -> Iterator[Item | None]:
     if source == STDIN:
-        return stdin_items(stdin, ids)
+        return stdin_items(stdin, ids, keep)
     kind = source_kind(source)
     if kind == "object":
-        return iter_objects(source, wanted, report)
+        return _screened(iter_objects(source, wanted, report), keep)
     if kind == "dir":
-        return _walk_folder(source, wanted, report, ids)
+        return _walk_folder(source, wanted, report, ids, keep)
     if kind == "txt":
-        return txt_items(source, ids)
+        return txt_items(source, ids, keep)
     if kind == "csv":
-        return csv_items(source, ids)
+        return csv_items(source, ids, keep)
     if kind == "jsonl":
-        return jsonl_items(source, ids)
-    return parquet_items(source, ids)
+        return jsonl_items(source, ids, keep)
+    return parquet_items(source, ids, keep)
+
+
+def _screened(items: Iterator[Item], keep: Keep) -> Iterator[Item | None]:
+    """``keep`` applied to items already made (object listings: a network page at a time)."""
+    for item in items:
+        yield item if keep(item.id) else None
 
 
 def iter_item_batches(
@@ -153,12 +173,34 @@ def iter_item_batches(
     stdin: TextIO | None = None,
     batch_size: int = 512,
     report: InputReport | None = None,
+    keep: Keep = keep_all,
 ) -> Iterator[list[Item]]:
-    """``iter_items`` in lists of up to ``batch_size``: one worker-thread hop per batch."""
+    """``iter_items`` in lists of up to ``batch_size``: one worker-thread hop per batch.
+
+    ``keep`` screens each id before its item is made (the producer's resume and duplicate
+    check): only kept items are listed. A batch also ends after ``batch_size * 32`` entries
+    screened out, so a long run of them (a finished job) still hands control back often.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    items = iter_items(sources, extensions=extensions, stdin=stdin, report=report)
-    while batch := list(islice(items, batch_size)):
+    entries = _entries(sources, extensions, stdin, report, keep)
+    seen_limit = batch_size * 32
+    while True:
+        batch: list[Item] = []
+        seen = 0
+        for entry in entries:
+            if entry is not None:
+                batch.append(entry)
+                if len(batch) >= batch_size:
+                    break
+            else:
+                seen += 1
+                if seen >= seen_limit:
+                    break
+        else:
+            if batch:
+                yield batch
+            return
         yield batch
 
 
@@ -213,8 +255,8 @@ def _check_folder(folder: str) -> None:
 
 
 def _walk_folder(
-    top: str, extensions: frozenset[str], report: InputReport, ids: LocalIds
-) -> Iterator[Item]:
+    top: str, extensions: frozenset[str], report: InputReport, ids: LocalIds, keep: Keep
+) -> Iterator[Item | None]:
     """Depth first, one directory listing in memory at a time (plus pending subfolder names)."""
     try:
         stat = os.stat(top)
@@ -224,7 +266,7 @@ def _walk_folder(
     # The keys of the frames are ``on_path``: a folder met again among them is a symlink loop.
     key = (stat.st_dev, stat.st_ino)
     ident = ids.folder(top)
-    subfolders = yield from _folder_files(top, ident, extensions, report)
+    subfolders = yield from _folder_files(top, ident, extensions, report, keep)
     stack = [(key, top, ident, iter(subfolders))]
     on_path = {key}
     while stack:
@@ -241,13 +283,13 @@ def _walk_folder(
         try:
             stat = os.stat(child)
         except OSError as exc:
-            yield _unreadable(child, child_id, exc)
+            yield _unreadable(child, child_id, exc) if keep(child_id) else None
             continue
         key = (stat.st_dev, stat.st_ino)
         if key in on_path:
             continue  # a loop: this folder's files are already being walked
         on_path.add(key)
-        subfolders = yield from _folder_files(child, child_id, extensions, report)
+        subfolders = yield from _folder_files(child, child_id, extensions, report, keep)
         stack.append((key, child, child_id, iter(subfolders)))
 
 
@@ -261,8 +303,8 @@ def _unreadable(path: str, ident: str, exc: OSError) -> Item:
 
 
 def _folder_files(
-    path: str, ident: str, extensions: frozenset[str], report: InputReport
-) -> Generator[Item, None, list[tuple[str, bool]]]:
+    path: str, ident: str, extensions: frozenset[str], report: InputReport, keep: Keep
+) -> Generator[Item | None, None, list[tuple[str, bool]]]:
     """Yield one folder's matching files as the listing reads them; return its subfolders,
     sorted, each with whether it is a symlink.
 
@@ -293,12 +335,16 @@ def _folder_files(
                 extension = name[dot + 1 :].lower() if dot > 0 else ""
                 if extension not in extensions:
                     skipped[as_text(extension)] += 1
+                    continue
+                item_id = id_prefix + as_id(name)
+                if not keep(item_id):
+                    yield None
                 elif is_file:
-                    yield Item(id=id_prefix + as_id(name), path=file_prefix + name)
+                    yield Item(id=item_id, path=file_prefix + name)
                 else:
-                    yield _odd_entry(entry, id_prefix + as_id(name), error)
+                    yield _odd_entry(entry, item_id, error)
     except OSError as exc:
-        yield _unreadable(path, ident, exc)
+        yield _unreadable(path, ident, exc) if keep(ident) else None
         return []
     subfolders.sort()
     return subfolders

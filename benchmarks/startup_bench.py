@@ -61,7 +61,7 @@ def scan(rows: int, output_format: str) -> str:
         sink.close()
     state = PriorState()
     started = time.perf_counter()
-    state.scan = open_sink(path, output_format).scan(state.record)
+    state.scan = open_sink(path, output_format).scan(state)
     seconds = time.perf_counter() - started
     return f"scan {output_format} {state.scan.rows:,} rows: {seconds:.2f} s ({state.ok:,} ok)"
 

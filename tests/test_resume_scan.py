@@ -55,7 +55,7 @@ def test_jsonl_scan_fills_the_index_like_a_full_read(tmp_path: Path) -> None:
         handle.write(b"not json\n" + orjson.dumps({"id": 5, "status": "ok"}) + b"\n")
     state = PriorState()
 
-    state.scan = JsonlSink(out).scan(state.record)
+    state.scan = JsonlSink(out).scan(state)
 
     _check(state)
     assert state.scan.unparsable_lines == 1
@@ -67,7 +67,7 @@ def test_parquet_scan_fills_the_index_like_a_full_read(tmp_path: Path) -> None:
     _write_job(ParquetSink(out))
     state = PriorState()
 
-    state.scan = ParquetSink(out).scan(state.record)
+    state.scan = ParquetSink(out).scan(state)
 
     _check(state)
     assert state.scan.unparsable_lines == 0

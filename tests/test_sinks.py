@@ -17,6 +17,23 @@ from batchclassify.sinks import JsonlSink
 from .conftest import sample_failed_row, sample_ok_row
 
 
+class Seen:
+    """A scan target that keeps the rows it is handed: (id, status is ok)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, bool]] = []
+
+    def expect(self, rows: int) -> None:
+        pass
+
+    def record(self, ids: list[str], ok: list[bool]) -> None:
+        self.rows.extend(zip(ids, ok, strict=True))
+
+    @property
+    def ids(self) -> list[str]:
+        return [item_id for item_id, _ in self.rows]
+
+
 def test_jsonl_torn_last_line_is_cut_and_not_read(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     sink = JsonlSink(out)
@@ -26,9 +43,9 @@ def test_jsonl_torn_last_line_is_cut_and_not_read(tmp_path: Path) -> None:
     sink.close()
     with open(out, "ab") as handle:
         handle.write(b'{"id": "3.jpg", "status": "o')  # a kill -9 in the middle of a write
-    seen: list[tuple[str, str]] = []
-    report = JsonlSink(out).scan(lambda item_id, status: seen.append((item_id, status)))
-    assert seen == [("0.jpg", "ok"), ("1.jpg", "ok"), ("2.jpg", "ok")]
+    seen = Seen()
+    report = JsonlSink(out).scan(seen)
+    assert seen.rows == [("0.jpg", True), ("1.jpg", True), ("2.jpg", True)]
     assert report.repaired_bytes == len(b'{"id": "3.jpg", "status": "o')
     assert report.rows == 3 and report.unparsable_lines == 0
     assert out.read_bytes().endswith(b"\n")
@@ -85,9 +102,9 @@ def test_parquet_recovers_the_journal_of_a_killed_run(tmp_path: Path) -> None:
     with open(out / "_journal-000001.jsonl", "ab") as handle:
         handle.write(b'{"id": "5.jp')
     (out / ".part-000001.parquet.tmp").write_bytes(b"PAR1 half written")
-    seen: list[str] = []
-    ParquetSink(out).scan(lambda item_id, _status: seen.append(item_id))
-    assert sorted(seen) == [
+    seen = Seen()
+    ParquetSink(out).scan(seen)
+    assert sorted(seen.ids) == [
         "0.jpg",
         "1.jpg",
         "2.jpg",
@@ -134,9 +151,9 @@ def test_jsonl_scan_reports_lines_that_are_not_rows(tmp_path: Path) -> None:
         + orjson.dumps(sample_ok_row("b.jpg"))
         + b"\n"
     )
-    seen: list[str] = []
-    report = JsonlSink(out).scan(lambda item_id, _status: seen.append(item_id))
-    assert seen == ["a.jpg", "b.jpg"]
+    seen = Seen()
+    report = JsonlSink(out).scan(seen)
+    assert seen.ids == ["a.jpg", "b.jpg"]
     assert (report.rows, report.unparsable_lines, report.repaired_bytes) == (2, 2, 0)
 
 
@@ -146,7 +163,7 @@ def test_parquet_scan_reports_the_metadata_columns_it_found(tmp_path: Path) -> N
     sink.open()
     sink.write(sample_ok_row("a.jpg", camera="x", split="train"))
     sink.close()
-    report = ParquetSink(out).scan(lambda _id, _status: None)
+    report = ParquetSink(out).scan(Seen())
     assert report.rows == 1
     assert report.metadata_columns == ["camera", "split"]
 
