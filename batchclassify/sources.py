@@ -198,7 +198,7 @@ def iter_item_batches(
                 if seen >= seen_limit:
                     break
         else:
-            if batch:
+            if batch or seen:  # the producer counts what was screened out, too
                 yield batch
             return
         yield batch
