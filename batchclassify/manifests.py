@@ -236,7 +236,7 @@ def _txt_lines(manifest: Manifest, lines: Iterable[str]) -> Iterator[Item | None
         if "://" not in value and value[0] != "~":
             # A plain path, nearly every line: ``Manifest.item``'s last case, inlined (one
             # call less per line, and no Item for a line the job skips).
-            path = _resolve(prefix, value)
+            path = value if not prefix or (_POSIX and value[0] == "/") else _resolve(prefix, value)
             ident = file_id(path)
             yield Item(id=ident, path=path) if keep(ident) else None
         elif value.startswith(_URL_PREFIXES):

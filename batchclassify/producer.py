@@ -16,7 +16,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import JobConfig
 from .idindex import IdIndex
-from .models import Item, error_row
+from .models import Item, Keep, error_row
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState
 from .shards import Shard
 from .sources import iter_item_batches
@@ -57,7 +57,7 @@ class Producer:
             extensions=self._config.extensions,
             stdin=self._stdin,
             report=summary.inputs,  # filled in by the walk, in the worker thread
-            keep=screen,  # asked in the worker thread too; only between two batches here
+            keep=screen.keep,  # asked in the worker thread; read here between two batches
         )
         async with items_out:
             while not self._stopping():
@@ -121,7 +121,9 @@ class Screen:
     Skipped: ids recorded before (ok; failed too, unless ``--retry-failed``), ids already
     met in this run (duplicates), other shards' ids (not even counted as found). Every other
     id is tagged as queued in the resume index, so a second occurrence is a duplicate, and
-    kept. Counts what it skips; the producer moves the counts into the summary per batch.
+    kept. ``keep`` is the walk's ``Keep``; the producer moves the counts into the summary
+    between batches. A finished job's rerun asks about a million ids that are all done:
+    that path is one index look-up and one count.
     """
 
     def __init__(self, index: IdIndex, *, retry_failed: bool, shard: Shard | None) -> None:
@@ -129,35 +131,52 @@ class Screen:
         self._get = index.get
         self._retry_failed = retry_failed
         self._shard = shard
-        self.met = 0
-        """Every id asked about, other shards' included."""
-        self.found = 0
+        self.keep: Keep = self._keep if shard is None else self._keep_in_shard
         self.done = 0
         """Recorded ok before."""
         self.failed = 0
         """Recorded as failed before, not queued again."""
         self.duplicates = 0
+        self.kept = 0
         self.requeued = 0
-        """Recorded as failed before, queued again (``--retry-failed``)."""
+        """Recorded as failed before, queued again (``--retry-failed``); among ``kept``."""
+        self.other_shards = 0
 
-    def __call__(self, item_id: str) -> bool:
-        self.met += 1
-        if self._shard is not None and not self._shard.holds(item_id):
-            return False
-        self.found += 1
+    @property
+    def found(self) -> int:
+        """Ids met in this job's shard (all, without ``--shard``)."""
+        return self.done + self.failed + self.duplicates + self.kept
+
+    @property
+    def met(self) -> int:
+        """Every id asked about, other shards' included."""
+        return self.found + self.other_shards
+
+    def _keep(self, item_id: str) -> bool:
         tag = self._get(item_id)
         if tag == RECORDED_OK:  # first: all a finished job's rerun meets
             self.done += 1
             return False
+        return self._rare(item_id, tag)
+
+    def _keep_in_shard(self, item_id: str) -> bool:
+        if not self._shard.holds(item_id):  # type: ignore[union-attr]  # set with this method
+            self.other_shards += 1
+            return False
+        return self._keep(item_id)
+
+    def _rare(self, item_id: str, tag: int) -> bool:
         if not tag:
             self._index.set(item_id, QUEUED)
+            self.kept += 1
             return True
         if tag == RECORDED_FAILED:
             if not self._retry_failed:
                 self.failed += 1
                 return False
-            self.requeued += 1
             self._index.set(item_id, QUEUED_AGAIN)
+            self.requeued += 1
+            self.kept += 1
             return True
         self.duplicates += 1  # QUEUED or QUEUED_AGAIN: met before in this run
         return False

@@ -102,7 +102,10 @@ def rerun(checkout: str, source: Path, out: Path, url: str) -> dict[str, float]:
     cmd = [PY, "-m", "batchclassify", "run", str(source), "--model", MODEL, "--output", str(out),
            "--api-url", url, "--api-key", "bench", "--quiet"]  # fmt: skip
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # cwd: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH.
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     text = proc.stdout.read().decode() if proc.stdout else ""
