@@ -225,7 +225,7 @@ _ROW_HEAD = re.compile(
     rb'"url":(?:null|"[^"\\\x00-\x1f]*+"),"status":"([^"\\\x00-\x1f]*+)"'
 )
 #: Bytes read at a time by the scan (grown for a longer line).
-_SCAN_CHUNK = 1 << 23
+_SCAN_CHUNK = 1 << 20
 
 
 def _scan_lines(handle: FileIO, size: int, target: ScanTarget, report: ScanReport) -> None:
