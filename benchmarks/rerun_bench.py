@@ -11,6 +11,8 @@ kind and run, each checkout in turn (interleaved, the order rotated each run) ru
 (``python -m batchclassify.server --port 0``) with ``PYTHONPATH=<checkout>``, and the script
 prints wall time, user and system CPU and peak RSS of the process (``os.wait4``), the server's
 request count (must stay 0) and whether the output changed (it must not): min–max per checkout.
+Then, in a process of its own, the decision alone: CPU seconds of the resume scan and of the
+walk that finds every item done (the checkout's own producer check), one run each.
 """
 
 from __future__ import annotations
@@ -92,6 +94,53 @@ def build(data: Path, rows: int) -> None:
     done.touch()
 
 
+#: In one process of a checkout: CPU seconds of the resume scan, then of the walk deciding
+#: every item is done (the producer's check, old or new), for one source.
+_DECISION = """
+import sys, time
+from pathlib import Path
+from batchclassify.config import DEFAULT_EXTENSIONS
+from batchclassify.resume import PriorState
+from batchclassify.sinks import open_sink
+from batchclassify.sources import iter_item_batches
+out, source = Path(sys.argv[1]), sys.argv[2]
+state = PriorState()
+started = time.process_time()
+try:
+    from batchclassify.producer import Screen
+except ImportError:  # before the screen: the producer checked each item of a batch
+    Screen = None
+    state.scan = open_sink(out, "jsonl").scan(state.record)
+else:
+    state.scan = open_sink(out, "jsonl").scan(state)
+scanned = time.process_time()
+done = 0
+if Screen is None:
+    get = state.index.get
+    for batch in iter_item_batches([source], extensions=DEFAULT_EXTENSIONS):
+        for item in batch:
+            done += get(item.id) == 1
+else:
+    screen = Screen(state.index, retry_failed=False, shard=None)
+    for batch in iter_item_batches([source], extensions=DEFAULT_EXTENSIONS, keep=screen.keep):
+        pass
+    done = screen.done
+walked = time.process_time()
+print(scanned - started, walked - scanned, done)
+"""
+
+
+def decision(checkout: str, source: Path, out: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": checkout}
+    text = subprocess.run(
+        [PY, "-c", _DECISION, str(out), str(source)],
+        env=env, cwd=checkout, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    scan, walk, done = text.split()
+    assert int(done) > 0, text
+    return {"scan": float(scan), "walk": float(walk), "decision": float(scan) + float(walk)}
+
+
 def digest(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "md5").hexdigest()
@@ -148,21 +197,28 @@ def main() -> None:
                 order += args.checkouts[: run % len(args.checkouts)]
                 for checkout in order:
                     got = rerun(checkout, sources[kind], out, server.url)
+                    got.update(decision(checkout, sources[kind], out))
                     results[(kind, checkout)].append(got)
                     print(
                         f"run {run} {kind:6} {checkout}: wall {got['wall']:.2f} s, user "
-                        f"{got['user']:.2f} s, sys {got['sys']:.2f} s, rss {got['rss']:.0f} MB",
+                        f"{got['user']:.2f} s, sys {got['sys']:.2f} s, rss {got['rss']:.0f} MB; "
+                        f"in process: scan {got['scan']:.2f} s + walk {got['walk']:.2f} s CPU",
                         flush=True,
                     )
         requests = server.stats().get("requests")
     unchanged = digest(out) == before
     print(f"\nserver requests: {requests}; output unchanged: {unchanged}")
-    print(f"\n{args.rows:,} items, min–max over {args.runs} runs")
-    print("| source | checkout | wall s | user CPU s | sys CPU s | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n{args.rows:,} items, min–max over {args.runs} runs (CPU in process: a second run)")
+    print(
+        "| source | checkout | wall s | user CPU s | sys CPU s | peak RSS MB "
+        "| scan CPU s | walk CPU s | scan + walk (the decision) CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    columns = ("wall", "user", "sys", "rss", "scan", "walk", "decision")
     for (kind, checkout), runs in results.items():
         cells = []
-        for key, fmt in (("wall", ".2f"), ("user", ".2f"), ("sys", ".2f"), ("rss", ".0f")):
+        for key in columns:
+            fmt = ".0f" if key == "rss" else ".2f"
             values = [r[key] for r in runs]
             cells.append(f"{min(values):{fmt}}–{max(values):{fmt}}")
         print(f"| {kind} | {checkout} | " + " | ".join(cells) + " |")
