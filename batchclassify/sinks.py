@@ -7,6 +7,7 @@ so the job resumes, and rewrite itself so that each id keeps only its latest row
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -215,15 +216,17 @@ class JsonlSink:
         remove_output(self.path, self.own_names())
 
 
-#: The head of a line as ``JsonlSink`` writes rows (``_dumps`` of a row made from
-#: ``ROW_FIELDS``: id, path, url and status first), after the newline that ends the line
-#: before: the id and the status as JSON strings without escapes, path and url strings or null.
+#: After each newline: the head of a row as ``JsonlSink`` writes them (``_dumps`` of a row
+#: made from ``ROW_FIELDS``: id, path, url and status first), the id and the status JSON
+#: strings without escapes, path and url strings or null; or else nothing. So one ``findall``
+#: gives a tuple per line: (id, status, '"') for a row, three empty values for any other line.
 _ROW_HEAD = re.compile(
     # Possessive (*+): a string's characters are never given back, nothing to backtrack.
     # "\1": the path is most often the id itself, compared at once rather than scanned.
-    rb'\n\{"id":"([^"\\\x00-\x1f]*+)","path":(?:"\1"|null|"[^"\\\x00-\x1f]*+"),'
-    rb'"url":(?:null|"[^"\\\x00-\x1f]*+"),"status":"([^"\\\x00-\x1f]*+)"'
+    rb'\n(?:\{"id":"([^"\\\x00-\x1f]*+)","path":(?:"\1"|null|"[^"\\\x00-\x1f]*+"),'
+    rb'"url":(?:null|"[^"\\\x00-\x1f]*+"),"status":"([^"\\\x00-\x1f]*+)(")|)'
 )
+_NOT_A_ROW = (b"", b"", b"")
 #: Bytes read at a time by the scan (grown for a longer line).
 _SCAN_CHUNK = 1 << 20
 
@@ -233,7 +236,7 @@ def _scan_lines(handle: FileIO, size: int, target: ScanTarget, report: ScanRepor
 
     A chunk in which every line starts with a row's head (``_ROW_HEAD``) and that holds no
     NUL byte (a block lost in a crash reads as zeros) has its ids and statuses taken by one
-    regular-expression pass, with no JSON parse and no Python code per line; any other chunk
+    regular-expression pass, with no JSON parse and no Python loop over lines; any other chunk
     is read line by line with ``orjson`` (a line that is not a row counted in
     ``unparsable_lines``). The file is read into one buffer whose byte 0 is the newline
     before the chunk's first line, so every line follows a newline and the one pattern finds
@@ -255,21 +258,17 @@ def _scan_lines(handle: FileIO, size: int, target: ScanTarget, report: ScanRepor
             if filled == len(buffer):
                 buffer.extend(bytes(len(buffer)))
             continue
-        lines = buffer.count(b"\n", 0, last)
+        heads = _ROW_HEAD.findall(buffer, 0, last)  # one per line: [0, last) holds its "\n"s
         if not expected:  # room in the index for the whole file's rows, at this chunk's rate
-            target.expect(size * lines // last)
+            target.expect(size * len(heads) // last)
             expected = True
-        heads = _ROW_HEAD.findall(buffer, 0, last)
-        if len(heads) == lines and buffer.find(0, 0, last) < 0:
-            try:
+        ids: list[str] = []
+        if _NOT_A_ROW not in heads and buffer.find(0, 0, last) < 0:
+            with contextlib.suppress(UnicodeDecodeError):  # bytes orjson would refuse
                 ids = b"\n".join([head[0] for head in heads]).decode("utf-8").split("\n")
-            except UnicodeDecodeError:
-                ids = []
-            if len(ids) == lines:
-                report.rows += lines
-                target.record(ids, [head[1] == b"ok" for head in heads])
-            else:
-                _scan_slowly(bytes(buffer[1:last]), target, report)
+        if len(ids) == len(heads):
+            report.rows += len(ids)
+            target.record(ids, [head[1] == b"ok" for head in heads])
         else:
             _scan_slowly(bytes(buffer[1:last]), target, report)
         # The rest (a partial line) moves to the front, after the newline that ends this chunk.
