@@ -46,9 +46,22 @@ class Producer:
         self.requeued = 0
         """Ids recorded as failed before and queued again (``--retry-failed``)."""
         self._seen = 0
+        self.found_work = False
+        """Whether the walk gave any item to classify (so far)."""
+        self.listed_all = False
+        """Whether the walk went through every source to the end."""
 
-    async def run(self, items_out: MemoryObjectSendStream[Item], prior: PriorState) -> None:
-        """Walk the sources to the end (or a stop request), sending fresh items on."""
+    async def run(
+        self,
+        items_out: MemoryObjectSendStream[Item],
+        prior: PriorState,
+        work: anyio.Event | None = None,
+    ) -> None:
+        """Walk the sources to the end (or a stop request), sending fresh items on.
+
+        ``work`` is set at the first item to classify (``found_work``), or at the walk's end.
+        """
+        work = work or anyio.Event()
         summary = self._summary
         config = self._config
         screen = Screen(prior.index, retry_failed=config.retry_failed, shard=config.shard)
@@ -59,15 +72,32 @@ class Producer:
             report=summary.inputs,  # filled in by the walk, in the worker thread
             keep=screen.keep,  # asked in the worker thread; read here between two batches
         )
+        try:
+            await self._walk(batches, screen, items_out, work)
+        finally:
+            work.set()  # the walk is over (or cut short): the count need not wait any more
+
+    async def _walk(
+        self,
+        batches: Iterator[list[Item]],
+        screen: Screen,
+        items_out: MemoryObjectSendStream[Item],
+        work: anyio.Event,
+    ) -> None:
+        summary = self._summary
         async with items_out:
             while not self._stopping():
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
                     # A shard may hold none of the sources' items: that is no error.
                     summary.nothing_found = not screen.met
+                    self.listed_all = True
                     self._progress.listing_finished()
                     break
                 self._count(screen, fresh=len(batch))
+                if batch and not work.is_set():
+                    self.found_work = True
+                    work.set()
                 if not await self._hand_out(batch, items_out):
                     return
 

@@ -289,11 +289,12 @@ class Job:
                 group.start_soon(self._flush_periodically)
                 group.start_soon(self._watchdog.run)
                 group.start_soon(self._tick_periodically)
-                group.start_soon(self._count)
+                work = anyio.Event()  # set by the producer: its first item, or the walk's end
+                group.start_soon(self._count, work)
                 async with anyio.create_task_group() as workers:
                     self._workers.sender.group = workers
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
-                    workers.start_soon(self._producer.run, items_out, prior)
+                    workers.start_soon(self._producer.run, items_out, prior, work)
                     for _ in range(self.config.http.concurrency):
                         workers.start_soon(self._workers.work, items_in.clone(), client)
                     items_in.close()
@@ -326,11 +327,21 @@ class Job:
 
     # -- what the progress display hears --------------------------------------------------
 
-    async def _count(self) -> None:
+    async def _count(self, work: anyio.Event) -> None:
         """Count the sources' items in a thread, beside the walk (never before it: the first
-        request must not wait for a count of a million files), and pass the count on."""
-        stop = threading.Event()
+        request must not wait for a count of a million files), and pass the count on.
+
+        The count starts with the job's first item to classify: a walk that ends with nothing
+        to do (a finished job's rerun) has met every item itself, and its total is exact, so
+        the sources are not read a second time for it.
+        """
+        await work.wait()
         config = self.config
+        if not self._producer.found_work:
+            if self._producer.listed_all:
+                self._progress.counted(self._summary.found)
+            return
+        stop = threading.Event()
         try:
             total = await anyio.to_thread.run_sync(
                 lambda: self._counter(config.sources, extensions=config.extensions, stop=stop),

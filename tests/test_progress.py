@@ -615,3 +615,33 @@ def test_waits_are_described_with_their_moments_once_per_wait() -> None:
         "at most 10 min, then the server is asked again"
     )
     assert texts == [None, silence, silence, f"{pause}; {silence}", pause]
+
+
+def test_a_finished_jobs_rerun_takes_its_total_from_the_walk_not_a_second_read(
+    tmp_path: Path, server: BackgroundServer
+) -> None:
+    """Nothing left to do: the walk met every item, so its total is exact and the sources
+    are not read again to count them; a rerun with work left counts them as before."""
+    make_images(tmp_path / "in", 12)
+    out = tmp_path / "out.jsonl"
+    counts: list[str] = []
+
+    def counter(sources: Any, *, extensions: frozenset[str], stop: threading.Event) -> int:
+        counts.append("counted")
+        return count_items(sources, extensions=extensions, stop=stop) or -1
+
+    first = run_with(Job(config(server, out, tmp_path / "in"), counter=counter))
+    assert first.ok == 12 and counts == ["counted"]
+    requests = server.stats.requests
+
+    progress = Watching()
+    again = run_with(Job(config(server, out, tmp_path / "in"), progress=progress, counter=counter))
+
+    assert again.already_done == 12 and server.stats.requests == requests
+    assert counts == ["counted"]  # not read a second time
+    assert "counted 12" in progress.events
+    assert "| 12/12 " in frames(progress.screen)[-1]
+
+    make_images(tmp_path / "in", 14)  # two more: work to do, so the count runs
+    run_with(Job(config(server, out, tmp_path / "in"), counter=counter))
+    assert counts == ["counted", "counted"]
