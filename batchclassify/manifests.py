@@ -380,6 +380,15 @@ def _csv_row(
             "a path cell holds a line break and no such file exists: a stray '\"'? fix the quoting",
         )
     ident = row[id_col].strip() if id_col is not None else ""
+    if not url and "://" not in path and path[0] != "~":
+        # A plain path, the usual row: ``Manifest.item``'s last case, with the metadata made
+        # only for a row the job keeps.
+        path = _resolve(manifest.prefix, path)
+        ident = ident or manifest.ids.file(path)
+        if not manifest.keep(ident):
+            return None
+        metadata = {key: row[index] for index, key in meta} if meta else None
+        return Item(id=ident, path=path, metadata=metadata)
     metadata = {key: row[index] for index, key in meta} if meta else None
     return manifest.item("line", number, path, url, ident, metadata)
 
@@ -417,6 +426,12 @@ def _jsonl_row(manifest: Manifest, number: int, line: bytes) -> Item | None:
         if not _is_utf8(line):
             return manifest.bad("line", number, "not valid UTF-8; save it as UTF-8")
         return manifest.bad("line", number, f"not valid JSON ({exc})", "not valid JSON")
+    if type(row) is dict and len(row) == 1:  # {"path": ...}: ``item``'s last case, inlined
+        path = row.get("path")
+        if type(path) is str and (path := path.strip()) and "://" not in path and path[0] != "~":
+            path = _resolve(manifest.prefix, path)
+            ident = manifest.ids.file(path)
+            return Item(id=ident, path=path) if manifest.keep(ident) else None
     if type(row) is not dict:
         kind = type(row).__name__
         return manifest.bad(
