@@ -325,10 +325,12 @@ def _folder_files(
                     continue
                 error: OSError | None = None
                 try:
-                    if entry.is_dir():  # follows symlinks; no system call for plain entries
+                    # Both follow symlinks; no system call for plain entries. A file first:
+                    # nearly every entry is one.
+                    is_file = entry.is_file()
+                    if not is_file and entry.is_dir():
                         subfolders.append((name, entry.is_symlink()))
                         continue
-                    is_file = entry.is_file()
                 except OSError as exc:  # e.g. a chain of symlinks that loops (ELOOP)
                     is_file, error = False, exc
                 dot = name.rfind(".")
@@ -336,7 +338,9 @@ def _folder_files(
                 if extension not in extensions:
                     skipped[as_text(extension)] += 1
                     continue
-                item_id = id_prefix + as_id(name)
+                # as_id's own test first, inline: most names are kept as they are.
+                plain = name.isascii() and "\\x" not in name
+                item_id = id_prefix + (name if plain else as_id(name))
                 if not keep(item_id):
                     yield None
                 elif is_file:

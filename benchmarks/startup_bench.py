@@ -61,9 +61,15 @@ def scan(rows: int, output_format: str) -> str:
         sink.close()
     state = PriorState()
     started = time.perf_counter()
-    state.scan = open_sink(path, output_format).scan(state)
+    # Before the bulk scan (issue 11's rescan branch) a sink called ``record(id, status)``.
+    target = state if hasattr(state, "expect") else state.record
+    state.scan = open_sink(path, output_format).scan(target)
     seconds = time.perf_counter() - started
-    return f"scan {output_format} {state.scan.rows:,} rows: {seconds:.2f} s ({state.ok:,} ok)"
+    per_id = state.index.nbytes / max(1, len(state.index))
+    return (
+        f"scan {output_format} {state.scan.rows:,} rows: {seconds:.2f} s ({state.ok:,} ok), "
+        f"index {per_id:.1f} bytes/id"
+    )
 
 
 def main() -> None:
