@@ -241,6 +241,11 @@ def _scan_lines(handle: FileIO, size: int, target: ScanTarget, report: ScanRepor
     ``unparsable_lines``). The file is read into one buffer whose byte 0 is the newline
     before the chunk's first line, so every line follows a newline and the one pattern finds
     them all.
+
+    A line is taken as a row from its head: the rest of it is not parsed. This sink writes
+    whole lines (one ``write`` each, a torn tail cut by ``_repair_tail``), so only damage
+    from outside, after a row's status and keeping its newline, would be read as a row here
+    where a full parse would have dropped the line and classified its image again.
     """
     buffer = bytearray(_SCAN_CHUNK + 1)
     buffer[0] = 10  # the newline "before" the file's first line
