@@ -58,30 +58,62 @@ class CachingClassifier:
     async def classify(
         self, item: Item, encoded: EncodedImage | None, request: Request
     ) -> Row | None:
-        """The row for ``item``: stored, shared, or from ``request()`` (then stored)."""
-        key = self._keys.for_item(item, None if encoded is None else encoded.body)
-        original_size = None if encoded is None else encoded.original_size
-        if self.cache is not None and (found := self.cache.get(key)) is not None:
-            self.hits += 1
-            return cached_row(
-                item, found.answer, cached_from=found.source_id, original_size=original_size
-            )
+        """The row for ``item``: stored, shared, or from ``request()`` (then stored).
+
+        The worker runs the same steps inline (``lookup``, ``follow``, ``take_off``,
+        ``land``), without a coroutine and a closure per item."""
+        key, row = self.lookup(item, encoded)
+        if row is not None:
+            return row
         flight = self._in_flight.get(key)
         if flight is not None:
-            if flight.done is None:
-                flight.done = anyio.Event()
-            await flight.done.wait()
-            return self._follow(item, flight, original_size)
-        flight = self._in_flight[key] = _Flight(item.id)
+            return await self.follow(item, encoded, flight)
+        flight = self.take_off(key, item.id)
+        row = None
         try:
-            flight.row = row = await request()
+            row = await request()
         finally:
-            del self._in_flight[key]
-            if flight.done is not None:
-                flight.done.set()
-        if row is not None and row["status"] == "ok" and self.cache is not None:
-            self.cache.put(key, row, model=self._model)
+            self.land(key, flight, row)
         return row
+
+    def lookup(self, item: Item, encoded: EncodedImage | None) -> tuple[bytes, Row | None]:
+        """The item's key, and its row if the answer is stored."""
+        key = self._keys.for_item(item, None if encoded is None else encoded.body)
+        if self.cache is not None and (found := self.cache.get(key)) is not None:
+            self.hits += 1
+            return key, cached_row(
+                item,
+                found.answer,
+                cached_from=found.source_id,
+                original_size=None if encoded is None else encoded.original_size,
+            )
+        return key, None
+
+    def in_flight(self, key: bytes) -> _Flight | None:
+        """The request in flight for an identical image, if there is one."""
+        return self._in_flight.get(key)
+
+    async def follow(self, item: Item, encoded: EncodedImage | None, flight: _Flight) -> Row | None:
+        """Wait for the identical image's request in ``flight``; this item's row from it."""
+        if flight.done is None:
+            flight.done = anyio.Event()
+        await flight.done.wait()
+        return self._follow(item, flight, None if encoded is None else encoded.original_size)
+
+    def take_off(self, key: bytes, item_id: str) -> _Flight:
+        """``item_id``'s request for ``key`` goes out: identical images wait for it."""
+        flight = self._in_flight[key] = _Flight(item_id)
+        return flight
+
+    def land(self, key: bytes, flight: _Flight, row: Row | None) -> None:
+        """The request in ``flight`` is over with ``row`` (``None``: stopped, left for a
+        rerun): release its followers, store an ok answer."""
+        flight.row = row
+        del self._in_flight[key]
+        if flight.done is not None:
+            flight.done.set()
+        if row is not None and self.cache is not None and row["status"] == "ok":
+            self.cache.put(key, row, model=self._model)
 
     def _follow(
         self, item: Item, flight: _Flight, original_size: tuple[int, int] | None

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -205,13 +204,14 @@ class ClassificationClient:
     def redact(self, text: str) -> str:
         return redact(text, self._config.api_key)
 
-    async def classify_bytes(self, encoded: bytes) -> Prediction:
-        """Classify one image given as base64 bytes."""
-        return await self._post(self._url, encoded)
+    def classify_bytes(self, encoded: bytes) -> Coroutine[Any, Any, Prediction]:
+        """Classify one image given as base64 bytes. (Hands back the request's coroutine
+        itself: one coroutine frame fewer for every step of every request.)"""
+        return self._post(self._url, encoded)
 
-    async def classify_url(self, url: str) -> Prediction:
+    def classify_url(self, url: str) -> Coroutine[Any, Any, Prediction]:
         """Classify an image the server fetches itself (``image=`` in the query string)."""
-        return await self._post(self._url.update_query(image=url), b"")
+        return self._post(self._url.update_query(image=url), b"")
 
     async def _post(self, url: URL, body: bytes) -> Prediction:
         transport = self._transport
@@ -227,15 +227,12 @@ class ClassificationClient:
                     kind=ErrorType.BAD_RESPONSE,
                     http_status=200,
                 ) from None
+            server_ms, cold_start = read_cost_headers(headers)  # what it spent (cost.py)
             try:
-                prediction = parse_prediction(parsed)
+                return parse_prediction(parsed, server_ms=server_ms, cold_start=cold_start)
             except ItemError as error:
                 error.http_status = 200
                 raise
-            cost = read_cost_headers(headers)
-            if cost != (None, None):  # what the server says it spent (cost.py)
-                prediction = replace(prediction, server_ms=cost[0], cold_start=cost[1])
-            return prediction
         failure = self._error_for(status, payload, headers.get("Retry-After"))
         if isinstance(failure, RetryableError):
             failure.server_out = server_out

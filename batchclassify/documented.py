@@ -10,7 +10,9 @@ from typing import TypeVar, cast
 _E = TypeVar("_E", bound=Enum)
 
 
-def documented_member(cls: type[_E], make: Callable[..., object], value: object, doc: str) -> _E:
+def documented_member(
+    cls: type[_E], make: Callable[..., object], value: object, doc: str
+) -> _E:
     """For an enum's ``__new__``: the member ``make(cls, value)`` (``make`` is the mixed-in
     type's ``__new__``, e.g. ``str.__new__``) with ``value`` and ``doc``."""
     member = cast(_E, make(cls, value))

@@ -25,38 +25,27 @@ class ErrorType(StrEnum):
     UNREADABLE = "unreadable", "the file cannot be read: permissions, an I/O error, a folder"
     EMPTY_FILE = "empty_file", "the file has 0 bytes"
     TOO_LARGE = "too_large", "over the upload limit (20 MB encoded): use `--max-size`"
-    BAD_IMAGE = (
-        "bad_image",
-        (
-            "the server could not decode it (HTTP 400, its message is kept); or, with `--max-size`, "
-            "the file is not an image Pillow reads (a HEIC photo, a text file) or is cut short"
-        ),
+    BAD_IMAGE = "bad_image", (
+        "the server could not decode it (HTTP 400, its message is kept); or, with `--max-size`, "
+        "the file is not an image Pillow reads (a HEIC photo, a text file) or is cut short"
     )
     BAD_MANIFEST_ROW = "bad_manifest_row", "a malformed CSV or JSON line, or an empty path"
     BAD_RESPONSE = "bad_response", "the server answered something that is not a classification"
-    HTTP_ERROR = (
-        "http_error",
-        ("the server refused this image with another 4xx status (the row's `http_status`)"),
+    HTTP_ERROR = "http_error", (
+        "the server refused this image with another 4xx status (the row's `http_status`)"
     )
     SERVER_ERROR = "server_error", "5xx answers until the retries ran out"
     RATE_LIMITED = "rate_limited", "429 answers until the retries ran out"
-    TIMEOUT = (
-        "timeout",
-        ("no answer within `--timeout` (or a stuck connection) until the retries ran out"),
+    TIMEOUT = "timeout", (
+        "no answer within `--timeout` (or a stuck connection) until the retries ran out"
     )
     CONNECTION = "connection", "the connection failed or was dropped until the retries ran out"
-    BAD_INPUT = (
-        "bad_input",
-        (
-            "Ray Data: the input row has no image (no `bytes`, `path` or `url` value), or its "
-            "`bytes` column holds something else"
-        ),
+    BAD_INPUT = "bad_input", (
+        "Ray Data: the input row has no image (no `bytes`, `path` or `url` value), or its "
+        "`bytes` column holds something else"
     )
-    FATAL = (
-        "fatal",
-        (
-            "Ray Data: the API refused the job (key, model, credits), on this row or an earlier "
-            "one of the same actor, which then sends no more requests"
-        ),
+    FATAL = "fatal", (
+        "Ray Data: the API refused the job (key, model, credits), on this row or an earlier "
+        "one of the same actor, which then sends no more requests"
     )
     INTERNAL = "internal", "Ray Data: an unexpected error with this row (please report it)"

@@ -38,6 +38,23 @@ class FileReader:
         self._stopping = stopping
         self._policy = ReadPolicy()  # inline or in threads, by the recent reads' times
 
+    def encode_inline(self, path: str) -> EncodedImage | None:
+        """Read and encode one file on the event loop, if reads are fast now; ``None``: use
+        ``encode`` instead (slow reads, downscaling, an object in storage, or out of file
+        descriptors). Raises ``ItemError`` for a file that cannot be used.
+
+        Plain code, not a coroutine: the common case costs no await."""
+        if self._config.max_size is not None or not self._policy.inline():
+            return None
+        if "://" in path and object_scheme(path) is not None:
+            return None
+        try:
+            encoded, seconds = self._read(path)
+        except OpenFilesExhausted:
+            return None
+        self._policy.record(seconds)
+        return encoded
+
     async def encode(self, path: str) -> EncodedImage | None:
         """Read and encode one file, inline while reads are fast, else in a thread
         (ARCHITECTURE.md, *Flow control*).

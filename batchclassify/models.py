@@ -51,6 +51,8 @@ ANSWER_FIELDS: tuple[str, ...] = (
     "inference_id",
 )
 _RESERVED = frozenset(ROW_FIELDS)
+#: A row with every column empty: each row starts as a copy (cheaper than building one).
+_EMPTY_ROW: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +108,14 @@ def _as_float(value: Any) -> float | None:
     return float(value)
 
 
-def parse_prediction(body: Any) -> Prediction:
+def parse_prediction(
+    body: Any, *, server_ms: float | None = None, cold_start: bool | None = None
+) -> Prediction:
     """Normalise a classification answer; raise ``ItemError`` for a body of another shape.
 
     The shape of ``predictions`` tells the model kind: a list for single-label, an object keyed
-    by class for multi-label. Every other field is optional, as servers differ.
+    by class for multi-label. Every other field is optional, as servers differ. ``server_ms``
+    and ``cold_start``: what the answer's headers said it cost (``cost.py``).
     """
     if not isinstance(body, dict) or "predictions" not in body:
         raise ItemError(
@@ -124,6 +129,8 @@ def parse_prediction(body: Any) -> Prediction:
         "image_width": _as_int(image.get("width")) if isinstance(image, dict) else None,
         "image_height": _as_int(image.get("height")) if isinstance(image, dict) else None,
         "inference_id": inference_id if isinstance(inference_id, str) else None,
+        "server_ms": server_ms,
+        "cold_start": cold_start,
     }
     if isinstance(raw, list):
         return _single_label(body, raw, about)
@@ -181,7 +188,7 @@ def _multi_label(body: dict[str, Any], raw: dict[Any, Any], about: dict[str, Any
 
 
 def _base_row(item: Item, status: str) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
+    row = _EMPTY_ROW.copy()
     row["id"] = item.id
     # Non-UTF-8 file-name bytes as \xNN, as in ids: JSON cannot hold surrogate escapes.
     row["path"] = None if item.path is None else as_text(item.path)

@@ -142,7 +142,9 @@ class Job:
         clock: Callable[[], float],
     ) -> None:
         """The attempt policy, the workers (with their file reader and sender), the producer."""
-        policy = AttemptPolicy(config.retry, health=self._health, rate=self._rate, clock=clock)
+        policy = AttemptPolicy(
+            config.retry, health=self._health, rate=self._rate, clock=clock
+        )
         reader = FileReader(
             config, notify=self._progress.note, pause=self._stop.pause, stopping=self._stop
         )

@@ -19,11 +19,10 @@ import argparse
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import clients
 import datagen
-from harness import PY, ROOT, Server
+from harness import ROOT, Server
 
 DATA = ROOT / "data"
 OUT = DATA / "instructions"
