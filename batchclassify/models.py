@@ -55,7 +55,7 @@ _RESERVED = frozenset(ROW_FIELDS)
 _EMPTY_ROW: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
     """One thing to classify: a local file or a URL, with the id used for resume and dedup.
 
@@ -68,6 +68,10 @@ class Item:
 
     ``id`` is what resume and de-duplication go by (see ``sources`` for how it is made);
     ``path`` is the file as the user spelled it.
+
+    Never changed once made. Not ``frozen``: a frozen dataclass sets each field through
+    ``object.__setattr__``, a measurable cost for an object made once per image (as are
+    ``Prediction`` and ``EncodedImage``).
     """
 
     id: str
@@ -80,7 +84,7 @@ class Item:
     problem_at: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prediction:
     """A 200 answer, normalised to one shape for single- and multi-label models."""
 
@@ -145,7 +149,12 @@ def parse_prediction(
 def _single_label(body: dict[str, Any], raw: list[Any], about: dict[str, Any]) -> Prediction:
     predictions: list[dict[str, Any]] = []
     for entry in raw:
-        if isinstance(entry, dict) and isinstance(entry.get("class"), str):
+        if type(entry) is dict and type(name := entry.get("class")) is str:
+            conf = entry.get("confidence")
+            if type(conf) is not float:  # the usual type first: one check, not four
+                conf = _as_float(conf)
+            predictions.append({"class": name, "confidence": conf or 0.0})
+        elif isinstance(entry, dict) and isinstance(entry.get("class"), str):
             conf = _as_float(entry.get("confidence"))
             predictions.append({"class": entry["class"], "confidence": conf or 0.0})
     predictions.sort(key=lambda p: -p["confidence"])
