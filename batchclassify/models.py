@@ -103,13 +103,25 @@ class Prediction:
 
 
 def _as_int(value: Any) -> int | None:
+    if type(value) is int:  # the usual case first: one check
+        return value
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _as_float(value: Any) -> float | None:
+    if type(value) is float:  # the usual case first: one check
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def _as_str(value: Any) -> str | None:
+    return value if type(value) is str or isinstance(value, str) else None
+
+
+def _by_confidence(prediction: dict[str, Any]) -> float:
+    return -prediction["confidence"]  # type: ignore[no-any-return]
 
 
 def parse_prediction(
@@ -120,6 +132,8 @@ def parse_prediction(
     The shape of ``predictions`` tells the model kind: a list for single-label, an object keyed
     by class for multi-label. Every other field is optional, as servers differ. ``server_ms``
     and ``cold_start``: what the answer's headers said it cost (``cost.py``).
+
+    Runs once per answer: each check tries the type a JSON parser gives first.
     """
     if not isinstance(body, dict) or "predictions" not in body:
         raise ItemError(
@@ -128,72 +142,72 @@ def parse_prediction(
         )
     raw = body["predictions"]
     image = body.get("image")
-    inference_id = body.get("inference_id")
-    about: dict[str, Any] = {
-        "image_width": _as_int(image.get("width")) if isinstance(image, dict) else None,
-        "image_height": _as_int(image.get("height")) if isinstance(image, dict) else None,
-        "inference_id": inference_id if isinstance(inference_id, str) else None,
-        "server_ms": server_ms,
-        "cold_start": cold_start,
-    }
-    if isinstance(raw, list):
-        return _single_label(body, raw, about)
-    if isinstance(raw, dict):
-        return _multi_label(body, raw, about)
-    raise ItemError(
-        "server answered 200 with 'predictions' that is neither a list nor an object",
-        kind=ErrorType.BAD_RESPONSE,
+    if type(image) is dict or isinstance(image, dict):
+        width, height = _as_int(image.get("width")), _as_int(image.get("height"))
+    else:
+        width = height = None
+    inference_id = _as_str(body.get("inference_id"))
+    multilabel = False
+    if type(raw) is list or isinstance(raw, list):
+        predictions = _single_label_predictions(raw)
+        top = _as_str(body.get("top"))
+        if top is None:
+            top = predictions[0]["class"] if predictions else None
+        top = top or None  # the server sends "" when no class passes the threshold
+        confidence = _as_float(body.get("confidence"))
+        if confidence is None and predictions:
+            confidence = predictions[0]["confidence"]
+        if top is None:
+            confidence = None
+        predicted = [top] if top else []
+    elif isinstance(raw, dict):
+        multilabel = True
+        predictions = _multi_label_predictions(raw)
+        chosen = body.get("predicted_classes")
+        predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
+        best = predictions[0] if predictions else None
+        top = best["class"] if best else None
+        confidence = best["confidence"] if best else None
+    else:
+        raise ItemError(
+            "server answered 200 with 'predictions' that is neither a list nor an object",
+            kind=ErrorType.BAD_RESPONSE,
+        )
+    return Prediction(
+        multilabel,
+        top,
+        confidence,
+        predictions,
+        predicted,
+        width,
+        height,
+        inference_id,
+        server_ms,
+        cold_start,
     )
 
 
-def _single_label(body: dict[str, Any], raw: list[Any], about: dict[str, Any]) -> Prediction:
+def _single_label_predictions(raw: list[Any]) -> list[dict[str, Any]]:
+    """``[{"class", "confidence"}, ...]`` entries, best first; malformed entries left out."""
     predictions: list[dict[str, Any]] = []
     for entry in raw:
-        if type(entry) is dict and type(name := entry.get("class")) is str:
-            conf = entry.get("confidence")
-            if type(conf) is not float:  # the usual type first: one check, not four
-                conf = _as_float(conf)
-            predictions.append({"class": name, "confidence": conf or 0.0})
-        elif isinstance(entry, dict) and isinstance(entry.get("class"), str):
-            conf = _as_float(entry.get("confidence"))
-            predictions.append({"class": entry["class"], "confidence": conf or 0.0})
-    predictions.sort(key=lambda p: -p["confidence"])
-    top = body.get("top")
-    if not isinstance(top, str):
-        top = predictions[0]["class"] if predictions else None
-    top = top or None  # the server sends "" when no class passes the threshold
-    confidence = _as_float(body.get("confidence"))
-    if confidence is None and predictions:
-        confidence = predictions[0]["confidence"]
-    if top is None:
-        confidence = None
-    return Prediction(
-        multilabel=False,
-        top=top,
-        confidence=confidence,
-        predictions=predictions,
-        predicted_classes=[top] if top else [],
-        **about,
-    )
+        if type(entry) is dict or isinstance(entry, dict):
+            name = entry.get("class")
+            if type(name) is str or isinstance(name, str):
+                conf = _as_float(entry.get("confidence"))
+                predictions.append({"class": name, "confidence": conf or 0.0})
+    predictions.sort(key=_by_confidence)
+    return predictions
 
 
-def _multi_label(body: dict[str, Any], raw: dict[Any, Any], about: dict[str, Any]) -> Prediction:
+def _multi_label_predictions(raw: dict[Any, Any]) -> list[dict[str, Any]]:
+    """``{class: {"confidence"}, ...}`` as ``[{"class", "confidence"}, ...]``, best first."""
     predictions: list[dict[str, Any]] = []
     for name, entry in raw.items():
         conf = _as_float(entry.get("confidence")) if isinstance(entry, dict) else None
         predictions.append({"class": str(name), "confidence": conf or 0.0})
-    predictions.sort(key=lambda p: -p["confidence"])
-    chosen = body.get("predicted_classes")
-    predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
-    best = predictions[0] if predictions else None
-    return Prediction(
-        multilabel=True,
-        top=best["class"] if best else None,
-        confidence=best["confidence"] if best else None,
-        predictions=predictions,
-        predicted_classes=predicted,
-        **about,
-    )
+    predictions.sort(key=_by_confidence)
+    return predictions
 
 
 def _base_row(item: Item, status: str) -> dict[str, Any]:
