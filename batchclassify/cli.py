@@ -29,6 +29,7 @@ from .config import (
 )
 from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from .exit_codes import ExitCode, epilog_table
+from .gctuning import freeze_startup_objects
 from .progress import ProgressBar, format_summary
 from .redaction import redact
 from .runner import Job, JobSummary
@@ -430,6 +431,7 @@ def _command_run(args: argparse.Namespace) -> int:
         return run_processes(config, args.processes, quiet=args.quiet)
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
+    freeze_startup_objects()  # this process runs one job (gctuning.py)
     summary, signum = anyio.run(_run, job)
     if not args.quiet:
         print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)

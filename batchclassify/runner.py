@@ -38,6 +38,7 @@ from .errors import JobStopped, OutputError, TooManyFailuresError
 from .fdlimit import fit_open_files
 from .fileread import FileReader
 from .fleet import FleetTransport
+from .gctuning import fewer_collections
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
 from .models import Item
@@ -195,7 +196,7 @@ class Job:
     async def run(self) -> JobSummary:
         # One job per output: the lock is held for the whole run, before anything reads,
         # repairs or removes the output; a second job is refused before any request.
-        with hold_output(self.config):
+        with hold_output(self.config), fewer_collections():
             return await self._run_holding_output()
 
     async def _run_holding_output(self) -> JobSummary:
