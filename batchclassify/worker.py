@@ -149,11 +149,11 @@ class Workers:
         answers = self.answers
         key, row = answers.lookup(item, encoded)
         if row is None:
-            flight = answers.in_flight(key)
+            flight = answers.in_flight(key, encoded)
             if flight is not None:
                 row = await answers.follow(item, encoded, flight)
             else:
-                flight = answers.take_off(key, item.id)
+                flight = answers.take_off(key, item.id, encoded)
                 outcome: Row | GivenUp | None = None
                 try:
                     outcome = await self._request(item, encoded, client, items_in)

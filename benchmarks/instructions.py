@@ -66,6 +66,8 @@ def main() -> int:
                             output=OUT / f"{name}-{label}.jsonl",
                             concurrency=concurrency,
                         )
+                        if name == "batchclassify":  # reads on the loop, as in a normal run
+                            cmd[1:3] = [str(ROOT / "bc_reads_inline.py")]
                         counts.append(instructions(cmd, f"{name}-{label}-c{concurrency}"))
                     per_image[name].append((counts[0] - counts[1]) / (args.items - 1))
             line = ", ".join(
