@@ -346,28 +346,22 @@ class Watched:
     again.
     """
 
-    __slots__ = (
-        "_cancelling",
-        "_cut",
-        "_dog",
-        "_taken_back",
-        "_task",
-        "on_overdue",
-        "started",
-        "wants_overdue",
-    )
+    # No __slots__: class-level defaults, so a request sets only what differs (one is made
+    # per request, and most are never cut or overdue).
+    _task: asyncio.Task[object] | None = None
+    _cancelling = 0
+    _cut = False
+    _taken_back = False
+    wants_overdue = True
+    on_overdue: Callable[[], bool] | None = None
 
     def __init__(
         self, dog: Watchdog, started: float, on_overdue: Callable[[], bool] | None = None
     ) -> None:
         self._dog = dog
         self.started = started
-        self.on_overdue = on_overdue
-        self.wants_overdue = True
-        self._task: asyncio.Task[object] | None = None
-        self._cancelling = 0
-        self._cut = False
-        self._taken_back = False
+        if on_overdue is not None:
+            self.on_overdue = on_overdue
 
     def overdue(self) -> bool:
         """Past the stuck-request deadline: ``True`` once handled (no more calls)."""

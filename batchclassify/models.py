@@ -218,31 +218,48 @@ def _base_row(item: Item, status: str) -> dict[str, Any]:
     row["url"] = item.url
     row["status"] = status
     if item.metadata:
-        for key, value in item.metadata.items():
-            row[f"meta_{key}" if key in _RESERVED else key] = value
+        _add_metadata(row, item.metadata)
     return row
+
+
+def _add_metadata(row: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """A manifest row's other columns, after the row's own (renamed ``meta_*`` if taken)."""
+    for key, value in metadata.items():
+        row[f"meta_{key}" if key in _RESERVED else key] = value
 
 
 def ok_row(
     item: Item, prediction: Prediction, *, attempts: int, elapsed_ms: float
 ) -> dict[str, Any]:
-    row = _base_row(item, "ok")
-    row["top"] = prediction.top
-    row["confidence"] = prediction.confidence
-    row["predicted_classes"] = prediction.predicted_classes
-    row["predictions"] = prediction.predictions
-    row["multilabel"] = prediction.multilabel
-    row["image_width"] = prediction.image_width
-    row["image_height"] = prediction.image_height
-    row["inference_id"] = prediction.inference_id
-    row["attempts"] = attempts
-    row["http_status"] = 200
-    row["elapsed_ms"] = round(elapsed_ms, 1)
-    row["cached"] = False
-    row["server_ms"] = prediction.server_ms
-    row["cold_start"] = prediction.cold_start
-    if prediction.server_ms is not None:
-        row["credits"] = credits_for(prediction.server_ms)
+    # One dict display, in ROW_FIELDS order (checked below): the row of every image.
+    path = item.path
+    server_ms = prediction.server_ms
+    row = {
+        "id": item.id,
+        "path": None if path is None else as_text(path),
+        "url": item.url,
+        "status": "ok",
+        "top": prediction.top,
+        "confidence": prediction.confidence,
+        "predicted_classes": prediction.predicted_classes,
+        "predictions": prediction.predictions,
+        "multilabel": prediction.multilabel,
+        "image_width": prediction.image_width,
+        "image_height": prediction.image_height,
+        "inference_id": prediction.inference_id,
+        "attempts": attempts,
+        "http_status": 200,
+        "error_type": None,
+        "error": None,
+        "elapsed_ms": round(elapsed_ms, 1),
+        "cached": False,
+        "cached_from": None,
+        "server_ms": server_ms,
+        "cold_start": prediction.cold_start,
+        "credits": None if server_ms is None else credits_for(server_ms),
+    }
+    if item.metadata:
+        _add_metadata(row, item.metadata)
     return row
 
 

@@ -48,6 +48,11 @@ class ReadPolicy:
 
     def record(self, seconds: float) -> None:
         """Note how long one read + encode took, wherever it ran."""
+        if self._inline and not self._slow and seconds <= self._budget:
+            # The usual case: inline, nothing slow in the window, this read fast. Only slow
+            # reads can move an inline policy, so nothing needs keeping (the reads kept from
+            # here on push slow ones out of the window as before).
+            return
         recent = self._recent
         recent.append(seconds)
         if seconds > self._budget:

@@ -92,7 +92,10 @@ class Job:
         self._status_file = ProgressFile(
             config.output, self._summary, live=self._live_status, clock=clock
         )
-        self._progress = FanOut(progress or SilentProgress(), self._status_file)
+        display = progress or SilentProgress()
+        self._progress = FanOut(display, self._status_file)
+        # Rows go to the display alone: the progress file reads its counts off the summary.
+        self._row_listener = display
         self._stop = StopSignal()
         self._stop_requested: anyio.Event | None = None
         self._fatal_error: JobStopped | OutputError | None = None
@@ -143,9 +146,7 @@ class Job:
         clock: Callable[[], float],
     ) -> None:
         """The attempt policy, the workers (with their file reader and sender), the producer."""
-        policy = AttemptPolicy(
-            config.retry, health=self._health, rate=self._rate, clock=clock
-        )
+        policy = AttemptPolicy(config.retry, health=self._health, rate=self._rate, clock=clock)
         reader = FileReader(
             config, notify=self._progress.note, pause=self._stop.pause, stopping=self._stop
         )
@@ -393,7 +394,7 @@ class Job:
         elif row.get("credits") is not None:
             summary.credits += row["credits"]
             summary.costed += 1
-        self._progress.row(row["status"])
+        self._row_listener.row(row["status"])
 
     async def _flush_periodically(self) -> None:
         while True:

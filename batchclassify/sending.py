@@ -41,21 +41,15 @@ class Race(Watched):
     """One item's request (watched as itself) and the copies sent once it was stuck: the
     first answer wins. One object per request: the watchdog's entry is the race."""
 
-    __slots__ = (
-        "answer",
-        "client",
-        "copies",
-        "done",
-        "encoded",
-        "item",
-        "items_in",
-        "last_sent",
-        "refused",
-        "scopes",
-        "sender",
-        "spare",
-        "stuck",
-    )
+    # Class-level defaults (see ``Watched``): a request that is never stuck sets only these
+    # six, and its start.
+    answer: Prediction | Exception | None = None
+    copies = 0
+    scopes: list[anyio.CancelScope] | None = None
+    spare: anyio.Event | None = None
+    stuck = False
+    refused = False
+    done = False
 
     def __init__(
         self,
@@ -66,20 +60,13 @@ class Race(Watched):
         items_in: MemoryObjectReceiveStream[Item],
         started: float,
     ) -> None:
-        super().__init__(sender._watchdog, started)
+        self._dog = sender._watchdog
+        self.started = self.last_sent = started  # last_sent: the latest request for the item
         self.sender = sender
         self.item = item
-        self.last_sent = started  # when the latest request for the item went out
         self.encoded = encoded
         self.client = client
         self.items_in = items_in
-        self.answer: Prediction | Exception | None = None
-        self.copies = 0
-        self.scopes: list[anyio.CancelScope] | None = None
-        self.spare: anyio.Event | None = None
-        self.stuck = False
-        self.refused = False
-        self.done = False
 
     def overdue(self) -> bool:
         return self.sender._overdue(self)
