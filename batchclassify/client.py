@@ -70,6 +70,9 @@ class Response(NamedTuple):
     while another is in: the failure was the server's, not the item's."""
 
 
+_new_tuple = tuple.__new__
+
+
 class Transport(Protocol):
     """Sends one POST and returns the server's answer.
 
@@ -117,7 +120,10 @@ class AiohttpTransport:
     async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
         try:
             async with self._session.post(url, data=body, headers=headers) as response:
-                return Response(response.status, response.headers, await response.read())
+                # tuple.__new__: the NamedTuple without its Python-level __new__, per request.
+                return _new_tuple(
+                    Response, (response.status, response.headers, await response.read(), False)
+                )
         except TimeoutError:
             raise RetryableError(
                 f"no answer from {self._host} within {self._config.timeout:g} s "

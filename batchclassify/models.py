@@ -143,18 +143,28 @@ def parse_prediction(
     raw = body["predictions"]
     image = body.get("image")
     if type(image) is dict or isinstance(image, dict):
-        width, height = _as_int(image.get("width")), _as_int(image.get("height"))
+        width, height = image.get("width"), image.get("height")
+        if type(width) is not int:
+            width = _as_int(width)
+        if type(height) is not int:
+            height = _as_int(height)
     else:
         width = height = None
-    inference_id = _as_str(body.get("inference_id"))
+    inference_id = body.get("inference_id")
+    if type(inference_id) is not str:
+        inference_id = _as_str(inference_id)
     multilabel = False
     if type(raw) is list or isinstance(raw, list):
         predictions = _single_label_predictions(raw)
-        top = _as_str(body.get("top"))
+        top = body.get("top")
+        if type(top) is not str:
+            top = _as_str(top)
         if top is None:
             top = predictions[0]["class"] if predictions else None
         top = top or None  # the server sends "" when no class passes the threshold
-        confidence = _as_float(body.get("confidence"))
+        confidence = body.get("confidence")
+        if type(confidence) is not float:
+            confidence = _as_float(confidence)
         if confidence is None and predictions:
             confidence = predictions[0]["confidence"]
         if top is None:
@@ -194,7 +204,9 @@ def _single_label_predictions(raw: list[Any]) -> list[dict[str, Any]]:
         if type(entry) is dict or isinstance(entry, dict):
             name = entry.get("class")
             if type(name) is str or isinstance(name, str):
-                conf = _as_float(entry.get("confidence"))
+                conf = entry.get("confidence")
+                if type(conf) is not float:
+                    conf = _as_float(conf)
                 predictions.append({"class": name, "confidence": conf or 0.0})
     predictions.sort(key=_by_confidence)
     return predictions
