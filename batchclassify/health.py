@@ -62,9 +62,9 @@ class HealthMonitor:
         self._clock = clock
         self._notify = notify
         self._last_success = clock()
-        # No failure since the latest answer, and there was one: ``success`` has nothing to
-        # reset (the usual case, on every answer).
-        self._calm = False
+        self.calm = False
+        """An answer came, and no failure since: not down, never unreachable, nothing for
+        ``success`` to reset (the usual case, checked on every request)."""
         self._failures_since_success = 0
         self._failing: set[object] = set()  # items failed since the last success (up to 2)
         self._answered_started = -1e18  # start of the latest request the server answered
@@ -133,9 +133,9 @@ class HealthMonitor:
         moment = now if started is None else started
         if moment > self._answered_started:
             self._answered_started = moment
-        if self._calm:
+        if self.calm:
             return  # nothing failed since the last answer: nothing to reset
-        self._calm = True
+        self.calm = True
         self._answered = True
         self._unreachable_since = None
         self._failures_since_success = 0
@@ -154,7 +154,7 @@ class HealthMonitor:
         if error.http_status == 429:
             return  # the server is up and talking: rate control's business, not an outage
         now = self._clock()
-        self._calm = False
+        self.calm = False
         self._failures_since_success += 1
         key = object() if item is None else item
         if len(self._failing) < 2:

@@ -184,11 +184,12 @@ class Workers:
                 await self._wait_for_turn()
             if stop.requested:
                 return None
-            decision = attempts.next_request()
-            if decision is not SEND:
-                assert isinstance(decision, StopJob)
-                self._fail(decision.error)
-                return None
+            if not health.calm:  # calm: an answer came and nothing failed since
+                decision = attempts.next_request()
+                if decision is not SEND:
+                    assert isinstance(decision, StopJob)
+                    self._fail(decision.error)
+                    return None
             started = attempts.sending()
             try:
                 prediction, race = await self.sender.send(item, encoded, client, started, items_in)
