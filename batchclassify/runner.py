@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -37,7 +37,6 @@ from .counting import count_items, expected_share
 from .errors import JobStopped, OutputError, TooManyFailuresError
 from .fdlimit import fit_open_files
 from .fileread import FileReader
-from .fleet import FleetTransport
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
 from .models import Item
@@ -52,6 +51,9 @@ from .stopping import StopSignal
 from .summary import JobSummary, ProgressListener, SilentProgress
 from .waiting import WaitDescriber
 from .worker import Workers
+
+if TYPE_CHECKING:
+    from .fleet import FleetTransport  # imported when a job has several servers
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
@@ -246,7 +248,11 @@ class Job:
     def _fleet_or_given(self, http: HttpConfig) -> Transport | None:
         """The transport given (a test's), or a fleet for several servers, or ``None``: the
         client's own, for one server."""
-        if self._transport is None and len(http.servers) > 1:
+        if self._transport is None and len(http.servers) <= 1:
+            return None
+        from .fleet import FleetTransport
+
+        if self._transport is None:
             outage = self.config.outage
             self._transport = FleetTransport.over(
                 http,
