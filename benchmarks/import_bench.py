@@ -81,7 +81,9 @@ def main() -> None:
     (work / "one").mkdir()
     shutil.copy(IMAGE, work / "one" / IMAGE.name)
     (work / "one.txt").write_text(f"{work / 'one' / IMAGE.name}\n")
-    base_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BATCHCLASSIFY_CACHE")}
+    base_env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BATCHCLASSIFY_CACHE")
+    }
     envs = {
         "base": {**base_env, "PYTHONPATH": str(args.base.resolve())},
         "new": {**base_env, "PYTHONPATH": str(ROOT)},
