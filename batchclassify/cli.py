@@ -16,9 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from .config import (
     DEFAULT_EXTENSIONS,
@@ -30,11 +28,15 @@ from .config import (
 )
 from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from .exit_codes import ExitCode, epilog_table
-from .progress import ProgressBar, format_summary
 from .redaction import redact
-from .runner import Job, JobSummary
 from .shards import parse_shard, shard_output
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .runner import Job, JobSummary
+
+# The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
+# the other commands (status, report, serve...) start without them.
 
 #: The flag that sets each configuration field, to name it in messages about a refused value.
 FIELD_FLAGS = {
@@ -408,6 +410,8 @@ def cache_option(args: argparse.Namespace) -> Path | None:
 
 async def _run(job: Job) -> tuple[JobSummary, int | None]:
     """Run the job; the first SIGINT/SIGTERM stops it gently, the second at once."""
+    import anyio
+
     received: list[int] = []
     failure: Exception | None = None
     async with anyio.create_task_group() as group:
@@ -437,6 +441,11 @@ def _command_run(args: argparse.Namespace) -> int:
         from .processes import run_processes
 
         return run_processes(config, args.processes, quiet=args.quiet)
+    import anyio
+
+    from .progress import ProgressBar, format_summary
+    from .runner import Job
+
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
     summary, signum = anyio.run(_run, job)

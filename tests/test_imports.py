@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import batchclassify
+from batchclassify import config, runner
 from batchclassify.cli import COMMAND_MODULES, main
 from batchclassify.server import BackgroundServer
-from tests.conftest import PYTHON, MakeServer, make_images, read_rows, run_args, subprocess_env
+from tests.conftest import PYTHON, Cli, MakeServer, make_images, read_rows, run_args, subprocess_env
 
 #: Runs ``python -m batchclassify ARGS`` and writes the names in ``sys.modules`` at exit to
 #: the first argument.
@@ -97,6 +99,29 @@ def test_the_features_a_job_uses_are_imported(make_server: MakeServer, tmp_path:
     assert [row["status"] for row in read_rows(output)] == ["ok"] * 2
     used = {"csv", "batchclassify.manifests", "sqlite3", "batchclassify.fleet"}
     assert {name for name in OPTIONAL if _loaded(modules, name)} == used
+
+
+def test_status_starts_without_the_job_modules(
+    cli: Cli, server: BackgroundServer, tmp_path: Path
+) -> None:
+    """``batchclassify status`` (and ``import batchclassify``) load no aiohttp, anyio or runner."""
+    make_images(tmp_path / "in", 2)
+    output = tmp_path / "out.jsonl"
+    assert cli(*run_args(server, output, tmp_path / "in")).code == 0
+    modules = _modules_of_job(tmp_path, ["status", str(output)])
+    assert "batchclassify.status" in modules
+    assert {"aiohttp", "anyio", "batchclassify.runner", "batchclassify.client"} & modules == set()
+
+
+def test_every_public_name_is_there() -> None:
+    """The package's names are imported on first use, each the object of its home module."""
+    names: dict[str, object] = {}
+    exec("from batchclassify import *", names)
+    assert set(batchclassify.__all__) <= set(names)
+    assert names["Job"] is runner.Job and names["JobConfig"] is config.JobConfig
+    assert set(dir(batchclassify)) >= set(batchclassify.__all__)
+    with pytest.raises(AttributeError):
+        _ = batchclassify.not_a_name
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
