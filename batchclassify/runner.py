@@ -26,7 +26,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .answers import CachingClassifier, open_answers
 from .attempts import AttemptPolicy
@@ -53,6 +52,8 @@ from .waiting import WaitDescriber
 from .worker import Workers
 
 if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal  # classify() only: the CLI never loads it
+
     from .fleet import FleetTransport  # imported when a job has several servers
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
@@ -466,6 +467,8 @@ def classify(
     the CLI's does: requests in flight finish, every row is written, then
     ``KeyboardInterrupt`` is raised; a second one cuts the requests off. Rerun to resume.
     """
+    from anyio.from_thread import start_blocking_portal
+
     with start_blocking_portal() as portal:
         job = portal.call(lambda: Job(config, progress=progress, stdin=stdin))
         finished = portal.start_task_soon(job.run)
