@@ -21,7 +21,7 @@ is set up, and how the earlier figures in RESULTS.md were taken).
 
 ``--callgrind``: also count the instructions of the import and of the one-image job once per
 variant under ``valgrind --tool=callgrind`` (slow, ~10-30 s each; load does not move it).
-Prints min-max per measure. Not a test: nothing is asserted.
+Prints min-max (median) per measure. Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -191,14 +192,14 @@ def main() -> None:
         server.terminate()
         server.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{'measure':<22}" + "".join(f"{v:>20}" for v in results))
+    print(f"{'measure':<22}" + "".join(f"{v:>26}" for v in results))
     for measure in results["base"]:
         cells = []
         for variant in results:
             values = results[variant][measure]
-            low, high = min(values), max(values)
-            cells.append(f"{low:.4g}" if low == high else f"{low:.3g}–{high:.3g}")
-        print(f"{measure:<22}" + "".join(f"{c:>20}" for c in cells))
+            low, high, median = min(values), max(values), statistics.median(values)
+            cells.append(f"{low:.4g}" if low == high else f"{low:.3g}–{high:.3g} ({median:.3g})")
+        print(f"{measure:<22}" + "".join(f"{c:>26}" for c in cells))
     print("\nmodules a one-image run imports, base but not new:")
     print(" ".join(sorted(modules["base"] - modules["new"])))
     print("\nnew but not base:", " ".join(sorted(modules["new"] - modules["base"])) or "-")
