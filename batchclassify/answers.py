@@ -10,7 +10,6 @@ final outcome, not one failed attempt of it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -177,6 +176,8 @@ class CachingClassifier:
         try: the cache never stops a job, whose rows are what counts."""
         if self.cache is None:
             return None
+        import sqlite3  # loaded already by the open cache; not at all by a job without one
+
         try:
             self.cache.commit()
         except sqlite3.Error as exc:

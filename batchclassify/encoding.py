@@ -189,7 +189,8 @@ def _downscale(data: bytes, *, max_size: int, quality: int) -> tuple[bytes, tupl
     return out.getvalue(), (width, height)
 
 
-_BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+#: Compiled on first use (by ``re``'s cache), not at import: most jobs never meet a bad image.
+_BUFFER_REPR = r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>"
 
 #: Formats Pillow cannot open out of the box, by their first bytes: name them, so the user
 #: knows what the file is rather than only that it is not an image.
@@ -218,7 +219,7 @@ def _not_an_image(data: bytes) -> str:
 
 def _without_buffer(message: str) -> str:
     """Pillow's message without its buffer's repr; a cut-short file said in plain words."""
-    message = _BUFFER_REPR.sub("", message).strip() or "corrupt image data"
+    message = re.sub(_BUFFER_REPR, "", message).strip() or "corrupt image data"
     if "truncated" in message.lower():
         return f"the file is cut short (incomplete copy or download?): {message}"
     return message

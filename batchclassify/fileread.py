@@ -17,7 +17,7 @@ import anyio
 from .config import JobConfig
 from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
 from .errors import OpenFilesError
-from .objectstore import object_scheme, read_encoded_object
+from .names import object_scheme
 from .readpolicy import ReadPolicy
 
 
@@ -65,6 +65,8 @@ class FileReader:
         """
         config = self._config
         if object_scheme(path) is not None:  # s3://...: read through fsspec (objectstore.py)
+            from .objectstore import read_encoded_object
+
             return await read_encoded_object(
                 path,
                 max_upload_bytes=config.max_upload_bytes,

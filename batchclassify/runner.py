@@ -23,10 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .answers import CachingClassifier, open_answers
 from .attempts import AttemptPolicy
@@ -37,7 +36,6 @@ from .counting import count_items, expected_share
 from .errors import JobStopped, OutputError, TooManyFailuresError
 from .fdlimit import fit_open_files
 from .fileread import FileReader
-from .fleet import FleetTransport
 from .gctuning import fewer_collections
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
@@ -53,6 +51,11 @@ from .stopping import StopSignal
 from .summary import JobSummary, ProgressListener, SilentProgress
 from .waiting import WaitDescriber
 from .worker import Workers
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal  # classify() only: the CLI never loads it
+
+    from .fleet import FleetTransport  # imported when a job has several servers
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
@@ -248,7 +251,11 @@ class Job:
     def _fleet_or_given(self, http: HttpConfig) -> Transport | None:
         """The transport given (a test's), or a fleet for several servers, or ``None``: the
         client's own, for one server."""
-        if self._transport is None and len(http.servers) > 1:
+        if self._transport is None and len(http.servers) <= 1:
+            return None
+        from .fleet import FleetTransport
+
+        if self._transport is None:
             outage = self.config.outage
             self._transport = FleetTransport.over(
                 http,
@@ -462,6 +469,8 @@ def classify(
     the CLI's does: requests in flight finish, every row is written, then
     ``KeyboardInterrupt`` is raised; a second one cuts the requests off. Rerun to resume.
     """
+    from anyio.from_thread import start_blocking_portal
+
     with start_blocking_portal() as portal:
         job = portal.call(lambda: Job(config, progress=progress, stdin=stdin))
         finished = portal.start_task_soon(job.run)
