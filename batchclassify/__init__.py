@@ -20,27 +20,81 @@ raise or report. The rest of the package is internal and may change.
 
 from __future__ import annotations
 
-from .client import Response, Transport
-from .config import HttpConfig, JobConfig, OutageConfig, RateConfig, RetryConfig
-from .error_types import ErrorType
-from .errors import (
-    ApiUnreachableError,
-    BatchClassifyError,
-    FatalApiError,
-    JobStopped,
-    OpenFilesError,
-    OutageTimeoutError,
-    OutputError,
-    OutputWriteError,
-    StopCause,
-    TooManyFailuresError,
-    UsageError,
-)
-from .exit_codes import ExitCode
-from .runner import Job, classify, run_job
-from .shards import Shard, parse_shard
-from .summary import InputReport, JobSummary, ProgressListener, SilentProgress
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .client import Response, Transport
+    from .config import HttpConfig, JobConfig, OutageConfig, RateConfig, RetryConfig
+    from .error_types import ErrorType
+    from .errors import (
+        ApiUnreachableError,
+        BatchClassifyError,
+        FatalApiError,
+        JobStopped,
+        OpenFilesError,
+        OutageTimeoutError,
+        OutputError,
+        OutputWriteError,
+        StopCause,
+        TooManyFailuresError,
+        UsageError,
+    )
+    from .exit_codes import ExitCode
+    from .runner import Job, classify, run_job
+    from .shards import Shard, parse_shard
+    from .summary import InputReport, JobSummary, ProgressListener, SilentProgress
+
+#: Where each name lives. Imported on first use (PEP 562), so that ``import batchclassify``,
+#: and with it every command (``batchclassify status``, ``serve``...), does not load the job's
+#: modules, aiohttp and anyio until something needs them.
+_HOMES = {
+    "Response": "client",
+    "Transport": "client",
+    "HttpConfig": "config",
+    "JobConfig": "config",
+    "OutageConfig": "config",
+    "RateConfig": "config",
+    "RetryConfig": "config",
+    "ErrorType": "error_types",
+    "ApiUnreachableError": "errors",
+    "BatchClassifyError": "errors",
+    "FatalApiError": "errors",
+    "JobStopped": "errors",
+    "OpenFilesError": "errors",
+    "OutageTimeoutError": "errors",
+    "OutputError": "errors",
+    "OutputWriteError": "errors",
+    "StopCause": "errors",
+    "TooManyFailuresError": "errors",
+    "UsageError": "errors",
+    "ExitCode": "exit_codes",
+    "Job": "runner",
+    "classify": "runner",
+    "run_job": "runner",
+    "Shard": "shards",
+    "parse_shard": "shards",
+    "InputReport": "summary",
+    "JobSummary": "summary",
+    "ProgressListener": "summary",
+    "SilentProgress": "summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # once found, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ApiUnreachableError",

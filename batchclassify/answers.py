@@ -10,7 +10,6 @@ final outcome, not one failed attempt of it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,26 +25,40 @@ Row = dict[str, Any]
 Request = Callable[[], Awaitable[Row | None]]
 
 
+#: What the in-flight table is keyed by: the cache key (with a cache file), else the body's
+#: length (bodies of the same length are told apart byte for byte) or the URL.
+FlightKey = bytes | int | str
+
+
 class _Flight:
     """One request others may wait for. The event is made by the first follower: most
     images have no twin in flight, and an event per image is a measurable cost."""
 
-    __slots__ = ("done", "item_id", "row")
+    __slots__ = ("body", "done", "item_id", "next", "row")
 
-    def __init__(self, item_id: str) -> None:
+    def __init__(self, item_id: str, body: bytes | None) -> None:
         self.item_id = item_id
+        self.body = body
+        """The body sent, when the table is keyed by length (to compare); else ``None``."""
         self.done: anyio.Event | None = None
         self.row: Row | None = None
+        self.next: _Flight | None = None
+        """Another request in flight under the same key: a body of the same length."""
 
 
 class CachingClassifier:
-    """Answers from ``cache`` (``None``: no cache file; in-flight sharing still applies)."""
+    """Answers from ``cache`` (``None``: no cache file; in-flight sharing still applies).
+
+    Without a cache file no image is hashed: an identical image in flight is found by the
+    body's length and then compared byte for byte (a comparison is several times cheaper
+    than hashing, and exact); with one, by the cache key, which the lookup needs anyway.
+    """
 
     def __init__(self, cache: AnswerCache | None, settings: KeySettings) -> None:
         self.cache = cache
         self._keys = Keys(settings)
         self._model = settings.model
-        self._in_flight: dict[bytes, _Flight] = {}
+        self._in_flight: dict[FlightKey, _Flight] = {}
         self.hits = 0
         """Rows answered from the cache file."""
         self.shared = 0
@@ -58,30 +71,86 @@ class CachingClassifier:
     async def classify(
         self, item: Item, encoded: EncodedImage | None, request: Request
     ) -> Row | None:
-        """The row for ``item``: stored, shared, or from ``request()`` (then stored)."""
-        key = self._keys.for_item(item, None if encoded is None else encoded.body)
-        original_size = None if encoded is None else encoded.original_size
-        if self.cache is not None and (found := self.cache.get(key)) is not None:
-            self.hits += 1
-            return cached_row(
-                item, found.answer, cached_from=found.source_id, original_size=original_size
-            )
-        flight = self._in_flight.get(key)
+        """The row for ``item``: stored, shared, or from ``request()`` (then stored).
+
+        The worker runs the same steps inline (``lookup``, ``in_flight``, ``follow``,
+        ``take_off``, ``land``), without a coroutine and a closure per item."""
+        key, row = self.lookup(item, encoded)
+        if row is not None:
+            return row
+        flight = self.in_flight(key, encoded)
         if flight is not None:
-            if flight.done is None:
-                flight.done = anyio.Event()
-            await flight.done.wait()
-            return self._follow(item, flight, original_size)
-        flight = self._in_flight[key] = _Flight(item.id)
+            return await self.follow(item, encoded, flight)
+        flight = self.take_off(key, item.id, encoded)
+        row = None
         try:
-            flight.row = row = await request()
+            row = await request()
         finally:
-            del self._in_flight[key]
-            if flight.done is not None:
-                flight.done.set()
-        if row is not None and row["status"] == "ok" and self.cache is not None:
-            self.cache.put(key, row, model=self._model)
+            self.land(key, flight, row)
         return row
+
+    def lookup(self, item: Item, encoded: EncodedImage | None) -> tuple[FlightKey, Row | None]:
+        """The item's key in flight, and its row if the answer is stored."""
+        body = None if encoded is None else encoded.body
+        if self.cache is None:
+            return (len(body) if body is not None else item.url or ""), None
+        key = self._keys.for_item(item, body)
+        if (found := self.cache.get(key)) is not None:
+            self.hits += 1
+            return key, cached_row(
+                item,
+                found.answer,
+                cached_from=found.source_id,
+                original_size=None if encoded is None else encoded.original_size,
+            )
+        return key, None
+
+    def in_flight(self, key: FlightKey, encoded: EncodedImage | None) -> _Flight | None:
+        """The request in flight for an identical image, if there is one."""
+        flight = self._in_flight.get(key)
+        while flight is not None and flight.body is not None:
+            if encoded is not None and flight.body == encoded.body:
+                break
+            flight = flight.next
+        return flight
+
+    def take_off(self, key: FlightKey, item_id: str, encoded: EncodedImage | None) -> _Flight:
+        """``item_id``'s request goes out under ``key``: identical images wait for it."""
+        by_length = type(key) is int
+        flight = _Flight(item_id, encoded.body if by_length and encoded is not None else None)
+        first = self._in_flight.get(key)
+        if first is not None:  # another body of the same length is in flight
+            flight.next = first
+        self._in_flight[key] = flight
+        return flight
+
+    async def follow(self, item: Item, encoded: EncodedImage | None, flight: _Flight) -> Row | None:
+        """Wait for the identical image's request in ``flight``; this item's row from it."""
+        if flight.done is None:
+            flight.done = anyio.Event()
+        await flight.done.wait()
+        return self._follow(item, flight, None if encoded is None else encoded.original_size)
+
+    def land(self, key: FlightKey, flight: _Flight, row: Row | None) -> None:
+        """The request in ``flight`` is over with ``row`` (``None``: stopped, left for a
+        rerun): release its followers, store an ok answer."""
+        flight.row = row
+        first = self._in_flight[key]
+        if first is flight:
+            if flight.next is None:
+                del self._in_flight[key]
+            else:
+                self._in_flight[key] = flight.next
+        else:
+            while first.next is not flight:
+                assert first.next is not None, "a flight lands once"
+                first = first.next
+            first.next = flight.next
+        flight.next = flight.body = None
+        if flight.done is not None:
+            flight.done.set()
+        if row is not None and self.cache is not None and type(key) is bytes:
+            self.cache.put(key, row, model=self._model)
 
     def _follow(
         self, item: Item, flight: _Flight, original_size: tuple[int, int] | None
@@ -107,6 +176,8 @@ class CachingClassifier:
         try: the cache never stops a job, whose rows are what counts."""
         if self.cache is None:
             return None
+        import sqlite3  # loaded already by the open cache; not at all by a job without one
+
         try:
             self.cache.commit()
         except sqlite3.Error as exc:

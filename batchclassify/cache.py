@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import time
 from array import array
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import xxhash
 
 from .errors import UsageError
 from .models import ANSWER_FIELDS, Item
+
+if TYPE_CHECKING:
+    import sqlite3  # imported where a cache file is opened: a job without --cache never is
 
 TOOL = "batchclassify-answer-cache"
 SCHEMA_VERSION = 1
@@ -293,6 +295,8 @@ def _size_on_disk(path: Path) -> int:
 def _open(path: Path, *, create: bool) -> sqlite3.Connection:
     """Open ``path`` as a cache, creating it if absent (and ``create``); refuse anything that
     is not one. A file is only written to once it is known to be ours (or empty)."""
+    import sqlite3
+
     if path.is_dir():
         raise refused(path, "is a folder, not a cache file")
     if not path.exists():
@@ -320,6 +324,8 @@ def _open(path: Path, *, create: bool) -> sqlite3.Connection:
 
 
 def _check_or_create(db: sqlite3.Connection, path: Path) -> None:
+    import sqlite3
+
     try:
         db.execute("BEGIN IMMEDIATE")  # reads the header: a non-database fails here
         try:

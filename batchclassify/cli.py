@@ -8,6 +8,7 @@ configuration refuses is reported under its flag's name (``FIELD_FLAGS``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import signal
@@ -15,9 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from .config import (
     DEFAULT_EXTENSIONS,
@@ -29,11 +28,16 @@ from .config import (
 )
 from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from .exit_codes import ExitCode, epilog_table
-from .progress import ProgressBar, format_summary
+from .gctuning import freeze_startup_objects
 from .redaction import redact
-from .runner import Job, JobSummary
 from .shards import parse_shard, shard_output
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .runner import Job, JobSummary
+
+# The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
+# the other commands (status, report, serve...) start without them.
 
 #: The flag that sets each configuration field, to name it in messages about a refused value.
 FIELD_FLAGS = {
@@ -99,7 +103,9 @@ def _port(text: str) -> int:
     return port
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command``, of that one alone (the others' modules
+    are not imported: a parser holding only ``run`` parses ``run ...`` the same)."""
     parser = _ArgumentParser(
         prog="batchclassify",
         description="Classify very large image collections through Roboflow's classification API.",
@@ -323,25 +329,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_command_run)
     serve.set_defaults(handler=_command_serve)
     # Commands that live in their own modules: each ``register(commands)`` adds its parser
-    # and sets ``handler`` (a function of the parsed args returning the exit code).
-    for register in _command_registrars():
-        register(commands)
+    # and sets ``handler`` (a function of the parsed args returning the exit code). Only the
+    # command being run is imported: a plain ``run`` loads none of them.
+    for name, module in COMMAND_MODULES.items():
+        if command is None or command == name:
+            register: Callable[[Any], None] = importlib.import_module(module).register
+            register(commands)
     return parser
 
 
-def _command_registrars() -> list[Callable[[Any], None]]:
-    """The ``register`` functions of the commands defined outside this module."""
-    from . import cache_command, export, merge, plan, status
-    from .report import register as register_report
+#: The commands defined outside this module, in ``--help``'s order, and their modules.
+COMMAND_MODULES = {
+    "report": "batchclassify.report",
+    "export": "batchclassify.export",
+    "status": "batchclassify.status",
+    "plan": "batchclassify.plan",
+    "cache": "batchclassify.cache_command",
+    "merge": "batchclassify.merge",
+}
 
-    return [
-        register_report,
-        export.register,
-        status.register,
-        plan.register,
-        cache_command.register,
-        merge.register,
-    ]
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command when it is the first argument (``run ...``), for a parser of it alone;
+    ``None`` (every command) for anything else: ``--help``, ``--version``, a typo."""
+    first = argv[0] if argv else None
+    return first if first in COMMAND_MODULES or first in ("run", "serve") else None
 
 
 def _job_config(args: argparse.Namespace) -> JobConfig:
@@ -399,6 +411,8 @@ def cache_option(args: argparse.Namespace) -> Path | None:
 
 async def _run(job: Job) -> tuple[JobSummary, int | None]:
     """Run the job; the first SIGINT/SIGTERM stops it gently, the second at once."""
+    import anyio
+
     received: list[int] = []
     failure: Exception | None = None
     async with anyio.create_task_group() as group:
@@ -428,8 +442,14 @@ def _command_run(args: argparse.Namespace) -> int:
         from .processes import run_processes
 
         return run_processes(config, args.processes, quiet=args.quiet)
+    import anyio
+
+    from .progress import ProgressBar, format_summary
+    from .runner import Job
+
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
+    freeze_startup_objects()  # this process runs one job (gctuning.py)
     summary, signum = anyio.run(_run, job)
     if not args.quiet:
         print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
@@ -489,7 +509,9 @@ def _exit_code_for(error: BatchClassifyError) -> ExitCode:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(_command_named(argv)).parse_args(argv)
     secret = getattr(args, "api_key", None) or os.environ.get("ROBOFLOW_API_KEY")
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler

@@ -23,14 +23,11 @@ unreadable sources.
 
 from __future__ import annotations
 
-import csv
 import os
 import threading
 from collections.abc import Iterator, Sequence
 
 from .errors import BatchClassifyError
-from .manifests import open_text
-from .objectstore import count_objects
 from .shards import Shard
 from .sources import STDIN, source_kind
 
@@ -64,7 +61,7 @@ def count_items(
             total += count
     # A count is a hint: whatever stops it leaves the total unknown, never the job stopped.
     # (pyarrow's errors are ValueError, OSError or TypeError subclasses.)
-    except (OSError, ValueError, TypeError, csv.Error, ImportError, BatchClassifyError, Stopped):
+    except (OSError, ValueError, TypeError, ImportError, BatchClassifyError, Stopped):
         return None
     return total
 
@@ -81,6 +78,8 @@ def expected_share(total: int, shard: Shard | None) -> int:
 def _count_source(source: str, wanted: frozenset[str], stop: threading.Event) -> int | None:
     kind = source_kind(source)
     if kind == "object":
+        from .objectstore import count_objects
+
         return count_objects(source, wanted, stop)
     if kind == "dir":
         return count_folder(source, wanted, stop)
@@ -173,6 +172,8 @@ def _count_lines(source: str, stop: threading.Event, *, comments: bool) -> int:
     ``.txt`` in text mode with universal newlines, ``.jsonl`` in binary on ``\\n``."""
     count = 0
     if comments:
+        from .manifests import open_text
+
         with open_text(source, newline=None) as handle:
             for number, line in enumerate(handle):
                 value = line.strip()
@@ -190,12 +191,20 @@ def _count_lines(source: str, stop: threading.Event, *, comments: bool) -> int:
     return count
 
 
-def _count_csv(source: str, stop: threading.Event) -> int:
-    """Records after the header, blank ones aside; a malformed record is one (bad) row."""
+def _count_csv(source: str, stop: threading.Event) -> int | None:
+    """Records after the header, blank ones aside; a malformed record is one (bad) row.
+    ``None`` for a header that is not CSV (the job refuses that manifest)."""
+    import csv  # here: a job without a CSV manifest never loads it
+
+    from .manifests import open_text
+
     count = 0
     with open_text(source, newline="") as handle:
         reader = csv.reader(handle, strict=True)
-        next(reader, None)
+        try:
+            next(reader, None)
+        except csv.Error:
+            return None
         number = 0
         while True:
             number += 1

@@ -25,7 +25,7 @@ class OpenFilesExhausted(Exception):
     wrong with the image, the read is worth trying again once others have finished."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncodedImage:
     body: bytes
     """Base64 text, ready to be the request body."""
@@ -40,16 +40,26 @@ def read_and_encode(
 ) -> EncodedImage:
     """Read ``path`` and base64 it, raising ``ItemError`` with a clear message on any problem."""
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+        # os.open/os.read, not open(): no file objects, and one read of the known size.
+        fd = os.open(path, _READ_FLAGS)
+        try:
+            size = os.fstat(fd).st_size
             # base64 grows data by 4/3; refuse before reading a file that cannot be sent anyway.
-            if max_size is None and _encoded_length(size) > max_upload_bytes:
+            if max_size is None and 4 * ((size + 2) // 3) > max_upload_bytes:
                 raise ItemError(
                     f"file is {_size(size)}, over the {_size(max_upload_bytes)} upload limit "
                     "once base64-encoded; use --max-size to downscale it",
                     kind=ErrorType.TOO_LARGE,
                 )
-            data = handle.read()
+            data = os.read(fd, size) if size else b""
+            if len(data) == size:
+                more = os.read(fd, _CHUNK)  # grown since, or a size fstat cannot tell
+                if more:
+                    data = _read_rest(fd, [data, more])
+            else:
+                data = _read_rest(fd, [data])
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         message = "file not found" if not os.path.islink(path) else "broken symlink"
         raise ItemError(
@@ -76,6 +86,17 @@ def read_and_encode(
         max_size=max_size,
         jpeg_quality=jpeg_quality,
     )
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 1 << 16
+
+
+def _read_rest(fd: int, chunks: list[bytes]) -> bytes:
+    """The file's bytes from ``chunks`` read so far to its end."""
+    while chunk := os.read(fd, _CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def max_raw_bytes(max_upload_bytes: int) -> int:
@@ -168,7 +189,8 @@ def _downscale(data: bytes, *, max_size: int, quality: int) -> tuple[bytes, tupl
     return out.getvalue(), (width, height)
 
 
-_BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+#: Compiled on first use (by ``re``'s cache), not at import: most jobs never meet a bad image.
+_BUFFER_REPR = r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>"
 
 #: Formats Pillow cannot open out of the box, by their first bytes: name them, so the user
 #: knows what the file is rather than only that it is not an image.
@@ -197,7 +219,7 @@ def _not_an_image(data: bytes) -> str:
 
 def _without_buffer(message: str) -> str:
     """Pillow's message without its buffer's repr; a cut-short file said in plain words."""
-    message = _BUFFER_REPR.sub("", message).strip() or "corrupt image data"
+    message = re.sub(_BUFFER_REPR, "", message).strip() or "corrupt image data"
     if "truncated" in message.lower():
         return f"the file is cut short (incomplete copy or download?): {message}"
     return message

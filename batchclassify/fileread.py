@@ -17,7 +17,7 @@ import anyio
 from .config import JobConfig
 from .encoding import EncodedImage, OpenFilesExhausted, read_and_encode
 from .errors import OpenFilesError
-from .objectstore import object_scheme, read_encoded_object
+from .names import object_scheme
 from .readpolicy import ReadPolicy
 
 
@@ -38,6 +38,23 @@ class FileReader:
         self._stopping = stopping
         self._policy = ReadPolicy()  # inline or in threads, by the recent reads' times
 
+    def encode_inline(self, path: str) -> EncodedImage | None:
+        """Read and encode one file on the event loop, if reads are fast now; ``None``: use
+        ``encode`` instead (slow reads, downscaling, an object in storage, or out of file
+        descriptors). Raises ``ItemError`` for a file that cannot be used.
+
+        Plain code, not a coroutine: the common case costs no await."""
+        if self._config.max_size is not None or not self._policy.inline():
+            return None
+        if "://" in path and object_scheme(path) is not None:
+            return None
+        try:
+            encoded, seconds = self._read(path)
+        except OpenFilesExhausted:
+            return None
+        self._policy.record(seconds)
+        return encoded
+
     async def encode(self, path: str) -> EncodedImage | None:
         """Read and encode one file, inline while reads are fast, else in a thread
         (ARCHITECTURE.md, *Flow control*).
@@ -48,6 +65,8 @@ class FileReader:
         """
         config = self._config
         if object_scheme(path) is not None:  # s3://...: read through fsspec (objectstore.py)
+            from .objectstore import read_encoded_object
+
             return await read_encoded_object(
                 path,
                 max_upload_bytes=config.max_upload_bytes,

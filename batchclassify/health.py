@@ -25,7 +25,6 @@ retried instead of holding their workers for ever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import time
 from collections.abc import Callable
@@ -63,6 +62,9 @@ class HealthMonitor:
         self._clock = clock
         self._notify = notify
         self._last_success = clock()
+        self.calm = False
+        """An answer came, and no failure since: not down, never unreachable, nothing for
+        ``success`` to reset (the usual case, checked on every request)."""
         self._failures_since_success = 0
         self._failing: set[object] = set()  # items failed since the last success (up to 2)
         self._answered_started = -1e18  # start of the latest request the server answered
@@ -127,12 +129,15 @@ class HealthMonitor:
     def success(self, started: float | None = None) -> None:
         """Any answer from the server that is not a retryable failure, to a request that
         started at ``started`` (default: now)."""
-        self._last_success = self._clock()
+        now = self._last_success = self._clock()
+        moment = now if started is None else started
+        if moment > self._answered_started:
+            self._answered_started = moment
+        if self.calm:
+            return  # nothing failed since the last answer: nothing to reset
+        self.calm = True
         self._answered = True
         self._unreachable_since = None
-        self._answered_started = max(
-            self._answered_started, self._last_success if started is None else started
-        )
         self._failures_since_success = 0
         self._failing.clear()
         self._probing = False
@@ -149,6 +154,7 @@ class HealthMonitor:
         if error.http_status == 429:
             return  # the server is up and talking: rate control's business, not an outage
         now = self._clock()
+        self.calm = False
         self._failures_since_success += 1
         key = object() if item is None else item
         if len(self._failing) < 2:
@@ -230,9 +236,10 @@ class Watchdog:
     means (a copy's answer, or a timeout). Time with nothing in flight (a ``Retry-After``
     pause, an outage) does not count as a stall.
 
-    Each request gets an ``asyncio.timeout(None)``, which costs a few microseconds and no timer
-    until it is rescheduled to fire; an anyio cancel scope per request cost several times more
-    on the hot path. (aiohttp ties the job to asyncio already.)
+    A request costs one object and no timer: a cut cancels its task directly, as
+    ``asyncio.timeout`` would; an anyio cancel scope per request cost several times more on
+    the hot path, an ``asyncio.timeout`` and ``async with`` a few microseconds more.
+    (aiohttp ties the job to asyncio already.)
     """
 
     def __init__(
@@ -298,11 +305,11 @@ class Watchdog:
         for watched in self._in_flight:
             if watched.started > now - overdue_after:
                 break
-            if watched.on_overdue is not None:
+            if watched.wants_overdue:
                 due.append(watched)
         for watched in due:
-            if watched.on_overdue is not None and watched.on_overdue():
-                watched.on_overdue = None
+            if watched.wants_overdue and watched.overdue():
+                watched.wants_overdue = False
 
     def _check_stall(self, now: float) -> None:
         stalled_for = now - self._last_progress
@@ -324,28 +331,80 @@ class RequestCut(Exception):
 
 
 class Watched:
-    """``async with`` one request under the watchdog; raises ``RequestCut`` if it was cut."""
+    """One request under the watchdog; raises ``RequestCut`` if it was cut.
 
-    __slots__ = ("_deadline", "_dog", "on_overdue", "started")
+    On the hot path, without ``async with`` (two coroutines per request):
+    ``watched.begin()`` in the task that sends the request, then ``await`` the request in a
+    ``try`` whose ``except CancelledError`` asks ``watched.cut_off()`` (``True``: the cut is
+    ours, raise ``RequestCut``; else re-raise) and whose ``finally`` calls ``watched.end()``.
+    ``async with watched`` does the same. A cut cancels the request's task, as
+    ``asyncio.timeout`` does, and tells its own cancellation from anyone else's the same way
+    (``Task.cancelling`` / ``uncancel``): a job being stopped is never taken for a cut.
+
+    ``overdue()`` is what the watchdog calls once the request is past the stuck-request
+    deadline (``on_overdue``; subclasses may override it instead); ``True``: handled, not
+    again.
+    """
+
+    # No __slots__: class-level defaults, so a request sets only what differs (one is made
+    # per request, and most are never cut or overdue).
+    _task: asyncio.Task[object] | None = None
+    _cancelling = 0
+    _cut = False
+    _taken_back = False
+    wants_overdue = True
+    on_overdue: Callable[[], bool] | None = None
 
     def __init__(
-        self, dog: Watchdog, started: float, on_overdue: Callable[[], bool] | None
+        self, dog: Watchdog, started: float, on_overdue: Callable[[], bool] | None = None
     ) -> None:
         self._dog = dog
-        self._deadline = asyncio.timeout(None)
         self.started = started
-        self.on_overdue = on_overdue
+        if on_overdue is not None:
+            self.on_overdue = on_overdue
+
+    def overdue(self) -> bool:
+        """Past the stuck-request deadline: ``True`` once handled (no more calls)."""
+        return self.on_overdue is None or self.on_overdue()
+
+    def begin(self) -> None:
+        """The request starts now, in the current task."""
+        task = asyncio.current_task()
+        assert task is not None, "a watched request runs in a task"
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._dog._started(self)
 
     def cut_now(self) -> None:
-        """Cancel the request: ``watch()`` ends with ``RequestCut``."""
-        if self._deadline.expired():
-            return
-        with contextlib.suppress(RuntimeError):  # already left: nothing to cut
-            self._deadline.reschedule(asyncio.get_running_loop().time())
+        """Cancel the request: it ends with ``RequestCut``."""
+        task = self._task
+        if task is None or self._cut:
+            return  # not started, already over, or already cut
+        self._cut = True
+        task.cancel()
+
+    def cut_off(self) -> bool:
+        """Asked on a ``CancelledError`` from the request: whether it was this watchdog's cut
+        alone (then the cancellation is taken back: raise ``RequestCut`` instead)."""
+        task = self._task
+        if not self._cut or task is None or self._taken_back:
+            return False
+        self._taken_back = True
+        return task.uncancel() <= self._cancelling
+
+    def end(self) -> None:
+        """The request is over, however it ended."""
+        task = self._task
+        if self._cut and not self._taken_back and task is not None:
+            # Cut, but it ended another way (an answer raced the cut): the task's count of
+            # cancellation requests goes back to what it was, as asyncio.timeout does.
+            self._taken_back = True
+            task.uncancel()
+        self._dog._ended(self, cut=self._cut)
+        self._task = None
 
     async def __aenter__(self) -> Watched:
-        await self._deadline.__aenter__()
-        self._dog._started(self)
+        self.begin()
         return self
 
     async def __aexit__(
@@ -354,13 +413,8 @@ class Watched:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        cut = False
         try:
-            await self._deadline.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            # Only our deadline raises it here: the client turns its own timeouts into
-            # RetryableError before they reach this.
-            cut = True
-            raise RequestCut from None
+            if exc_type is asyncio.CancelledError and self.cut_off():
+                raise RequestCut from None
         finally:
-            self._dog._ended(self, cut=cut)
+            self.end()

@@ -63,8 +63,9 @@ class HedgePolicy:
         self._timeout = timeout
         self._cap = max(self.budget_cap, float(concurrency))
         self._samples: list[float] = []
-        self._next = 0  # ring-buffer position once the window is full
-        self._count = 0
+        self._count = 0  # answers so far; once the window is full, count % window is the
+        # ring buffer's oldest sample
+        self._next_refresh = self.min_samples
         self._deadline: float | None = None
         self._slow_after: float | None = None
         self._credit = self.budget_initial
@@ -91,15 +92,18 @@ class HedgePolicy:
 
     def record(self, seconds: float) -> None:
         """A request answered (by itself), ``seconds`` after it was sent."""
-        if len(self._samples) < self.window:
-            self._samples.append(seconds)
+        samples = self._samples
+        if self._count < self.window:
+            samples.append(seconds)
         else:
-            self._samples[self._next] = seconds
-            self._next = (self._next + 1) % self.window
-        self._count += 1
-        if self._count == self.min_samples or (
-            self._count > self.min_samples and self._count % self.refresh_every == 0
-        ):
+            samples[self._count % self.window] = seconds  # the oldest sample's place
+        count = self._count = self._count + 1
+        if count >= self._next_refresh:
+            self._next_refresh = (
+                count + self.refresh_every - count % self.refresh_every
+                if count >= self.min_samples
+                else self.min_samples
+            )
             self._refresh()
 
     def _refresh(self) -> None:

@@ -20,7 +20,6 @@ from .error_types import ErrorType
 from .errors import UsageError
 from .models import Item, Keep, keep_all
 from .names import LocalIds, as_text, is_text
-from .objectstore import support_problem
 
 _STDIN_NAME = "<stdin>"
 _URL_PREFIXES = ("http://", "https://", "HTTP://", "HTTPS://")
@@ -141,6 +140,8 @@ class Manifest:
         naming what to install when its backend is missing."""
         if scheme == "file":
             return self.bad(where, number, *_unsupported(path, scheme))
+        from .objectstore import support_problem
+
         problem = support_problem(path)
         if problem is not None:
             return self.bad(where, number, problem)

@@ -52,6 +52,8 @@ ANSWER_FIELDS: tuple[str, ...] = (
     "inference_id",
 )
 _RESERVED = frozenset(ROW_FIELDS)
+#: A row with every column empty: each row starts as a copy (cheaper than building one).
+_EMPTY_ROW: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
 
 
 #: Whether the job wants the item of an id (the producer's ``Screen``: not done before, not a
@@ -65,7 +67,7 @@ def keep_all(item_id: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
     """One thing to classify: a local file or a URL, with the id used for resume and dedup.
 
@@ -78,6 +80,10 @@ class Item:
 
     ``id`` is what resume and de-duplication go by (see ``sources`` for how it is made);
     ``path`` is the file as the user spelled it.
+
+    Never changed once made. Not ``frozen``: a frozen dataclass sets each field through
+    ``object.__setattr__``, a measurable cost for an object made once per image (as are
+    ``Prediction`` and ``EncodedImage``).
     """
 
     id: str
@@ -90,7 +96,7 @@ class Item:
     problem_at: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prediction:
     """A 200 answer, normalised to one shape for single- and multi-label models."""
 
@@ -109,20 +115,37 @@ class Prediction:
 
 
 def _as_int(value: Any) -> int | None:
+    if type(value) is int:  # the usual case first: one check
+        return value
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _as_float(value: Any) -> float | None:
+    if type(value) is float:  # the usual case first: one check
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
 
 
-def parse_prediction(body: Any) -> Prediction:
+def _as_str(value: Any) -> str | None:
+    return value if type(value) is str or isinstance(value, str) else None
+
+
+def _by_confidence(prediction: dict[str, Any]) -> float:
+    return -prediction["confidence"]  # type: ignore[no-any-return]
+
+
+def parse_prediction(
+    body: Any, *, server_ms: float | None = None, cold_start: bool | None = None
+) -> Prediction:
     """Normalise a classification answer; raise ``ItemError`` for a body of another shape.
 
     The shape of ``predictions`` tells the model kind: a list for single-label, an object keyed
-    by class for multi-label. Every other field is optional, as servers differ.
+    by class for multi-label. Every other field is optional, as servers differ. ``server_ms``
+    and ``cold_start``: what the answer's headers said it cost (``cost.py``).
+
+    Runs once per answer: each check tries the type a JSON parser gives first.
     """
     if not isinstance(body, dict) or "predictions" not in body:
         raise ItemError(
@@ -131,100 +154,136 @@ def parse_prediction(body: Any) -> Prediction:
         )
     raw = body["predictions"]
     image = body.get("image")
+    if type(image) is dict or isinstance(image, dict):
+        width, height = image.get("width"), image.get("height")
+        if type(width) is not int:
+            width = _as_int(width)
+        if type(height) is not int:
+            height = _as_int(height)
+    else:
+        width = height = None
     inference_id = body.get("inference_id")
-    about: dict[str, Any] = {
-        "image_width": _as_int(image.get("width")) if isinstance(image, dict) else None,
-        "image_height": _as_int(image.get("height")) if isinstance(image, dict) else None,
-        "inference_id": inference_id if isinstance(inference_id, str) else None,
-    }
-    if isinstance(raw, list):
-        return _single_label(body, raw, about)
-    if isinstance(raw, dict):
-        return _multi_label(body, raw, about)
-    raise ItemError(
-        "server answered 200 with 'predictions' that is neither a list nor an object",
-        kind=ErrorType.BAD_RESPONSE,
+    if type(inference_id) is not str:
+        inference_id = _as_str(inference_id)
+    multilabel = False
+    if type(raw) is list or isinstance(raw, list):
+        predictions = _single_label_predictions(raw)
+        top = body.get("top")
+        if type(top) is not str:
+            top = _as_str(top)
+        if top is None:
+            top = predictions[0]["class"] if predictions else None
+        top = top or None  # the server sends "" when no class passes the threshold
+        confidence = body.get("confidence")
+        if type(confidence) is not float:
+            confidence = _as_float(confidence)
+        if confidence is None and predictions:
+            confidence = predictions[0]["confidence"]
+        if top is None:
+            confidence = None
+        predicted = [top] if top else []
+    elif isinstance(raw, dict):
+        multilabel = True
+        predictions = _multi_label_predictions(raw)
+        chosen = body.get("predicted_classes")
+        predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
+        best = predictions[0] if predictions else None
+        top = best["class"] if best else None
+        confidence = best["confidence"] if best else None
+    else:
+        raise ItemError(
+            "server answered 200 with 'predictions' that is neither a list nor an object",
+            kind=ErrorType.BAD_RESPONSE,
+        )
+    return Prediction(
+        multilabel,
+        top,
+        confidence,
+        predictions,
+        predicted,
+        width,
+        height,
+        inference_id,
+        server_ms,
+        cold_start,
     )
 
 
-def _single_label(body: dict[str, Any], raw: list[Any], about: dict[str, Any]) -> Prediction:
+def _single_label_predictions(raw: list[Any]) -> list[dict[str, Any]]:
+    """``[{"class", "confidence"}, ...]`` entries, best first; malformed entries left out."""
     predictions: list[dict[str, Any]] = []
     for entry in raw:
-        if isinstance(entry, dict) and isinstance(entry.get("class"), str):
-            conf = _as_float(entry.get("confidence"))
-            predictions.append({"class": entry["class"], "confidence": conf or 0.0})
-    predictions.sort(key=lambda p: -p["confidence"])
-    top = body.get("top")
-    if not isinstance(top, str):
-        top = predictions[0]["class"] if predictions else None
-    top = top or None  # the server sends "" when no class passes the threshold
-    confidence = _as_float(body.get("confidence"))
-    if confidence is None and predictions:
-        confidence = predictions[0]["confidence"]
-    if top is None:
-        confidence = None
-    return Prediction(
-        multilabel=False,
-        top=top,
-        confidence=confidence,
-        predictions=predictions,
-        predicted_classes=[top] if top else [],
-        **about,
-    )
+        if type(entry) is dict or isinstance(entry, dict):
+            name = entry.get("class")
+            if type(name) is str or isinstance(name, str):
+                conf = entry.get("confidence")
+                if type(conf) is not float:
+                    conf = _as_float(conf)
+                predictions.append({"class": name, "confidence": conf or 0.0})
+    predictions.sort(key=_by_confidence)
+    return predictions
 
 
-def _multi_label(body: dict[str, Any], raw: dict[Any, Any], about: dict[str, Any]) -> Prediction:
+def _multi_label_predictions(raw: dict[Any, Any]) -> list[dict[str, Any]]:
+    """``{class: {"confidence"}, ...}`` as ``[{"class", "confidence"}, ...]``, best first."""
     predictions: list[dict[str, Any]] = []
     for name, entry in raw.items():
         conf = _as_float(entry.get("confidence")) if isinstance(entry, dict) else None
         predictions.append({"class": str(name), "confidence": conf or 0.0})
-    predictions.sort(key=lambda p: -p["confidence"])
-    chosen = body.get("predicted_classes")
-    predicted = [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
-    best = predictions[0] if predictions else None
-    return Prediction(
-        multilabel=True,
-        top=best["class"] if best else None,
-        confidence=best["confidence"] if best else None,
-        predictions=predictions,
-        predicted_classes=predicted,
-        **about,
-    )
+    predictions.sort(key=_by_confidence)
+    return predictions
 
 
 def _base_row(item: Item, status: str) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
+    row = _EMPTY_ROW.copy()
     row["id"] = item.id
     # Non-UTF-8 file-name bytes as \xNN, as in ids: JSON cannot hold surrogate escapes.
     row["path"] = None if item.path is None else as_text(item.path)
     row["url"] = item.url
     row["status"] = status
     if item.metadata:
-        for key, value in item.metadata.items():
-            row[f"meta_{key}" if key in _RESERVED else key] = value
+        _add_metadata(row, item.metadata)
     return row
+
+
+def _add_metadata(row: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """A manifest row's other columns, after the row's own (renamed ``meta_*`` if taken)."""
+    for key, value in metadata.items():
+        row[f"meta_{key}" if key in _RESERVED else key] = value
 
 
 def ok_row(
     item: Item, prediction: Prediction, *, attempts: int, elapsed_ms: float
 ) -> dict[str, Any]:
-    row = _base_row(item, "ok")
-    row["top"] = prediction.top
-    row["confidence"] = prediction.confidence
-    row["predicted_classes"] = prediction.predicted_classes
-    row["predictions"] = prediction.predictions
-    row["multilabel"] = prediction.multilabel
-    row["image_width"] = prediction.image_width
-    row["image_height"] = prediction.image_height
-    row["inference_id"] = prediction.inference_id
-    row["attempts"] = attempts
-    row["http_status"] = 200
-    row["elapsed_ms"] = round(elapsed_ms, 1)
-    row["cached"] = False
-    row["server_ms"] = prediction.server_ms
-    row["cold_start"] = prediction.cold_start
-    if prediction.server_ms is not None:
-        row["credits"] = credits_for(prediction.server_ms)
+    # One dict display, in ROW_FIELDS order (checked below): the row of every image.
+    path = item.path
+    server_ms = prediction.server_ms
+    row = {
+        "id": item.id,
+        "path": None if path is None else as_text(path),
+        "url": item.url,
+        "status": "ok",
+        "top": prediction.top,
+        "confidence": prediction.confidence,
+        "predicted_classes": prediction.predicted_classes,
+        "predictions": prediction.predictions,
+        "multilabel": prediction.multilabel,
+        "image_width": prediction.image_width,
+        "image_height": prediction.image_height,
+        "inference_id": prediction.inference_id,
+        "attempts": attempts,
+        "http_status": 200,
+        "error_type": None,
+        "error": None,
+        "elapsed_ms": round(elapsed_ms, 1),
+        "cached": False,
+        "cached_from": None,
+        "server_ms": server_ms,
+        "cold_start": prediction.cold_start,
+        "credits": None if server_ms is None else credits_for(server_ms),
+    }
+    if item.metadata:
+        _add_metadata(row, item.metadata)
     return row
 
 

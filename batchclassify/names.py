@@ -24,6 +24,26 @@ _NOT_NAMES = frozenset(("", os.curdir, os.pardir))
 ID_SCHEME = 2
 
 
+#: Schemes the tool reads itself or sends to the server: never object storage.
+_NOT_OBJECT = frozenset({"http", "https", "file"})
+
+
+def object_scheme(value: str) -> str | None:
+    """The scheme of ``value`` if it is an object-storage URL (``s3://b/k``), else ``None``.
+
+    ``http(s)://`` and ``file://`` are not object storage: the server downloads the first,
+    the second is a local path. Cheap: it runs for every item read. Here rather than in
+    ``objectstore`` so that a job without object URLs never imports that module.
+    """
+    head, sep, _ = value.partition("://")
+    if not sep or not head[:1].isalpha():
+        return None
+    if not all(c.isalnum() or c in "+-." for c in head):
+        return None
+    scheme = head.lower()
+    return None if scheme in _NOT_OBJECT else scheme
+
+
 def as_text(name: str) -> str:
     """``name`` as valid UTF-8 text: undecodable file-name bytes become ``\\xNN``."""
     if name.isascii():

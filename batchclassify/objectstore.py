@@ -35,6 +35,7 @@ from .encoding import EncodedImage, encode_data, max_raw_bytes
 from .error_types import ErrorType
 from .errors import ItemError, UsageError
 from .models import Item
+from .names import object_scheme
 from .summary import InputReport
 
 #: Objects asked for per listing call: S3's page size, so one call is one request.
@@ -43,8 +44,6 @@ PAGE_SIZE = 1000
 MAX_DOWNSCALE_SOURCE = 256 * 2**20
 #: Objects up to this size are base64-encoded on the event loop; bigger ones in a thread.
 INLINE_ENCODE_BYTES = 1 * 2**20
-#: Schemes the tool reads itself or sends to the server: never object storage.
-_NOT_OBJECT = frozenset({"http", "https", "file"})
 #: The extra that installs each known scheme's backend.
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 #: Environment variables whose values are secrets: cut out of every message.
@@ -63,21 +62,6 @@ _lock = threading.Lock()
 
 
 # -- URLs ----------------------------------------------------------------------------------
-
-
-def object_scheme(value: str) -> str | None:
-    """The scheme of ``value`` if it is an object-storage URL (``s3://b/k``), else ``None``.
-
-    ``http(s)://`` and ``file://`` are not object storage: the server downloads the first,
-    the second is a local path. Cheap: it runs for every item read.
-    """
-    head, sep, _ = value.partition("://")
-    if not sep or not head[:1].isalpha():
-        return None
-    if not all(c.isalnum() or c in "+-." for c in head):
-        return None
-    scheme = head.lower()
-    return None if scheme in _NOT_OBJECT else scheme
 
 
 def redact_credentials(text: str) -> str:

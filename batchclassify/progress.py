@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from .fleet import server_lines
 from .summary import ItemCount, JobSummary
 
 if TYPE_CHECKING:  # imported when a bar is drawn: off a terminal a job never loads tqdm
@@ -273,6 +272,8 @@ def format_summary(summary: JobSummary, *, top_errors: int = 5) -> str:
     lines.extend(_saving_lines(summary))
     lines.extend(_input_lines(summary))
     if summary.servers:
+        from .fleet import server_lines
+
         lines.append(f"servers ({len(summary.servers)}):")
         lines.extend(server_lines(summary.servers))
     if summary.errors:

@@ -53,7 +53,8 @@ from .encoding import EncodedImage, encode_data, read_and_encode
 from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, RetryableError, UsageError
 from .models import ROW_FIELDS, Item, Prediction, error_row, ok_row
-from .objectstore import object_scheme, read_encoded_object
+from .names import object_scheme
+from .objectstore import read_encoded_object
 from .ratelimit import RateController
 from .redaction import redact
 from .retry import Backoff

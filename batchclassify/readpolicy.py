@@ -34,8 +34,12 @@ class ReadPolicy:
         if budget <= 0 or window < 1:
             raise ValueError("budget must be positive and window at least 1")
         self._budget = budget
+        self._bar = budget / 2
+        self._window = window
         self._majority = window // 2 + 1
-        self._recent: deque[float] = deque(maxlen=window)
+        self._recent: deque[float] = deque()
+        self._slow = 0  # reads in the window over the budget
+        self._fast = 0  # reads in the window under half of it
         self._inline = True
 
     def inline(self) -> bool:
@@ -44,12 +48,24 @@ class ReadPolicy:
 
     def record(self, seconds: float) -> None:
         """Note how long one read + encode took, wherever it ran."""
-        self._recent.append(seconds)
+        if self._inline and not self._slow and seconds <= self._budget:
+            # The usual case: inline, nothing slow in the window, this read fast. Only slow
+            # reads can move an inline policy, so nothing needs keeping (the reads kept from
+            # here on push slow ones out of the window as before).
+            return
+        recent = self._recent
+        recent.append(seconds)
+        if seconds > self._budget:
+            self._slow += 1
+        elif seconds < self._bar:
+            self._fast += 1
+        if len(recent) > self._window:
+            gone = recent.popleft()
+            if gone > self._budget:
+                self._slow -= 1
+            elif gone < self._bar:
+                self._fast -= 1
         if self._inline:
-            budget = self._budget
-            slow = sum(1 for s in self._recent if s > budget)
-            self._inline = slow < self._majority
+            self._inline = self._slow < self._majority
         else:
-            bar = self._budget / 2
-            fast = sum(1 for s in self._recent if s < bar)
-            self._inline = fast >= self._majority
+            self._inline = self._fast >= self._majority

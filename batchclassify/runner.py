@@ -23,10 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .answers import CachingClassifier, open_answers
 from .attempts import AttemptPolicy
@@ -37,7 +36,7 @@ from .counting import count_items, expected_share
 from .errors import JobStopped, OutputError, TooManyFailuresError
 from .fdlimit import fit_open_files
 from .fileread import FileReader
-from .fleet import FleetTransport
+from .gctuning import fewer_collections
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
 from .models import Item
@@ -52,6 +51,11 @@ from .stopping import StopSignal
 from .summary import JobSummary, ProgressListener, SilentProgress
 from .waiting import WaitDescriber
 from .worker import Workers
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal  # classify() only: the CLI never loads it
+
+    from .fleet import FleetTransport  # imported when a job has several servers
 
 #: How often buffered rows are pushed to the file: what a kill -9 can lose, at most.
 FLUSH_INTERVAL = 0.5
@@ -91,7 +95,10 @@ class Job:
         self._status_file = ProgressFile(
             config.output, self._summary, live=self._live_status, clock=clock
         )
-        self._progress = FanOut(progress or SilentProgress(), self._status_file)
+        display = progress or SilentProgress()
+        self._progress = FanOut(display, self._status_file)
+        # Rows go to the display alone: the progress file reads its counts off the summary.
+        self._row_listener = display
         self._stop = StopSignal()
         self._stop_requested: anyio.Event | None = None
         self._fatal_error: JobStopped | OutputError | None = None
@@ -142,9 +149,7 @@ class Job:
         clock: Callable[[], float],
     ) -> None:
         """The attempt policy, the workers (with their file reader and sender), the producer."""
-        policy = AttemptPolicy(
-            config.retry, health=self._health, rate=self._rate, clock=clock
-        )
+        policy = AttemptPolicy(config.retry, health=self._health, rate=self._rate, clock=clock)
         reader = FileReader(
             config, notify=self._progress.note, pause=self._stop.pause, stopping=self._stop
         )
@@ -195,7 +200,7 @@ class Job:
     async def run(self) -> JobSummary:
         # One job per output: the lock is held for the whole run, before anything reads,
         # repairs or removes the output; a second job is refused before any request.
-        with hold_output(self.config):
+        with hold_output(self.config), fewer_collections():
             return await self._run_holding_output()
 
     async def _run_holding_output(self) -> JobSummary:
@@ -246,7 +251,11 @@ class Job:
     def _fleet_or_given(self, http: HttpConfig) -> Transport | None:
         """The transport given (a test's), or a fleet for several servers, or ``None``: the
         client's own, for one server."""
-        if self._transport is None and len(http.servers) > 1:
+        if self._transport is None and len(http.servers) <= 1:
+            return None
+        from .fleet import FleetTransport
+
+        if self._transport is None:
             outage = self.config.outage
             self._transport = FleetTransport.over(
                 http,
@@ -403,7 +412,7 @@ class Job:
         elif row.get("credits") is not None:
             summary.credits += row["credits"]
             summary.costed += 1
-        self._progress.row(row["status"])
+        self._row_listener.row(row["status"])
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -471,6 +480,8 @@ def classify(
     the CLI's does: requests in flight finish, every row is written, then
     ``KeyboardInterrupt`` is raised; a second one cuts the requests off. Rerun to resume.
     """
+    from anyio.from_thread import start_blocking_portal
+
     with start_blocking_portal() as portal:
         job = portal.call(lambda: Job(config, progress=progress, stdin=stdin))
         finished = portal.start_task_soon(job.run)

@@ -12,6 +12,7 @@ answer, or stalled, which is a timeout the worker retries.
 from __future__ import annotations
 
 import time
+from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -36,46 +37,39 @@ SpareStarter = Callable[
 ]
 
 
-class Race:
-    """One item's request and the copies sent once it was stuck: the first answer wins."""
+class Race(Watched):
+    """One item's request (watched as itself) and the copies sent once it was stuck: the
+    first answer wins. One object per request: the watchdog's entry is the race."""
 
-    __slots__ = (
-        "answer",
-        "client",
-        "copies",
-        "done",
-        "encoded",
-        "item",
-        "items_in",
-        "last_sent",
-        "refused",
-        "scopes",
-        "spare",
-        "stuck",
-        "watched",
-    )
+    # Class-level defaults (see ``Watched``): a request that is never stuck sets only these
+    # six, and its start.
+    answer: Prediction | Exception | None = None
+    copies = 0
+    scopes: list[anyio.CancelScope] | None = None
+    spare: anyio.Event | None = None
+    stuck = False
+    refused = False
+    done = False
 
     def __init__(
         self,
+        sender: Sender,
         item: Item,
         encoded: EncodedImage | None,
         client: ClassificationClient,
         items_in: MemoryObjectReceiveStream[Item],
         started: float,
     ) -> None:
+        self._dog = sender._watchdog
+        self.started = self.last_sent = started  # last_sent: the latest request for the item
+        self.sender = sender
         self.item = item
-        self.last_sent = started  # when the latest request for the item went out
         self.encoded = encoded
         self.client = client
         self.items_in = items_in
-        self.watched: Watched | None = None
-        self.answer: Prediction | Exception | None = None
-        self.copies = 0
-        self.scopes: list[anyio.CancelScope] = []
-        self.spare: anyio.Event | None = None
-        self.stuck = False
-        self.refused = False
-        self.done = False
+
+    def overdue(self) -> bool:
+        return self.sender._overdue(self)
 
 
 class Sender:
@@ -124,14 +118,18 @@ class Sender:
         A request the watchdog cuts for a stall raises ``RetryableError`` (a timeout).
         """
         # Also before the deadline is known: a request sent in the first burst can hang too.
-        race = Race(item, encoded, client, items_in, started)
+        race = Race(self, item, encoded, client, items_in, started)
         self._hedge.sent()
-        watched = race.watched = self._watchdog.watch(started, partial(self._overdue, race))
+        race.begin()
         try:
-            async with watched:
-                prediction = await post(item, encoded, client)
+            if encoded is not None:
+                prediction = await client.classify_bytes(encoded.body)
+            else:
+                prediction = await client.classify_url(item.url or "")
             return prediction, race
-        except RequestCut:
+        except CancelledError:
+            if not race.cut_off():
+                raise
             if race.answer is None:
                 raise RetryableError(
                     "no answer, and no other request completed either, for "
@@ -143,6 +141,7 @@ class Sender:
                 raise race.answer from None
             return race.answer, race
         finally:
+            race.end()
             self._settle(race)
 
     def _overdue(self, race: Race) -> bool:
@@ -187,6 +186,8 @@ class Sender:
     async def _send_copy(self, race: Race) -> None:
         """A copy of a stuck request; if it is answered first, its answer is the item's."""
         scope = anyio.CancelScope()
+        if race.scopes is None:
+            race.scopes = []
         race.scopes.append(scope)
         with scope:
             if race.done:
@@ -213,19 +214,16 @@ class Sender:
                 health.success(started)
                 rate.on_success(started)
                 self._hedge.record(self._clock() - started)
-            if not race.done and race.watched is not None:
+            if not race.done:
                 race.answer = answer
-                race.watched.cut_now()
+                race.cut_now()
 
     def _settle(self, race: Race) -> None:
         """The item's request is over: cancel copies still out, send its spare home."""
         race.done = True
-        # The race and its watched request refer to each other (through the watchdog's
-        # overdue callback): left so, each race and the image body it holds would wait for
-        # the cyclic garbage collector, ~1,000 bodies (~70 MB) at c=128 on a fast server.
-        race.watched = None
-        for scope in race.scopes:
-            scope.cancel()
+        if race.scopes is not None:
+            for scope in race.scopes:
+                scope.cancel()
         if race.spare is not None:
             race.spare.set()
         if race.stuck:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .errors import UsageError
 
-_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+#: Compiled on first use (by ``re``'s cache), not at import: most jobs have no ``--shard``.
+_SHARD_RE = r"^\s*(\d+)\s*/\s*(\d+)\s*$"
 #: The placeholder ``--output`` may contain; it becomes the shard's index.
 PLACEHOLDER = "{shard}"
 
@@ -44,7 +45,7 @@ class Shard:
 
 def parse_shard(text: str) -> Shard:
     """``"I/N"`` -> ``Shard(I, N)``; anything else is a ``UsageError`` naming the flag."""
-    match = _SHARD_RE.match(text)
+    match = re.match(_SHARD_RE, text)
     if match is None:
         raise UsageError(f"--shard {text!r}: want I/N, e.g. 0/4 for the first of four shards")
     return Shard(int(match.group(1)), int(match.group(2)))

@@ -54,13 +54,12 @@ from typing import TextIO
 
 from .error_types import ErrorType
 from .errors import UsageError
-from .manifest_parquet import parquet_columns, parquet_items
-from .manifests import check_text_manifest, csv_items, jsonl_items, stdin_items, txt_items
 from .models import Item, Keep, keep_all
-from .names import LocalIds, as_id, as_text
-from .objectstore import check_source as _check_object_source
-from .objectstore import iter_objects, object_scheme
+from .names import LocalIds, as_id, as_text, object_scheme
 from .summary import InputReport
+
+# The readers of the other kinds of source (manifests, Parquet, object storage) are imported
+# when a source of their kind is met: a job over folders loads none of them (nor csv, pyarrow).
 
 STDIN = "-"
 _MANIFEST_KINDS = {
@@ -88,12 +87,18 @@ def check_sources(sources: Sequence[str]) -> None:
             continue
         kind = source_kind(source)
         if kind == "object":
-            _check_object_source(source)
+            from .objectstore import check_source
+
+            check_source(source)
         elif kind == "dir":
             _check_folder(source)
         elif kind == "parquet":
+            from .manifest_parquet import parquet_columns
+
             parquet_columns(source)
         else:
+            from .manifests import check_text_manifest
+
             check_text_manifest(source, kind)
 
 
@@ -144,20 +149,26 @@ def _source_items(
     ids: LocalIds,
     keep: Keep,
 ) -> Iterator[Item | None]:
-    if source == STDIN:
-        return stdin_items(stdin, ids, keep)
-    kind = source_kind(source)
-    if kind == "object":
-        return _screened(iter_objects(source, wanted, report), keep)
+    kind = "stdin" if source == STDIN else source_kind(source)
     if kind == "dir":
         return _walk_folder(source, wanted, report, ids, keep)
+    if kind == "object":
+        from .objectstore import iter_objects
+
+        return _screened(iter_objects(source, wanted, report), keep)
+    if kind == "parquet":
+        from .manifest_parquet import parquet_items
+
+        return parquet_items(source, ids, keep)
+    from . import manifests
+
+    if kind == "stdin":
+        return manifests.stdin_items(stdin, ids, keep)
     if kind == "txt":
-        return txt_items(source, ids, keep)
+        return manifests.txt_items(source, ids, keep)
     if kind == "csv":
-        return csv_items(source, ids, keep)
-    if kind == "jsonl":
-        return jsonl_items(source, ids, keep)
-    return parquet_items(source, ids, keep)
+        return manifests.csv_items(source, ids, keep)
+    return manifests.jsonl_items(source, ids, keep)
 
 
 def _screened(items: Iterator[Item], keep: Keep) -> Iterator[Item | None]:

@@ -22,7 +22,6 @@ import orjson
 
 from .errors import UsageError
 from .exit_codes import ExitCode
-from .fleet import server_lines
 from .progressfile import TOOL, progress_path
 from .reading import iter_latest_rows, read_settings
 
@@ -153,6 +152,8 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("outage"):
         lines.append(f"  API unavailable: {status.get('outage_error')} (waiting, probing)")
     if status.get("servers"):
+        from .fleet import server_lines  # and with it aiohttp: only for a job of several servers
+
         lines.append(f"  servers ({len(status['servers'])}):")
         lines.extend("  " + line for line in server_lines(status["servers"]))
     if status.get("note") and status.get("running"):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .answers import CachingClassifier, Row
-from .attempts import AttemptPolicy, GiveUp, StopJob
+from .attempts import SEND, AttemptPolicy, GiveUp, StopJob
 from .client import ClassificationClient
 from .encoding import EncodedImage
 from .errors import ItemError, JobStopped, OutputError, RetryableError
@@ -40,6 +40,13 @@ class Recorder(Protocol):
     ) -> None:
         """``group``: what the summary counts an error under (default: its message);
         ``at``: where in its source the item was (a manifest line)."""
+
+
+class GivenUp(NamedTuple):
+    """An item whose retries ran out: its row, and what the summary counts it under."""
+
+    row: Row
+    group: str
 
 
 class Workers:
@@ -123,18 +130,42 @@ class Workers:
         items_in: MemoryObjectReceiveStream[Item],
     ) -> None:
         """Classify one item and record its row: from the answer cache, an identical image
-        in flight, or requests (``answers.py``). Stopping leaves the item for a rerun."""
+        in flight, or requests (``answers.py``). Stopping leaves the item for a rerun.
+
+        The steps of ``CachingClassifier.classify`` are taken here inline: this runs once per
+        image, and each coroutine layer costs on every step of every request."""
         encoded: EncodedImage | None = None
-        if item.path is not None:
-            encoded = await self._read(item, item.path)
-            if encoded is None:
+        path = item.path
+        if path is not None:
+            try:
+                encoded = self._reader.encode_inline(path)
+            except ItemError as error:
+                self._record(error_row(item, error=str(error), error_type=error.kind, attempts=0))
                 return
-        group: list[str] = []  # a given-up item is counted under its error, not its count
-        row = await self.answers.classify(
-            item, encoded, lambda: self._request(item, encoded, client, items_in, group)
-        )
+            if encoded is None:
+                encoded = await self._read(item, path)
+                if encoded is None:
+                    return
+        answers = self.answers
+        key, row = answers.lookup(item, encoded)
+        if row is None:
+            flight = answers.in_flight(key, encoded)
+            if flight is not None:
+                row = await answers.follow(item, encoded, flight)
+            else:
+                flight = answers.take_off(key, item.id, encoded)
+                outcome: Row | GivenUp | None = None
+                try:
+                    outcome = await self._request(item, encoded, client, items_in)
+                finally:
+                    row = outcome.row if isinstance(outcome, GivenUp) else outcome
+                    answers.land(key, flight, row)
+                if isinstance(outcome, GivenUp):
+                    # Counted under its error, not its count of requests.
+                    self._record(outcome.row, group=outcome.group)
+                    return
         if row is not None:
-            self._record(row, group=group[0] if group else None)
+            self._record(row)
 
     async def _request(
         self,
@@ -142,11 +173,9 @@ class Workers:
         encoded: EncodedImage | None,
         client: ClassificationClient,
         items_in: MemoryObjectReceiveStream[Item],
-        group: list[str],
-    ) -> Row | None:
+    ) -> Row | GivenUp | None:
         """Send one item until it has a row, doing what the attempt policy decides after each
-        request (``attempts.py``); ``None``: stopping, the item is left for a rerun. A row
-        given up on puts the summary's group for it in ``group``."""
+        request (``attempts.py``); ``None``: stopping, the item is left for a rerun."""
         attempts = self._policy.start(item.id)
         health, rate, stop = self._policy.health, self._policy.rate, self._stop
         while True:
@@ -155,20 +184,22 @@ class Workers:
                 await self._wait_for_turn()
             if stop.requested:
                 return None
-            decision = attempts.next_request()
-            if isinstance(decision, StopJob):
-                self._fail(decision.error)
-                return None
+            if not health.calm:  # calm: an answer came and nothing failed since
+                decision = attempts.next_request()
+                if decision is not SEND:
+                    assert isinstance(decision, StopJob)
+                    self._fail(decision.error)
+                    return None
             started = attempts.sending()
             try:
                 prediction, race = await self.sender.send(item, encoded, client, started, items_in)
             except RetryableError as error:
                 after = attempts.failed(error, started)
                 if isinstance(after, GiveUp):
-                    group.append(str(error))
-                    return self._error_row(
+                    row = self._error_row(
                         item, after.error, started, attempts.requests, message=after.message
                     )
+                    return GivenUp(row, str(error))
                 if not await self._retry_after(after.seconds):
                     return None
                 continue

@@ -84,6 +84,34 @@ def test_identical_images_in_flight_share_one_request_without_a_cache_file(
     assert not (tmp_path / "answers.sqlite").exists()
 
 
+def test_images_of_the_same_length_in_flight_are_not_taken_for_each_other(
+    tmp_path: Path, make_server: MakeServer, cli: Cli
+) -> None:
+    """Without a cache file the in-flight table is keyed by the body's length: bodies of
+    the same length but other bytes each get their own request and their own answer."""
+    server = make_server(latency=0.5)  # all in flight at once
+    folder = tmp_path / "in"
+    folder.mkdir()
+    colors = ("red", "green", "blue", "yellow", "black")
+    assert len({len(png(color)) for color in colors}) == 1  # same length, other bytes
+    for color in colors:
+        (folder / f"{color}.png").write_bytes(png(color))
+    (folder / "green-again.png").write_bytes(png("green"))
+    output = tmp_path / "out.jsonl"
+
+    result = cli(*run_args(server, output, folder), "--concurrency", "8")
+
+    assert result.code == 0, result.err
+    assert server.stats.requests == 5
+    rows = rows_by_id(output)
+    assert {Path(row["id"]).stem: row["top"] for row in rows.values()} == {
+        **{color: color for color in colors},
+        "green-again": "green",
+    }
+    shared = [row for row in rows.values() if row["cached"]]
+    assert len(shared) == 1 and Path(shared[0]["cached_from"]).stem in ("green", "green-again")
+
+
 def test_a_shared_request_that_fails_gives_each_image_an_error_row(
     tmp_path: Path, make_server: MakeServer, cli: Cli
 ) -> None:

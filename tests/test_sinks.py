@@ -182,3 +182,22 @@ def test_overwrite_removes_only_the_sinks_own_names(tmp_path: Path) -> None:
     jsonl.write_text("{}\n")
     JsonlSink(jsonl).remove()
     assert not jsonl.exists()
+
+
+def test_every_kind_of_row_lists_the_columns_in_order() -> None:
+    """JSONL rows keep ROW_FIELDS' order (columns in pandas/DuckDB), manifest metadata after."""
+    from batchclassify.error_types import ErrorType
+    from batchclassify.models import ROW_FIELDS, Item, Prediction, cached_row, error_row, ok_row
+
+    item = Item("/in/a.jpg", path="/in/a.jpg", metadata={"label": "x", "top": "y"})
+    answer = Prediction(
+        False, "red", 0.9, [{"class": "red", "confidence": 0.9}], ["red"], 8, 8, None, 12.0
+    )
+    rows = [
+        ok_row(item, answer, attempts=1, elapsed_ms=3.0),
+        cached_row(item, {"top": "red"}, cached_from="/in/b.jpg"),
+        error_row(item, error="boom", error_type=ErrorType.HTTP_ERROR, attempts=1),
+    ]
+    for row in rows:
+        assert tuple(row) == (*ROW_FIELDS, "label", "meta_top")
+    assert rows[0]["credits"] == 100 / 500_000 and rows[0]["server_ms"] == 12.0

@@ -192,3 +192,29 @@ def test_a_stalled_request_cut_by_the_watchdog_is_retried_as_a_timeout(tmp_path:
     assert summary.ok == 3 and summary.failed == 0 and summary.hedged == 0
     assert summary.retries == 1 and transport.asked[first] == 2
     assert rows[first]["attempts"] == 2
+
+
+def test_a_job_collects_garbage_less_often_and_leaves_the_setting_as_it_found_it(
+    tmp_path: Path,
+) -> None:
+    """The job raises the collector's young-generation threshold while it runs (each
+    collection walks every request in flight: gctuning.py) and puts the caller's back."""
+    import gc
+
+    from batchclassify.gctuning import JOB_THRESHOLD
+
+    seen: list[int] = []
+
+    def answer(_url: str, _seen: int) -> Response:
+        seen.append(gc.get_threshold()[0])
+        return ok()
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(500, 7, 9)
+        summary, rows, _ = _run(tmp_path, answer, count=5)
+        assert gc.get_threshold() == (500, 7, 9)
+    finally:
+        gc.set_threshold(*before)
+    assert summary.ok == 5 and len(rows) == 5
+    assert seen == [JOB_THRESHOLD] * 5

@@ -1,0 +1,44 @@
+"""Fewer garbage collections while a job runs.
+
+CPython runs a young-generation collection every 700 net allocations of container objects.
+A job keeps many such objects alive for a while (each request in flight holds its item,
+race, response and aiohttp's own), so each of those collections walks thousands of live
+objects to find almost no garbage: at ``--concurrency 128`` against a fast server, 8 µs of
+CPU per image (4% of it), twice the lean client's, measured with ``gc.callbacks``. Memory does
+not depend on the collector: finished requests are freed by reference counting (no cycle
+holds an image body: ``tests/test_request_memory.py``), so collecting a tenth as often only
+lets the rare cyclic garbage wait a little longer.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+#: The young-generation threshold while a job runs (CPython's default is 700).
+JOB_THRESHOLD = 10_000
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Raise the young-generation threshold for the block, then put back what was set,
+    unless something else changed it meanwhile. A threshold of 0 (collection off) or one
+    already higher is left alone."""
+    before = gc.get_threshold()
+    raised = 0 < before[0] < JOB_THRESHOLD
+    if raised:
+        gc.set_threshold(JOB_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        if raised and gc.get_threshold()[0] == JOB_THRESHOLD:
+            gc.set_threshold(*before)
+
+
+def freeze_startup_objects() -> None:
+    """For a process that runs one job (the command line): move everything made so far
+    (modules, classes, functions) out of the collector's sight; full collections then walk
+    only what the job makes."""
+    gc.collect()
+    gc.freeze()
