@@ -24,11 +24,13 @@ from .errors import UsageError
 from .models import ROW_FIELDS
 from .parquet_sink import JOURNAL_RE, PART_RE, load_pyarrow, metadata_text
 from .rowlog import count_ids, is_latest
+from .sidecars import SETTINGS, existing
 
 
 def settings_file(output: Path) -> Path:
-    """``<output>.job.json``: the job's settings, written by ``run`` beside the output."""
-    return output.with_name(output.name + ".job.json")
+    """``<output>.job.json``: the job's settings, written by ``run`` beside the output (an
+    earlier version's name if only that exists, see ``sidecars.py``)."""
+    return existing(output, SETTINGS)
 
 
 def read_settings(output: Path) -> dict[str, Any] | None:

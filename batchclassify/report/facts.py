@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..reading import read_settings
+from ..sidecars import PROGRESS, existing
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def _when(value: Any) -> datetime | None:
 
 def _progress(output: Path) -> dict[str, Any]:
     try:
-        data = orjson.loads(output.with_name(output.name + ".progress.json").read_bytes())
+        data = orjson.loads(existing(output, PROGRESS).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
