@@ -263,7 +263,7 @@ def _condition(part: dict[str, Any]) -> str:
 def _job_state(output: Path, parts: list[dict[str, Any]], shards: list[Path]) -> tuple[str, str]:
     """The job's state (its worst shard's) and a sentence saying it."""
     conditions = [_condition(part) for part in parts]
-    alive = sum(part["running"] for part in parts)
+    alive = sum(bool(part["running"]) for part in parts)
     if alive and "not started" in conditions:  # its process is starting: not a failure
         conditions = ["running" if c == "not started" else c for c in conditions]
     worst = max(conditions, key=lambda c: _RANK.get(c, 0))
