@@ -234,7 +234,7 @@ def _shard_status(path: Path, now: float) -> dict[str, Any]:
 
 
 def _sum_speeds(status: dict[str, Any], running: list[dict[str, Any]]) -> None:
-    """Speeds of the shards still running, summed, and the ETA at that speed."""
+    """Speeds of the shards still running, summed, and when the last of them ends."""
     for name in ("images_per_s", "requests_per_s"):
         rates = [part[name] for part in running if part.get(name) is not None]
         status[name] = round(sum(rates), 2) if rates else None
@@ -245,10 +245,11 @@ def _sum_speeds(status: dict[str, Any], running: list[dict[str, Any]]) -> None:
     down = [part for part in running if part.get("outage")]
     status["outage"] = bool(down)
     status["outage_error"] = down[0].get("outage_error") if down else None
-    rate, remaining = status["images_per_s"], status.get("remaining")
-    if rate and remaining is not None:
-        status["eta_s"] = round(remaining / rate)
-        status["eta_is_lower_bound"] = status.get("total") is None
+    # The job ends with its slowest shard (a killed shard's rest waits for the rerun).
+    etas = [part["eta_s"] for part in running if part.get("eta_s") is not None]
+    if etas and len(etas) == len(running):
+        status["eta_s"] = max(etas)
+        status["eta_is_lower_bound"] = any(part.get("eta_is_lower_bound") for part in running)
 
 
 def _condition(part: dict[str, Any]) -> str:
