@@ -243,3 +243,53 @@ def test_earlier_names_are_adopted_only_when_ours_and_alone(
         adopt_legacy_files(output)
     assert (output.parent / "shard-0-of-2.parquet.job.json").read_text() == old
     assert not (output.parent / "shard-0-of-2.parquet.lock").exists()
+
+
+def _shard_file(folder: Path, index: int, **fields: Any) -> None:
+    state = {"tool": "batchclassify", "host": "elsewhere", "pid": 10 + index, **fields}
+    path = folder / f"_shard-{index}-of-3.parquet.progress.json"
+    path.write_bytes(orjson.dumps(state))
+
+
+def test_the_job_sums_its_shards_and_shows_the_worst_state(tmp_path: Path) -> None:
+    from batchclassify.status import format_status, read_status
+
+    output = tmp_path / "results.parquet"
+    output.mkdir()
+    now = 10_000.0
+    common = {"updated_unix": now - 5, "total_is_exact": True, "rate_limit_per_s": 5.0}
+    running = {"state": "running", **common}
+    _shard_file(output, 0, **running, ok=50, failed=1, total=100, found_so_far=100,
+                remaining=49, images_per_s=4.0, eta_s=12, answered_429=2)  # fmt: skip
+    _shard_file(output, 1, **running, ok=20, failed=0, total=100, found_so_far=100,
+                remaining=80, images_per_s=2.0, eta_s=40, answered_429=1)  # fmt: skip
+    _shard_file(output, 2, **common, state="finished", ok=90, failed=0, total=90,
+                found_so_far=90, remaining=0)  # fmt: skip
+
+    status = read_status(output, now=now)
+    assert (status["state"], status["running"], status["summary"]) == (
+        "running", True, "running (2 of 3 processes)"
+    )  # fmt: skip
+    assert (status["ok"], status["failed"], status["remaining"], status["total"]) == (
+        160, 1, 129, 290
+    )  # fmt: skip
+    assert (status["images_per_s"], status["rate_limit_per_s"], status["answered_429"]) == (
+        6.0, 10.0, 3
+    )  # fmt: skip
+    assert status["eta_s"] == 40  # the job ends with its slowest shard
+    text = format_status(status)
+    assert "6.0 images/s, ETA 0m40s" in text and "shard 2/3: finished, 90 ok" in text
+
+    _shard_file(output, 0, **common, state="interrupted", ok=50, failed=1, total=100,
+                found_so_far=100, remaining=49)  # fmt: skip
+    status = read_status(output, now=now + 120)  # shard 1's file is stale: killed
+    assert (status["state"], status["running"]) == ("killed", False)
+    assert status["summary"] == f"shard 1/3 {KILLED}"
+    assert "eta_s" not in status and "shard 0/3: interrupted" in format_status(status)
+
+    (output / "_shard-1-of-3.parquet.progress.json").unlink()
+    status = read_status(output, now=now + 120)
+    assert (status["state"], status["summary"]) == (
+        "interrupted", "shard 0/3 interrupted — rerun the same command to resume"
+    )  # fmt: skip
+    assert status["shards"][1]["state"] == "not started" and "remaining" not in status
