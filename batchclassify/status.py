@@ -44,7 +44,9 @@ def register(commands: Any) -> None:
         help="show how a job is doing: running or not, counts, speed, ETA, rate limits, outages",
         description="Show the state of the job writing OUTPUT, from its OUTPUT.progress.json "
         "(kept current by the running job), or counts from OUTPUT itself for an output "
-        "written before progress files existed. Read-only: never disturbs the job.",
+        "written before progress files existed. For the --output of a run --processes job, "
+        "the whole job: its shards summed, the worst shard's state, a line per shard. "
+        "Read-only: never disturbs the job.",
     )
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="the --output of a run")
     parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
