@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import sys
 import time
@@ -29,8 +28,8 @@ from .errors import UsageError
 from .exit_codes import ExitCode
 from .progressfile import TOOL
 from .reading import iter_latest_rows, read_settings
-from .shards import Shard, layout_folder, layout_shard
-from .sidecars import KINDS, PROGRESS, existing
+from .shards import Shard, layout_shard
+from .sidecars import PROGRESS, existing, find_shards
 
 #: A running job rewrites its file every 2 s; this much silence means it is gone.
 STALE_AFTER = 60.0
@@ -146,46 +145,12 @@ def _status_from_output(output: Path) -> dict[str, Any]:
 
 # -- a --processes job: its shards summed -----------------------------------------------------
 
-_SIDECAR_RE = "|".join(re.escape(kind) for kind in KINDS)
-#: A name ``run --processes`` writes in its folder: a shard output, or one of its own files.
-_LAYOUT_FILE_RE = rf"^_?(shard-\d+-of-\d+\.(?:parquet|jsonl))(?:{_SIDECAR_RE})?$"
 #: Which state of its shards a --processes job shows: the worst (a killed shard first).
 _RANK = {"killed": 6, "stopped": 5, "interrupted": 4, "not started": 3, "running": 2}
 _SUMMED = (
     "ok", "failed", "already_done", "retries", "cache_hits", "shared", "costed", "credits",
     "answered_429",
 )  # fmt: skip
-
-
-def find_shards(output: Path) -> list[Path]:
-    """The shard outputs of the ``run --processes`` job whose ``--output`` is ``output``, by
-    index (started or not); empty if there is none. Shards of another split (another P) in
-    the same folder are left out: the split written most recently is the job."""
-    for output_format in ("parquet", "jsonl"):
-        folder = layout_folder(output, output_format)
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        splits: dict[int, float] = {}
-        for name in names:
-            match = re.match(_LAYOUT_FILE_RE, name)
-            found = layout_shard(match.group(1)) if match else None
-            if found is not None and found[1] == output_format:
-                count = found[0].count
-                splits[count] = max(splits.get(count, 0.0), _mtime(folder / name))
-        if splits:
-            count = max(splits, key=lambda p: splits[p])
-            suffix = f".{output_format}"
-            return [folder / f"shard-{i}-of-{count}{suffix}" for i in range(count)]
-    return []
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def job_status(output: Path, shards: list[Path], *, now: float | None = None) -> dict[str, Any]:

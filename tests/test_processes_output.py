@@ -165,6 +165,14 @@ def test_the_parquet_folder_is_read_plainly_and_merge_report_status_work(
     assert report.code == 0, report.err
     assert "colors/1" in report.out  # the model, from the shard's settings file
     assert "finished (2 processes)" in cli("status", output).out
+    # The folder itself is the output to report, export and merge: its shards, read in turn.
+    whole = cli("report", output)
+    assert whole.code == 0 and "colors/1" in whole.out and "images 30: ok 30" in whole.out
+    exported = cli("export", output, "--to", "csv", tmp_path / "csv")
+    assert exported.code == 0, exported.err
+    assert "exported 30 images" in exported.out
+    one = cli("merge", output, "--output", tmp_path / "whole.jsonl")
+    assert one.code == 0 and "30 rows" in one.err, one.err
     again = cli(*run_args(server, output, tmp_path / "images"), "--processes", "2")
     assert again.code == 0 and "30 already done" in again.err
     over = cli(*run_args(server, output, tmp_path / "images"), "--processes", "2", "--overwrite")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..reading import read_settings
+from ..reading import read_job_settings
 from ..sidecars import PROGRESS, existing
 
 
@@ -91,7 +91,7 @@ def _seconds(value: Any) -> float | None:
 
 def job_facts(output: Path) -> JobFacts:
     """The facts of the job that wrote ``output``."""
-    settings = read_settings(output) or {}
+    settings = read_job_settings(output) or {}
     progress = _progress(output)
     started = _when(progress.get("started"))
     duration = _seconds(progress.get("elapsed_s"))
