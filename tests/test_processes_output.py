@@ -165,6 +165,7 @@ def test_the_parquet_folder_is_read_plainly_and_merge_report_status_work(
     assert report.code == 0, report.err
     assert "colors/1" in report.out  # the model, from the shard's settings file
     assert "finished (2 processes)" in cli("status", output).out
+    assert cli("status", output, "--watch").out.count("finished (2 processes)") == 1
     # The folder itself is the output to report, export and merge: its shards, read in turn.
     whole = cli("report", output)
     assert whole.code == 0 and "colors/1" in whole.out and "images 30: ok 30" in whole.out
