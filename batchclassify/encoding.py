@@ -51,12 +51,10 @@ def read_and_encode(
                     "once base64-encoded; use --max-size to downscale it",
                     kind=ErrorType.TOO_LARGE,
                 )
+            # The size fstat gave is what is read: a file still being written is a snapshot,
+            # as a listing is. A size of 0 (a pipe, /proc) or a short read: to the end.
             data = os.read(fd, size) if size else b""
-            if len(data) == size:
-                more = os.read(fd, _CHUNK)  # grown since, or a size fstat cannot tell
-                if more:
-                    data = _read_rest(fd, [data, more])
-            else:
+            if len(data) < size or not size:
                 data = _read_rest(fd, [data])
         finally:
             os.close(fd)

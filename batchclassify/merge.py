@@ -24,7 +24,7 @@ from typing import Any
 from .config import OUTPUT_SUFFIXES, OutputFormat
 from .errors import OutputError, UsageError
 from .outputs import is_empty, settings_path, written_by_batchclassify
-from .reading import iter_rows, output_kind, read_settings
+from .reading import iter_rows, output_kind, read_job_settings, read_settings
 from .resume import write_settings
 from .sinks import open_sink
 
@@ -54,7 +54,7 @@ def _common_settings(inputs: Sequence[Path]) -> dict[str, Any]:
     first: dict[str, Any] | None = None
     for path in inputs:
         output_kind(path)  # a UsageError naming it if it does not exist
-        settings = read_settings(path)
+        settings = read_job_settings(path)  # a --processes folder: its shards' settings
         if settings is None or "batchclassify_version" not in settings:
             raise UsageError(
                 f"{path} is not a batchclassify output (no readable {settings_path(path).name})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .cost import credits_for
 from .error_types import ErrorType
@@ -96,9 +96,11 @@ class Item:
     problem_at: str | None = None
 
 
-@dataclass(slots=True)
-class Prediction:
-    """A 200 answer, normalised to one shape for single- and multi-label models."""
+class Prediction(NamedTuple):
+    """A 200 answer, normalised to one shape for single- and multi-label models.
+
+    A named tuple: ``parse_prediction`` builds it with ``tuple.__new__`` (no Python-level
+    ``__init__`` per answer); ``_replace`` makes a changed copy."""
 
     multilabel: bool
     top: str | None
@@ -112,6 +114,9 @@ class Prediction:
     """The server's processing time (its ``X-Processing-Time`` header), if it said."""
     cold_start: bool | None = None
     """The server loaded the model for this request (``X-Model-Cold-Start``), if it said."""
+
+
+_new_tuple = tuple.__new__
 
 
 def _as_int(value: Any) -> int | None:
@@ -195,17 +200,20 @@ def parse_prediction(
             "server answered 200 with 'predictions' that is neither a list nor an object",
             kind=ErrorType.BAD_RESPONSE,
         )
-    return Prediction(
-        multilabel,
-        top,
-        confidence,
-        predictions,
-        predicted,
-        width,
-        height,
-        inference_id,
-        server_ms,
-        cold_start,
+    return _new_tuple(
+        Prediction,
+        (
+            multilabel,
+            top,
+            confidence,
+            predictions,
+            predicted,
+            width,
+            height,
+            inference_id,
+            server_ms,
+            cold_start,
+        ),
     )
 
 

@@ -22,6 +22,8 @@ import orjson
 
 from .config import JobConfig
 from .errors import OutputError
+from .progressfile import TOOL
+from .sidecars import LOCK, PROGRESS, SETTINGS, legacy, sidecar
 
 #: Starts every lock file batchclassify writes; anything else there is someone else's file.
 _LOCK_MAGIC = b"batchclassify lock"
@@ -31,13 +33,13 @@ _SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 
 
 def settings_path(output: Path) -> Path:
-    """``<output>.job.json``: the job's settings, beside the output."""
-    return output.with_name(output.name + ".job.json")
+    """``<output>.job.json``: the job's settings, beside the output (see ``sidecars.py``)."""
+    return sidecar(output, SETTINGS)
 
 
 def lock_path(output: Path) -> Path:
-    """``<output>.lock``: held by the one job writing the output."""
-    return output.with_name(output.name + ".lock")
+    """``<output>.lock``: held by the one job writing the output (see ``sidecars.py``)."""
+    return sidecar(output, LOCK)
 
 
 # -- what the output is ---------------------------------------------------------------------
@@ -173,9 +175,59 @@ def hold_output(config: JobConfig) -> Iterator[None]:
     path = lock_path(config.output)
     fd = _acquire(path, config.output)
     try:
+        adopt_legacy_files(config.output)
         yield
     finally:
         _release(fd, path)
+
+
+def adopt_legacy_files(output: Path) -> None:
+    """Give an earlier version's settings and progress files today's names (a Parquet shard of
+    ``--processes``: with a leading ``_``, see ``sidecars.py``), so the output resumes.
+
+    Done under that version's lock as well, so a job of the earlier version still writing the
+    output is refused, not raced; taking that lock also clears a lock file its kill left.
+    """
+    old_lock = legacy(output, LOCK)
+    if old_lock is None:
+        return
+    renames = []
+    for kind in (SETTINGS, PROGRESS):
+        old = legacy(output, kind)
+        if old is not None and os.path.lexists(old):
+            renames.append((old, sidecar(output, kind)))
+    if not renames and not os.path.lexists(old_lock):
+        return
+    fd = _acquire(old_lock, output)
+    try:
+        for old, new in renames:
+            _check_legacy_file(old, new)
+            try:
+                os.rename(old, new)
+            except OSError as exc:
+                raise OutputError(f"cannot rename {old} to {new.name}: {exc.strerror}") from None
+    finally:
+        _release(fd, old_lock)
+
+
+def _check_legacy_file(old: Path, new: Path) -> None:
+    if os.path.lexists(new):
+        raise OutputError(
+            f"both {old} (an earlier batchclassify's name) and {new} exist; move away the one "
+            "that is not this job's"
+        )
+    try:
+        found = orjson.loads(old.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        found = None
+    ours = isinstance(found, dict) and (
+        "batchclassify_version" in found or found.get("tool") == TOOL
+    )
+    if not ours:
+        raise OutputError(
+            f"{old} exists but was not written by batchclassify; move it away or choose "
+            "another --output"
+        )
 
 
 def _acquire(path: Path, output: Path) -> int:

@@ -30,7 +30,7 @@ from .config import JobConfig
 from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from .progressfile import progress_path
 from .reading import read_settings
-from .shards import PLACEHOLDER, Shard, shard_output
+from .shards import PLACEHOLDER, Shard, layout_folder, layout_name, shard_output
 from .sources import STDIN
 from .summary import JobSummary
 
@@ -61,16 +61,17 @@ def plan_layout(config: JobConfig, processes: int) -> Layout:
         outputs = tuple(shard_output(output, shard) for shard in shards)
         return Layout(outputs[0].parent, outputs, None)
     suffix = ".parquet" if config.format == "parquet" else ".jsonl"
+    folder = layout_folder(output, config.format)
     if config.format == "parquet":
-        folder, merged = output, None
+        merged = None
         if read_settings(output) is not None:
             raise OutputError(
                 f"{output} is the output of a job run without --processes; give --processes "
                 "another --output (or name shard outputs with {shard})"
             )
     else:
-        folder, merged = Path(f"{output}.shards"), output
-    names = (folder / f"shard-{s.index}-of-{processes}{suffix}" for s in shards)
+        merged = output
+    names = (folder / layout_name(s, suffix) for s in shards)
     return Layout(folder, tuple(names), merged)
 
 

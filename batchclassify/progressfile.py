@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from .sidecars import PROGRESS, sidecar
 from .summary import ItemCount, JobSummary, ProgressListener
 
 TOOL = "batchclassify"
@@ -29,9 +30,8 @@ RATE_WINDOW = 30.0
 
 
 def progress_path(output: Path) -> Path:
-    """``<output>.progress.json``, beside the output."""
-    # Not with_name(): an output such as "." has no name (the job refuses it before writing).
-    return Path(f"{output}.progress.json")
+    """``<output>.progress.json``, beside the output (see ``sidecars.py``)."""
+    return sidecar(output, PROGRESS)
 
 
 def iso(moment: float) -> str:

@@ -222,7 +222,7 @@ class Classifier:
             self._rate.on_success(started)
             if encoded is not None and encoded.original_size is not None:
                 width, height = encoded.original_size
-                prediction = replace(prediction, image_width=width, image_height=height)
+                prediction = prediction._replace(image_width=width, image_height=height)
             elapsed = (time.monotonic() - started) * 1000
             return ok_row(item, prediction, attempts=attempts, elapsed_ms=elapsed)
 

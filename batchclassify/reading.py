@@ -1,4 +1,5 @@
 """Read an output back without changing it: for ``report``, ``export`` and ``status``.
+The folder of a ``run --processes`` Parquet job reads as its shards' rows, one after another.
 
 Works on a finished output, on one a job is writing right now, and on one left by a killed
 job: nothing is repaired, renamed or locked here (the next ``run`` does that). A torn last
@@ -24,11 +25,13 @@ from .errors import UsageError
 from .models import ROW_FIELDS
 from .parquet_sink import JOURNAL_RE, PART_RE, load_pyarrow, metadata_text
 from .rowlog import count_ids, is_latest
+from .sidecars import SETTINGS, existing, find_shards
 
 
 def settings_file(output: Path) -> Path:
-    """``<output>.job.json``: the job's settings, written by ``run`` beside the output."""
-    return output.with_name(output.name + ".job.json")
+    """``<output>.job.json``: the job's settings, written by ``run`` beside the output (an
+    earlier version's name if only that exists, see ``sidecars.py``)."""
+    return existing(output, SETTINGS)
 
 
 def read_settings(output: Path) -> dict[str, Any] | None:
@@ -38,6 +41,30 @@ def read_settings(output: Path) -> dict[str, Any] | None:
     except (OSError, orjson.JSONDecodeError):
         return None
     return settings if isinstance(settings, dict) else None
+
+
+def read_job_settings(output: Path) -> dict[str, Any] | None:
+    """``read_settings``; for the folder of a ``run --processes`` Parquet job (which has no
+    settings file of its own), its first shard's, without the shard."""
+    settings = read_settings(output)
+    if settings is None:
+        for shard in _shard_outputs(output):
+            settings = read_settings(shard)
+            if settings is not None:
+                return dict(settings, shard=None)
+    return settings
+
+
+def _shard_outputs(output: Path) -> list[Path]:
+    """The shard outputs in a ``run --processes`` Parquet folder (none for any other output)."""
+    if read_settings(output) is not None or not output.is_dir():
+        return []
+    return [path for path in find_shards(output) if path.is_dir()]
+
+
+def _datasets(output: Path) -> list[Path]:
+    """The Parquet outputs a folder stands for: its shards' (``--processes``), else itself."""
+    return _shard_outputs(output) or [output]
 
 
 def output_kind(output: Path) -> Literal["jsonl", "parquet"]:
@@ -55,7 +82,8 @@ def output_kind(output: Path) -> Literal["jsonl", "parquet"]:
 def iter_rows(output: Path) -> Iterator[dict[str, Any]]:
     """Every parsable row, in the order it was written (superseded rows included)."""
     if output_kind(output) == "parquet":
-        yield from _parquet_rows(output)
+        for folder in _datasets(output):
+            yield from _parquet_rows(folder)
     else:
         yield from _jsonl_rows(output)
 
@@ -64,7 +92,8 @@ def iter_ids(output: Path) -> Iterator[str]:
     """The id of every parsable row, as ``iter_rows`` orders them; a Parquet part's ``id``
     column is read alone, several times faster than whole rows."""
     if output_kind(output) == "parquet":
-        yield from (row["id"] for row in _parquet_rows(output, ids_only=True))
+        for folder in _datasets(output):
+            yield from (row["id"] for row in _parquet_rows(folder, ids_only=True))
     else:
         yield from (row["id"] for row in _jsonl_rows(output))
 

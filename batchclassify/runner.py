@@ -379,7 +379,7 @@ class Job:
         in ``at``, not one line each) or the failure without the row's request count; by
         default the row's message.
         """
-        if isinstance(self._fatal_error, OutputError):
+        if self._fatal_error is not None and isinstance(self._fatal_error, OutputError):
             return  # the output is broken; the item stays unrecorded for a rerun
         try:
             self._sink.write(row)

@@ -68,3 +68,28 @@ def shard_output(output: Path, shard: Shard | None) -> Path:
     if shard is None:
         raise UsageError(f"--output {output}: {PLACEHOLDER} needs --shard I/N (or --processes)")
     return Path(text.replace(PLACEHOLDER, str(shard.index)))
+
+
+# -- the `run --processes P` layout ----------------------------------------------------------
+
+#: A shard output of ``run --processes P``: ``shard-I-of-P.parquet`` or ``shard-I-of-P.jsonl``.
+_LAYOUT_RE = r"^shard-(\d+)-of-(\d+)\.(parquet|jsonl)$"
+
+
+def layout_name(shard: Shard, suffix: str) -> str:
+    """The name ``run --processes`` gives a shard's output: ``shard-I-of-P.parquet``."""
+    return f"shard-{shard.index}-of-{shard.count}{suffix}"
+
+
+def layout_shard(name: str) -> tuple[Shard, str] | None:
+    """The shard and format a ``run --processes`` output name stands for, if it is one."""
+    match = re.match(_LAYOUT_RE, name)
+    if match is None or not 0 <= int(match.group(1)) < int(match.group(2)):
+        return None
+    return Shard(int(match.group(1)), int(match.group(2))), match.group(3)
+
+
+def layout_folder(output: Path, output_format: str) -> Path:
+    """Where ``run --processes`` puts the shard outputs of ``--output``: a Parquet output is
+    itself the folder (one dataset); a JSONL one gets ``<output>.shards/`` (merged at the end)."""
+    return output if output_format == "parquet" else Path(f"{output}.shards")

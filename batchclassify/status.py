@@ -5,6 +5,10 @@ A ``running`` file whose process is gone (same host: no such pid, or one that is
 batchclassify) or that has not been updated for ``STALE_AFTER`` seconds (another host, or no
 /proc to ask) belonged to a job that was killed. With no progress
 file (an output from an older version), the counts come from the output itself.
+
+The ``--output`` of a ``run --processes P`` job (a Parquet folder of shard outputs, or a JSONL
+output with ``<output>.shards/``) is shown whole: the shards' progress files summed, the worst
+shard's state, and a line per shard.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import orjson
 
 from .errors import UsageError
 from .exit_codes import ExitCode
-from .progressfile import TOOL, progress_path
+from .progressfile import TOOL
 from .reading import iter_latest_rows, read_settings
+from .shards import Shard, layout_shard
+from .sidecars import PROGRESS, existing, find_shards
 
 #: A running job rewrites its file every 2 s; this much silence means it is gone.
 STALE_AFTER = 60.0
@@ -37,7 +43,9 @@ def register(commands: Any) -> None:
         help="show how a job is doing: running or not, counts, speed, ETA, rate limits, outages",
         description="Show the state of the job writing OUTPUT, from its OUTPUT.progress.json "
         "(kept current by the running job), or counts from OUTPUT itself for an output "
-        "written before progress files existed. Read-only: never disturbs the job.",
+        "written before progress files existed. For the --output of a run --processes job, "
+        "the whole job: its shards summed, the worst shard's state, a line per shard. "
+        "Read-only: never disturbs the job.",
     )
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="the --output of a run")
     parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
@@ -53,11 +61,22 @@ def register(commands: Any) -> None:
 
 
 def read_status(output: Path, *, now: float | None = None) -> dict[str, Any]:
-    """The job's status as a dict: the progress file plus ``running`` and ``summary``."""
-    found = _read_progress(progress_path(output))
+    """The job's status as a dict: the progress file plus ``running`` and ``summary``; for a
+    ``--processes`` job, the shards' summed (see ``job_status``)."""
+    found = _from_progress_file(output, now or time.time())
+    if found is not None:
+        return found
+    shards = find_shards(output)
+    if shards:
+        return job_status(output, shards, now=now)
+    return _status_from_output(output)
+
+
+def _from_progress_file(output: Path, now: float) -> dict[str, Any] | None:
+    found = _read_progress(existing(output, PROGRESS))
     if found is None:
-        return _status_from_output(output)
-    found["running"] = found.get("state") == "running" and _alive(found, now or time.time())
+        return None
+    found["running"] = found.get("state") == "running" and _alive(found, now)
     if found.get("state") == "running" and not found["running"]:
         found["summary"] = KILLED
     else:
@@ -124,6 +143,133 @@ def _status_from_output(output: Path) -> dict[str, Any]:
     }
 
 
+# -- a --processes job: its shards summed -----------------------------------------------------
+
+#: Which state of its shards a --processes job shows: the worst (a killed shard first).
+_RANK = {"killed": 6, "stopped": 5, "interrupted": 4, "not started": 3, "running": 2}
+_SUMMED = (
+    "ok", "failed", "already_done", "retries", "cache_hits", "shared", "costed", "credits",
+    "answered_429",
+)  # fmt: skip
+
+
+def job_status(output: Path, shards: list[Path], *, now: float | None = None) -> dict[str, Any]:
+    """A ``--processes`` job as one: counts and speeds summed over the shards, the worst
+    shard's state (``killed``, ``stopped: ...``, ``interrupted``, ``not started``,
+    ``running``, ``finished``), and each shard's own status under ``shards``."""
+    moment = now or time.time()
+    parts = [_shard_status(path, moment) for path in shards]
+    running = [part for part in parts if part["running"]]
+    status: dict[str, Any] = {
+        "tool": TOOL,
+        "output": str(output),
+        "processes": len(parts),
+        "running": bool(running),
+        **{name: sum(part.get(name) or 0 for part in parts) for name in _SUMMED},
+    }
+    with_file = [part for part in parts if part["state"] not in (None, "not started")]
+    if with_file and len(with_file) == len(parts):
+        totals = [part.get("total") for part in parts]
+        status["total"] = None if None in totals else sum(totals)
+        status["total_is_exact"] = all(part.get("total_is_exact") for part in parts)
+        status["found_so_far"] = sum(part["found_so_far"] for part in parts)
+        status["remaining"] = sum(part["remaining"] for part in parts)
+    if with_file:
+        status["elapsed_s"] = max(part.get("elapsed_s") or 0 for part in with_file)
+    if running:
+        _sum_speeds(status, running)
+    errors: Counter[str] = Counter()
+    for part in parts:
+        errors.update(part.get("errors") or {})
+    if errors:
+        status["errors"] = dict(errors.most_common())
+    status["state"], status["summary"] = _job_state(output, parts, shards)
+    status["shards"] = parts
+    return status
+
+
+def _shard_status(path: Path, now: float) -> dict[str, Any]:
+    shard, _ = layout_shard(path.name) or (Shard(0, 1), "")
+    found = _from_progress_file(path, now)
+    if found is None and path.exists():
+        found = _status_from_output(path)
+    if found is None:
+        found = {"state": "not started", "running": False, "ok": 0, "failed": 0}
+    found["shard"] = str(shard)
+    found["shard_output"] = str(path)
+    return found
+
+
+def _sum_speeds(status: dict[str, Any], running: list[dict[str, Any]]) -> None:
+    """Speeds of the shards still running, summed, and when the last of them ends."""
+    for name in ("images_per_s", "requests_per_s"):
+        rates = [part[name] for part in running if part.get(name) is not None]
+        status[name] = round(sum(rates), 2) if rates else None
+    limits = [part.get("rate_limit_per_s") for part in running]
+    known = [limit for limit in limits if limit is not None]
+    status["rate_limit_per_s"] = round(sum(known), 2) if len(known) == len(limits) else None
+    status["paused_for_s"] = max(part.get("paused_for_s") or 0 for part in running)
+    down = [part for part in running if part.get("outage")]
+    status["outage"] = bool(down)
+    status["outage_error"] = down[0].get("outage_error") if down else None
+    # The job ends with its slowest shard (a killed shard's rest waits for the rerun).
+    etas = [part["eta_s"] for part in running if part.get("eta_s") is not None]
+    if etas and len(etas) == len(running):
+        status["eta_s"] = max(etas)
+        status["eta_is_lower_bound"] = any(part.get("eta_is_lower_bound") for part in running)
+
+
+def _condition(part: dict[str, Any]) -> str:
+    state = part.get("state")
+    if state == "running" and not part["running"]:
+        return "killed"
+    if isinstance(state, str) and state.startswith("stopped"):
+        return "stopped"
+    return state if isinstance(state, str) else "unknown"
+
+
+def _job_state(output: Path, parts: list[dict[str, Any]], shards: list[Path]) -> tuple[str, str]:
+    """The job's state (its worst shard's) and a sentence saying it."""
+    conditions = [_condition(part) for part in parts]
+    alive = sum(bool(part["running"]) for part in parts)
+    if alive and "not started" in conditions:  # its process is starting: not a failure
+        conditions = ["running" if c == "not started" else c for c in conditions]
+    worst = max(conditions, key=lambda c: _RANK.get(c, 0))
+    names = [part["shard"] for part, c in zip(parts, conditions, strict=True) if c == worst]
+    which = f"shard{'s' if len(names) > 1 else ''} {', '.join(names)}"
+    of = f"{len(parts)} processes"
+    rerun = "rerun the same command to resume"
+    if worst == "killed":
+        if alive:
+            return "killed", (
+                f"{which} not running (killed?); {alive} of {of} still running — when they "
+                f"end, {rerun}"
+            )
+        return "killed", f"{which} not running (killed?) — {rerun}"
+    if worst == "stopped":
+        first = parts[conditions.index("stopped")]
+        return str(first["state"]), f"{which} {first['state']}"
+    if worst in ("interrupted", "not started"):
+        return worst, f"{which} {worst} — {rerun}"
+    if worst == "running":
+        return "running", f"running ({alive} of {of})"
+    if worst == "finished":
+        return "finished", f"finished ({of}){_merged(output, shards)}"
+    return "unknown", (
+        f"no progress files ({of}; written by an older version, or by jobs that have not "
+        "started); counts are from the shard outputs"
+    )
+
+
+def _merged(output: Path, shards: list[Path]) -> str:
+    """For JSONL shards: whether ``output`` holds their merge yet."""
+    if not shards or shards[0].suffix != ".jsonl":
+        return ""
+    if "merged_from" in (read_settings(output) or {}):
+        return f", merged into {output}"
+    return f"; not merged into {output} yet: rerun the same command to merge"
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The status for a person: a few lines."""
     lines = [f"{status['output']}: {status['summary']}"]
@@ -158,7 +304,25 @@ def format_status(status: dict[str, Any]) -> str:
         lines.extend("  " + line for line in server_lines(status["servers"]))
     if status.get("note") and status.get("running"):
         lines.append(f"  {status['note']}")
+    if status.get("shards") and status.get("state") != "finished":
+        lines.extend(_shard_line(part) for part in status["shards"])
     return "\n".join(lines)
+
+
+def _shard_line(part: dict[str, Any]) -> str:
+    """One shard of a --processes job, in a line."""
+    condition = _condition(part)
+    said = {"killed": "not running (killed?)", "unknown": "no progress file"}
+    text = f"  shard {part['shard']}: {said.get(condition, part['state'])}"
+    if condition != "not started":
+        text += f", {part['ok']:,} ok, {part['failed']:,} failed"
+    if part.get("remaining") is not None:
+        text += f", {part['remaining']:,} remaining"
+    if part["running"] and part.get("images_per_s") is not None:
+        text += f", {part['images_per_s']:,.1f} images/s"
+    if part.get("pid") is not None:
+        text += f" (process {part['pid']})"
+    return text
 
 
 def _saving(status: dict[str, Any]) -> str:
@@ -197,7 +361,8 @@ def _duration(seconds: float) -> str:
 def _command(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise UsageError(f"--interval {args.interval:g}: must be positive")
-    if not args.output.exists() and not progress_path(args.output).exists():
+    exists = args.output.exists() or existing(args.output, PROGRESS).exists()
+    if not exists and not find_shards(args.output):
         raise UsageError(f"{args.output}: no such output and no progress file beside it")
     try:
         while True:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, NamedTuple, Protocol
 
 import anyio
@@ -275,9 +274,7 @@ class Workers:
         attempts += race.copies
         if encoded is not None and encoded.original_size is not None:
             # The server measured the downscaled copy; report the image the user has.
-            prediction = replace(
-                prediction,
-                image_width=encoded.original_size[0],
-                image_height=encoded.original_size[1],
+            prediction = prediction._replace(
+                image_width=encoded.original_size[0], image_height=encoded.original_size[1]
             )
         return ok_row(item, prediction, attempts=attempts, elapsed_ms=(now - started) * 1000)

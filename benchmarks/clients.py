@@ -16,6 +16,11 @@ API_KEY = "bench-key"
 SDK_VERSION = "1.8.3"
 SDK_VENV = ROOT / ".venv-sdk"
 CLIENTS = ("batchclassify", "lean", "sdk")
+#: ``python -c`` that runs the CLI of the checkout given as its first argument.
+_RUN_CHECKOUT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from batchclassify.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def sdk_python(log: object = print) -> Path:
@@ -47,11 +52,15 @@ def command(
         if stale.exists():
             stale.unlink()
     output.parent.mkdir(parents=True, exist_ok=True)
-    if client == "batchclassify":
+    if client == "batchclassify" or client.startswith("batchclassify@"):
+        # batchclassify@/other/checkout: that checkout's code, to compare two versions.
+        _, _, checkout = client.partition("@")
+        start = ["-m", "batchclassify"]
+        if checkout:
+            start = ["-c", _RUN_CHECKOUT, checkout]
         return [
             PY,
-            "-m",
-            "batchclassify",
+            *start,
             "run",
             str(manifest),
             "--model",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import ROW_FIELDS
-from ..reading import iter_latest_rows, iter_rows, read_settings
+from ..reading import iter_latest_rows, iter_rows, read_job_settings
 from .files import FileNames
 from .options import ExportOptions, split_of
 
@@ -89,7 +89,7 @@ Placement = Callable[[Record], tuple[str, str] | None]
 def survey(options: ExportOptions, placement: Placement | None) -> Survey:
     """One pass over the output (latest rows when files are placed, so names count once)."""
     found = Survey()
-    settings = read_settings(options.output) or {}
+    settings = read_job_settings(options.output) or {}
     found.model = settings.get("model") if isinstance(settings.get("model"), str) else None
     rows: Iterator[dict[str, Any]] = (
         iter_latest_rows(options.output) if placement else iter_rows(options.output)

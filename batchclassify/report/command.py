@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..exit_codes import ExitCode
-from ..reading import iter_latest_rows, output_kind, read_settings
+from ..reading import iter_latest_rows, output_kind, read_job_settings
 from .facts import job_facts
 from .stats import ReportStats, collect
 from .text import render_text
@@ -133,7 +133,7 @@ def command_report(args: argparse.Namespace) -> int:
     output: Path = args.output
     output_kind(output)  # a clear error for a missing output, before anything else
     _check_flags(args)
-    settings = read_settings(output)
+    settings = read_job_settings(output)
     stats = collect(
         iter_latest_rows(output),
         low=args.low_confidence,

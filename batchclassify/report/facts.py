@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..reading import read_settings
+from ..reading import read_job_settings
+from ..sidecars import PROGRESS, existing
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def _when(value: Any) -> datetime | None:
 
 def _progress(output: Path) -> dict[str, Any]:
     try:
-        data = orjson.loads(output.with_name(output.name + ".progress.json").read_bytes())
+        data = orjson.loads(existing(output, PROGRESS).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -90,7 +91,7 @@ def _seconds(value: Any) -> float | None:
 
 def job_facts(output: Path) -> JobFacts:
     """The facts of the job that wrote ``output``."""
-    settings = read_settings(output) or {}
+    settings = read_job_settings(output) or {}
     progress = _progress(output)
     started = _when(progress.get("started"))
     duration = _seconds(progress.get("elapsed_s"))
