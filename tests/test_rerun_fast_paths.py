@@ -79,9 +79,15 @@ def _odd_lines() -> list[bytes]:
         _line(ok("/p/nul.jpg"))[:40] + b"\x00\x00" + _line(ok("/p/nul.jpg"))[40:],
         _line(ok("/p/bad-utf8.jpg")).replace(b"bad-utf8", b"bad\xff\xfe"),
         b'{"id":"/p/f.jpg","path":"/p/f.jpg","url":null,"status":"ok"}\n',
+        _cut_short(_line(ok("/p/cut.jpg"))),  # its newline kept: no closing brace
         _line(ok("/p/0.jpg")),  # supersedes an earlier row
         _line(sample_failed_row("/p/1.jpg")),  # a failure after an ok row: now failed
     ]
+
+
+def _cut_short(line: bytes) -> bytes:
+    """The row's line cut in its predictions, a newline after: not a row."""
+    return line[: line.index(b'"predictions"') + 20] + b"\n"
 
 
 @pytest.mark.parametrize("chunk", [64, 1000, 1 << 16, 1 << 23])
