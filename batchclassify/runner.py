@@ -40,6 +40,7 @@ from .fileread import FileReader
 from .fleet import FleetTransport
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
+from .mallocarena import limit_malloc_arenas
 from .models import Item
 from .outputs import hold_output
 from .producer import Producer
@@ -201,6 +202,9 @@ class Job:
     async def _run_holding_output(self) -> JobSummary:
         # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
         self.config, notice = fit_open_files(self.config)
+        # Before the job starts a thread: image buffers read in threads are freed on the
+        # loop's, so all threads allocate from one arena (glibc keeps per-thread ones' memory).
+        limit_malloc_arenas()
         config = self.config
         self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
         check_sources(config.sources)
