@@ -141,7 +141,10 @@ class ArrivalLog:
             self.seen[key] = record.get("status")
 
     def accepted(self, since: float) -> list[float]:
-        return sorted(t for (t, _), status in self.seen.items() if t >= since and status == 200)
+        return self.answered(since, 200)
+
+    def answered(self, since: float, status: int) -> list[float]:
+        return sorted(t for (t, _), got in self.seen.items() if t >= since and got == status)
 
 
 def busiest_second(times: list[float]) -> int:
@@ -183,6 +186,7 @@ def rate(args: argparse.Namespace) -> None:
                 after = server.stats().get("statuses", {})
                 n429 = int(after.get("429", 0)) - int(before.get("429", 0))
                 times = log.accepted(since)
+                refused = [round(t - times[0], 3) for t in log.answered(since, 429)]
                 end_to_end = args.items / (wall - startup[name]) / 20 * 100
                 server_rate = (len(times) - 1) / (times[-1] - times[0]) / 20 * 100
                 # Without the first and last 10% of arrivals: steady state only.
@@ -203,6 +207,7 @@ def rate(args: argparse.Namespace) -> None:
                     f"server first-last {server_rate:.2f}%, 10-90% {steady:.2f}%, "
                     f"busiest second {busiest_second(times)}, 429s {n429}, "
                     f"accepted seen {len(times)}/{args.items}, exit {code}"
+                    + (f", 429s at {refused} s after the first arrival" if refused else "")
                 )
     for name, row in figures.items():
         print(name + ": " + "; ".join(f"{k} {min(v):.2f}–{max(v):.2f}" for k, v in row.items()))
