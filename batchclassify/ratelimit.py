@@ -78,6 +78,7 @@ class RateController:
         self._sleep = sleep
         self._rate: float | None = rate
         self._next_slot = 0.0
+        self._held = False  # the sent window held a caller back since the last start
         # A limit not to exceed: where the server may count the requests sent (SentWindow).
         self._sent = SentWindow()
         self._paused_until = 0.0
@@ -134,6 +135,7 @@ class RateController:
             if free > now:
                 start = free
                 self._last_bound = now  # the limit holds requests back
+                self._held = True
         if start > now:
             return start - now
         if self._rate is not None:
@@ -144,15 +146,17 @@ class RateController:
             # were: timer lag is systematic (asyncio rounds each wait up to the
             # millisecond), and slots counted from each late start lost ~1 ms of every
             # 50 ms slot at 20/s, 2% of the rate. Adaptive: up to half a slot late (429s
-            # remain the referee). With a limit not to exceed, up to a slot late, as is a
-            # caller the sent window held back for one late request: the sent window, not
-            # the spacing, keeps the limit wherever the server counts.
+            # remain the referee). With a limit not to exceed, up to a slot late, and a
+            # caller the sent window held back keeps the schedule too: the sent window,
+            # not the spacing, keeps the limit wherever the server counts.
             if not exact:
                 self._next_slot = max(self._next_slot, now - interval / 2) + interval
-            elif now - self._next_slot <= interval:
-                self._next_slot += interval  # the schedule holds
+            elif self._held or now - self._next_slot <= interval:
+                # The schedule holds, up to a slot behind.
+                self._next_slot = max(self._next_slot, now - interval) + interval
             else:
                 self._next_slot = now + interval  # after an idle spell: nothing banked
+            self._held = False
             if exact:
                 self._sent.started(now, server_window(self._rate)[0])
         return 0.0
@@ -260,41 +264,61 @@ class SentWindow:
     The server counts a request somewhere between its start and its answer. Starts 1/R
     apart are not enough: a request that reaches the server late (the first ones, on fresh
     connections, 5–90 ms after they started on the benchmark machine; one meeting a busy
-    event loop on either side, 5–20 ms) shares a second of the server's with the R-th
+    event loop on either side, 5–30 ms) shares a second of the server's with the R-th
     request after it, which is refused, and a 429 cuts the rate below the ceiling for the
-    rest of the job. A request's arrival is bounded by its answer: the latest it may have
-    been counted is its start plus its latency, capped (``answer_cap``: a slow answer is
-    mostly inference, not a late arrival, and costs at most the cap per second). A request
-    starts only once fewer than R of these bounds fall within the last second, so against a
-    server answering in a few ms the limit costs those few ms per second.
+    rest of the job. A request's arrival is bounded by its answer, so the latest it may have
+    been counted is its start plus its latency, and a request starts only once fewer than
+    R of these bounds fall within the last second. Against a server answering in a few ms
+    that costs those few ms per second.
+
+    Slow answers are mostly the model's time, not a late arrival: a latency typical of the
+    recent ones counts for at most ``answer_cap``, an unusually long one (over
+    ``unusual`` times the median: a late arrival shows as that) for up to ``late_cap``.
+    Each second then costs at most ``answer_cap``, plus ``late_cap`` for each unusual one.
     """
 
-    #: The latest arrival counted for a request: its start plus its latency, at most this.
+    #: At most this of a typical latency counts as a late arrival.
     answer_cap = 0.015
-    #: The same in the job's first second, when connections are still being opened.
+    #: At most this of an unusually long one (and of one not answered yet).
+    late_cap = 0.050
+    #: Unusually long: over this many times the median of the recent latencies.
+    unusual = 3.0
+    #: The job's first second, while connections are being opened: up to this.
     first_answer_cap = 0.25
 
     def __init__(self) -> None:
-        # [start, latest arrival counted], in start order; the arrival is the start plus
-        # the cap until the answer comes.
+        # [start, latest arrival counted, cap in the first second or 0], in start order;
+        # until the answer comes, the start plus the most any latency may count for.
         self._sent: deque[list[float]] = deque()
         self._first_start: float | None = None
+        self._latencies: deque[float] = deque(maxlen=63)
+        self._median = 0.0
 
     def started(self, now: float, window: float) -> None:
         """A request starts now."""
         if self._first_start is None:
             self._first_start = now
-        early = now < self._first_start + window
-        self._sent.append([now, now + (self.first_answer_cap if early else self.answer_cap)])
+        if now < self._first_start + window:
+            self._sent.append([now, now + self.first_answer_cap, self.first_answer_cap])
+        else:
+            self._sent.append([now, now + self.late_cap, 0.0])
 
     def answered(self, started: float, now: float) -> None:
         """The request that started at ``started`` has its answer (at ``now``)."""
+        latency = now - started
+        latencies = self._latencies
+        latencies.append(latency)
+        if len(latencies) % 8 == 1:  # often enough for a median of the last 63
+            self._median = sorted(latencies)[len(latencies) // 2]
         sent = self._sent
         # The latest start at or before ``started``: a caller reads its start just after
         # its slot was claimed, with no other claim in between.
         i = bisect.bisect_right(sent, [started, math.inf]) - 1
-        if i >= 0 and now < sent[i][1]:
-            sent[i][1] = now
+        if i < 0:
+            return
+        entry = sent[i]
+        cap = self.late_cap if latency > self.unusual * self._median else self.answer_cap
+        entry[1] = min(entry[1], entry[0] + min(latency, entry[2] or cap))
 
     def free_at(self, now: float, window: float, capacity: int) -> float:
         """The earliest time one more request may start: ``now``, unless ``capacity``
@@ -305,7 +329,7 @@ class SentWindow:
             sent.popleft()  # counted more than a window ago: never counts again
         if len(sent) < capacity:
             return now
-        counted = sorted(arrival for _, arrival in sent if arrival > horizon)
+        counted = sorted(entry[1] for entry in sent if entry[1] > horizon)
         if len(counted) < capacity:
             return now
         # Once the capacity-th latest of them is a window old, one more fits.

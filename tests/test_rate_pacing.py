@@ -95,14 +95,14 @@ def test_timer_lag_does_not_add_up() -> None:
 
 def test_requests_reaching_the_server_late_are_not_refused() -> None:
     """The first requests reach the server 90 ms after they start (fresh connections), and
-    one in 20 later on 15 ms late (a busy event loop): the server sees at most 20 in any
+    one in 20 later on 30 ms late (a busy event loop): the server sees at most 20 in any
     second, and the rate stays at 99%."""
     rng = random.Random(11)
 
     def delay(n: int) -> float:
         if n < 3:
             return 0.090
-        return 0.015 if rng.random() < 0.05 else rng.uniform(0.0005, 0.002)
+        return 0.030 if rng.random() < 0.05 else rng.uniform(0.0005, 0.002)
 
     sim = Simulation(lag=lambda: rng.uniform(0.0, 0.0015), delay=delay)
     sim.run(2000)
@@ -125,8 +125,8 @@ def test_slow_answers_cost_at_most_the_cap() -> None:
 
 
 def test_requests_never_answered_still_leave_room() -> None:
-    """Requests whose answer never comes (timeouts) count as arriving at most the cap late:
-    the job goes on at nearly the rate."""
+    """Requests whose answer never comes (timeouts) count as arriving at most 50 ms late:
+    the job goes on at 95% of the rate."""
     clock = Simulation(lag=lambda: 0.0, delay=lambda _: 0.001)
     controller = clock.controller
 
@@ -138,4 +138,4 @@ def test_requests_never_answered_still_leave_room() -> None:
     anyio.run(main)
     assert most_in_one_second(clock.starts) <= 20
     late = [t for t in clock.starts if t > clock.starts[0] + 3.0]
-    assert (len(late) - 1) / (late[-1] - late[0]) >= 0.975 * 20
+    assert (len(late) - 1) / (late[-1] - late[0]) >= 0.95 * 20
