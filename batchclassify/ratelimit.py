@@ -166,6 +166,12 @@ class RateController:
         """A limit not to exceed (``--rate-limit``, a fixed rate), not one learned."""
         return self._ceiling is not None or not self._adaptive
 
+    def on_answer(self, started: float) -> None:
+        """A request that started at ``started`` was answered with an error (a 4xx about
+        the image, a 5xx): it counts for nothing but when the server saw it."""
+        if self._exact:
+            self._sent.answered(started, self._clock())
+
     def pause_until(self, moment: float) -> None:
         """Start no new request before ``moment`` (clock time)."""
         self._paused_until = max(self._paused_until, moment)
@@ -174,7 +180,8 @@ class RateController:
         """A request that started at ``started`` (clock time; default now) succeeded."""
         now = self._clock()
         started = now if started is None else started
-        self._sent.answered(started, now)
+        if self._exact:
+            self._sent.answered(started, now)
         if self._measuring is not None:
             if self._measuring - 1.0 < started < self._measuring:
                 self._measured += 1
@@ -189,7 +196,7 @@ class RateController:
         the rate once per congestion event."""
         self.rate_limited_count += 1
         now = self._clock()
-        if started is not None:
+        if started is not None and self._exact:
             self._sent.answered(started, now)
         wait = retry_after if retry_after is not None else 1.0
         self.pause_until(now + wait)

@@ -25,11 +25,13 @@ class Simulation:
         lag: Callable[[], float],
         delay: Callable[[int], float],
         answer: float = 0.002,
+        errors: bool = False,
     ) -> None:
         self.now = 1000.0
         self.lag = lag
         self.delay = delay
         self.answer = answer
+        self.errors = errors  # every answer a 4xx/5xx about the image
         self.controller = RateController(rate=20, clock=self, sleep=self.sleep)
         self.starts: list[float] = []
         self.arrivals: list[float] = []
@@ -45,7 +47,10 @@ class Simulation:
         while self._answers and self._answers[0][0] <= until:
             answered, started = heapq.heappop(self._answers)
             self.now = max(self.now, answered)
-            self.controller.on_success(started)
+            if self.errors:
+                self.controller.on_answer(started)
+            else:
+                self.controller.on_success(started)
         self.now = max(self.now, until)
 
     def run(self, count: int) -> None:
@@ -139,3 +144,13 @@ def test_requests_never_answered_still_leave_room() -> None:
     assert most_in_one_second(clock.starts) <= 20
     late = [t for t in clock.starts if t > clock.starts[0] + 3.0]
     assert (len(late) - 1) / (late[-1] - late[0]) >= 0.95 * 20
+
+
+def test_error_answers_count_as_answers() -> None:
+    """A 4xx about the image or a 5xx is an answer too: it bounds the arrival as a success
+    does, so a job of failing images keeps the rate."""
+    rng = random.Random(5)
+    sim = Simulation(lag=lambda: rng.uniform(0.0, 0.0015), delay=lambda _: 0.001, errors=True)
+    sim.run(1000)
+    assert sim.rate() >= 0.99 * 20, sim.rate()
+    assert sim.refused() == 0
