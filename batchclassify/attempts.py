@@ -106,6 +106,8 @@ class AttemptPolicy:
         self.health.failure(error, item_id)
         if error.http_status == 429:
             self.rate.on_rate_limited(error.retry_after, started)
+        elif error.http_status is not None:
+            self.rate.on_answer(started)  # a 5xx: the server saw the request
 
 
 class Attempts:

@@ -28,7 +28,7 @@ from .config import (
 )
 from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from .exit_codes import ExitCode, epilog_table
-from .gctuning import freeze_startup_objects
+from .gctuning import prepare_job_process
 from .redaction import redact
 from .shards import parse_shard, shard_output
 from .version import __version__
@@ -449,7 +449,7 @@ def _command_run(args: argparse.Namespace) -> int:
 
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
-    freeze_startup_objects()  # this process runs one job (gctuning.py)
+    prepare_job_process()  # this process runs one job (gctuning.py)
     summary, signum = anyio.run(_run, job)
     if not args.quiet:
         print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)

@@ -36,9 +36,18 @@ def fewer_collections() -> Iterator[None]:
             gc.set_threshold(*before)
 
 
-def freeze_startup_objects() -> None:
-    """For a process that runs one job (the command line): move everything made so far
-    (modules, classes, functions) out of the collector's sight; full collections then walk
-    only what the job makes."""
+def prepare_job_process() -> None:
+    """For a process that runs one job and nothing else (the command line, a ``--processes``
+    child), before the job starts a thread: settings that would be rude to impose on a
+    library caller's process.
+
+    * Everything made so far (modules, classes, functions) moves out of the collector's
+      sight: full collections walk only what the job makes.
+    * On glibc, every thread allocates from one malloc arena (``mallocarena.py``): big image
+      bodies read in threads are reused by all instead of kept per thread.
+    """
+    from .mallocarena import limit_malloc_arenas
+
+    limit_malloc_arenas()
     gc.collect()
     gc.freeze()

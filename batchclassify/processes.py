@@ -243,12 +243,14 @@ def _child() -> int:
     import anyio
 
     from .cli import _run
+    from .gctuning import prepare_job_process
     from .redaction import redact
     from .runner import Job
     from .summary import SilentProgress
 
     config, summary_path = pickle.loads(sys.stdin.buffer.read())
     assert isinstance(config, JobConfig)
+    prepare_job_process()  # this process runs one job
     try:
         summary, signum = anyio.run(_run, Job(config, progress=SilentProgress()))
     except BatchClassifyError as error:

@@ -209,6 +209,7 @@ class Sender:
                 return
             except (ItemError, FatalApiError) as error:
                 health.success(started)
+                rate.on_answer(started)
                 answer = error
             else:
                 health.success(started)

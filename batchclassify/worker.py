@@ -204,6 +204,7 @@ class Workers:
                 continue
             except ItemError as error:
                 health.success(started)
+                rate.on_answer(started)  # a 4xx about the image: the server saw the request
                 return self._error_row(item, error, started, attempts.requests)
             return self._answered(item, encoded, prediction, started, attempts.requests, race)
 
