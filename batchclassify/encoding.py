@@ -79,7 +79,7 @@ def read_and_encode(
         ) from None
     return encode_data(
         data,
-        original_bytes=size,
+        original_bytes=len(data),  # what was read: a special file's fstat size is 0
         max_upload_bytes=max_upload_bytes,
         max_size=max_size,
         jpeg_quality=jpeg_quality,

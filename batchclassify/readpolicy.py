@@ -48,12 +48,17 @@ class ReadPolicy:
 
     def record(self, seconds: float) -> None:
         """Note how long one read + encode took, wherever it ran."""
-        if self._inline and not self._slow and seconds <= self._budget:
-            # The usual case: inline, nothing slow in the window, this read fast. Only slow
-            # reads can move an inline policy, so nothing needs keeping (the reads kept from
-            # here on push slow ones out of the window as before).
-            return
         recent = self._recent
+        if self._inline and not self._slow:
+            if seconds <= self._budget:
+                # The usual case: inline, nothing slow in the window, this read fast. Only
+                # slow reads move an inline policy, so nothing needs keeping.
+                return
+            # The first slow read: the window restarts here. The reads not kept were all
+            # fast, so the slow ones among the last ``window`` reads are counted exactly;
+            # the fast ones (for coming back) at most undercounted: back a little later.
+            recent.clear()
+            self._fast = 0
         recent.append(seconds)
         if seconds > self._budget:
             self._slow += 1

@@ -71,6 +71,20 @@ def test_reads_just_under_the_budget_stay_in_threads_once_there() -> None:
     assert not any(_feed(policy, INLINE_READ_BUDGET * 0.9, 50))
 
 
+def test_fast_reads_not_kept_while_inline_change_nothing_about_coming_back() -> None:
+    """Fast reads while inline are not kept (nothing to count); the window restarts at the
+    first slow one, so reads from an earlier spell in threads cannot vote to come back."""
+    policy = ReadPolicy()
+    _feed(policy, SLOW, WINDOW)  # to threads...
+    _feed(policy, FAST, WINDOW)  # ...and back: the window is full of fast reads
+    assert policy.inline()
+    middling = INLINE_READ_BUDGET * 0.75  # under the budget, over the bar for coming back
+    _feed(policy, middling, 100)
+    assert _feed(policy, SLOW, WINDOW // 2 + 1)[-1] is False  # to threads again
+    # Back once 8 of the last 15 reads are fast: the 8th fast read, not earlier.
+    assert _feed(policy, FAST, WINDOW // 2 + 1) == [False] * (WINDOW // 2) + [True]
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         ReadPolicy(budget=0)
