@@ -84,6 +84,9 @@ def s3() -> Iterator[S3]:
         os.environ.pop(name, None)
     objectstore.clear_cache()  # filesystems made before would talk to another endpoint
     store = S3(f"http://{host}:{port}")
+    # moto's backend is one per process: under xdist a worker may set this module up again
+    # after other modules' tests, and the buckets of its first setup would still be there.
+    store.backend.reset()
     store.bucket("photos")
     colors = list(COLORS)
     for n in range(IMAGES):
@@ -102,6 +105,7 @@ def s3() -> Iterator[S3]:
         os.environ.clear()
         os.environ.update(saved)
         server.stop()
+        store.backend.reset()
 
 
 def expected_colors() -> dict[str, str]:
