@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import JobConfig
 from .idindex import IdIndex
+from .itemqueue import ItemQueue
 from .models import Item, Keep, error_row
 from .resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState
 from .shards import Shard
@@ -53,7 +53,7 @@ class Producer:
 
     async def run(
         self,
-        items_out: MemoryObjectSendStream[Item],
+        queue: ItemQueue,
         prior: PriorState,
         work: anyio.Event | None = None,
     ) -> None:
@@ -73,7 +73,7 @@ class Producer:
             keep=screen.keep,  # asked in the worker thread; read here between two batches
         )
         try:
-            await self._walk(batches, screen, items_out, work)
+            await self._walk(batches, screen, queue, work)
         finally:
             work.set()  # the walk is over (or cut short): the count need not wait any more
 
@@ -81,11 +81,11 @@ class Producer:
         self,
         batches: Iterator[list[Item]],
         screen: Screen,
-        items_out: MemoryObjectSendStream[Item],
+        queue: ItemQueue,
         work: anyio.Event,
     ) -> None:
         summary = self._summary
-        async with items_out:
+        try:
             while not self._stopping():
                 batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
                 if batch is None:
@@ -98,8 +98,10 @@ class Producer:
                 if batch and not work.is_set():
                     self.found_work = True
                     work.set()
-                if not await self._hand_out(batch, items_out):
+                if not await self._hand_out(batch, queue):
                     return
+        finally:
+            queue.close()  # the workers finish what is queued, then stop
 
     def _count(self, screen: Screen, *, fresh: int) -> None:
         """Move what the screen counted since the last batch into the summary and progress."""
@@ -116,8 +118,9 @@ class Producer:
         self._progress.listed(seen=seen, recorded=recorded)
         self._progress.add_total(fresh)
 
-    async def _hand_out(self, fresh: list[Item], items_out: MemoryObjectSendStream[Item]) -> bool:
-        """Send items on (bad rows straight to the sink); ``False`` once no worker is left."""
+    async def _hand_out(self, fresh: list[Item], queue: ItemQueue) -> bool:
+        """Queue items for the workers (bad rows straight to the sink); ``False`` once no
+        worker is left."""
         for item in fresh:
             if self._stopping():
                 break
@@ -125,13 +128,10 @@ class Producer:
                 self._record(_problem_row(item), group=item.problem_group, at=item.problem_at)
                 await anyio.lowlevel.checkpoint()
                 continue
-            try:
-                try:  # skips send()'s extra event-loop turn while there is room
-                    items_out.send_nowait(item)
-                except anyio.WouldBlock:
-                    await items_out.send(item)
-            except anyio.BrokenResourceError:
-                return False  # every worker has stopped (a stop request)
+            if not queue.put_nowait(item):
+                if not await queue.wait_for_room():
+                    return False  # every worker has stopped (a stop request)
+                queue.put_nowait(item)
         return True
 
 

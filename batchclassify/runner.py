@@ -39,7 +39,7 @@ from .fileread import FileReader
 from .gctuning import fewer_collections
 from .health import HealthMonitor, Watchdog
 from .hedging import HedgePolicy
-from .models import Item
+from .itemqueue import ItemQueue
 from .outputs import hold_output
 from .producer import Producer
 from .progressfile import FanOut, ProgressFile
@@ -288,8 +288,10 @@ class Job:
         return serve()
 
     async def _pipeline(self, client: ClassificationClient, prior: PriorState) -> None:
-        size = max(16, self.config.http.concurrency * 2)
-        items_out, items_in = anyio.create_memory_object_stream[Item](size)
+        concurrency = self.config.http.concurrency
+        queue = ItemQueue(max(16, concurrency * 2))
+        for _ in range(concurrency):
+            queue.join()  # before any task runs: the producer never finds no worker
         try:
             # The outer group runs the timers (flush, watchdog, stop grace) and is what a fatal
             # error cancels; once the producer and workers are done, the timers are cut too.
@@ -303,11 +305,15 @@ class Job:
                 async with anyio.create_task_group() as workers:
                     self._workers.sender.group = workers
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
-                    workers.start_soon(self._producer.run, items_out, prior, work)
-                    for _ in range(self.config.http.concurrency):
-                        workers.start_soon(self._workers.work, items_in.clone(), client)
-                    items_in.close()
+                    workers.start_soon(self._producer.run, queue, prior, work)
+                    for _ in range(concurrency):
+                        workers.start_soon(self._workers.work, queue, client)
                 self._workers.sender.group = None
+                producer = self._producer
+                if not producer.found_work and producer.listed_all:
+                    # Nothing to classify: the walk met every item, its total is exact. Here,
+                    # not in _count: that task may be cut below before it runs again.
+                    self._progress.counted(self._summary.found)
                 group.cancel_scope.cancel()
         finally:
             self._flush()
@@ -347,9 +353,7 @@ class Job:
         await work.wait()
         config = self.config
         if not self._producer.found_work:
-            if self._producer.listed_all:
-                self._progress.counted(self._summary.found)
-            return
+            return  # the walk's own total, once it is over (_pipeline)
         stop = threading.Event()
         try:
             total = await anyio.to_thread.run_sync(

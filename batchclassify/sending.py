@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .attempts import AttemptPolicy
 from .client import ClassificationClient
@@ -28,11 +27,12 @@ from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, RetryableError
 from .health import RequestCut, Watchdog, Watched
 from .hedging import HedgePolicy
+from .itemqueue import ItemQueue
 from .models import Item, Prediction
 
 #: Starts a spare worker on the stuck worker's item stream until the event is set.
 SpareStarter = Callable[
-    [MemoryObjectReceiveStream[Item], ClassificationClient, anyio.Event],
+    [ItemQueue, ClassificationClient, anyio.Event],
     Coroutine[Any, Any, None],
 ]
 
@@ -57,7 +57,7 @@ class Race(Watched):
         item: Item,
         encoded: EncodedImage | None,
         client: ClassificationClient,
-        items_in: MemoryObjectReceiveStream[Item],
+        items_in: ItemQueue,
         started: float,
     ) -> None:
         self._dog = sender._watchdog
@@ -110,7 +110,7 @@ class Sender:
         encoded: EncodedImage | None,
         client: ClassificationClient,
         started: float,
-        items_in: MemoryObjectReceiveStream[Item],
+        items_in: ItemQueue,
     ) -> tuple[Prediction, Race]:
         """One request under the watchdog, and its race: copies sent, whether one won
         (``race.answer`` set).
@@ -156,7 +156,8 @@ class Sender:
             # the next items until it settles. At most one spare per worker.
             race.spare = anyio.Event()
             self.spares += 1
-            group.start_soon(self._start_spare, race.items_in.clone(), race.client, race.spare)
+            race.items_in.join()
+            group.start_soon(self._start_spare, race.items_in, race.client, race.spare)
         deadline = self._hedge.deadline
         if race.copies >= HedgePolicy.max_copies or deadline is None:
             return race.copies >= HedgePolicy.max_copies

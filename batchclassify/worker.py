@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .answers import CachingClassifier, Row
 from .attempts import SEND, AttemptPolicy, GiveUp, StopJob
@@ -25,6 +24,7 @@ from .errors import ItemError, JobStopped, OutputError, RetryableError
 from .fileread import FileReader
 from .health import Watchdog
 from .hedging import HedgePolicy
+from .itemqueue import ItemQueue
 from .models import Item, Prediction, error_row, ok_row
 from .sending import Race, Sender
 from .stopping import StopSignal
@@ -95,30 +95,32 @@ class Workers:
 
     async def work(
         self,
-        items_in: MemoryObjectReceiveStream[Item],
+        queue: ItemQueue,
         client: ClassificationClient,
         until: anyio.Event | None = None,
     ) -> None:
         """Classify items until there are none; a spare worker (``until`` given) stops once
-        the stuck request it stands in for has settled."""
+        the stuck request it stands in for has settled. Whoever starts a worker has
+        ``queue.join()``-ed it."""
+        items = queue.items
         try:
-            async with items_in:
-                while not self._stop.requested and (until is None or not until.is_set()):
-                    try:  # skips receive()'s extra event-loop turn when an item is waiting
-                        item = items_in.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            item = await items_in.receive()
-                        except anyio.EndOfStream:
-                            break
-                    except anyio.EndOfStream:
+            while not self._stop.requested and (until is None or not until.is_set()):
+                if items:  # the usual case: an item is waiting, no await
+                    item = items.popleft()
+                    if queue.producer_waiting:
+                        queue.took()
+                else:
+                    next_item = await queue.wait_for_item()
+                    if next_item is None:
                         break
-                    try:
-                        await self._classify(item, client, items_in)
-                    except JobStopped as error:
-                        self._fail(error)
-                        return
+                    item = next_item
+                try:
+                    await self._classify(item, client, queue)
+                except JobStopped as error:
+                    self._fail(error)
+                    return
         finally:
+            queue.leave()
             if until is not None:
                 self.sender.spares -= 1
 
@@ -126,7 +128,7 @@ class Workers:
         self,
         item: Item,
         client: ClassificationClient,
-        items_in: MemoryObjectReceiveStream[Item],
+        items_in: ItemQueue,
     ) -> None:
         """Classify one item and record its row: from the answer cache, an identical image
         in flight, or requests (``answers.py``). Stopping leaves the item for a rerun.
@@ -171,7 +173,7 @@ class Workers:
         item: Item,
         encoded: EncodedImage | None,
         client: ClassificationClient,
-        items_in: MemoryObjectReceiveStream[Item],
+        items_in: ItemQueue,
     ) -> Row | GivenUp | None:
         """Send one item until it has a row, doing what the attempt policy decides after each
         request (``attempts.py``); ``None``: stopping, the item is left for a rerun."""
