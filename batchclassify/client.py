@@ -124,6 +124,17 @@ class AiohttpTransport:
                 return _new_tuple(
                     Response, (response.status, response.headers, await response.read(), False)
                 )
+        except aiohttp.ConnectionTimeoutError:
+            # The connection itself was never accepted: nothing at that address answers (a
+            # firewall dropping packets, a wrong address or port). Before any answer, the
+            # job stops soon (health.py) rather than sitting out --max-outage.
+            error = RetryableError(
+                f"cannot connect to {self._host}: the connection was not accepted within "
+                f"{self._config.connect_timeout:g} s (a firewall, or a wrong address or port?)",
+                kind=ErrorType.CONNECTION,
+            )
+            error.unreachable = True
+            raise error from None
         except TimeoutError:
             raise RetryableError(
                 f"no answer from {self._host} within {self._config.timeout:g} s "

@@ -9,11 +9,12 @@ and an item whose budget runs out gives up only on evidence that the API works f
 request sent after its first failure was answered, or no other item is failing. One item
 failing alone is that item's problem (an image the server chokes on), not an outage.
 
-A job that has never had an answer is different: a host name that does not resolve or a
-port that refuses connections, for ``first_contact_grace`` seconds from the first such
-failure, is a typo'd ``--api-url`` or a server not running, not an outage to sit out for
-``max_outage``. The job stops (``gave_up``) and ``stop_reason`` names the URL to check.
-Once any answer has come, the same failures are an outage like any other.
+A job that has never had an answer is different: a host name that does not resolve, a
+port that refuses connections or one that never accepts them (the connect timeout), for
+``first_contact_grace`` seconds from the first such failure, is a typo'd ``--api-url`` or a
+server not running, not an outage to sit out for ``max_outage``. The job stops
+(``gave_up``) and ``stop_reason`` names the URL to check. Once any answer has come, the
+same failures are an outage like any other.
 
 ``Watchdog`` keeps the requests in flight: it tells the runner when one has gone without an
 answer past the stuck-request deadline (``hedging.py``), and it is the last line against a job
@@ -55,7 +56,9 @@ class HealthMonitor:
         # Several servers (fleet.py): the job only stops once every one is unreachable.
         self._api_urls = api_urls or (api_url,)
         self._answered = False  # any answer at all, ever, in this job
-        self._unreachable_since: float | None = None  # first DNS/refused failure, if unanswered
+        # The first failure to reach the host at all (no DNS name, refused, a connection never
+        # accepted), while nothing has been answered.
+        self._unreachable_since: float | None = None
         self._outage_after = outage_after
         self._probe_initial = probe_initial
         self._probe_max = probe_max

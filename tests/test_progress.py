@@ -8,6 +8,7 @@ and waits for; a job that never reached its API stops in seconds, naming the URL
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import re
@@ -509,6 +510,43 @@ def test_a_job_that_never_reached_its_api_stops_in_seconds(
     assert "check --api-url" in result.err and "rerun the same command" in result.err
     assert KEY not in result.err + result.out
     assert not output.exists() or read_rows(output) == []
+
+
+@pytest.mark.slow
+def test_a_job_whose_connections_are_never_accepted_stops_in_seconds(
+    tmp_path: Path, cli: Cli
+) -> None:
+    """An address where nothing accepts the connection (a firewall dropping packets, a wrong
+    IP): each connection times out unanswered. Before any answer that is a wrong --api-url,
+    stopped after the connect timeout and a few seconds, not after --max-outage."""
+    # A listening socket whose accept queue is full and never drained: further connections
+    # are left unanswered, as behind a firewall that drops them.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        try:
+            make_images(tmp_path / "in", 4)
+            output = tmp_path / "out.jsonl"
+            api_url = f"http://127.0.0.1:{port}"
+            started = time.monotonic()
+
+            result = cli("run", tmp_path / "in", "-m", "colors/1", "--api-url", api_url,
+                         "-o", output, "--timeout", "1")  # fmt: skip
+
+            assert result.code == 3, result.err
+            assert time.monotonic() - started < 30
+            assert f"cannot reach the API at {api_url} " in result.err
+            assert "the connection was not accepted within 0.5 s" in result.err
+            assert not output.exists() or read_rows(output) == []
+        finally:
+            for filler in fillers:
+                filler.close()
 
 
 @pytest.mark.slow
