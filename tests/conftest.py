@@ -13,6 +13,7 @@ import resource
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -228,6 +229,15 @@ def sample_failed_row(item_id: str) -> dict[str, Any]:
         error_type=ErrorType.BAD_IMAGE,
         attempts=1,
     )
+
+
+def wait_for_job(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+    """Wait (up to 30 s) until ``condition()`` holds while the job in ``process`` runs."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert process.poll() is None, f"the job ended early: {process.communicate()[1]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def start_cli(args: list[str], *, file_size_limit: int | None = None) -> subprocess.Popen[str]:

@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,16 @@ from batchclassify.outputs import adopt_legacy_files
 from batchclassify.server import BackgroundServer
 from batchclassify.status import KILLED
 
-from .conftest import PYTHON, Cli, MakeServer, make_images, run_args, start_cli, subprocess_env
+from .conftest import (
+    PYTHON,
+    Cli,
+    MakeServer,
+    make_images,
+    run_args,
+    start_cli,
+    subprocess_env,
+    wait_for_job,
+)
 
 
 def _progress_files(output: Path) -> dict[str, dict[str, Any]]:
@@ -33,14 +40,6 @@ def _progress_files(output: Path) -> dict[str, dict[str, Any]]:
         except orjson.JSONDecodeError:
             continue  # never: the file is replaced whole; but a test must not flake on it
     return found
-
-
-def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert process.poll() is None, f"the job ended early: {process.communicate()[1]}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _status(cli: Cli, output: Path) -> dict[str, Any]:
@@ -80,7 +79,7 @@ def test_status_sums_the_shards_and_names_a_killed_one(
     args = [*run_args(server, output, tmp_path / "images"), "--processes", "2", "-c", "2", "-q"]
     job = start_cli(args)
     try:
-        _wait_for(
+        wait_for_job(
             lambda: (
                 len(found := _progress_files(output)) == 2
                 and all(state["ok"] >= 2 for state in found.values())
@@ -103,7 +102,7 @@ def test_status_sums_the_shards_and_names_a_killed_one(
         victim = _progress_files(output)["shard-1-of-2.parquet"]["pid"]
         os.kill(victim, signal.SIGKILL)
         # The parent has not reaped it yet (a zombie): status must still see it is gone.
-        _wait_for(lambda: _status(cli, output)["state"] == "killed", job)
+        wait_for_job(lambda: _status(cli, output)["state"] == "killed", job)
         status = _status(cli, output)
         assert status["running"] is True  # shard 0 goes on
         assert "shard 1/2 not running (killed?)" in status["summary"]

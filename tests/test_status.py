@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,15 +23,7 @@ from batchclassify.server import BackgroundServer
 from batchclassify.status import KILLED, read_status
 from batchclassify.summary import JobSummary
 
-from .conftest import Cli, make_images, run_args, start_cli
-
-
-def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert process.poll() is None, f"the job ended early: {process.communicate()[1]}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+from .conftest import Cli, make_images, run_args, start_cli, wait_for_job
 
 
 def _progress(output: Path) -> dict[str, Any]:
@@ -60,7 +51,7 @@ def test_status_while_running_and_after_a_normal_end(
     output, args = _slow_job(tmp_path, make_server, 60)  # ~6 s: long enough to look at
     job = start_cli(args)
     try:
-        _wait_for(lambda: _progress(output).get("ok", 0) >= 4, job)
+        wait_for_job(lambda: _progress(output).get("ok", 0) >= 4, job)
         result = cli("status", output, "--json")
         assert result.code == 0, result.err
         status = json.loads(result.out)
@@ -90,7 +81,7 @@ def test_status_after_kill_9_says_rerun(
     output, args = _slow_job(tmp_path, make_server, 40)
     job = start_cli(args)
     try:
-        _wait_for(lambda: _progress(output).get("ok", 0) >= 2, job)
+        wait_for_job(lambda: _progress(output).get("ok", 0) >= 2, job)
     finally:
         os.kill(job.pid, signal.SIGKILL)
         job.communicate()
@@ -109,7 +100,7 @@ def test_status_after_ctrl_c_is_interrupted(
     output, args = _slow_job(tmp_path, make_server, 40)
     job = start_cli(args)
     try:
-        _wait_for(lambda: _progress(output).get("ok", 0) >= 2, job)
+        wait_for_job(lambda: _progress(output).get("ok", 0) >= 2, job)
         job.send_signal(signal.SIGINT)
         assert job.wait(timeout=60) == 130
     finally:
