@@ -91,7 +91,10 @@ def test_status_sums_the_shards_and_names_a_killed_one(
         assert [shard["shard"] for shard in status["shards"]] == ["0/2", "1/2"]
         assert all(shard["running"] for shard in status["shards"])
         assert status["ok"] == sum(shard["ok"] for shard in status["shards"]) >= 4
-        assert status["ok"] + status["failed"] + status["remaining"] == status["found_so_far"]
+        # While a shard runs, its total is the count's share until its own walk has ended (the
+        # count has no ids to hash: README), so "remaining" may be off by a few images here.
+        assert status["remaining"] > 0
+        assert status["ok"] + status["failed"] <= status["found_so_far"] <= 60
         text = cli("status", output).out
         assert "running (2 of 2 processes)" in text and "shard 1/2: running" in text
         # While the shards write, every name in the folder but a shard output starts with _ or .
