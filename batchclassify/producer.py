@@ -1,4 +1,4 @@
-"""The producer: walks the sources in batches and feeds the workers' bounded item stream.
+"""The producer: walks the sources in batches and feeds the workers' bounded item queue.
 
 The walk runs in a worker thread, one batch at a time. Each item is checked against the
 resume index: ids already recorded are skipped (failed ones queued again with

@@ -10,7 +10,7 @@
         ▼
     sink                    buffers rows; a timer task flushes them every half second
 
-The item stream is bounded, so memory stays flat however many items there are; the producer
+The item queue is bounded, so memory stays flat however many items there are; the producer
 waits when the workers are busy. Everything runs on one event loop thread, so handing a row
 to the sink needs no stream or lock: ``_record`` is synchronous and only it touches the sink.
 """

@@ -30,7 +30,7 @@ from .hedging import HedgePolicy
 from .itemqueue import ItemQueue
 from .models import Item, Prediction
 
-#: Starts a spare worker on the stuck worker's item stream until the event is set.
+#: Starts a spare worker on the item queue until the event is set.
 SpareStarter = Callable[
     [ItemQueue, ClassificationClient, anyio.Event],
     Coroutine[Any, Any, None],
