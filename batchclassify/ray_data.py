@@ -47,11 +47,13 @@ from typing import Any
 
 import anyio
 
+from .attempts import AttemptPolicy, GiveUp, StopJob
 from .client import ClassificationClient
-from .config import DEFAULT_API_URL, MAX_UPLOAD_BYTES, HttpConfig, RetryConfig
+from .config import DEFAULT_API_URL, MAX_UPLOAD_BYTES, HttpConfig, OutageConfig, RetryConfig
 from .encoding import EncodedImage, encode_data, read_and_encode
 from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, RetryableError, UsageError
+from .health import HealthMonitor
 from .models import ROW_FIELDS, Item, Prediction, error_row, ok_row
 from .names import object_scheme
 from .objectstore import read_encoded_object
@@ -82,6 +84,7 @@ class Classifier:
         http: HttpConfig | None = None,
         api_url: str | None = None,
         retry: RetryConfig | None = None,
+        outage: OutageConfig | None = None,
         rate_limit: float | None = None,
         actors: int = 1,
         concurrency: int = 16,
@@ -109,6 +112,20 @@ class Classifier:
         self._max_upload_bytes = max_upload_bytes
         self._backoff = Backoff(self._retry)
         self._rate = RateController(rate=self._rate_per_actor, adaptive=rate_limit is None)
+        outage = outage or OutageConfig()
+        # The job's own rule (attempts.py): an outage pauses new requests and is probed, and
+        # requests during it do not count against an image's retries; past max_outage the
+        # remaining images of this actor become error rows saying so.
+        self._health = HealthMonitor(
+            max_outage=outage.max_outage,
+            outage_after=outage.outage_after,
+            probe_initial=outage.probe_initial,
+            probe_max=outage.probe_max,
+            api_url=self._http.api_url,
+        )
+        self._policy = AttemptPolicy(
+            self._retry, health=self._health, rate=self._rate, backoff=self._backoff
+        )
         self._fatal: str | None = None
         # Made on the actor's event loop at the first batch: aiohttp sessions and asyncio
         # semaphores belong to the loop they were made on.
@@ -184,29 +201,32 @@ class Classifier:
         return await anyio.to_thread.run_sync(lambda: read_and_encode(path, **options))
 
     async def _send_with_retries(self, item: Item, encoded: EncodedImage | None) -> dict[str, Any]:
-        """POST until an answer, a non-retryable error, or the retry budget is spent."""
+        """POST until an answer, a non-retryable error, or the attempt policy gives up
+        (``attempts.py``, as a job's worker does: outages are waited out, not counted)."""
         assert self._client is not None
-        first_start = time.monotonic()
-        attempts = 0
+        attempts = self._policy.start(item.id)
+        health = self._health
         while True:
+            await health.wait_until_available()
+            decision = attempts.next_request()
+            if isinstance(decision, StopJob):
+                # Down past max_outage (or never reached): this image is left as a row that
+                # says so; a rerun of the failed rows sends it again.
+                return error_row(
+                    item,
+                    error=self._redact(decision.reason),
+                    error_type=ErrorType.CONNECTION,
+                    attempts=attempts.requests,
+                )
             await self._rate.acquire()
-            attempts += 1
-            started = time.monotonic()
+            started = attempts.sending()
             try:
                 prediction = await self._send(item, encoded)
             except RetryableError as error:
-                if error.http_status == 429:
-                    self._rate.on_rate_limited(error.retry_after, started)
-                if (
-                    attempts >= self._retry.attempts
-                    or time.monotonic() - first_start >= self._retry.max_elapsed
-                ):
-                    return _failed(item, error, attempts, started)
-                await anyio.sleep(
-                    error.retry_after
-                    if error.retry_after is not None
-                    else self._backoff.delay(attempts)
-                )
+                after = attempts.failed(error, started)
+                if isinstance(after, GiveUp):
+                    return _failed(item, after.error, attempts.requests, started)
+                await anyio.sleep(after.seconds)
                 continue
             except FatalApiError as error:
                 self._fatal = str(error)
@@ -214,17 +234,23 @@ class Classifier:
                     item,
                     error=str(error),
                     error_type=FATAL,
-                    attempts=attempts,
+                    attempts=attempts.requests,
                     http_status=error.http_status,
                 )
             except ItemError as error:
-                return _failed(item, error, attempts, started)
+                health.success(started)
+                self._rate.on_answer(started)  # a 4xx about the image: the server saw it
+                return _failed(item, error, attempts.requests, started)
+            health.success(started)
             self._rate.on_success(started)
             if encoded is not None and encoded.original_size is not None:
                 width, height = encoded.original_size
                 prediction = prediction._replace(image_width=width, image_height=height)
             elapsed = (time.monotonic() - started) * 1000
-            return ok_row(item, prediction, attempts=attempts, elapsed_ms=elapsed)
+            return ok_row(item, prediction, attempts=attempts.requests, elapsed_ms=elapsed)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._http.api_key)
 
     async def _send(self, item: Item, encoded: EncodedImage | None) -> Prediction:
         assert self._client is not None

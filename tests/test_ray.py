@@ -200,3 +200,48 @@ def test_s3_paths_are_read_by_the_actors_through_fsspec(
     by_id = {row["id"]: row for row in rows}
     assert by_id["s3://ray-photos/a/1.png"]["top"] == "blue"
     assert by_id["s3://ray-photos/a/gone.png"]["error_type"] == "missing_file"
+
+
+def test_an_outage_is_waited_out_not_turned_into_error_rows(
+    local_ray: None, make_server: Callable[..., BackgroundServer]
+) -> None:
+    """The server goes away mid-dataset and comes back on its port: the actors pause and
+    probe (attempts.py, health.py) instead of spending each image's retries, so every row is
+    ok though an image can be sent more often than --retries allows."""
+    import threading
+    import time
+
+    from batchclassify.config import OutageConfig, RetryConfig
+    from batchclassify.server import ServerConfig
+
+    server = make_server(latency=0.02)
+    config = ServerConfig(api_key=KEY, latency=0.02)
+    restarted: list[BackgroundServer] = []
+
+    def outage() -> None:
+        while server.stats.requests < 20:
+            time.sleep(0.005)
+        server.stop()
+        time.sleep(1.5)  # longer than outage_after and the retries' backoff together
+        restarted.append(BackgroundServer(config, port=server.port))
+
+    images = [{"bytes": png(color, side=8 + n), "id": f"img-{n}"}
+              for n, color in enumerate(["red", "green", "blue", "yellow"] * 15)]  # fmt: skip
+    dataset = ray.data.from_items(images)
+    retry = RetryConfig(retries=1, backoff_base=0.05, backoff_max=0.1)
+    quick = OutageConfig(outage_after=0.3, probe_initial=0.2, probe_max=0.5, max_outage=60)
+    controller = threading.Thread(target=outage)
+    controller.start()
+    try:
+        rows = classify(dataset, server, retry=retry, outage=quick, concurrency=4)
+    finally:
+        controller.join()
+        for running in restarted:
+            running.stop()
+
+    assert len(rows) == 60
+    assert [row["id"] for row in rows if row["status"] != "ok"] == []
+    assert {row["id"]: row["top"] for row in rows} == {
+        image["id"]: ["red", "green", "blue", "yellow"][n % 4] for n, image in enumerate(images)
+    }
+    assert restarted and restarted[0].stats.requests > 0  # the rest came after the outage
