@@ -1,16 +1,17 @@
 """Pay once per image: answers from the cache, and identical images in flight sharing one.
 
-``CachingClassifier.classify`` wraps the worker's whole request for one item (rate-limit
-slot, retries and all): a stored answer becomes the row at once, without a slot; an identical
-image already in flight waits for that request's outcome instead of sending its own; anything
-else is sent, and an ok answer is stored. It wraps the retrying request rather than the bare
-HTTP call so that a follower holds no rate-limit slot while it waits, and shares the leader's
-final outcome, not one failed attempt of it.
+``CachingClassifier`` is taken in steps around the worker's whole request for one item
+(rate-limit slot, retries and all; ``Workers._classify`` runs them inline, with no coroutine
+per step): ``lookup`` gives a stored answer as the row at once, without a slot; ``in_flight``
+and ``follow`` let an identical image wait for the outcome of the request already under way
+instead of sending its own; ``take_off`` and ``land`` bracket anything sent, and an ok answer
+is stored. The steps wrap the retrying request rather than the bare HTTP call so that a
+follower holds no rate-limit slot while it waits, and shares the leader's final outcome, not
+one failed attempt of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -21,8 +22,6 @@ from .encoding import EncodedImage
 from .models import Item, cached_row, error_row
 
 Row = dict[str, Any]
-#: The worker's request for one item: a row, or ``None`` when it is left for a rerun.
-Request = Callable[[], Awaitable[Row | None]]
 
 
 #: What the in-flight table is keyed by: the cache key (with a cache file), else the body's
@@ -67,27 +66,6 @@ class CachingClassifier:
     @property
     def saved(self) -> int:
         return self.hits + self.shared
-
-    async def classify(
-        self, item: Item, encoded: EncodedImage | None, request: Request
-    ) -> Row | None:
-        """The row for ``item``: stored, shared, or from ``request()`` (then stored).
-
-        The worker runs the same steps inline (``lookup``, ``in_flight``, ``follow``,
-        ``take_off``, ``land``), without a coroutine and a closure per item."""
-        key, row = self.lookup(item, encoded)
-        if row is not None:
-            return row
-        flight = self.in_flight(key, encoded)
-        if flight is not None:
-            return await self.follow(item, encoded, flight)
-        flight = self.take_off(key, item.id, encoded)
-        row = None
-        try:
-            row = await request()
-        finally:
-            self.land(key, flight, row)
-        return row
 
     def lookup(self, item: Item, encoded: EncodedImage | None) -> tuple[FlightKey, Row | None]:
         """The item's key in flight, and its row if the answer is stored."""

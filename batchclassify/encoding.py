@@ -45,7 +45,7 @@ def read_and_encode(
         try:
             size = os.fstat(fd).st_size
             # base64 grows data by 4/3; refuse before reading a file that cannot be sent anyway.
-            if max_size is None and 4 * ((size + 2) // 3) > max_upload_bytes:
+            if max_size is None and _encoded_length(size) > max_upload_bytes:
                 raise ItemError(
                     f"file is {_size(size)}, over the {_size(max_upload_bytes)} upload limit "
                     "once base64-encoded; use --max-size to downscale it",

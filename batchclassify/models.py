@@ -41,16 +41,9 @@ ROW_FIELDS: tuple[str, ...] = (
 #: The columns every output batchclassify ever wrote has: what marks a row (or part) as ours.
 CORE_ROW_FIELDS: tuple[str, ...] = ROW_FIELDS[: ROW_FIELDS.index("elapsed_ms") + 1]
 #: What an answer consists of, kept in the answer cache and copied into a cached row.
-ANSWER_FIELDS: tuple[str, ...] = (
-    "top",
-    "confidence",
-    "predicted_classes",
-    "predictions",
-    "multilabel",
-    "image_width",
-    "image_height",
-    "inference_id",
-)
+ANSWER_FIELDS: tuple[str, ...] = ROW_FIELDS[
+    ROW_FIELDS.index("top") : ROW_FIELDS.index("inference_id") + 1
+]
 _RESERVED = frozenset(ROW_FIELDS)
 #: A row with every column empty: each row starts as a copy (cheaper than building one).
 _EMPTY_ROW: dict[str, Any] = dict.fromkeys(ROW_FIELDS)

@@ -54,12 +54,13 @@ from .encoding import EncodedImage, encode_data, read_and_encode
 from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, RetryableError, UsageError
 from .health import HealthMonitor
-from .models import ROW_FIELDS, Item, Prediction, error_row, ok_row
+from .models import ROW_FIELDS, Item, error_row, ok_row
 from .names import object_scheme
 from .objectstore import read_encoded_object
 from .ratelimit import RateController
 from .redaction import redact
 from .retry import Backoff
+from .sending import post
 
 #: Input columns that say what the image is; every other column is carried as metadata.
 INPUT_COLUMNS = ("bytes", "path", "url", "id")
@@ -221,7 +222,7 @@ class Classifier:
             await self._rate.acquire()
             started = attempts.sending()
             try:
-                prediction = await self._send(item, encoded)
+                prediction = await post(item, encoded, self._client)
             except RetryableError as error:
                 after = attempts.failed(error, started)
                 if isinstance(after, GiveUp):
@@ -251,12 +252,6 @@ class Classifier:
 
     def _redact(self, text: str) -> str:
         return redact(text, self._http.api_key)
-
-    async def _send(self, item: Item, encoded: EncodedImage | None) -> Prediction:
-        assert self._client is not None
-        if encoded is not None:
-            return await self._client.classify_bytes(encoded.body)
-        return await self._client.classify_url(item.url or "")
 
 
 def _failed(item: Item, error: ItemError, attempts: int, started: float) -> dict[str, Any]:

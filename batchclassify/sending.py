@@ -122,11 +122,8 @@ class Sender:
         self._hedge.sent()
         race.begin()
         try:
-            if encoded is not None:
-                prediction = await client.classify_bytes(encoded.body)
-            else:
-                prediction = await client.classify_url(item.url or "")
-            return prediction, race
+            # post() hands back the client's own coroutine: no layer of its own.
+            return await post(item, encoded, client), race
         except CancelledError:
             if not race.cut_off():
                 raise

@@ -133,8 +133,8 @@ class Workers:
         """Classify one item and record its row: from the answer cache, an identical image
         in flight, or requests (``answers.py``). Stopping leaves the item for a rerun.
 
-        The steps of ``CachingClassifier.classify`` are taken here inline: this runs once per
-        image, and each coroutine layer costs on every step of every request."""
+        The ``CachingClassifier`` steps are plain calls here, not a wrapping coroutine: this
+        runs once per image, and each coroutine layer costs on every step of every request."""
         encoded: EncodedImage | None = None
         path = item.path
         if path is not None:
