@@ -38,13 +38,18 @@ class FileReader:
         self._stopping = stopping
         self._policy = ReadPolicy()  # inline or in threads, by the recent reads' times
 
+    def _reads_inline(self) -> bool:
+        """Whether the next local read runs on the event loop: fast reads, no downscaling
+        (which always runs in threads)."""
+        return self._config.max_size is None and self._policy.inline()
+
     def encode_inline(self, path: str) -> EncodedImage | None:
         """Read and encode one file on the event loop, if reads are fast now; ``None``: use
         ``encode`` instead (slow reads, downscaling, an object in storage, or out of file
         descriptors). Raises ``ItemError`` for a file that cannot be used.
 
         Plain code, not a coroutine: the common case costs no await."""
-        if self._config.max_size is not None or not self._policy.inline():
+        if not self._reads_inline():
             return None
         if "://" in path and object_scheme(path) is not None:
             return None
@@ -77,7 +82,7 @@ class FileReader:
         delay = 0.05
         while True:
             try:
-                if config.max_size is None and self._policy.inline():
+                if self._reads_inline():
                     encoded, seconds = self._read(path)
                 else:
                     encoded, seconds = await anyio.to_thread.run_sync(self._read, path)
