@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .client import Response, Transport
+    from .api.client import Response, Transport
     from .config import HttpConfig, JobConfig, OutageConfig, RateConfig, RetryConfig
     from .error_types import ErrorType
     from .errors import (
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from .exit_codes import ExitCode
-    from .runner import Job, classify, run_job
+    from .job.runner import Job, classify, run_job
     from .shards import Shard, parse_shard
     from .summary import InputReport, JobSummary, ProgressListener, SilentProgress
 
@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 #: and with it every command (``batchclassify status``, ``serve``...), does not load the job's
 #: modules, aiohttp and anyio until something needs them.
 _HOMES = {
-    "Response": "client",
-    "Transport": "client",
+    "Response": "api.client",
+    "Transport": "api.client",
     "HttpConfig": "config",
     "JobConfig": "config",
     "OutageConfig": "config",
@@ -71,9 +71,9 @@ _HOMES = {
     "TooManyFailuresError": "errors",
     "UsageError": "errors",
     "ExitCode": "exit_codes",
-    "Job": "runner",
-    "classify": "runner",
-    "run_job": "runner",
+    "Job": "job.runner",
+    "classify": "job.runner",
+    "run_job": "job.runner",
     "Shard": "shards",
     "parse_shard": "shards",
     "InputReport": "summary",

@@ -47,20 +47,20 @@ from typing import Any
 
 import anyio
 
-from .attempts import AttemptPolicy, GiveUp, StopJob
-from .client import ClassificationClient
+from .api.client import ClassificationClient
+from .api.redaction import redact
+from .api.retry import Backoff
 from .config import DEFAULT_API_URL, MAX_UPLOAD_BYTES, HttpConfig, OutageConfig, RetryConfig
-from .encoding import EncodedImage, encode_data, read_and_encode
 from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, RetryableError, UsageError
-from .health import HealthMonitor
+from .inputs.encoding import EncodedImage, encode_data, read_and_encode
+from .inputs.objectstore import read_encoded_object
+from .job.attempts import AttemptPolicy, GiveUp, StopJob
+from .job.health import HealthMonitor
+from .job.ratelimit import RateController
+from .job.sending import post
 from .models import ROW_FIELDS, Item, error_row, ok_row
 from .names import object_scheme
-from .objectstore import read_encoded_object
-from .ratelimit import RateController
-from .redaction import redact
-from .retry import Backoff
-from .sending import post
 
 #: Input columns that say what the image is; every other column is carried as metadata.
 INPUT_COLUMNS = ("bytes", "path", "url", "id")
@@ -328,7 +328,7 @@ def _table(rows: list[dict[str, Any]], metadata_names: list[str]) -> Any:
     """The rows as a ``pyarrow.Table`` in the Parquet sink's schema."""
     import pyarrow as pa
 
-    from .parquet_sink import core_schema, metadata_text
+    from .output.parquet_sink import core_schema, metadata_text
 
     schema = core_schema()
     data: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in ROW_FIELDS}

@@ -7,12 +7,12 @@ only: the product has no such switch.
 
 import sys
 
-from batchclassify import readpolicy
+from batchclassify.inputs import readpolicy
 
 defaults = readpolicy.ReadPolicy.__init__.__kwdefaults__
 assert defaults is not None
 defaults["budget"] = 3600.0
 
-from batchclassify.cli import main  # noqa: E402
+from batchclassify.commands.cli import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))

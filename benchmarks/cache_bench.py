@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datagen import ensure_images
 from harness import PY, Server, run_client
 
-from batchclassify.cache import AnswerCache, Keys, KeySettings
-from batchclassify.encoding import read_and_encode
+from batchclassify.inputs.encoding import read_and_encode
+from batchclassify.output.cache import AnswerCache, Keys, KeySettings
 
 DATA = Path(__file__).resolve().parent / "data"
 _ANSWER = {
@@ -100,7 +100,8 @@ def _per_image(paths: list[Path], workdir: Path) -> dict[str, float]:
 
 
 #: Runs the CLI of the batchclassify found in the folder given as the first argument.
-_FROM = "import sys; sys.path.insert(0, sys.argv.pop(1)); from batchclassify.cli import main; "
+_FROM = "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+_FROM += "from batchclassify.commands.cli import main; "
 _FROM += "raise SystemExit(main(sys.argv[1:]))"
 
 

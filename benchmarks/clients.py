@@ -19,7 +19,7 @@ CLIENTS = ("batchclassify", "lean", "sdk")
 #: ``python -c`` that runs the CLI of the checkout given as its first argument.
 _RUN_CHECKOUT = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from batchclassify.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from batchclassify.commands.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -73,7 +73,7 @@ def make_output(path: Path, rows: int) -> None:
 #: fork and exec into the child's.)
 _CHILD = """
 import sys
-from batchclassify.cli import main
+from batchclassify.commands.cli import main
 code = main(sys.argv[1:])
 hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))
 sys.stderr.write('peak-kb %s\\n' % hwm.split()[1])
@@ -116,7 +116,7 @@ def make_files(output: Path, root: Path) -> None:
 
 def names_memory(rows: int) -> tuple[float, float]:
     """MB to track ``rows`` file names: FileNames (hashes) vs a dict of strings."""
-    from batchclassify.export.files import FileNames
+    from batchclassify.commands.export.files import FileNames
 
     names = FileNames()
     for n in range(rows):

@@ -4,9 +4,9 @@
         [--from-source] [--callgrind]
 
 Each run, in turn for the base checkout, this checkout and the lean client
-(``benchmarks/lean_client.py``): ``python -X importtime -c "import batchclassify.cli,
-batchclassify.runner, batchclassify.progress"`` (what a run imports before it starts; the
-lean client: ``import asyncio, aiohttp, orjson, pybase64``), summed over the top-level
+(``benchmarks/lean_client.py``): ``python -X importtime -c "import batchclassify.commands.cli,
+batchclassify.job.runner, batchclassify.commands.progress"`` (what a run imports before it starts;
+the lean client: ``import asyncio, aiohttp, orjson, pybase64``), summed over the top-level
 imports, with the number of modules; then a one-image job against the local server (started
 once, in a process of its own, from this checkout), whose user+sys CPU comes from
 ``os.wait4``'s rusage, and the job again under ``-X importtime``: the sum of all its
@@ -79,7 +79,8 @@ def _commands(variant: str, work: Path, url: str, index: int) -> tuple[list[str]
         job = [HERE / "lean_client.py", work / "one.txt", url, "colors/1", out, "8"]
     else:
         # What a run imports before it starts (the new cli alone defers the job's modules).
-        code = "import batchclassify.cli, batchclassify.runner, batchclassify.progress"
+        code = "import batchclassify.commands.cli, batchclassify.job.runner, "
+        code += "batchclassify.commands.progress"
         job = ["-m", "batchclassify", "run", work / "one", "--model", "colors/1"]
         job += ["--api-url", url, "--output", out, "--quiet", "--no-cache"]
     return [sys.executable, "-c", code], [sys.executable, *map(str, job)]

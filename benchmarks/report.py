@@ -48,7 +48,7 @@ def upload_bytes(paths: list[Path], extra: tuple[str, ...]) -> int:
     """Bytes of request bodies batchclassify sends for ``paths`` with these flags (measured
     by running its own encoder), for servers that do not count bytes received."""
     from batchclassify.config import MAX_UPLOAD_BYTES
-    from batchclassify.encoding import read_and_encode
+    from batchclassify.inputs.encoding import read_and_encode
 
     if "--max-size" not in extra:
         return sum(4 * ((p.stat().st_size + 2) // 3) for p in paths)
@@ -65,7 +65,7 @@ def index_peak_mb(count: int) -> tuple[float, float]:
     it includes the transient buffers of each doubling."""
     import tracemalloc
 
-    from batchclassify.idindex import IdIndex
+    from batchclassify.output.idindex import IdIndex
 
     tracemalloc.start()
     try:

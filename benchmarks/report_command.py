@@ -82,7 +82,7 @@ def write_parquet(jsonl: Path, parquet: Path) -> None:
     """The same rows as ``run`` writes them: the real sink's parts and row groups."""
     sys.path.insert(0, str(ROOT.parent))
     from batchclassify.models import ROW_FIELDS
-    from batchclassify.parquet_sink import ParquetSink
+    from batchclassify.output.parquet_sink import ParquetSink
 
     sink = ParquetSink(parquet)
     sink.open()

@@ -56,8 +56,8 @@ _WRITE_SETTINGS = """
 import sys
 from pathlib import Path
 from batchclassify.config import JobConfig
-from batchclassify.outputs import settings_path
-from batchclassify.resume import job_settings, write_settings
+from batchclassify.output.outputs import settings_path
+from batchclassify.output.resume import job_settings, write_settings
 config = JobConfig(sources=["x"], model=sys.argv[1], output=Path(sys.argv[2]))
 write_settings(settings_path(config.output), job_settings(config))
 """
@@ -100,14 +100,14 @@ _DECISION = """
 import sys, time
 from pathlib import Path
 from batchclassify.config import DEFAULT_EXTENSIONS
-from batchclassify.resume import PriorState
-from batchclassify.sinks import open_sink
-from batchclassify.sources import iter_item_batches
+from batchclassify.output.resume import PriorState
+from batchclassify.output.sinks import open_sink
+from batchclassify.inputs.sources import iter_item_batches
 out, source = Path(sys.argv[1]), sys.argv[2]
 state = PriorState()
 started = time.process_time()
 try:
-    from batchclassify.producer import Screen
+    from batchclassify.job.producer import Screen
 except ImportError:  # before the screen: the producer checked each item of a batch
     Screen = None
     state.scan = open_sink(out, "jsonl").scan(state.record)

@@ -14,9 +14,9 @@ import tracemalloc
 from pathlib import Path
 
 from batchclassify.config import DEFAULT_EXTENSIONS
-from batchclassify.resume import PriorState
-from batchclassify.sinks import open_sink
-from batchclassify.sources import iter_item_batches
+from batchclassify.inputs.sources import iter_item_batches
+from batchclassify.output.resume import PriorState
+from batchclassify.output.sinks import open_sink
 
 DATA = Path(__file__).resolve().parent / "data" / "startup"
 

@@ -1,6 +1,6 @@
 """Shared fixtures: a real local server on 127.0.0.1 port 0, images on disk, the CLI.
 
-The CLI runs in-process through ``batchclassify.cli.main`` (its own event loop, like the
+The CLI runs in-process through ``batchclassify.commands.cli.main`` (its own event loop, like the
 real command) against a ``BackgroundServer`` on another thread; tests that need a real
 process (signals, kill -9) start ``python -m batchclassify`` with ``subprocess``.
 """
@@ -24,7 +24,7 @@ import orjson
 import pytest
 from PIL import Image, PngImagePlugin
 
-from batchclassify.cli import main
+from batchclassify.commands.cli import main
 from batchclassify.server import BackgroundServer, ServerConfig
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from batchclassify.attempts import AttemptPolicy, Attempts, GiveUp, Send, StopJob, Wait
+from batchclassify.api.retry import Backoff
 from batchclassify.config import RetryConfig
 from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
-from batchclassify.health import HealthMonitor
-from batchclassify.ratelimit import RateController
-from batchclassify.retry import Backoff
+from batchclassify.job.attempts import AttemptPolicy, Attempts, GiveUp, Send, StopJob, Wait
+from batchclassify.job.health import HealthMonitor
+from batchclassify.job.ratelimit import RateController
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pybase64
 from PIL import Image
 
-from batchclassify.encoding import read_and_encode
+from batchclassify.inputs.encoding import read_and_encode
 from batchclassify.server import BackgroundServer
 
 from .conftest import COLORS, Cli, read_rows, run_args

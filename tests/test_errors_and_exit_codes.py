@@ -22,10 +22,10 @@ from batchclassify import (
     TooManyFailuresError,
     classify,
 )
-from batchclassify.cli import build_parser
+from batchclassify.commands.cli import build_parser
+from batchclassify.commands.report.advice import ADVICE, FALLBACK, advice
 from batchclassify.errors import RetryableError
-from batchclassify.health import HealthMonitor
-from batchclassify.report.advice import ADVICE, FALLBACK, advice
+from batchclassify.job.health import HealthMonitor
 from batchclassify.server import BackgroundServer
 
 from .conftest import KEY, REPO, Cli, make_image, png, read_rows, run_args

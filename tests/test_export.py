@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import orjson
 import pytest
 
-from batchclassify.export.options import parse_splits, split_of
+from batchclassify.commands.export.options import parse_splits, split_of
 from batchclassify.server import BackgroundServer
 
 from .conftest import Cli, make_image, png, read_rows, run_args

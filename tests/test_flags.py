@@ -18,7 +18,7 @@ from batchclassify import (
     UsageError,
     classify,
 )
-from batchclassify.cli import _job_config, build_parser, main
+from batchclassify.commands.cli import _job_config, build_parser, main
 from batchclassify.server import BackgroundServer, Fault
 
 from .conftest import KEY, REPO, Cli, make_image, png, read_rows, run_args

@@ -14,10 +14,8 @@ import pytest
 from yarl import URL
 
 from batchclassify import HttpConfig, JobConfig, OutageConfig, classify
-from batchclassify.client import Response
-from batchclassify.error_types import ErrorType
-from batchclassify.errors import RetryableError
-from batchclassify.fleet import (
+from batchclassify.api.client import Response
+from batchclassify.api.fleet import (
     FAILS_TO_TAKE_OUT,
     SILENCE_FLOOR,
     FleetTransport,
@@ -25,9 +23,11 @@ from batchclassify.fleet import (
     ServerPool,
     silence_limit,
 )
-from batchclassify.progressfile import progress_path
+from batchclassify.commands.status import format_status
+from batchclassify.error_types import ErrorType
+from batchclassify.errors import RetryableError
+from batchclassify.output.progressfile import progress_path
 from batchclassify.server import BackgroundServer, ServerConfig
-from batchclassify.status import format_status
 from tests.conftest import KEY, CliResult, make_images, read_rows
 
 

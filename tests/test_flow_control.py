@@ -7,13 +7,13 @@ import random
 import anyio
 import pytest
 
+from batchclassify.api.retry import Backoff, parse_retry_after
 from batchclassify.config import RetryConfig
 from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
-from batchclassify.health import HealthMonitor
-from batchclassify.idindex import IdIndex
-from batchclassify.ratelimit import RateController
-from batchclassify.retry import Backoff, parse_retry_after
+from batchclassify.job.health import HealthMonitor
+from batchclassify.job.ratelimit import RateController
+from batchclassify.output.idindex import IdIndex
 
 
 class FakeClock:

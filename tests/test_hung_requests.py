@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from batchclassify.config import RetryConfig
-from batchclassify.health import Watchdog
-from batchclassify.hedging import HedgePolicy
+from batchclassify.job.health import Watchdog
+from batchclassify.job.hedging import HedgePolicy
 from batchclassify.server.faults import Fault
 
 from .conftest import COLORS, CliResult, MakeServer, make_images, read_rows, run_args

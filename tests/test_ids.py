@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batchclassify.commands.progress import format_summary
 from batchclassify.config import DEFAULT_EXTENSIONS
+from batchclassify.inputs.sources import iter_items
 from batchclassify.names import as_id, path_id
-from batchclassify.progress import format_summary
 from batchclassify.server import BackgroundServer
-from batchclassify.sources import iter_items
 from batchclassify.summary import InputReport
 
 from .conftest import (

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import batchclassify
-from batchclassify import config, runner
-from batchclassify.cli import COMMAND_MODULES, main
+from batchclassify import config
+from batchclassify.commands.cli import COMMAND_MODULES, main
+from batchclassify.job import runner
 from batchclassify.server import BackgroundServer
 from tests.conftest import PYTHON, Cli, MakeServer, make_images, read_rows, run_args, subprocess_env
 
@@ -40,18 +41,18 @@ OPTIONAL = {
     "csv": "CSV manifests",
     "xml": "the Label Studio export",
     "batchclassify.server": "the local server",
-    "batchclassify.manifests": "manifests",
-    "batchclassify.manifest_parquet": "Parquet manifests",
-    "batchclassify.parquet_sink": "Parquet output",
-    "batchclassify.objectstore": "object storage",
-    "batchclassify.fleet": "several --api-url",
-    "batchclassify.cache_command": "the cache command",
-    "batchclassify.processes": "--processes",
-    "batchclassify.report": "the report command",
-    "batchclassify.export": "the export command",
-    "batchclassify.plan": "the plan command",
-    "batchclassify.status": "the status command",
-    "batchclassify.merge": "the merge command",
+    "batchclassify.inputs.manifests": "manifests",
+    "batchclassify.inputs.manifest_parquet": "Parquet manifests",
+    "batchclassify.output.parquet_sink": "Parquet output",
+    "batchclassify.inputs.objectstore": "object storage",
+    "batchclassify.api.fleet": "several --api-url",
+    "batchclassify.commands.cache": "the cache command",
+    "batchclassify.commands.processes": "--processes",
+    "batchclassify.commands.report": "the report command",
+    "batchclassify.commands.export": "the export command",
+    "batchclassify.commands.plan": "the plan command",
+    "batchclassify.commands.status": "the status command",
+    "batchclassify.commands.merge": "the merge command",
 }
 
 
@@ -80,7 +81,7 @@ def test_a_plain_folder_job_imports_no_optional_feature(
     output = tmp_path / "out.jsonl"
     modules = _modules_of_job(tmp_path, run_args(server, output, tmp_path / "in"))
     assert [row["status"] for row in read_rows(output)] == ["ok"] * 3
-    assert {"batchclassify.runner", "aiohttp"} <= modules  # the dump saw the job's imports
+    assert {"batchclassify.job.runner", "aiohttp"} <= modules  # the dump saw the job's imports
     loaded = {name: why for name, why in OPTIONAL.items() if _loaded(modules, name)}
     assert loaded == {}
 
@@ -97,7 +98,7 @@ def test_the_features_a_job_uses_are_imported(make_server: MakeServer, tmp_path:
     args = [*run_args(first, output, manifest), "--api-url", second.url, "--cache", str(cache)]
     modules = _modules_of_job(tmp_path, args)
     assert [row["status"] for row in read_rows(output)] == ["ok"] * 2
-    used = {"csv", "batchclassify.manifests", "sqlite3", "batchclassify.fleet"}
+    used = {"csv", "batchclassify.inputs.manifests", "sqlite3", "batchclassify.api.fleet"}
     assert {name for name in OPTIONAL if _loaded(modules, name)} == used
 
 
@@ -109,8 +110,9 @@ def test_status_starts_without_the_job_modules(
     output = tmp_path / "out.jsonl"
     assert cli(*run_args(server, output, tmp_path / "in")).code == 0
     modules = _modules_of_job(tmp_path, ["status", str(output)])
-    assert "batchclassify.status" in modules
-    assert {"aiohttp", "anyio", "batchclassify.runner", "batchclassify.client"} & modules == set()
+    assert "batchclassify.commands.status" in modules
+    job_modules = {"aiohttp", "anyio", "batchclassify.job.runner", "batchclassify.api.client"}
+    assert job_modules & modules == set()
 
 
 def test_every_public_name_is_there() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from batchclassify.itemqueue import ItemQueue
+from batchclassify.job.itemqueue import ItemQueue
 from batchclassify.models import Item
 
 

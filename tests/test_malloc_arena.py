@@ -44,7 +44,7 @@ COUNT_ARENAS = textwrap.dedent(
 THREADS = textwrap.dedent(
     """
     import sys, threading
-    from batchclassify.mallocarena import limit_malloc_arenas
+    from batchclassify.job.mallocarena import limit_malloc_arenas
     applied = limit_malloc_arenas() if sys.argv[1] == "limit" else None
     barrier = threading.Barrier(4)
     def allocate():
@@ -86,6 +86,6 @@ def test_a_job_reading_in_threads_keeps_one_arena(server: BackgroundServer, tmp_
     output = tmp_path / "out.jsonl"
     # --max-size reads every file in a worker thread; the CLI runs the loop on the main thread.
     args = [*run_args(server, output, tmp_path / "in"), "-c", "8", "--max-size", "64", "--quiet"]
-    job = f"from batchclassify.cli import main\nprint(main({args!r}), arenas())\n"
+    job = f"from batchclassify.commands.cli import main\nprint(main({args!r}), arenas())\n"
     assert _child(job) == "0 1"
     assert {row["id"] for row in read_rows(output) if row["status"] == "ok"} == set(expected)

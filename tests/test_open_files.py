@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from batchclassify.encoding import read_and_encode
 from batchclassify.errors import ItemError
+from batchclassify.inputs.encoding import read_and_encode
 
 from .conftest import KEY, REPO, MakeServer, make_images, read_rows, run_args
 
@@ -21,7 +21,7 @@ resource = pytest.importorskip("resource")
 # Runs the CLI, then prints the soft limit it ended with.
 _CHILD = """
 import resource, sys
-from batchclassify.cli import main
+from batchclassify.commands.cli import main
 code = main(sys.argv[1:])
 print("soft limit", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 sys.exit(code)
@@ -91,7 +91,7 @@ def test_a_soft_limit_below_the_hard_limit_is_raised(
 # written its first rows (all its imports done, connections open), then gives them back.
 _HOARDER = """
 import os, resource, sys, threading, time
-from batchclassify.cli import main
+from batchclassify.commands.cli import main
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 output, image = sys.argv[-1], sys.argv[-2]
 hoarded = []
@@ -158,7 +158,7 @@ def test_out_of_file_descriptors_is_transient_other_read_errors_are_the_images(
     image.write_bytes(b"\x89PNG\r\n\x1a\n")
     code = f"""
 import resource
-from batchclassify.encoding import OpenFilesExhausted, read_and_encode
+from batchclassify.inputs.encoding import OpenFilesExhausted, read_and_encode
 resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
 held = []
 try:

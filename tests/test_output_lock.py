@@ -14,7 +14,7 @@ import pytest
 
 from batchclassify.config import HttpConfig, JobConfig
 from batchclassify.errors import OutputError
-from batchclassify.outputs import hold_output
+from batchclassify.output.outputs import hold_output
 from batchclassify.server import BackgroundServer
 
 from .conftest import (

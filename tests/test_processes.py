@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batchclassify.commands.processes import plan_layout, shard_configs, worst
 from batchclassify.config import JobConfig, RateConfig
-from batchclassify.processes import plan_layout, shard_configs, worst
 from batchclassify.server import BackgroundServer
 
 from .conftest import (

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
+from batchclassify.commands.status import KILLED
 from batchclassify.errors import OutputError
-from batchclassify.outputs import adopt_legacy_files
+from batchclassify.output.outputs import adopt_legacy_files
 from batchclassify.server import BackgroundServer
-from batchclassify.status import KILLED
 
 from .conftest import (
     PYTHON,
@@ -263,7 +263,7 @@ def _shard_file(folder: Path, index: int, **fields: Any) -> None:
 
 
 def test_the_job_sums_its_shards_and_shows_the_worst_state(tmp_path: Path) -> None:
-    from batchclassify.status import format_status, read_status
+    from batchclassify.commands.status import format_status, read_status
 
     output = tmp_path / "results.parquet"
     output.mkdir()

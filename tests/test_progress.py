@@ -24,17 +24,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchclassify import HttpConfig, JobConfig
-from batchclassify.counting import count_items
+from batchclassify.commands.progress import ProgressBar
 from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
-from batchclassify.health import HealthMonitor, Watchdog
-from batchclassify.progress import ProgressBar
-from batchclassify.ratelimit import RateController
-from batchclassify.runner import Job, JobSummary, classify
+from batchclassify.inputs.counting import count_items
+from batchclassify.inputs.sources import iter_items
+from batchclassify.job.health import HealthMonitor, Watchdog
+from batchclassify.job.ratelimit import RateController
+from batchclassify.job.runner import Job, JobSummary, classify
+from batchclassify.job.waiting import WaitDescriber
 from batchclassify.server import BackgroundServer, Fault
-from batchclassify.sources import iter_items
 from batchclassify.summary import ItemCount
-from batchclassify.waiting import WaitDescriber
 
 from .conftest import KEY, Cli, MakeServer, make_images, png, read_rows
 

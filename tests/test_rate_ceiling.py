@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batchclassify.ratelimit import RateController
+from batchclassify.job.ratelimit import RateController
 from batchclassify.server import BackgroundServer
 
 from .conftest import CliResult, make_images, read_rows

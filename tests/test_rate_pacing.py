@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import anyio
 
-from batchclassify.ratelimit import RateController
+from batchclassify.job.ratelimit import RateController
 from batchclassify.server.faults import longtail_latency
 
 

@@ -15,7 +15,7 @@ ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
 import pyarrow.parquet as pq  # noqa: E402
 
 from batchclassify.models import ROW_FIELDS  # noqa: E402
-from batchclassify.parquet_sink import core_schema  # noqa: E402
+from batchclassify.output.parquet_sink import core_schema  # noqa: E402
 from batchclassify.ray_data import Classifier  # noqa: E402
 from batchclassify.server import BackgroundServer  # noqa: E402
 

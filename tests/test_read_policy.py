@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchclassify.readpolicy import INLINE_READ_BUDGET, WINDOW, ReadPolicy
+from batchclassify.inputs.readpolicy import INLINE_READ_BUDGET, WINDOW, ReadPolicy
 
 FAST = 0.00005  # a small local file: ~50 µs
 SLOW = 0.010  # slow storage or a big file

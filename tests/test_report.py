@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from batchclassify.report.gallery import Gallery
-from batchclassify.report.stats import histogram_quantile
+from batchclassify.commands.report.gallery import Gallery
+from batchclassify.commands.report.stats import histogram_quantile
 from batchclassify.server import BackgroundServer
 
 from .conftest import KEY, Cli, make_image, read_rows, run_args
@@ -320,9 +320,9 @@ def test_duration_and_rate_come_from_the_progress_file(
 
 
 def test_many_classes_keep_the_page_a_few_mb(tmp_path: Path) -> None:
-    from batchclassify.report.facts import job_facts
-    from batchclassify.report.html import MAX_BARS, MAX_CARDS, render_html
-    from batchclassify.report.stats import collect
+    from batchclassify.commands.report.facts import job_facts
+    from batchclassify.commands.report.html import MAX_BARS, MAX_CARDS, render_html
+    from batchclassify.commands.report.stats import collect
 
     image = make_image(tmp_path / "photo.jpg", "red", size=(640, 480))
     rows = [
@@ -350,9 +350,9 @@ def test_many_classes_keep_the_page_a_few_mb(tmp_path: Path) -> None:
 
 
 def test_class_names_and_paths_are_escaped_in_the_page(tmp_path: Path) -> None:
-    from batchclassify.report.facts import job_facts
-    from batchclassify.report.html import render_html
-    from batchclassify.report.stats import collect
+    from batchclassify.commands.report.facts import job_facts
+    from batchclassify.commands.report.html import render_html
+    from batchclassify.commands.report.stats import collect
 
     evil = '<img src=x onerror="alert(1)">'
     row = {

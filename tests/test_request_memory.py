@@ -11,8 +11,8 @@ import gc
 from collections.abc import Callable
 from pathlib import Path
 
-from batchclassify.encoding import EncodedImage
-from batchclassify.sending import Race
+from batchclassify.inputs.encoding import EncodedImage
+from batchclassify.job.sending import Race
 from batchclassify.server import BackgroundServer
 
 from .conftest import CliResult, make_images, read_rows, run_args

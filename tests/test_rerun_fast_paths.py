@@ -19,15 +19,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchclassify import sinks
 from batchclassify.config import DEFAULT_EXTENSIONS
-from batchclassify.idindex import IdIndex
+from batchclassify.inputs.sources import iter_item_batches, iter_items
+from batchclassify.job.producer import Screen
 from batchclassify.models import Item
 from batchclassify.names import LocalIds, as_id, path_id
-from batchclassify.producer import Screen
-from batchclassify.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, PriorState
-from batchclassify.sinks import JsonlSink
-from batchclassify.sources import iter_item_batches, iter_items
+from batchclassify.output import sinks
+from batchclassify.output.idindex import IdIndex
+from batchclassify.output.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, PriorState
+from batchclassify.output.sinks import JsonlSink
 from batchclassify.summary import InputReport
 
 from .conftest import sample_failed_row, sample_ok_row

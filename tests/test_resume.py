@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchclassify import HttpConfig, JobConfig, OutageConfig, RetryConfig, classify
-from batchclassify.progress import ProgressBar, format_summary
-from batchclassify.runner import STOP_GRACE, Job, JobSummary
+from batchclassify.commands.progress import ProgressBar, format_summary
+from batchclassify.job.runner import STOP_GRACE, Job, JobSummary
 from batchclassify.server import BackgroundServer, Fault
 
 from .conftest import (
@@ -452,7 +452,7 @@ def test_stop_during_an_outage_returns_at_once(tmp_path: Path, server: Backgroun
 def test_requests_in_flight_after_a_stop_are_cut_after_the_grace_period(
     tmp_path: Path, server: BackgroundServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchclassify.runner.STOP_GRACE", 0.5)
+    monkeypatch.setattr("batchclassify.job.runner.STOP_GRACE", 0.5)
     expected = make_images(tmp_path / "images", 12)
     server.script(*[200] * 4, *[Fault(action="hang")] * 4)
     output = tmp_path / "out.jsonl"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 
-from batchclassify.parquet_sink import ParquetSink
-from batchclassify.resume import RECORDED_FAILED, RECORDED_OK, PriorState
-from batchclassify.sinks import JsonlSink, Sink
+from batchclassify.output.parquet_sink import ParquetSink
+from batchclassify.output.resume import RECORDED_FAILED, RECORDED_OK, PriorState
+from batchclassify.output.sinks import JsonlSink, Sink
 
 from .conftest import sample_failed_row, sample_ok_row
 

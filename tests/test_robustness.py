@@ -25,13 +25,13 @@ import anyio
 import pytest
 
 from batchclassify import HttpConfig, JobConfig, RetryConfig, run_job
+from batchclassify.commands.progress import ProgressBar
 from batchclassify.config import OutageConfig
 from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
-from batchclassify.health import HealthMonitor
-from batchclassify.progress import ProgressBar
-from batchclassify.ratelimit import RateController
-from batchclassify.runner import JobSummary
+from batchclassify.job.health import HealthMonitor
+from batchclassify.job.ratelimit import RateController
+from batchclassify.job.runner import JobSummary
 from batchclassify.server import BackgroundServer, Fault, RequestRecord
 
 from .conftest import (

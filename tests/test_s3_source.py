@@ -26,10 +26,10 @@ if not os.environ.get("CI"):
     pytest.importorskip("moto.server")
 import moto.server as moto_server
 
-from batchclassify import objectstore
 from batchclassify.config import DEFAULT_EXTENSIONS
+from batchclassify.inputs import objectstore
+from batchclassify.inputs.sources import iter_items
 from batchclassify.server import BackgroundServer
-from batchclassify.sources import iter_items
 
 from .conftest import (
     COLORS,
@@ -273,7 +273,7 @@ def test_access_denied_becomes_a_row_or_a_refusal_and_the_secret_never_shows(
 def test_without_s3fs_an_object_url_names_the_extra_to_install(tmp_path: Path) -> None:
     # s3fs made unimportable in a child process: what a machine without the extra sees.
     code = (
-        "import sys; sys.modules['s3fs'] = None; from batchclassify.cli import main; "
+        "import sys; sys.modules['s3fs'] = None; from batchclassify.commands.cli import main; "
         "sys.exit(main(sys.argv[1:]))"
     )
     args = ["run", "s3://photos/imgs/", "--model", "colors/1", "--api-url", "local"]

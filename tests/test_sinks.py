@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchclassify.errors import OutputError
-from batchclassify.parquet_sink import ParquetSink
-from batchclassify.sinks import JsonlSink
+from batchclassify.output.parquet_sink import ParquetSink
+from batchclassify.output.sinks import JsonlSink
 
 from .conftest import sample_failed_row, sample_ok_row
 

@@ -15,8 +15,8 @@ import pytest
 
 from batchclassify.config import DEFAULT_EXTENSIONS
 from batchclassify.errors import UsageError
+from batchclassify.inputs.sources import check_sources, iter_item_batches, iter_items
 from batchclassify.models import Item
-from batchclassify.sources import check_sources, iter_item_batches, iter_items
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names and symlinks")

@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
-from batchclassify.progressfile import ProgressFile, progress_path
+from batchclassify.commands.status import KILLED, read_status
+from batchclassify.output.progressfile import ProgressFile, progress_path
 from batchclassify.server import BackgroundServer
-from batchclassify.status import KILLED, read_status
 from batchclassify.summary import JobSummary
 
 from .conftest import Cli, make_images, run_args, start_cli, wait_for_job

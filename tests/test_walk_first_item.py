@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchclassify.config import DEFAULT_EXTENSIONS
-from batchclassify.sources import iter_item_batches, iter_items
+from batchclassify.inputs.sources import iter_item_batches, iter_items
 from batchclassify.summary import InputReport
 
 FILES = 4000  # of each kind: far more than one directory read (32 KB) returns

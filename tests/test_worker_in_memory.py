@@ -17,11 +17,11 @@ import anyio
 import orjson
 from yarl import URL
 
-from batchclassify.client import Response
+from batchclassify.api.client import Response
 from batchclassify.config import HttpConfig, JobConfig, OutageConfig, RetryConfig
 from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
-from batchclassify.runner import Job
+from batchclassify.job.runner import Job
 from batchclassify.summary import JobSummary
 
 from .conftest import read_rows
@@ -201,7 +201,7 @@ def test_a_job_collects_garbage_less_often_and_leaves_the_setting_as_it_found_it
     collection walks every request in flight: gctuning.py) and puts the caller's back."""
     import gc
 
-    from batchclassify.gctuning import JOB_THRESHOLD
+    from batchclassify.job.gctuning import JOB_THRESHOLD
 
     seen: list[int] = []
 

@@ -1,0 +1,3 @@
+"""The command line: ``batchclassify run`` and the commands that plan, watch, merge, report on and
+export a job's output.
+"""

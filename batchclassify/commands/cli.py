@@ -1,0 +1,531 @@
+"""The command line: parse flags into a JobConfig, run the job, show progress and the summary.
+
+Exit codes: ``ExitCode`` (exit_codes.py), which also writes the ``--help`` epilog's table.
+Flag defaults are the configuration classes' defaults, read from them, and a value the
+configuration refuses is reported under its flag's name (``FIELD_FLAGS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..api.redaction import redact
+from ..config import (
+    DEFAULT_EXTENSIONS,
+    HttpConfig,
+    JobConfig,
+    OutageConfig,
+    RateConfig,
+    RetryConfig,
+)
+from ..errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
+from ..exit_codes import ExitCode, epilog_table
+from ..job.gctuning import prepare_job_process
+from ..shards import parse_shard, shard_output
+from ..version import __version__
+
+if TYPE_CHECKING:
+    from ..job.runner import Job, JobSummary
+
+# The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
+# the other commands (status, report, serve...) start without them.
+
+#: The flag that sets each configuration field, to name it in messages about a refused value.
+FIELD_FLAGS = {
+    "sources": "SOURCE",
+    "output": "--output",
+    "output_format": "--format",
+    "model": "--model",
+    "confidence": "--confidence",
+    "extensions": "--extensions",
+    "max_size": "--max-size",
+    "jpeg_quality": "--jpeg-quality",
+    "max_failures": "--max-failures",
+    "overwrite": "--overwrite",
+    "retry_failed": "--retry-failed",
+    "http.api_url": "--api-url",
+    "http.api_urls": "--api-url",
+    "http.api_key_in": "--api-key-in",
+    "http.concurrency": "--concurrency",
+    "http.timeout": "--timeout",
+    "retry.retries": "--retries",
+    "rate.requests_per_second": "--rate-limit",
+    "outage.max_outage": "--max-outage",
+}
+
+_EPILOG = (
+    epilog_table()
+    + """
+examples:
+  batchclassify run photos/ --model my-model/3 --output results.jsonl
+  batchclassify run list.csv --model my-model/3 --output results.parquet --rate-limit 20
+  batchclassify run sample_manifests/images --model colors/1 --api-url local --output out.jsonl
+  batchclassify run photos/ --model my-model/3 --shard 2/8 --output results/part-{shard}.parquet
+  batchclassify run photos/ --model my-model/3 --processes 2 --output results.parquet
+"""
+)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port for ``serve``: argparse turns the ValueError into a one-line usage error."""
+    from ..server import check_port
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    try:
+        check_port(port)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return port
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command``, of that one alone (the others' modules
+    are not imported: a parser holding only ``run`` parses ``run ...`` the same)."""
+    parser = _ArgumentParser(
+        prog="batchclassify",
+        description="Classify very large image collections through Roboflow's classification API.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"batchclassify {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="classify folders, manifests and S3 prefixes, writing one row per image",
+        description="Classify every image in the given folders, manifests and object-storage "
+        "prefixes. Rerunning the "
+        "same command resumes where the last run stopped.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    run.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a folder (walked recursively), a manifest (.txt, .csv, .jsonl, .parquet) of paths "
+        "or URLs, - for a list of paths on stdin, or an object-storage prefix "
+        "(s3://bucket/photos/, gs://...; needs the s3/gcs extra; endpoint: AWS_ENDPOINT_URL)",
+    )
+    run.add_argument("--model", "-m", required=True, help="model id as SLUG/VERSION, e.g. cats/3")
+    run.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        type=Path,
+        help="results file: .jsonl (or .ndjson), or .parquet (a folder of part files); "
+        "another suffix needs --format. One job at a time per output (a second is refused)",
+    )
+    run.add_argument(
+        "--format",
+        choices=("jsonl", "parquet"),
+        help="default: from --output's suffix (.jsonl, .ndjson, .parquet)",
+    )
+    api = run.add_argument_group("API")
+    api.add_argument(
+        "--api-url",
+        action="append",
+        default=None,
+        help=f"base URL of the API (default {HttpConfig.api_url}); e.g. "
+        "https://serverless.roboflow.com, http://localhost:9001 for a self-hosted server, or "
+        "'local' for the embedded test server. Give it several times for several servers of "
+        "one model: requests go to the least busy; a failing server is taken out, probed, "
+        "and put back when it answers (--rate-limit stays one budget for the whole job)",
+    )
+    api.add_argument(
+        "--api-key",
+        default=None,
+        help="Roboflow API key (default: $ROBOFLOW_API_KEY); prefer the variable, which stays "
+        "out of your shell history",
+    )
+    api.add_argument(
+        "--api-key-in",
+        choices=("query", "header"),
+        default=HttpConfig.api_key_in,
+        help="send the key as ?api_key= (default, works everywhere) or as an "
+        "'Authorization: Bearer' header, which keeps it out of URLs and proxy logs "
+        "(inference servers 1.5.0 and later)",
+    )
+    api.add_argument(
+        "--confidence",
+        type=float,
+        metavar="F",
+        help="threshold for predicted classes, a fraction from 0 to 1 (0.5 means 50%%; "
+        "default: the server's, 0.4)",
+    )
+    speed = run.add_argument_group("speed and limits")
+    speed.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=HttpConfig.concurrency,
+        metavar="N",
+        help="requests in flight, 1 to 4096, not counting ones slower than 99%% of recent "
+        "answers (see README: hung requests; default %(default)s); lowered to what the "
+        "open-file limit (ulimit -n) allows, with a note",
+    )
+    speed.add_argument(
+        "--rate-limit",
+        type=float,
+        default=RateConfig.requests_per_second,
+        metavar="N",
+        help="a ceiling of N requests per second (N > 0): the job starts at N and still backs "
+        "off below it on 429; without it the rate adapts to the server's 429s from the start. "
+        "Per process: --processes P gives each N/P; shards run by hand need their share",
+    )
+    speed.add_argument(
+        "--retries",
+        type=_positive_int,
+        default=RetryConfig.retries,
+        metavar="N",
+        help="extra attempts per image after failures of its own (timeout, dropped connection, "
+        f"5xx); after N of them (or {RetryConfig.max_elapsed / 60:g} minutes) it gets an error "
+        "row (default %(default)s; 0: none). "
+        "Not counted: 429 answers (the job slows down and the image waits its turn), and "
+        "failures while other images fail too: an outage is likely starting, and the job "
+        "waits for the API instead, up to --max-outage. The 'attempts' column counts every "
+        "request made",
+    )
+    speed.add_argument(
+        "--timeout",
+        type=float,
+        default=HttpConfig.timeout,
+        metavar="SECONDS",
+        help="seconds per request, connect included (default %(default)g)",
+    )
+    speed.add_argument(
+        "--max-outage",
+        type=float,
+        default=OutageConfig.max_outage,
+        metavar="SECONDS",
+        help="how long to wait for an API that stopped answering before stopping (default "
+        "%(default)g); an API never reached (unknown host, connection refused) stops the job after "
+        "about 3 s",
+    )
+    speed.add_argument(
+        "--max-failures",
+        type=int,
+        default=JobConfig.max_failures,
+        metavar="N",
+        help="stop the job once N images have failed",
+    )
+    speed.add_argument(
+        "--max-size",
+        type=int,
+        default=JobConfig.max_size,
+        metavar="PX",
+        help="downscale images whose longer side exceeds PX before upload (JPEG re-encode)",
+    )
+    speed.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=JobConfig.jpeg_quality,
+        help="for --max-size (default %(default)s)",
+    )
+    inputs = run.add_argument_group("input and output")
+    inputs.add_argument(
+        "--extensions",
+        default=",".join(sorted(DEFAULT_EXTENSIONS)),
+        help="image extensions to pick up in folders, comma-separated (default: %(default)s)",
+    )
+    inputs.add_argument(
+        "--cache",
+        metavar="PATH",
+        default=None,
+        help="answer cache (an SQLite file, shared safely by concurrent jobs): an image whose "
+        "answer is there (same bytes sent, model, --confidence, --max-size) is not sent again, "
+        "and every answer is stored. 'default' is $XDG_CACHE_HOME/batchclassify/answers.sqlite "
+        "(~/.cache/...). Default: $BATCHCLASSIFY_CACHE if set, else none. Identical images in "
+        "flight at once share one request either way",
+    )
+    inputs.add_argument(
+        "--no-cache", action="store_true", help="use no cache file, even $BATCHCLASSIFY_CACHE"
+    )
+    inputs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over: delete the output first. Only a batchclassify output is deleted (the "
+        "file, or the folder's own part and journal files, and its .job.json); anything else, "
+        "a source or the working directory is refused",
+    )
+    inputs.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="on resume, classify again the images an earlier run recorded as failed",
+    )
+    inputs.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="classify only shard I of N (0-based): the items whose id hashes to I, the same "
+        "on every machine, so N processes or machines (a job array) split one job; each "
+        "shard needs its own output (put {shard} in --output) and resumes on its own. "
+        "--rate-limit is per process: give each shard its part of the key's budget",
+    )
+    inputs.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=1,
+        metavar="P",
+        help="run the job as P local processes, shards 0/P to P-1/P (default 1), with one "
+        "progress bar and summary; --rate-limit is divided among them. Outputs: a .parquet "
+        "--output is a folder of shard outputs (one dataset); a .jsonl one gets its shards "
+        "in OUTPUT.shards/, merged into OUTPUT when all finished",
+    )
+    inputs.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress bar, log lines or summary (off a terminal, progress is a "
+        "timestamped log line a minute, plus one whenever the job starts or stops waiting)",
+    )
+    inputs.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a local Roboflow-compatible classification server (for tests and trials)",
+        description="Serve the classification protocol locally with a small built-in colour "
+        "model: models colors/N (single-label) and colors-multilabel/N. Both the legacy route "
+        "(POST /MODEL/VERSION) and the v1 routes Roboflow's inference_sdk uses by default "
+        "(/model/registry, /model/add, /infer/classification) are served.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--port", type=_port, default=9001, help="port to listen on (default 9001; 0: any free)"
+    )
+    serve.add_argument("--api-key", default=None, help="require this key (default: accept any)")
+    serve.add_argument("--files-dir", type=Path, default=None, help="serve these files at /_files/")
+    serve.add_argument(
+        "--latency", type=float, default=0.0, metavar="SECONDS", help="added to each answer"
+    )
+    serve.add_argument(
+        "--rate-limit", type=float, default=None, metavar="N", help="answer 429 above N req/s"
+    )
+    run.set_defaults(handler=_command_run)
+    serve.set_defaults(handler=_command_serve)
+    # Commands that live in their own modules: each ``register(commands)`` adds its parser
+    # and sets ``handler`` (a function of the parsed args returning the exit code). Only the
+    # command being run is imported: a plain ``run`` loads none of them.
+    for name, module in COMMAND_MODULES.items():
+        if command is None or command == name:
+            register: Callable[[Any], None] = importlib.import_module(module).register
+            register(commands)
+    return parser
+
+
+#: The commands defined outside this module, in ``--help``'s order, and their modules.
+COMMAND_MODULES = {
+    "report": "batchclassify.commands.report",
+    "export": "batchclassify.commands.export",
+    "status": "batchclassify.commands.status",
+    "plan": "batchclassify.commands.plan",
+    "cache": "batchclassify.commands.cache",
+    "merge": "batchclassify.commands.merge",
+}
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command when it is the first argument (``run ...``), for a parser of it alone;
+    ``None`` (every command) for anything else: ``--help``, ``--version``, a typo."""
+    first = argv[0] if argv else None
+    return first if first in COMMAND_MODULES or first in ("run", "serve") else None
+
+
+def _job_config(args: argparse.Namespace) -> JobConfig:
+    api_key = args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None
+    api_urls: list[str] = args.api_url or [HttpConfig.api_url]
+    if api_key is None and any("roboflow.com" in url for url in api_urls):
+        raise UsageError(
+            "no API key: pass --api-key or set ROBOFLOW_API_KEY "
+            "(find it in your Roboflow workspace settings)"
+        )
+    extensions = frozenset(
+        part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
+    )
+    shard = None if args.shard is None else parse_shard(args.shard)
+    if args.processes > 1 and shard is not None:
+        raise UsageError("--shard and --processes: pick one (--processes runs every shard)")
+    return JobConfig(
+        sources=tuple(args.sources),
+        model=args.model,
+        output=args.output if args.processes > 1 else shard_output(args.output, shard),
+        shard=shard,
+        output_format=args.format,
+        confidence=args.confidence,
+        extensions=extensions,
+        max_size=args.max_size,
+        jpeg_quality=args.jpeg_quality,
+        overwrite=args.overwrite,
+        retry_failed=args.retry_failed,
+        max_failures=args.max_failures,
+        cache=cache_option(args),
+        http=HttpConfig(
+            api_url=api_urls[0],
+            api_urls=tuple(api_urls) if len(api_urls) > 1 else (),
+            api_key=api_key,
+            api_key_in=args.api_key_in,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            # Under the request's own timeout, so a connection never accepted is told
+            # from a slow answer (a wrong address stops a new job: health.py).
+            connect_timeout=min(HttpConfig.connect_timeout, args.timeout / 2),
+        ),
+        retry=RetryConfig(retries=args.retries),
+        rate=RateConfig(requests_per_second=args.rate_limit),
+        outage=OutageConfig(max_outage=args.max_outage),
+    )
+
+
+def cache_option(args: argparse.Namespace) -> Path | None:
+    """The cache file ``--cache`` / ``--no-cache`` / ``$BATCHCLASSIFY_CACHE`` name, if any."""
+    from ..output.cache import resolve_cache_path
+
+    if getattr(args, "no_cache", False):
+        return None
+    text = args.cache or os.environ.get("BATCHCLASSIFY_CACHE") or None
+    return None if text is None else resolve_cache_path(text)
+
+
+async def _run(job: Job) -> tuple[JobSummary, int | None]:
+    """Run the job; the first SIGINT/SIGTERM stops it gently, the second at once."""
+    import anyio
+
+    received: list[int] = []
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    received.append(signum)
+                    job.request_stop()
+
+        group.start_soon(watch_signals)
+        try:
+            summary = await job.run()
+        except Exception as exc:  # re-raised below, bare rather than in an ExceptionGroup
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return summary, (received[0] if received else None)
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    if args.processes < 1:
+        raise UsageError("--processes: must be at least 1")
+    config = _job_config(args)
+    if args.processes > 1:
+        from .processes import run_processes
+
+        return run_processes(config, args.processes, quiet=args.quiet)
+    import anyio
+
+    from ..job.runner import Job
+    from .progress import ProgressBar, format_summary
+
+    progress = ProgressBar(enabled=False if args.quiet else None)
+    job = Job(config, progress=progress, stdin=sys.stdin)
+    prepare_job_process()  # this process runs one job (gctuning.py)
+    summary, signum = anyio.run(_run, job)
+    if not args.quiet:
+        print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
+    elif summary.fatal is not None:  # --quiet hides the summary, never why the job stopped
+        print(
+            f"batchclassify: stopped: {redact(summary.fatal, config.http.api_key)}", file=sys.stderr
+        )
+    if signum is not None and summary.fatal is None:
+        return ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+    return summary.exit_code
+
+
+def _command_serve(args: argparse.Namespace) -> int:
+    from ..server import ListenError, ServerConfig, flag_message, serve_forever
+
+    try:
+        config = ServerConfig(
+            api_key=args.api_key,
+            files_dir=args.files_dir,
+            latency=args.latency,
+            rate_limit=args.rate_limit,
+        )
+    except ValueError as error:
+        raise UsageError(flag_message(error)) from None
+    try:
+        serve_forever(config, host=args.host, port=args.port)
+    except ListenError as error:
+        raise UsageError(str(error)) from None
+    return ExitCode.OK
+
+
+def _traceback_if_verbose(args: argparse.Namespace, secret: str | None) -> None:
+    if getattr(args, "verbose", False):
+        print(redact(traceback.format_exc(), secret), file=sys.stderr, end="")
+
+
+def in_flag_terms(error: UsageError) -> str:
+    """The error's message as the command line says it: ``http.timeout`` is ``--timeout``."""
+    flag = FIELD_FLAGS.get(error.field or "")
+    if flag is None or error.problem is None:
+        return str(error)
+    problem = error.problem
+    for field_name, other in FIELD_FLAGS.items():
+        if "_" in field_name or "." in field_name:  # plain words ("output") stay words
+            problem = re.sub(rf"(?<![\w.-]){re.escape(field_name)}(?!\w)", other, problem)
+    return f"{flag}: {problem}"
+
+
+def _exit_code_for(error: BatchClassifyError) -> ExitCode:
+    """A write failure stopped a started job (resumable); other output or usage errors come
+    before any request."""
+    if isinstance(error, OutputWriteError):
+        return ExitCode.STOPPED
+    if isinstance(error, UsageError | OutputError):
+        return ExitCode.USAGE
+    return ExitCode.STOPPED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(_command_named(argv)).parse_args(argv)
+    secret = getattr(args, "api_key", None) or os.environ.get("ROBOFLOW_API_KEY")
+    try:
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except BatchClassifyError as error:
+        text = in_flag_terms(error) if isinstance(error, UsageError) else str(error)
+        print(f"batchclassify: error: {redact(text, secret)}", file=sys.stderr)
+        _traceback_if_verbose(args, secret)
+        return _exit_code_for(error)
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""What an export is asked to do: format, splits, threshold, link mode; parsed and checked."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import UsageError
+
+FORMATS = ("folders", "roboflow-multilabel", "label-studio", "csv")
+MODES = ("symlink", "hardlink", "copy")
+#: Formats that hold image files (and so cannot hold a URL item).
+TREE_FORMATS = frozenset({"folders", "roboflow-multilabel", "label-studio"})
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    """One export: every option of ``batchclassify export``, validated."""
+
+    output: Path
+    to: str
+    dest: Path
+    splits: tuple[tuple[str, float], ...] = (("train", 1.0),)
+    seed: str = "0"
+    min_confidence: float | None = None
+    mode: str = "symlink"
+    overwrite: bool = False
+    document_root: Path | None = None
+    """label-studio: the Label Studio server's LOCAL_FILES_DOCUMENT_ROOT (default: DEST)."""
+    split_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.to not in FORMATS:
+            raise UsageError(f"--to {self.to}: unknown format; choose one of {', '.join(FORMATS)}")
+        if self.mode not in MODES:
+            raise UsageError(f"--mode {self.mode}: choose one of {', '.join(MODES)}")
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
+            raise UsageError(f"--min-confidence {self.min_confidence:g}: must be within 0..1")
+        object.__setattr__(self, "split_names", tuple(name for name, _ in self.splits))
+
+    @property
+    def is_tree(self) -> bool:
+        return self.to in TREE_FORMATS
+
+
+def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
+    """``train=0.8,valid=0.1,test=0.1`` -> ((name, fraction), ...); fractions must sum to 1."""
+    splits: list[tuple[str, float]] = []
+    for part in text.split(","):
+        name, sep, value = part.strip().partition("=")
+        name = name.strip()
+        if not sep or not _SPLIT_NAME.match(name):
+            raise UsageError(
+                f"--split {text}: write NAME=FRACTION pairs, e.g. train=0.8,valid=0.1,test=0.1 "
+                "(names: letters, digits, '-', '_', '.')"
+            )
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise UsageError(f"--split {text}: {value!r} is not a number") from None
+        if not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
+            raise UsageError(f"--split {text}: {name}={value} is not within 0..1")
+        if name in (known for known, _ in splits):
+            raise UsageError(f"--split {text}: {name} is named twice")
+        splits.append((name, fraction))
+    total = sum(fraction for _, fraction in splits)
+    if abs(total - 1.0) > 1e-6:
+        raise UsageError(f"--split {text}: the fractions add up to {total:g}, not 1")
+    return tuple(splits)
+
+
+def split_of(item_id: str, splits: tuple[tuple[str, float], ...], seed: str) -> str:
+    """The split an id falls in: the same on every machine and every run with the same seed.
+
+    A keyed BLAKE2b of the id, not Python's ``hash`` (salted per process), read as a number in
+    [0, 1) and placed on the cumulative fractions.
+    """
+    if len(splits) == 1:
+        return splits[0][0]
+    digest = hashlib.blake2b(
+        item_id.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.encode("utf-8")[:64]
+    ).digest()
+    point = int.from_bytes(digest, "big") / 2.0**64
+    edge = 0.0
+    for name, fraction in splits:
+        edge += fraction
+        if point < edge:
+            return name
+    return next(name for name, fraction in reversed(splits) if fraction > 0)

@@ -1,0 +1,117 @@
+"""Rows of an output as export records, and the first pass that sizes up the export.
+
+The first pass (``survey``) learns what a streaming writer must know before its first line:
+every class (a CSV header, a labeling config), the metadata columns, whether the model was
+multi-label, and which file names collide. It keeps only those, never the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...models import ROW_FIELDS
+from ...output.reading import iter_latest_rows, iter_rows, read_job_settings
+from .files import FileNames
+from .options import ExportOptions, split_of
+
+_ROW_FIELDS = frozenset(ROW_FIELDS)
+
+
+@dataclass(slots=True)
+class Record:
+    """One classified image, as every export format sees it."""
+
+    id: str
+    path: str | None
+    url: str | None
+    split: str
+    top: str | None
+    confidence: float | None
+    classes: list[str]
+    """The predicted classes (single-label: the top class, if any passed the threshold)."""
+    multilabel: bool
+    review: bool
+    """Below --min-confidence, or no class at all: a person should look at it."""
+    row: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        return self.path if self.path is not None else (self.url or "")
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The manifest's own columns carried in the row."""
+        return {k: v for k, v in self.row.items() if k not in _ROW_FIELDS}
+
+
+def make_record(row: dict[str, Any], options: ExportOptions) -> Record:
+    """The record of an ``ok`` row."""
+    confidence = row.get("confidence")
+    top = row.get("top") or None
+    threshold = options.min_confidence
+    review = top is None or (
+        threshold is not None and (confidence is None or confidence < threshold)
+    )
+    return Record(
+        id=row["id"],
+        path=row.get("path"),
+        url=row.get("url"),
+        split=split_of(row["id"], options.splits, options.seed),
+        top=top,
+        confidence=confidence,
+        classes=list(row.get("predicted_classes") or ([top] if top else [])),
+        multilabel=bool(row.get("multilabel")),
+        review=review,
+        row=row,
+    )
+
+
+@dataclass
+class Survey:
+    """What the first pass learnt: all an export needs to know before writing."""
+
+    rows: int = 0
+    ok: int = 0
+    multilabel: bool = False
+    classes: dict[str, None] = field(default_factory=dict)
+    """Every class seen, in a predicted set or a score (insertion-ordered set)."""
+    metadata: dict[str, None] = field(default_factory=dict)
+    names: FileNames = field(default_factory=FileNames)
+    model: str | None = None
+
+
+#: (record) -> (folder, file name) it would be exported to, or None if it has no file.
+Placement = Callable[[Record], tuple[str, str] | None]
+
+
+def survey(options: ExportOptions, placement: Placement | None) -> Survey:
+    """One pass over the output (latest rows when files are placed, so names count once)."""
+    found = Survey()
+    settings = read_job_settings(options.output) or {}
+    found.model = settings.get("model") if isinstance(settings.get("model"), str) else None
+    rows: Iterator[dict[str, Any]] = (
+        iter_latest_rows(options.output) if placement else iter_rows(options.output)
+    )
+    for row in rows:
+        found.rows += 1
+        for key in row:
+            if key not in _ROW_FIELDS and key not in found.metadata:
+                found.metadata[key] = None
+        if row.get("status") != "ok":
+            continue
+        found.ok += 1
+        found.multilabel = found.multilabel or bool(row.get("multilabel"))
+        classes = found.classes
+        for name in row.get("predicted_classes") or ():
+            if name not in classes:
+                classes[name] = None
+        for prediction in row.get("predictions") or ():
+            if prediction["class"] not in classes:
+                classes[prediction["class"]] = None
+        if placement is not None:
+            target = placement(make_record(row, options))
+            if target is not None:
+                found.names.count(*target)
+    return found

@@ -1,0 +1,203 @@
+"""The export driver: survey the output, prepare DEST, stream the rows into one format."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import UsageError
+from ...output.reading import iter_latest_rows, output_kind
+from .base import ExportFormat
+from .csvfile import CsvFormat, prepare_file
+from .dest import MAPPING, Mapping, prepare_folder, write_marker
+from .files import FileNames, Placer, id_tag
+from .folders import FoldersFormat
+from .labelstudio import LabelStudioFormat
+from .multilabel import MultilabelFormat
+from .options import ExportOptions
+from .records import Record, Survey, make_record, survey
+
+_FORMATS: dict[str, Callable[[ExportOptions], ExportFormat]] = {
+    "folders": FoldersFormat,
+    "roboflow-multilabel": MultilabelFormat,
+    "label-studio": LabelStudioFormat,
+    "csv": CsvFormat,
+}
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and what it left out."""
+
+    exported: int = 0
+    review: int = 0
+    failed: int = 0
+    url_skipped: int = 0
+    missing: int = 0
+    renamed_files: int = 0
+    renamed_classes: dict[str, str] = field(default_factory=dict)
+    copied_instead: bool = False
+    lines: list[str] = field(default_factory=list)
+
+
+def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResult:
+    """Export ``options.output`` to ``options.dest``; ``say`` gets notes as they happen."""
+    output_kind(options.output)  # a clear error if the output does not exist
+    fmt = _FORMATS[options.to](options)
+    found = survey(options, fmt.placement if options.is_tree else None)
+    if options.to == "folders" and found.multilabel:
+        fmt.begin(found, {})  # raises: says which format to use instead
+    result = ExportResult(renamed_classes=_class_names(fmt, found))
+    classes = {name: result.renamed_classes.get(name, name) for name in found.classes}
+    if options.is_tree:
+        prepare_folder(options.dest, overwrite=options.overwrite)
+        _export_tree(options, fmt, found, classes, result, say)
+    else:
+        prepare_file(options)
+        fmt.begin(found, classes)
+        try:
+            for row in iter_latest_rows(options.output):
+                if row.get("status") != "ok":
+                    result.failed += 1
+                    continue
+                record = make_record(row, options)
+                fmt.add(record, None)
+                result.exported += 1
+                result.review += record.review
+        except BaseException:
+            if isinstance(fmt, CsvFormat):
+                fmt.abort()
+            raise
+        result.lines = fmt.end()
+    return result
+
+
+def _class_names(fmt: ExportFormat, found: Survey) -> dict[str, str]:
+    """Classes the format must rename; refuses two classes that would become one."""
+    renamed = {name: fmt.rename_class(name) for name in found.classes}
+    taken: dict[str, str] = {}
+    for name, new in renamed.items():
+        if new in taken:
+            raise UsageError(
+                f"classes {taken[new]!r} and {name!r} would both be written as {new!r} in this "
+                "format; export to csv or label-studio, which keep class names as they are"
+            )
+        taken[new] = name
+    return {name: new for name, new in renamed.items() if new != name}
+
+
+def _export_tree(
+    options: ExportOptions,
+    fmt: ExportFormat,
+    found: Survey,
+    classes: dict[str, str],
+    result: ExportResult,
+    say: Callable[[str], None],
+) -> None:
+    facts = {"format": options.to, "output": str(options.output.absolute()), "mode": options.mode}
+    write_marker(options.dest, files=fmt.own_files(found), complete=False, **facts)
+    mapping = Mapping(options.dest)
+    placer = Placer(options.dest, options.mode, say)
+    try:
+        fmt.begin(found, classes)
+        for row in iter_latest_rows(options.output):
+            _export_row(row, options, fmt, found.names, placer, mapping, result)
+        result.lines = fmt.end()
+    finally:
+        mapping.close()
+    result.renamed_files = found.names.renamed
+    result.copied_instead = placer.fell_back
+    counts = {
+        "exported": result.exported,
+        "needs_review": result.review,
+        "failed": result.failed,
+        "url_skipped": result.url_skipped,
+        "missing": result.missing,
+        "renamed_files": result.renamed_files,
+    }
+    write_marker(options.dest, files=fmt.own_files(found), complete=True, counts=counts, **facts)
+
+
+def _export_row(
+    row: dict[str, Any],
+    options: ExportOptions,
+    fmt: ExportFormat,
+    names: FileNames,
+    placer: Placer,
+    mapping: Mapping,
+    result: ExportResult,
+) -> None:
+    source = str(row.get("path") or row.get("url") or "")
+    if row.get("status") != "ok":
+        result.failed += 1
+        mapping.add(str(row["id"]), source, "", "", "failed", False)
+        return
+    record: Record = make_record(row, options)
+    target = fmt.placement(record)
+    exported: str | None = None
+    if target is None:
+        if options.to != "label-studio":  # the one tree format that can reference a URL
+            result.url_skipped += 1
+            mapping.add(record.id, source, "", record.split, "url_skipped", record.review)
+            return
+        mapping.add(record.id, source, "", record.split, "exported", record.review)
+    elif record.path is None or not os.path.isfile(record.path):
+        result.missing += 1
+        mapping.add(record.id, source, "", record.split, "file_not_found", record.review)
+        return
+    else:
+        folder, name = target
+        exported = f"{folder}/{names.final(folder, name, record.id)}"
+        if os.path.lexists(options.dest / exported):  # a row the survey did not see
+            exported = f"{folder}/{id_tag(record.id)}-{name}"
+        mapping.add(record.id, source, exported, record.split, "exported", record.review)
+        placer.place(record.path, exported)
+    fmt.add(record, exported)
+    result.exported += 1
+    result.review += record.review
+
+
+def describe(options: ExportOptions, result: ExportResult) -> list[str]:
+    """What the export wrote and left out, for a person."""
+    plural = {"symlink": "symlinks", "hardlink": "hard links", "copy": "copies"}
+    how = f", {plural[options.mode]}" if options.is_tree else ""
+    if result.copied_instead:
+        how = ", copies (links were not possible)"
+    lines = [f"exported {_count(result.exported, 'image')} to {options.dest} ({options.to}{how})"]
+    lines += result.lines
+    left = []
+    if result.failed:
+        left.append(_count(result.failed, "failed row"))
+    if result.url_skipped:
+        left.append(
+            f"{_count(result.url_skipped, 'URL item')} ({options.to} holds local files only)"
+        )
+    if result.missing:
+        left.append(f"{_count(result.missing, 'image')} whose file was not found")
+    if left:
+        lines.append("left out: " + ", ".join(left))
+    if options.min_confidence is not None or result.review:
+        where = {
+            "folders": f"in {options.dest}/_review/",
+            "label-studio": "flagged needs_review in the tasks",
+            "csv": "flagged needs_review=1",
+            "roboflow-multilabel": f"flagged needs_review=1 in {MAPPING}",
+        }[options.to]
+        below = "" if options.min_confidence is None else f" or below {options.min_confidence:g}"
+        lines.append(f"{result.review:,} to review (no class{below}): {where}")
+    for old, new in result.renamed_classes.items():
+        lines.append(f"class {old!r} written as {new!r} ({options.to} cannot hold it as is)")
+    if result.renamed_files:
+        lines.append(
+            f"{result.renamed_files:,} files renamed because their names collided "
+            f"(name__<id hash>.ext): see {options.dest / MAPPING}"
+        )
+    if options.is_tree:
+        lines.append(f"mapping of every row: {options.dest / MAPPING}")
+    return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

@@ -1,0 +1,404 @@
+"""``batchclassify plan``: what a run would do, and what it would cost, without sending anything.
+
+Walks and reads the sources as ``run`` does (``sources.iter_item_batches``, then the worker's
+``encoding.read_and_encode`` with the same settings, so cache keys are the run's own), and
+counts: items found and skipped, bytes, items an earlier run recorded in ``--output``,
+duplicates by id and by content, answers already in the cache, and the requests left. It
+streams: memory is two compact hash sets (``idindex.IdIndex``, ~14 bytes an item), whatever
+the number of images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from ..config import DEFAULT_EXTENSIONS, JobConfig
+from ..cost import MIN_BILLED_MS, MS_PER_CREDIT
+from ..errors import ItemError, UsageError
+from ..exit_codes import ExitCode
+from ..inputs.encoding import EncodedImage, read_and_encode
+from ..inputs.sources import check_sources, iter_item_batches
+from ..models import Item
+from ..output.cache import AnswerCache, Keys, KeySettings
+from ..output.idindex import IdIndex
+from ..output.reading import iter_rows, read_settings
+from ..output.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, job_settings
+from ..shards import parse_shard, shard_output
+from ..summary import InputReport
+
+#: Roboflow's hosted API serves about this many requests per second ("up to 20").
+HOSTED_RATE = 20.0
+#: A typical hosted answer time (p50 183 ms measured at 5 req/s; PROTOCOL.md).
+DEFAULT_LATENCY = 0.2
+DEFAULT_CONCURRENCY = 32
+_READ_THREADS = 4
+
+
+@dataclass
+class PlanReport:
+    """What a run with these sources and settings would do."""
+
+    found: int = 0
+    """Items the sources yield (a run's ``found``)."""
+    skipped_extensions: dict[str, int] = field(default_factory=dict)
+    skipped_hidden: int = 0
+    empty_sources: list[str] = field(default_factory=list)
+    already_done: int = 0
+    """Recorded ok in ``--output``: skipped by resume."""
+    previously_failed: int = 0
+    """Recorded as failed in ``--output`` (retried only with ``--retry-failed``)."""
+    duplicate_ids: int = 0
+    """The same id (path or URL) listed again: classified once."""
+    unsendable: int = 0
+    """Bad manifest rows and files that cannot be read or sent: error rows, no request."""
+    bytes_read: int = 0
+    """Size of the files to classify, as stored."""
+    bytes_sent: int = 0
+    """Request bodies a run would upload (base64, after any downscale)."""
+    in_cache: int = 0
+    """Answers the cache file already holds: no request."""
+    duplicate_content: int = 0
+    """Identical images (same bytes sent) after the first: they share its request."""
+    requests: int = 0
+    """Requests a run would make (retries aside)."""
+    cache: str | None = None
+    rate_limit: float = HOSTED_RATE
+    concurrency: int = DEFAULT_CONCURRENCY
+    latency: float = DEFAULT_LATENCY
+
+    @property
+    def seconds(self) -> float:
+        """Time for ``requests`` at the rate limit, or at what concurrency / latency allows."""
+        throughput = min(self.rate_limit, self.concurrency / self.latency)
+        return self.requests / throughput if throughput > 0 else 0.0
+
+    @property
+    def min_credits(self) -> float:
+        """Serverless billing's floor: every request counts at least 100 ms."""
+        return self.requests * MIN_BILLED_MS / MS_PER_CREDIT
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 1)
+        data["min_credits"] = round(self.min_credits, 6)
+        return data
+
+
+class Planner:
+    """Goes through the sources once and fills a ``PlanReport``."""
+
+    def __init__(
+        self,
+        config: JobConfig,
+        *,
+        cache: AnswerCache | None,
+        recorded: IdIndex,
+        report: PlanReport,
+        progress: Callable[[PlanReport], None] = lambda report: None,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.report = report
+        self._ids = recorded
+        self._contents = IdIndex()
+        self._keys = Keys(
+            KeySettings(
+                model=config.model,
+                confidence=config.confidence,
+                max_size=config.max_size,
+                jpeg_quality=config.jpeg_quality,
+            )
+        )
+        self._progress = progress
+
+    def run(self, stdin: TextIO | None) -> PlanReport:
+        inputs = InputReport()
+        batches = iter_item_batches(
+            self.config.sources, extensions=self.config.extensions, stdin=stdin, report=inputs
+        )
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            shard = self.config.shard
+            for batch in batches:
+                if shard is not None:  # the run's rule: other shards' items are not counted
+                    batch = [item for item in batch if shard.holds(item.id)]
+                self.report.found += len(batch)
+                fresh = [item for item in batch if self._fresh(item)]
+                self._plan_batch(fresh, pool)
+                self._progress(self.report)
+        report = self.report
+        report.skipped_extensions = dict(inputs.skipped_extensions)
+        report.skipped_hidden = inputs.skipped_hidden
+        report.empty_sources = list(inputs.empty_sources)
+        return report
+
+    def _fresh(self, item: Item) -> bool:
+        """The producer's rule: skip ids done before (and failed, unless retried) or queued."""
+        report = self.report
+        tag = self._ids.get(item.id)
+        if tag == QUEUED:
+            report.duplicate_ids += 1
+        elif tag == RECORDED_OK:
+            report.already_done += 1
+        elif tag == RECORDED_FAILED and not self.config.retry_failed:
+            report.previously_failed += 1
+        else:
+            self._ids.set(item.id, QUEUED)
+            return True
+        return False
+
+    def _plan_batch(self, items: list[Item], pool: ThreadPoolExecutor) -> None:
+        report = self.report
+        sendable = [item for item in items if item.problem is None]
+        report.unsendable += len(items) - len(sendable)
+        bodies = pool.map(self._encode, sendable)
+        keys: list[bytes] = []
+        for item, encoded in zip(sendable, bodies, strict=True):
+            if isinstance(encoded, ItemError):
+                report.unsendable += 1
+                continue
+            if encoded is not None:
+                report.bytes_read += encoded.original_bytes
+                report.bytes_sent += len(encoded.body)
+            keys.append(self._keys.for_item(item, None if encoded is None else encoded.body))
+        cached = self.cache.contains(keys) if self.cache is not None else set()
+        for key in keys:
+            text = key.hex()
+            if key in cached:
+                report.in_cache += 1
+            elif self._contents.set(text, 1):
+                report.duplicate_content += 1
+            else:
+                report.requests += 1
+
+    def _encode(self, item: Item) -> EncodedImage | ItemError | None:
+        if item.path is None:
+            return None  # a URL: the server fetches it; keyed by the URL
+        config = self.config
+        try:
+            return read_and_encode(
+                item.path,
+                max_upload_bytes=config.max_upload_bytes,
+                max_size=config.max_size,
+                jpeg_quality=config.jpeg_quality,
+            )
+        except ItemError as error:
+            return error
+
+
+def recorded_ids(config: JobConfig) -> IdIndex:
+    """What ``--output`` already holds, read-only: id -> recorded ok / failed (latest row).
+
+    An output whose settings differ from the plan's is refused as ``run`` would refuse it.
+    """
+    index = IdIndex()
+    output = config.output
+    if not output.exists():
+        return index
+    settings = read_settings(output)
+    wanted = job_settings(config)
+    if settings is not None:
+        differing = [
+            k for k in ("model", "confidence", "max_size", "shard") if settings.get(k) != wanted[k]
+        ]
+        if differing:
+            raise UsageError(
+                f"--output {output} was written with other settings ({', '.join(differing)}); "
+                "run would refuse it: plan with the same settings, or another --output"
+            )
+    for row in iter_rows(output):
+        index.set(row["id"], RECORDED_OK if row.get("status") == "ok" else RECORDED_FAILED)
+    return index
+
+
+def register(commands: Any) -> None:
+    """Add ``plan`` to the CLI's subcommands."""
+    parser = commands.add_parser(
+        "plan",
+        help="dry run: what a run would send, and how long it would take; sends nothing",
+        description="Walk and read the sources as 'run' would, sending nothing, and print: "
+        "images found and skipped, bytes, images already done in --output, duplicates (by "
+        "path and by content), answers already in --cache, the requests a run would make, "
+        "and how long they take at the rate limit and the given concurrency and latency. "
+        "Writes nothing (not even a new cache file). Exit 2 if the sources hold no image.",
+    )
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="as for run")
+    parser.add_argument("--model", "-m", required=True, help="model id as SLUG/VERSION")
+    parser.add_argument("--output", "-o", type=Path, help="the run's --output: count what it holds")
+    parser.add_argument("--cache", metavar="PATH", help="as for run (also $BATCHCLASSIFY_CACHE)")
+    parser.add_argument("--no-cache", action="store_true", help="as for run")
+    parser.add_argument("--confidence", type=float, metavar="F", help="as for run")
+    parser.add_argument("--max-size", type=int, metavar="PX", help="as for run")
+    parser.add_argument("--jpeg-quality", type=int, default=90, help="as for run")
+    parser.add_argument(
+        "--extensions", default=",".join(sorted(DEFAULT_EXTENSIONS)), help="as for run"
+    )
+    parser.add_argument("--retry-failed", action="store_true", help="as for run")
+    parser.add_argument("--shard", metavar="I/N", help="as for run: plan shard I of N only")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=HOSTED_RATE,
+        metavar="N",
+        help=f"requests per second for the estimate (default {HOSTED_RATE:g}, the hosted API's)",
+    )
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help="as for run"
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=DEFAULT_LATENCY,
+        metavar="SECONDS",
+        help=f"seconds per request for the estimate (default {DEFAULT_LATENCY:g})",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    parser.set_defaults(handler=_command)
+
+
+def _config(args: argparse.Namespace) -> JobConfig:
+    from .cli import cache_option  # the run command's rule for --cache
+
+    extensions = frozenset(
+        part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
+    )
+    shard = None if args.shard is None else parse_shard(args.shard)
+    return JobConfig(
+        sources=tuple(args.sources),
+        model=args.model,
+        output=shard_output(args.output, shard) if args.output else Path("plan.jsonl"),
+        confidence=args.confidence,
+        extensions=extensions,
+        max_size=args.max_size,
+        jpeg_quality=args.jpeg_quality,
+        retry_failed=args.retry_failed,
+        cache=cache_option(args),
+        shard=shard,
+    )
+
+
+def _command(args: argparse.Namespace) -> int:
+    if not (args.rate_limit > 0 and args.concurrency >= 1 and args.latency > 0):
+        raise UsageError("--rate-limit, --concurrency and --latency must be positive")
+    config = _config(args)
+    check_sources(config.sources)
+    recorded = recorded_ids(config) if args.output is not None else IdIndex()
+    report = PlanReport(
+        cache=None if config.cache is None else str(config.cache),
+        rate_limit=args.rate_limit,
+        concurrency=args.concurrency,
+        latency=args.latency,
+    )
+    # A plan writes nothing: a cache file that does not exist yet is an empty one.
+    exists = config.cache is not None and config.cache.exists()
+    opened = AnswerCache(config.cache, create=False) if exists and config.cache else None
+    show = _Progress(enabled=not args.quiet)
+    with closing(opened) if opened is not None else nullcontext():
+        Planner(config, cache=opened, recorded=recorded, report=report, progress=show).run(
+            sys.stdin
+        )
+    show.done()
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
+    else:
+        print(format_plan(report))
+    return ExitCode.OK if report.found else ExitCode.USAGE
+
+
+class _Progress:
+    """A line on stderr: rewritten in place on a terminal, else one every 30 s."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._tty = sys.stderr.isatty()
+        self._last = time.monotonic()
+        self._wrote = False
+
+    def __call__(self, report: PlanReport) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._last < (1.0 if self._tty else 30.0):
+            return
+        self._last = now
+        line = (
+            f"plan: {report.found:,} items, {report.bytes_read / 2**20:,.1f} MiB read, "
+            f"{report.requests:,} requests so far"
+        )
+        sys.stderr.write(f"\r{line}" if self._tty else f"{line}\n")
+        sys.stderr.flush()
+        self._wrote = True
+
+    def done(self) -> None:
+        if self._wrote and self._tty:
+            sys.stderr.write("\n")
+
+
+def format_plan(report: PlanReport) -> str:
+    """The plan, for people."""
+    lines = [f"images found: {report.found:,}"]
+    skipped = sum(report.skipped_extensions.values())
+    if skipped or report.skipped_hidden:
+        kinds = ", ".join(
+            f"{n:,} .{ext}" if ext else f"{n:,} without one"
+            for ext, n in sorted(report.skipped_extensions.items(), key=lambda kv: -kv[1])[:5]
+        )
+        lines.append(
+            f"skipped in folders: {skipped:,} with an extension not in --extensions"
+            + (f" ({kinds})" if kinds else "")
+            + f"; {report.skipped_hidden:,} hidden"
+        )
+    if report.empty_sources:
+        lines.append(f"no images in: {', '.join(report.empty_sources[:3])}")
+    lines.extend(_skip_lines(report))
+    lines.append(
+        f"to read: {report.bytes_read / 2**20:,.1f} MiB; to upload: "
+        f"{report.bytes_sent / 2**20:,.1f} MiB"
+    )
+    lines.append(f"requests a run would make: {report.requests:,}")
+    throughput = min(report.rate_limit, report.concurrency / report.latency)
+    lines.append(
+        f"time at {throughput:,.1f} requests/s: {_duration(report.seconds)} (--rate-limit "
+        f"{report.rate_limit:g}, --concurrency {report.concurrency} at {report.latency:g} s a "
+        "request; retries aside)"
+    )
+    lines.append(
+        f"cost on serverless billing: at least {report.min_credits:,.4f} credits "
+        "(100 ms a request minimum)"
+    )
+    if report.cache is None and report.duplicate_content:
+        lines.append(
+            "without --cache, identical images share a request only when in flight together: "
+            f"up to {report.duplicate_content:,} more requests"
+        )
+    return "\n".join(lines)
+
+
+def _skip_lines(report: PlanReport) -> Iterator[str]:
+    rows = (
+        (report.already_done, "already done in --output"),
+        (report.previously_failed, "failed in an earlier run (--retry-failed retries them)"),
+        (report.duplicate_ids, "listed twice (same path or URL)"),
+        (report.unsendable, "cannot be sent (bad manifest rows, unreadable files): error rows"),
+        (report.duplicate_content, "identical to another image here (same bytes): no request"),
+        (report.in_cache, f"answered in the cache {report.cache}: no request"),
+    )
+    for count, what in rows:
+        if count:
+            yield f"  {count:>10,}  {what}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:,.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:,.0f} min"
+    return f"{seconds / 3600:,.1f} h"

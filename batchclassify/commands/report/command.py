@@ -1,0 +1,154 @@
+"""``batchclassify report``: flags in, text report out, and the HTML page when asked."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ...errors import UsageError
+from ...exit_codes import ExitCode
+from ...output.reading import iter_latest_rows, output_kind, read_job_settings
+from .facts import job_facts
+from .stats import ReportStats, collect
+from .text import render_text
+
+DEFAULT_LOW = 0.5
+DEFAULT_PER_CLASS = 24
+API_DEFAULT_THRESHOLD = 0.4
+"""The hosted API's confidence threshold when a job set none (multi-label yes/no line)."""
+
+GENERATOR = "batchclassify report"
+"""Marks a page as ours: an existing --html file without it is never overwritten."""
+
+_EPILOG = """\
+examples:
+  batchclassify report results.jsonl
+  batchclassify report results.parquet --html report.html
+  batchclassify report results.jsonl --html report.html --by split --low-confidence 0.7
+
+Works on a finished output and on one a job is still writing (or left when killed); it
+only reads. Thumbnails are embedded (local files, at most 160 px); URL items are shown by
+URL, fetched by the browser. Exit codes: 0 done, 2 bad flags or no such output.
+"""
+
+
+def register(commands: Any) -> None:
+    """Add the ``report`` command to the CLI's subparsers."""
+    parser = commands.add_parser(
+        "report",
+        help="summarise an output: classes, confidences, failures; --html for a review page",
+        description="Summarise what a job wrote, on stdout: counts, classes and their share, "
+        "confidence quantiles per class, how many were unsure, failures by error type, and the "
+        "job's "
+        "model and settings. With --html, also write one self-contained page (charts, and a "
+        "review gallery of the least confident images per class) that opens offline.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    parser.add_argument("output", type=Path, metavar="OUTPUT", help="a run's .jsonl or .parquet")
+    parser.add_argument(
+        "--html", type=Path, metavar="FILE", help="also write the report as one HTML page"
+    )
+    parser.add_argument(
+        "--low-confidence",
+        type=float,
+        default=DEFAULT_LOW,
+        metavar="F",
+        help=f"count images whose confidence is below F as unsure (default {DEFAULT_LOW})",
+    )
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=DEFAULT_PER_CLASS,
+        metavar="N",
+        help="review gallery: the N least confident images of each class "
+        f"(default {DEFAULT_PER_CLASS}; single-label: smallest margin between the first two "
+        "classes; multi-label: confidence nearest the threshold)",
+    )
+    parser.add_argument(
+        "--by",
+        metavar="COLUMN",
+        help="break the class distribution down by this metadata column (e.g. split)",
+    )
+    parser.set_defaults(handler=command_report)
+
+
+def threshold_of(settings: dict[str, Any] | None) -> float:
+    """The job's confidence threshold as 0..1 (the API reads 40 as 40%)."""
+    value = (settings or {}).get("confidence")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return API_DEFAULT_THRESHOLD
+    return value / 100 if value >= 1 else float(value)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.low_confidence <= 1.0:
+        raise UsageError(f"--low-confidence {args.low_confidence}: give a number within 0..1")
+    if args.per_class < 0:
+        raise UsageError(f"--per-class {args.per_class}: give 0 or more")
+    if args.html is not None:
+        _check_html_target(args.html, args.output)
+
+
+def _check_html_target(html: Path, output: Path) -> None:
+    """Never write the page over the output, a folder, or a file that is not our report."""
+    if html.resolve() == output.resolve() or html.is_dir():
+        raise UsageError(f"--html {html}: name a new .html file (this is the output or a folder)")
+    if html.exists():
+        try:
+            with open(html, "rb") as handle:
+                head = handle.read(2048)
+        except OSError as exc:
+            raise UsageError(f"--html {html}: cannot read it ({exc.strerror})") from None
+        if GENERATOR.encode() not in head:
+            raise UsageError(
+                f"--html {html}: exists and is not a batchclassify report; "
+                "remove it or choose another name"
+            )
+
+
+def _check_by(stats: ReportStats, output: Path) -> None:
+    if stats.by is None or stats.by_seen or not stats.rows:
+        return
+    columns = ", ".join(sorted(stats.extra_columns)) or "none (items came from a folder)"
+    raise UsageError(f"--by {stats.by}: no such column in {output}; metadata columns: {columns}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, so a reader never sees half a page."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise UsageError(f"--html {path}: cannot write it ({exc.strerror})") from None
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """Print the text report; write the HTML page with ``--html``."""
+    output: Path = args.output
+    output_kind(output)  # a clear error for a missing output, before anything else
+    _check_flags(args)
+    settings = read_job_settings(output)
+    stats = collect(
+        iter_latest_rows(output),
+        low=args.low_confidence,
+        per_class=args.per_class if args.html is not None else 0,
+        threshold=threshold_of(settings),
+        by=args.by,
+    )
+    _check_by(stats, output)
+    facts = job_facts(output)
+    sys.stdout.write(render_text(stats, facts))
+    if args.html is not None:
+        from .html import render_html
+
+        page = render_html(stats, facts, base=output.resolve().parent)
+        write_atomically(args.html, page)
+        size = len(page.encode("utf-8")) / 1e6
+        print(f"wrote {args.html} ({size:.1f} MB)", file=sys.stderr)
+    return ExitCode.OK

@@ -1,0 +1,1 @@
+"""Inputs: the sources walked (folders, manifests, object storage), each image read and encoded."""

@@ -1,0 +1,212 @@
+"""The producer: walks the sources in batches and feeds the workers' bounded item queue.
+
+The walk runs in a worker thread, one batch at a time. Each item is checked against the
+resume index: ids already recorded are skipped (failed ones queued again with
+``--retry-failed``), a second occurrence of an id is a duplicate; a bad manifest row
+(``item.problem``) becomes an error row at once, without a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+import anyio
+
+from ..config import JobConfig
+from ..inputs.sources import iter_item_batches
+from ..models import Item, Keep, error_row
+from ..output.idindex import IdIndex
+from ..output.resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState
+from ..shards import Shard
+from ..summary import JobSummary, ProgressListener
+from .itemqueue import ItemQueue
+from .worker import Recorder
+
+
+class Producer:
+    """Lists the items to classify; counts what it skips in the job's summary."""
+
+    def __init__(
+        self,
+        config: JobConfig,
+        *,
+        summary: JobSummary,
+        progress: ProgressListener,
+        record: Recorder,
+        stopping: Callable[[], bool],
+        stdin: TextIO | None = None,
+    ) -> None:
+        self._config = config
+        self._summary = summary
+        self._progress = progress
+        self._record = record
+        self._stopping = stopping
+        self._stdin = stdin
+        self.requeued = 0
+        """Ids recorded as failed before and queued again (``--retry-failed``)."""
+        self._seen = 0
+        self.found_work = False
+        """Whether the walk gave any item to classify (so far)."""
+        self.listed_all = False
+        """Whether the walk went through every source to the end."""
+
+    async def run(
+        self,
+        queue: ItemQueue,
+        prior: PriorState,
+        work: anyio.Event | None = None,
+    ) -> None:
+        """Walk the sources to the end (or a stop request), sending fresh items on.
+
+        ``work`` is set at the first item to classify (``found_work``), or at the walk's end.
+        """
+        work = work or anyio.Event()
+        summary = self._summary
+        config = self._config
+        screen = Screen(prior.index, retry_failed=config.retry_failed, shard=config.shard)
+        batches: Iterator[list[Item]] = iter_item_batches(
+            self._config.sources,
+            extensions=self._config.extensions,
+            stdin=self._stdin,
+            report=summary.inputs,  # filled in by the walk, in the worker thread
+            keep=screen.keep,  # asked in the worker thread; read here between two batches
+        )
+        try:
+            await self._walk(batches, screen, queue, work)
+        finally:
+            work.set()  # the walk is over (or cut short): the count need not wait any more
+
+    async def _walk(
+        self,
+        batches: Iterator[list[Item]],
+        screen: Screen,
+        queue: ItemQueue,
+        work: anyio.Event,
+    ) -> None:
+        summary = self._summary
+        try:
+            while not self._stopping():
+                batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
+                if batch is None:
+                    # A shard may hold none of the sources' items: that is no error.
+                    summary.nothing_found = not screen.met
+                    self.listed_all = True
+                    self._progress.listing_finished()
+                    break
+                self._count(screen, fresh=len(batch))
+                if batch and not work.is_set():
+                    self.found_work = True
+                    work.set()
+                if not await self._hand_out(batch, queue):
+                    return
+        finally:
+            queue.close()  # the workers finish what is queued, then stop
+
+    def _count(self, screen: Screen, *, fresh: int) -> None:
+        """Move what the screen counted since the last batch into the summary and progress."""
+        summary = self._summary
+        recorded_before = summary.already_done + summary.previously_failed
+        summary.found = screen.found
+        summary.duplicates = screen.duplicates
+        summary.already_done = screen.done
+        summary.previously_failed = screen.failed
+        self.requeued = screen.requeued
+        seen = screen.found - self._seen
+        self._seen = screen.found
+        recorded = summary.already_done + summary.previously_failed - recorded_before
+        self._progress.listed(seen=seen, recorded=recorded)
+        self._progress.add_total(fresh)
+
+    async def _hand_out(self, fresh: list[Item], queue: ItemQueue) -> bool:
+        """Queue items for the workers (bad rows straight to the sink); ``False`` once no
+        worker is left."""
+        for item in fresh:
+            if self._stopping():
+                break
+            if item.problem is not None:
+                self._record(_problem_row(item), group=item.problem_group, at=item.problem_at)
+                await anyio.lowlevel.checkpoint()
+                continue
+            if not queue.put_nowait(item):
+                if not await queue.wait_for_room():
+                    return False  # every worker has stopped (a stop request)
+                queue.put_nowait(item)
+        return True
+
+
+def _problem_row(item: Item) -> dict[str, Any]:
+    """The error row of an item its source could not make usable (a bad manifest row)."""
+    return error_row(
+        item,
+        error=item.problem or "",
+        error_type=item.problem_kind,
+        attempts=0,
+    )
+
+
+class Screen:
+    """The producer's rule for each id the walk meets, asked before its item is made.
+
+    Skipped: ids recorded before (ok; failed too, unless ``--retry-failed``), ids already
+    met in this run (duplicates), other shards' ids (not even counted as found). Every other
+    id is tagged as queued in the resume index, so a second occurrence is a duplicate, and
+    kept. ``keep`` is the walk's ``Keep``; the producer moves the counts into the summary
+    between batches. A finished job's rerun asks about a million ids that are all done:
+    that path is one index look-up and one count.
+    """
+
+    def __init__(self, index: IdIndex, *, retry_failed: bool, shard: Shard | None) -> None:
+        self._index = index
+        self._get = index.get
+        self._retry_failed = retry_failed
+        self._shard = shard
+        self.keep: Keep = self._keep if shard is None else self._keep_in_shard
+        self.done = 0
+        """Recorded ok before."""
+        self.failed = 0
+        """Recorded as failed before, not queued again."""
+        self.duplicates = 0
+        self.kept = 0
+        self.requeued = 0
+        """Recorded as failed before, queued again (``--retry-failed``); among ``kept``."""
+        self.other_shards = 0
+
+    @property
+    def found(self) -> int:
+        """Ids met in this job's shard (all, without ``--shard``)."""
+        return self.done + self.failed + self.duplicates + self.kept
+
+    @property
+    def met(self) -> int:
+        """Every id asked about, other shards' included."""
+        return self.found + self.other_shards
+
+    def _keep(self, item_id: str) -> bool:
+        tag = self._get(item_id)
+        if tag == RECORDED_OK:  # first: all a finished job's rerun meets
+            self.done += 1
+            return False
+        return self._rare(item_id, tag)
+
+    def _keep_in_shard(self, item_id: str) -> bool:
+        if not self._shard.holds(item_id):  # type: ignore[union-attr]  # set with this method
+            self.other_shards += 1
+            return False
+        return self._keep(item_id)
+
+    def _rare(self, item_id: str, tag: int) -> bool:
+        if not tag:
+            self._index.set(item_id, QUEUED)
+            self.kept += 1
+            return True
+        if tag == RECORDED_FAILED:
+            if not self._retry_failed:
+                self.failed += 1
+                return False
+            self._index.set(item_id, QUEUED_AGAIN)
+            self.requeued += 1
+            self.kept += 1
+            return True
+        self.duplicates += 1  # QUEUED or QUEUED_AGAIN: met before in this run
+        return False

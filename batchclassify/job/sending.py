@@ -1,0 +1,238 @@
+"""One item's request under the watchdog, and copies of it once it is stuck (hedging).
+
+``Sender.send`` runs the request inside ``Watchdog.watch``. Past ``slow_after``
+(``hedging.py``) the watchdog calls ``Sender._overdue``: a spare worker takes the slow
+worker's place (the request no longer counts against ``--concurrency``); past the deadline,
+counted from the latest request sent for the item, and if the budget allows, a copy goes out
+as a task in the worker group; the first answer wins. A request the
+watchdog cuts (``RequestCut``) is either the loser of that race, which takes the copy's
+answer, or stalled, which is a timeout the worker retries.
+"""
+
+from __future__ import annotations
+
+import time
+from asyncio import CancelledError
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..api.client import ClassificationClient
+from ..error_types import ErrorType
+from ..errors import FatalApiError, ItemError, RetryableError
+from ..inputs.encoding import EncodedImage
+from ..models import Item, Prediction
+from .attempts import AttemptPolicy
+from .health import RequestCut, Watchdog, Watched
+from .hedging import HedgePolicy
+from .itemqueue import ItemQueue
+
+#: Starts a spare worker on the item queue until the event is set.
+SpareStarter = Callable[
+    [ItemQueue, ClassificationClient, anyio.Event],
+    Coroutine[Any, Any, None],
+]
+
+
+class Race(Watched):
+    """One item's request (watched as itself) and the copies sent once it was stuck: the
+    first answer wins. One object per request: the watchdog's entry is the race."""
+
+    # Class-level defaults (see ``Watched``): a request that is never stuck sets only these
+    # six, and its start.
+    answer: Prediction | Exception | None = None
+    copies = 0
+    scopes: list[anyio.CancelScope] | None = None
+    spare: anyio.Event | None = None
+    stuck = False
+    refused = False
+    done = False
+
+    def __init__(
+        self,
+        sender: Sender,
+        item: Item,
+        encoded: EncodedImage | None,
+        client: ClassificationClient,
+        items_in: ItemQueue,
+        started: float,
+    ) -> None:
+        self._dog = sender._watchdog
+        self.started = self.last_sent = started  # last_sent: the latest request for the item
+        self.sender = sender
+        self.item = item
+        self.encoded = encoded
+        self.client = client
+        self.items_in = items_in
+
+    def overdue(self) -> bool:
+        return self.sender._overdue(self)
+
+
+class Sender:
+    """Sends requests under the watchdog; hedges the stuck ones within the budget."""
+
+    def __init__(
+        self,
+        *,
+        policy: AttemptPolicy,
+        hedge: HedgePolicy,
+        watchdog: Watchdog,
+        timeout: float,
+        concurrency: int,
+        start_spare: SpareStarter,
+        stopping: Callable[[], bool],
+        notify: Callable[[str | None], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._policy = policy
+        self._hedge = hedge
+        self._watchdog = watchdog
+        self._timeout = timeout
+        self.concurrency = concurrency
+        """``--concurrency``: at most one spare worker per worker."""
+        self._start_spare = start_spare
+        self._stopping = stopping
+        self._notify = notify
+        self._clock = clock
+        self.group: TaskGroup | None = None
+        """The worker group, while workers run: copies and spares are started in it."""
+        self.spares = 0
+        """Spare workers standing in for ones whose request is stuck."""
+        self._stuck = 0
+
+    async def send(
+        self,
+        item: Item,
+        encoded: EncodedImage | None,
+        client: ClassificationClient,
+        started: float,
+        items_in: ItemQueue,
+    ) -> tuple[Prediction, Race]:
+        """One request under the watchdog, and its race: copies sent, whether one won
+        (``race.answer`` set).
+
+        A request the watchdog cuts for a stall raises ``RetryableError`` (a timeout).
+        """
+        # Also before the deadline is known: a request sent in the first burst can hang too.
+        race = Race(self, item, encoded, client, items_in, started)
+        self._hedge.sent()
+        race.begin()
+        try:
+            # post() hands back the client's own coroutine: no layer of its own.
+            return await post(item, encoded, client), race
+        except CancelledError:
+            if not race.cut_off():
+                raise
+            if race.answer is None:
+                raise RetryableError(
+                    "no answer, and no other request completed either, for "
+                    f"{self._watchdog.stall_after:g} s: the connection was stuck; cancelled "
+                    "by the watchdog",
+                    kind=ErrorType.TIMEOUT,
+                ) from None
+            if isinstance(race.answer, Exception):
+                raise race.answer from None
+            return race.answer, race
+        finally:
+            race.end()
+            self._settle(race)
+
+    def _overdue(self, race: Race) -> bool:
+        """Called by the watchdog, for the original and each copy, once past ``slow_after``
+        and again on each check while it returns ``False``: frees the worker's place, then,
+        past the deadline, sends a copy if the budget allows (``hedging.py``)."""
+        group = self.group
+        if race.done or self._stopping() or group is None:
+            return True
+        if race.spare is None and self.spares < self.concurrency:
+            # The slow request no longer counts against --concurrency: a spare worker takes
+            # the next items until it settles. At most one spare per worker.
+            race.spare = anyio.Event()
+            self.spares += 1
+            race.items_in.join()
+            group.start_soon(self._start_spare, race.items_in, race.client, race.spare)
+        deadline = self._hedge.deadline
+        if race.copies >= HedgePolicy.max_copies or deadline is None:
+            return race.copies >= HedgePolicy.max_copies
+        if self._clock() - race.last_sent < deadline:
+            return False
+        if not race.stuck:
+            race.stuck = True
+            self._stuck += 1
+        if self._policy.health.is_down or not self._hedge.try_copy(first_try=not race.refused):
+            if not race.refused:
+                race.refused = True
+                self._notify(
+                    f"{self._stuck} request(s) with no answer after {deadline:.1f} s; copies "
+                    f"are capped at {HedgePolicy.budget_ratio:.0%} of requests, so waiting (up "
+                    f"to --timeout {self._timeout:g} s)"
+                )
+            return False
+        race.copies += 1
+        race.last_sent = self._clock()
+        group.start_soon(self._send_copy, race)
+        self._notify(
+            f"{self._stuck} request(s) with no answer after {deadline:.1f} s: sent again "
+            f"({self._hedge.copies:,} so far)"
+        )
+        return True
+
+    async def _send_copy(self, race: Race) -> None:
+        """A copy of a stuck request; if it is answered first, its answer is the item's."""
+        scope = anyio.CancelScope()
+        if race.scopes is None:
+            race.scopes = []
+        race.scopes.append(scope)
+        with scope:
+            if race.done:
+                return
+            rate, health = self._policy.rate, self._policy.health
+            if rate.try_acquire() > 0:
+                await rate.acquire()
+            started = self._clock()
+            watched = self._watchdog.watch(started, partial(self._overdue, race))
+            answer: Prediction | Exception
+            try:
+                async with watched:
+                    answer = await post(race.item, race.encoded, race.client)
+            except RequestCut:
+                return  # stalled, or the original was answered first
+            except RetryableError as error:
+                # The original may still answer, or time out and be retried as usual.
+                self._policy.note_failure(error, race.item.id, started)
+                return
+            except (ItemError, FatalApiError) as error:
+                health.success(started)
+                rate.on_answer(started)
+                answer = error
+            else:
+                health.success(started)
+                rate.on_success(started)
+                self._hedge.record(self._clock() - started)
+            if not race.done:
+                race.answer = answer
+                race.cut_now()
+
+    def _settle(self, race: Race) -> None:
+        """The item's request is over: cancel copies still out, send its spare home."""
+        race.done = True
+        if race.scopes is not None:
+            for scope in race.scopes:
+                scope.cancel()
+        if race.spare is not None:
+            race.spare.set()
+        if race.stuck:
+            self._stuck -= 1
+
+
+def post(
+    item: Item, encoded: EncodedImage | None, client: ClassificationClient
+) -> Awaitable[Prediction]:
+    """The item's request: its encoded bytes, or its URL for the server to fetch."""
+    if encoded is not None:
+        return client.classify_bytes(encoded.body)
+    return client.classify_url(item.url or "")

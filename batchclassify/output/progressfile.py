@@ -1,0 +1,243 @@
+"""``<output>.progress.json``: a running job's state, kept current for ``batchclassify status``.
+
+The runner feeds ``ProgressFile`` through the ``ProgressListener`` calls it already makes (see
+``FanOut``) and calls ``tick()`` from its flush timer; the file is rewritten at most every
+``interval`` seconds, atomically (a temporary file renamed over it), so a reader never sees
+half a file. It is written only over a file this tool wrote (``"tool": "batchclassify"``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..summary import ItemCount, JobSummary, ProgressListener
+from .sidecars import PROGRESS, sidecar
+
+TOOL = "batchclassify"
+#: How often the file is rewritten while the job runs.
+WRITE_INTERVAL = 2.0
+#: The window over which "recent" rates are measured.
+RATE_WINDOW = 30.0
+
+
+def progress_path(output: Path) -> Path:
+    """``<output>.progress.json``, beside the output (see ``sidecars.py``)."""
+    return sidecar(output, PROGRESS)
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
+
+
+class ProgressFile:
+    """Writes the job's progress file; a ``ProgressListener`` plus ``tick()``."""
+
+    def __init__(
+        self,
+        output: Path,
+        summary: JobSummary,
+        *,
+        live: Callable[[], dict[str, Any]],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        interval: float = WRITE_INTERVAL,
+    ) -> None:
+        self.path = progress_path(output)
+        self._output = output
+        self._summary = summary
+        self._live = live
+        self._clock = clock
+        self._wall = wall
+        self._interval = interval
+        self._enabled = False
+        self._state = "running"
+        self._count = ItemCount()
+        self._note: str | None = None
+        self._waiting: str | None = None
+        self._started = 0.0
+        self._last_write = -1e18
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    # -- ProgressListener -------------------------------------------------------------------
+
+    def started(self, *, already_done: int) -> None:
+        self._enabled = _ours_or_absent(self.path)
+        self._count.base = already_done
+        self._started = self._wall()
+        self._write()
+
+    def counted(self, total: int) -> None:
+        self._count.counted = total
+
+    def listed(self, *, seen: int, recorded: int) -> None:
+        self._count.seen += seen
+        self._count.recorded_seen += recorded
+
+    def add_total(self, count: int) -> None:
+        self._count.queued += count
+
+    def listing_finished(self) -> None:
+        self._count.listing_done = True
+
+    def row(self, status: str) -> None:
+        pass  # the ok / failed counts are the summary's
+
+    def retried(self) -> None:
+        pass
+
+    def note(self, text: str | None) -> None:
+        self._note = text
+
+    def waiting(self, text: str | None) -> None:
+        self._waiting = text
+
+    def finished(self) -> None:
+        summary = self._summary
+        if summary.fatal is not None:
+            self._state = f"stopped: {summary.fatal}"
+        elif summary.interrupted:
+            self._state = "interrupted"
+        else:
+            self._state = "finished"
+        self._write()
+
+    def tick(self) -> None:
+        """Called every second or so: rewrite the file when ``interval`` has passed."""
+        if self._clock() - self._last_write >= self._interval:
+            self._write()
+
+    # -- the file ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the file holds: state, process, counts, recent speed, rate control, outages."""
+        summary = self._summary
+        now = self._clock()
+        done = summary.ok + summary.failed
+        requests = done - summary.requests_saved + summary.retries
+        live = self._live()
+        self._samples.append((now, done, requests))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW:
+            self._samples.popleft()
+        first_time, first_done, first_requests = self._samples[0]
+        span = now - first_time
+        images_per_s = (done - first_done) / span if span > 0 else None
+        count = self._count
+        count.rows = done
+        total = count.total
+        found = count.base + count.queued
+        # Without a count of the sources, remaining is what was found so far: a floor.
+        remaining = max((found if total is None else total) - count.done, 0)
+        eta = remaining / images_per_s if images_per_s else None
+        return {
+            "tool": TOOL,
+            "state": self._state,
+            "output": str(self._output),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": iso(self._started),
+            "updated": iso(self._wall()),
+            "updated_unix": round(self._wall(), 3),
+            "elapsed_s": round(self._wall() - self._started, 1),
+            "already_done": count.base,
+            "total": total,
+            "total_is_exact": count.listing_done,
+            "found_so_far": found,
+            "ok": summary.ok,
+            "failed": summary.failed,
+            "remaining": remaining,
+            "retries": summary.retries,
+            "cache_hits": summary.cache_hits,
+            "shared": summary.shared,
+            "credits": round(summary.credits, 6),
+            "costed": summary.costed,
+            "images_per_s": None if images_per_s is None else round(images_per_s, 2),
+            "requests_per_s": round((requests - first_requests) / span, 2) if span > 0 else None,
+            "eta_s": None if eta is None else round(eta),
+            "eta_is_lower_bound": total is None,
+            "note": self._note,
+            "waiting_for": self._waiting,
+            **live,
+        }
+
+    def _write(self) -> None:
+        self._last_write = self._clock()
+        if not self._enabled:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            tmp.write_bytes(orjson.dumps(self.snapshot(), option=orjson.OPT_INDENT_2) + b"\n")
+            os.replace(tmp, self.path)
+        except OSError:
+            # The progress file is a courtesy: a full disk is the sink's to report, not ours.
+            tmp.unlink(missing_ok=True)
+
+
+def _ours_or_absent(path: Path) -> bool:
+    """May we write ``path``? Only if it is missing or a progress file of this tool."""
+    try:
+        found = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return True
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(found, dict) and found.get("tool") == TOOL
+
+
+class FanOut:
+    """A ``ProgressListener`` that passes every call on to several."""
+
+    def __init__(self, *listeners: ProgressListener) -> None:
+        self._listeners = listeners
+
+    def started(self, *, already_done: int) -> None:
+        for listener in self._listeners:
+            listener.started(already_done=already_done)
+
+    def add_total(self, count: int) -> None:
+        for listener in self._listeners:
+            listener.add_total(count)
+
+    def row(self, status: str) -> None:
+        for listener in self._listeners:
+            listener.row(status)
+
+    def retried(self) -> None:
+        for listener in self._listeners:
+            listener.retried()
+
+    def note(self, text: str | None) -> None:
+        for listener in self._listeners:
+            listener.note(text)
+
+    def counted(self, total: int) -> None:
+        for listener in self._listeners:
+            listener.counted(total)
+
+    def listed(self, *, seen: int, recorded: int) -> None:
+        for listener in self._listeners:
+            listener.listed(seen=seen, recorded=recorded)
+
+    def listing_finished(self) -> None:
+        for listener in self._listeners:
+            listener.listing_finished()
+
+    def waiting(self, text: str | None) -> None:
+        for listener in self._listeners:
+            listener.waiting(text)
+
+    def tick(self) -> None:
+        for listener in self._listeners:
+            listener.tick()
+
+    def finished(self) -> None:
+        for listener in self._listeners:
+            listener.finished()

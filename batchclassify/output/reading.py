@@ -1,0 +1,191 @@
+"""Read an output back without changing it: for ``report``, ``export`` and ``status``.
+The folder of a ``run --processes`` Parquet job reads as its shards' rows, one after another.
+
+Works on a finished output, on one a job is writing right now, and on one left by a killed
+job: nothing is repaired, renamed or locked here (the next ``run`` does that). A torn last
+line or an unparsable line is skipped; a Parquet folder yields its finished parts, then the
+journals of parts not finished yet.
+
+``iter_latest_rows`` yields each id once, with its latest row, as the output will hold it
+after the next compaction (a ``--retry-failed`` run appends a new row for an id before the
+old one is dropped).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from ..errors import UsageError
+from ..models import ROW_FIELDS
+from .parquet_sink import JOURNAL_RE, PART_RE, load_pyarrow, metadata_text
+from .rowlog import count_ids, is_latest
+from .sidecars import SETTINGS, existing, find_shards
+
+
+def settings_file(output: Path) -> Path:
+    """``<output>.job.json``: the job's settings, written by ``run`` beside the output (an
+    earlier version's name if only that exists, see ``sidecars.py``)."""
+    return existing(output, SETTINGS)
+
+
+def read_settings(output: Path) -> dict[str, Any] | None:
+    """The job's settings, or ``None`` when the output has no readable settings file."""
+    try:
+        settings = orjson.loads(settings_file(output).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def read_job_settings(output: Path) -> dict[str, Any] | None:
+    """``read_settings``; for the folder of a ``run --processes`` Parquet job (which has no
+    settings file of its own), its first shard's, without the shard."""
+    settings = read_settings(output)
+    if settings is None:
+        for shard in _shard_outputs(output):
+            settings = read_settings(shard)
+            if settings is not None:
+                return dict(settings, shard=None)
+    return settings
+
+
+def _shard_outputs(output: Path) -> list[Path]:
+    """The shard outputs in a ``run --processes`` Parquet folder (none for any other output)."""
+    if read_settings(output) is not None or not output.is_dir():
+        return []
+    return [path for path in find_shards(output) if path.is_dir()]
+
+
+def _datasets(output: Path) -> list[Path]:
+    """The Parquet outputs a folder stands for: its shards' (``--processes``), else itself."""
+    return _shard_outputs(output) or [output]
+
+
+def output_kind(output: Path) -> Literal["jsonl", "parquet"]:
+    """``parquet`` for a folder of part files, ``jsonl`` for a file; ``UsageError`` if absent."""
+    if output.is_dir():
+        return "parquet"
+    if output.is_file():
+        return "jsonl"
+    raise UsageError(
+        f"{output}: no such output; name the --output of a batchclassify run "
+        "(a .jsonl file or a .parquet folder)"
+    )
+
+
+def iter_rows(output: Path) -> Iterator[dict[str, Any]]:
+    """Every parsable row, in the order it was written (superseded rows included)."""
+    if output_kind(output) == "parquet":
+        for folder in _datasets(output):
+            yield from _parquet_rows(folder)
+    else:
+        yield from _jsonl_rows(output)
+
+
+def iter_ids(output: Path) -> Iterator[str]:
+    """The id of every parsable row, as ``iter_rows`` orders them; a Parquet part's ``id``
+    column is read alone, several times faster than whole rows."""
+    if output_kind(output) == "parquet":
+        for folder in _datasets(output):
+            yield from (row["id"] for row in _parquet_rows(folder, ids_only=True))
+    else:
+        yield from (row["id"] for row in _jsonl_rows(output))
+
+
+def iter_latest_rows(output: Path) -> Iterator[dict[str, Any]]:
+    """Each id once, with its latest row. Two passes over the output; memory ~14 bytes/id."""
+    counts = count_ids(iter_ids(output))
+    yield from (row for row in iter_rows(output) if is_latest(counts, row["id"]))
+
+
+# -- JSONL ---------------------------------------------------------------------------------
+
+
+def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        for line in handle:
+            row = _parse_line(line)
+            if row is not None:
+                yield row
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    if not line.endswith(b"\n"):
+        return None  # torn by a kill mid-write, or being written right now
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(row, dict) and isinstance(row.get("id"), str):
+        return row
+    return None
+
+
+# -- Parquet -------------------------------------------------------------------------------
+
+
+def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[int]:
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise UsageError(f"cannot read {folder}: {exc.strerror}") from None
+    found = (pattern.match(name) for name in names)
+    return sorted(int(match.group(1)) for match in found if match)
+
+
+def _parquet_rows(folder: Path, *, ids_only: bool = False) -> Iterator[dict[str, Any]]:
+    pq = load_pyarrow().parquet
+    # Journals are listed first: one that a running job finishes meanwhile is a part by the
+    # time its journal is missed, and is then read as that part.
+    journals = _numbered(folder, JOURNAL_RE)
+    parts = _numbered(folder, PART_RE)
+    for number in parts:
+        yield from _part_rows(pq, folder / f"part-{number:06d}.parquet", ids_only=ids_only)
+    done = set(parts)
+    for number in journals:
+        if number in done:
+            continue  # stale journal of a finished part
+        try:
+            handle = open(folder / f"_journal-{number:06d}.jsonl", "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            yield from _part_rows(pq, folder / f"part-{number:06d}.parquet", ids_only=ids_only)
+            continue
+        with handle:
+            for line in handle:
+                row = _parse_line(line)
+                if row is not None:
+                    yield _as_parquet_row(row)
+
+
+def _part_rows(pq: Any, part: Path, *, ids_only: bool = False) -> Iterator[dict[str, Any]]:
+    try:
+        source = pq.ParquetFile(part)
+    except FileNotFoundError:
+        return
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise UsageError(f"{part} is not a readable Parquet file ({exc})") from None
+    with source:
+        if ids_only:
+            for batch in source.iter_batches(batch_size=65_536, columns=["id"]):
+                yield from ({"id": item_id} for item_id in batch.column(0).to_pylist())
+            return
+        for batch in source.iter_batches(batch_size=8_192):
+            yield from batch.to_pylist()
+
+
+def _as_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A journal row typed as its part will hold it: metadata values as strings."""
+    for key, value in row.items():
+        if key not in ROW_FIELDS and not (value is None or isinstance(value, str)):
+            row[key] = metadata_text(value)
+    return row

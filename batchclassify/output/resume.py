@@ -1,0 +1,179 @@
+"""Resume: what an earlier run of the same job already recorded, and whether it is the same job.
+
+The job's settings are stored beside the output (``<output>.job.json``, never the API key).
+A rerun with the same settings skips what is recorded; one with different settings (another
+model, say) is refused rather than mixing two models' answers in one file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import JobConfig
+from ..errors import OutputError
+from ..names import ID_SCHEME
+from ..version import __version__
+from .idindex import IdIndex
+from .outputs import check_overwrite, check_settings_file_is_ours, is_empty, settings_path
+from .rowlog import ScanReport
+from .sinks import Sink
+
+#: Tags in the job's IdIndex.
+RECORDED_OK = 1
+RECORDED_FAILED = 2
+QUEUED = 3
+"""Seen in this run's input: a second occurrence is a duplicate."""
+QUEUED_AGAIN = 4
+"""Recorded as failed, queued again by ``--retry-failed``: its new row supersedes the old."""
+
+#: Settings that change what a row means; a rerun must match them to append to the output.
+_COMPATIBILITY_KEYS = ("model", "confidence", "max_size", "format")
+
+
+@dataclass
+class PriorState:
+    """What the output already holds when the job starts."""
+
+    index: IdIndex = field(default_factory=IdIndex)
+    ok: int = 0
+    failed: int = 0
+    superseded: int = 0
+    """Rows replaced by a later row of the same id, to be dropped by compaction."""
+    scan: ScanReport = field(default_factory=ScanReport)
+    """What the sink found reading the output back (unparsable lines, a repaired tail...)."""
+
+    def needs_compaction(self) -> bool:
+        """Superseded rows or lines that are not rows: the output is rewritten after the job."""
+        return bool(self.superseded or self.scan.unparsable_lines)
+
+    def expect(self, rows: int) -> None:
+        self.index.reserve(rows)
+
+    def record(self, ids: list[str], ok: list[bool]) -> None:
+        """Take rows read back from the output; a later row of an id supersedes earlier."""
+        replaced = self.index.set_all(ids, map(_TAGS.__getitem__, ok))
+        ok_rows = sum(ok)
+        self.ok += ok_rows - replaced.get(RECORDED_OK, 0)
+        self.failed += len(ok) - ok_rows - replaced.get(RECORDED_FAILED, 0)
+        self.superseded += sum(replaced.values())
+
+
+#: A row's tag by whether its status is ok (``False``, ``True``).
+_TAGS = (RECORDED_FAILED, RECORDED_OK)
+
+
+def job_settings(config: JobConfig) -> dict[str, Any]:
+    return {
+        "model": config.model,
+        "confidence": config.confidence,
+        "max_size": config.max_size,
+        "format": config.format,
+        "api_url": config.http.api_url,
+        "shard": None if config.shard is None else str(config.shard),
+        # Several servers (fleet.py): all of them; ``api_url`` is the first.
+        **({"api_urls": list(config.http.api_urls)} if len(config.http.api_urls) > 1 else {}),
+        "id_scheme": ID_SCHEME,
+        "batchclassify_version": __version__,
+    }
+
+
+def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
+    """Check the output belongs to this job, start over if asked, and load what is done.
+
+    Call it holding the output's lock (``outputs.hold_output``): it may repair or remove files.
+    Nothing batchclassify did not write is removed or replaced (see ``outputs``).
+    """
+    settings_file = settings_path(config.output)
+    wanted = job_settings(config)
+    if config.overwrite:
+        check_overwrite(config.output, sink.own_names())
+        sink.remove()
+        settings_file.unlink(missing_ok=True)
+    elif os.path.lexists(sink.path):
+        _check_compatible(config, settings_file, wanted)
+    else:
+        check_settings_file_is_ours(config.output)
+    write_settings(settings_file, wanted)
+    state = PriorState()
+    state.scan = sink.scan(state)
+    return state
+
+
+def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, Any]) -> None:
+    output = config.output
+    try:
+        recorded = orjson.loads(settings_file.read_bytes())
+    except FileNotFoundError:
+        if is_empty(output):  # holds nothing to lose: adopt it
+            return
+        raise OutputError(
+            f"{output} exists but was not written by batchclassify (no {settings_file.name}); "
+            "use --overwrite to replace it, or choose another --output"
+        ) from None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise OutputError(
+            f"cannot read {settings_file}: {exc}; move it away (with {output}) to start over"
+        ) from None
+    if not isinstance(recorded, dict) or "batchclassify_version" not in recorded:
+        raise OutputError(
+            f"{settings_file} was not written by batchclassify; move it away or choose "
+            "another --output"
+        )
+    _check_id_scheme(output, recorded)
+    _check_shard(output, recorded.get("shard"), wanted["shard"])
+    for key in _COMPATIBILITY_KEYS:
+        if recorded.get(key) != wanted[key]:
+            raise OutputError(
+                f"{output} holds results of a job with {key}={recorded.get(key)!r}, not "
+                f"{wanted[key]!r}; use --overwrite to start over, or choose another --output"
+            )
+
+
+def _check_shard(output: Path, recorded: str | None, wanted: str | None) -> None:
+    """A shard's output holds only that shard's ids: another shard resuming it would add its
+    own and leave the first shard's output a mix (and both would claim the same file)."""
+    if recorded == wanted:
+        return
+    said = "no --shard" if recorded is None else f"--shard {recorded}"
+    asked = "no --shard" if wanted is None else f"--shard {wanted}"
+    raise OutputError(
+        f"{output} holds the results of a job run with {said}, not {asked}; give each shard "
+        "its own output (e.g. --output results/part-{shard}.parquet), or use --overwrite to "
+        "start over"
+    )
+
+
+def _check_id_scheme(output: Path, recorded: dict[str, Any]) -> None:
+    """Ids made another way would not match: every image would be classified again."""
+    scheme = recorded.get("id_scheme", 1)  # written before the key existed: scheme 1
+    if scheme != ID_SCHEME:
+        raise OutputError(
+            f"{output} was written by a batchclassify that named images differently (id scheme "
+            f"{scheme}, this version uses {ID_SCHEME}): resuming would classify every image "
+            "again and give it a second row; use --overwrite to start over (its rows are "
+            "replaced), or choose another --output and keep the old file"
+        )
+
+
+def write_settings(settings_file: Path, settings: dict[str, Any]) -> None:
+    """Replace the settings file whole (temporary file, then rename); the temporary file has
+    a name no one else uses, so writing it clobbers nothing."""
+    try:
+        settings_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{settings_file.name}.", dir=settings_file.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {settings_file}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(settings, option=orjson.OPT_INDENT_2))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, settings_file)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {settings_file}: {exc.strerror}") from None
