@@ -79,7 +79,7 @@ class RetryConfig:
 
     retries: int = 5
     """Extra attempts per item after failures of its own (``--retries``); 0: none. 429
-    answers and failures during an outage do not count (see the README's ``--retries``)."""
+    answers and failures during an outage do not count (see ``--retries`` in docs/options.md)."""
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     max_elapsed: float = 600.0

@@ -1,4 +1,4 @@
-"""Enum members that carry a sentence saying what they mean (``member.doc``): the README's
+"""Enum members that carry a sentence saying what they mean (``member.doc``): the docs'
 tables and the ``--help`` epilog are checked against, or written from, these sentences."""
 
 from __future__ import annotations

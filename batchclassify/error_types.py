@@ -1,7 +1,7 @@
 """``ErrorType``: the values of a failed row's ``error_type`` column, each with what it means.
 
-The README's table of ``error_type`` values, the report's advice and the code that writes rows
-all use this one enumeration (a test checks the README against it). The column itself is a
+The table of ``error_type`` values in docs/output.md, the report's advice and the code that
+writes rows all use this one enumeration (a test checks the table against it). The column is a
 plain string (in JSONL and in the Parquet schema), so outputs written by older versions, and
 readers that know nothing of this enum, keep working.
 """
@@ -14,7 +14,7 @@ from .documented import documented_member
 
 
 class ErrorType(StrEnum):
-    """What went wrong with one item; ``doc`` says it in a sentence (the README's wording)."""
+    """What went wrong with one item; ``doc`` says it in a sentence (the docs' wording)."""
 
     doc: str
 

@@ -1,6 +1,6 @@
 """``ExitCode``: what the process's exit status says, for the CLI and every command.
 
-The ``--help`` epilog's table is generated from it and a test checks the README's table
+The ``--help`` epilog's table is generated from it and a test checks docs/errors.md's table
 against it, so the three cannot drift apart.
 """
 

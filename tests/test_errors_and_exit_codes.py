@@ -1,5 +1,5 @@
 """Why a job stopped, as data a Python caller can branch on; the enumerations of exit codes and
-error types, and the README's tables of them."""
+error types, and the tables of them in docs/."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ from batchclassify.server import BackgroundServer
 from .conftest import KEY, REPO, Cli, make_image, png, read_rows, run_args
 
 
-def _readme_table(heading: str) -> list[str]:
-    """The first cell of each row of the first table under ``heading`` in the README."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def _doc_table(page: str, heading: str) -> list[str]:
+    """The first cell of each row of the first table under ``heading`` in ``docs/<page>``."""
+    text = (REPO / "docs" / page).read_text(encoding="utf-8")
     section = text.split(f"\n{heading}\n", 1)[1]
     rows = []
     for line in section.splitlines():
@@ -44,8 +44,8 @@ def _readme_table(heading: str) -> list[str]:
     return rows[2:]  # past the header and the |---| line
 
 
-def test_readme_exit_codes_are_exactly_the_enum() -> None:
-    assert _readme_table("## Exit codes") == [str(code.value) for code in ExitCode]
+def test_documented_exit_codes_are_exactly_the_enum() -> None:
+    assert _doc_table("errors.md", "## Exit codes") == [str(code.value) for code in ExitCode]
 
 
 def test_help_lists_every_exit_code_with_its_meaning() -> None:
@@ -54,8 +54,8 @@ def test_help_lists_every_exit_code_with_its_meaning() -> None:
         assert f"{code.value} {code.doc}" in help_text
 
 
-def test_readme_error_types_are_exactly_the_enum() -> None:
-    assert _readme_table("### Error types") == [kind.value for kind in ErrorType]
+def test_documented_error_types_are_exactly_the_enum() -> None:
+    assert _doc_table("output.md", "## Error types") == [kind.value for kind in ErrorType]
 
 
 def test_the_report_has_advice_for_every_error_type() -> None:

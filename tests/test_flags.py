@@ -119,8 +119,8 @@ def test_help_says_what_confidence_and_retries_mean(
 
 
 def test_flag_defaults_are_the_configuration_defaults() -> None:
-    """One source of truth: the parsed defaults, the --help text and the README's options
-    table all say what the configuration classes say."""
+    """One source of truth: the parsed defaults, the --help text and the documented options
+    table (docs/options.md) all say what the configuration classes say."""
     args = build_parser().parse_args(["run", "p", "-m", "m/1", "-o", "o.jsonl", "--api-key", KEY])
     config = _job_config(args)
     assert config.http.api_url == HttpConfig().api_url
@@ -129,7 +129,7 @@ def test_flag_defaults_are_the_configuration_defaults() -> None:
     assert config.retry == RetryConfig()
     assert config.outage == OutageConfig() and config.rate == RateConfig()
     assert config.jpeg_quality == JobConfig.jpeg_quality
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "options.md").read_text(encoding="utf-8")
     for flag, default in [
         ("--concurrency N", HttpConfig.concurrency),
         ("--retries N", RetryConfig.retries),

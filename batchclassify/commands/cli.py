@@ -186,7 +186,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default=HttpConfig.concurrency,
         metavar="N",
         help="requests in flight, 1 to 4096, not counting ones slower than 99%% of recent "
-        "answers (see README: hung requests; default %(default)s); lowered to what the "
+        "answers (see docs/errors.md: hung requests; default %(default)s); lowered to what the "
         "open-file limit (ulimit -n) allows, with a note",
     )
     speed.add_argument(

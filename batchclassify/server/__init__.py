@@ -4,7 +4,7 @@ It speaks the legacy route ``POST /{slug}/{version}`` as Roboflow's hosted API d
 multipart and ``image=`` URL inputs; ``api_key`` query or Bearer header; the real servers'
 status codes and ``{"message": ...}`` bodies), and the v1 routes ``inference_sdk`` uses by
 default for a self-hosted URL (``v1.py``: model registry, ``POST /infer/classification``);
-the README's *The local server* lists what it serves.
+docs/local-server.md lists what it serves.
 The tests start it in-process on port 0, ``--api-url local`` embeds it, ``batchclassify
 serve`` and ``python -m batchclassify.server`` run it standalone (the latter for benchmarks,
 with every knob as a flag).
