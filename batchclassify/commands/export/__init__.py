@@ -64,8 +64,9 @@ def register(commands: Any) -> None:
         "--split",
         default="train=1",
         metavar="NAME=FRACTION,...",
-        help="split images by a stable hash of their id, e.g. train=0.8,valid=0.1,test=0.1 "
-        "(default: all in train); the same on every run and machine for the same --seed",
+        help="split images by a stable hash of their bytes (identical images together), e.g. "
+        "train=0.8,valid=0.1,test=0.1 (default: all in train); the same on every run and "
+        "machine for the same --seed",
     )
     parser.add_argument("--seed", default="0", help="seed of the split (default 0)")
     parser.add_argument(
