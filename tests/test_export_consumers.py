@@ -451,3 +451,17 @@ def test_an_export_in_the_earlier_layout_is_recognised(tmp_path: Path, cli: Cli)
         "train/blue",
         "train/blue/a.png",
     ]
+
+
+def test_printout_names_images_roboflow_moves_to_another_split(tmp_path: Path, cli: Cli) -> None:
+    images = [make_image(tmp_path / "i" / name) for name in ("invalid.png", "plain.png")]
+    rows = [_row(path.name, path, "red") for path in images]
+    rows.append(_row("latest", make_image(tmp_path / "i" / "latest.png"), "red"))
+    output = _write(tmp_path / "out.jsonl", rows)
+    dest = tmp_path / "d"
+    result = cli("export", output, "--to", "folders", dest)
+    assert result.code == 0, result.err
+    assert "Roboflow's uploader puts 1 image in another split than their folder's" in result.out
+    splits = {image["name"]: image["split"] for image in _roboflow(dest)}
+    # 'valid' wins over the folder's 'train'; 'train' over 'test' (in latest.png).
+    assert splits == {"invalid.png": "valid", "latest.png": "train", "plain.png": "train"}

@@ -79,7 +79,7 @@ def discard(dest: Path, *, created: bool) -> None:
     try:
         known = _known_files(dest)
     except UsageError:
-        return  # no marker yet: nothing was written
+        known = IdIndex()  # no marker yet: nothing was written
     _, ours, folders = _survey_folder(dest, known)
     _remove(ours, folders)
     if created and not any(os.scandir(dest)):

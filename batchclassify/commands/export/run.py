@@ -50,6 +50,8 @@ class ExportResult:
     renamed_files: int = 0
     renamed_classes: dict[str, str] = field(default_factory=dict)
     copied_instead: bool = False
+    roboflow_moves: int = 0
+    """Images Roboflow's uploader would put in another split than their folder's."""
     suffixes: dict[str, int] = field(default_factory=dict)
     """Images placed in DEST, by lower-case suffix (``.jpg``), for the consumers' notes."""
     lines: list[str] = field(default_factory=list)
@@ -178,9 +180,19 @@ def _export_row(
         placer.place(record.path, exported)
         suffix = os.path.splitext(name)[1].lower()
         result.suffixes[suffix] = result.suffixes.get(suffix, 0) + 1
+        if not record.review and roboflow_split(exported) != record.split:
+            result.roboflow_moves += 1
     fmt.add(record, exported)
     result.exported += 1
     result.review += record.review
+
+
+def roboflow_split(exported: str) -> str:
+    """The split Roboflow's uploader gives DEST/``exported``: the first of 'valid', 'train',
+    'test' anywhere in its lower-cased path without suffix, else train
+    (``roboflow.util.folderparser._decide_split``)."""
+    key = os.path.splitext(f"/{exported}")[0].lower()
+    return next((word for word in ("valid", "train", "test") if word in key), "train")
 
 
 def describe(options: ExportOptions, result: ExportResult) -> list[str]:
@@ -236,6 +248,12 @@ def _consumer_notes(options: ExportOptions, result: ExportResult) -> list[str]:
                 f"note: {consumer} skips {_count(count, 'image')} of this export ({kinds}): "
                 f"it reads only {' '.join(sorted(readable))}"
             )
+    if options.to in CONSUMERS and result.roboflow_moves:
+        notes.append(
+            f"note: Roboflow's uploader puts {_count(result.roboflow_moves, 'image')} in another "
+            "split than their folder's: it looks for 'valid', 'train', 'test' anywhere in an "
+            "image's path (here in a class or file name, or a split named otherwise)"
+        )
     if options.to == "folders" and result.review:
         notes.append(
             f"note: Roboflow's uploader reads {options.dest}/_review/ too (as train images "
