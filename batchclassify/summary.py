@@ -92,6 +92,8 @@ class InputReport:
     (lowercase, without the dot; ``""`` for a name without one)."""
     skipped_hidden: int = 0
     """Hidden files and folders (names starting with ``.``) not walked."""
+    skipped_exports: list[str] = field(default_factory=list)
+    """Subfolders not walked because ``batchclassify export`` wrote them (``is_export_folder``)."""
     empty_sources: list[str] = field(default_factory=list)
     """Sources, as given, that yielded no item at all."""
 

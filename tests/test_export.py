@@ -52,8 +52,8 @@ def _ok_rows(output: Path) -> dict[str, dict[str, Any]]:
 
 
 def _mapping(dest: Path) -> list[dict[str, str]]:
-    with open(dest / "batchclassify-mapping.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    with open(dest / ".batchclassify-mapping.tsv", newline="") as handle:
+        return list(csv.DictReader(handle, dialect="excel-tab"))
 
 
 def test_folders_tree_matches_rows_collisions_renamed(

@@ -344,6 +344,13 @@ def _input_lines(summary: JobSummary) -> list[str]:
         skipped.append(f"{inputs.skipped_hidden:,} hidden (names starting with '.')")
     if skipped:
         lines.append("skipped in folders: " + "; ".join(skipped))
+    if inputs.skipped_exports:
+        count = len(inputs.skipped_exports)
+        lines.append(
+            f"note: {count:,} folder{'s' if count != 1 else ''} written by batchclassify export "
+            f"not walked ({_sources(inputs.skipped_exports)}): their images are links to images "
+            "classified already"
+        )
     hint = _extensions_hint(inputs.skipped_extensions)
     if summary.nothing_found:
         lines.append(f"nothing to classify: no images found in {_sources(inputs.empty_sources)}")

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import BatchClassifyError
 from ..shards import Shard
-from .sources import STDIN, source_kind
+from .sources import STDIN, is_export_folder, source_kind
 
 #: Lines read between two looks at the stop flag.
 _CHECK_EVERY = 4096
@@ -128,8 +128,8 @@ def count_folder(top: str, extensions: frozenset[str], stop: threading.Event) ->
             found += 1  # an unreadable subfolder is one problem row
             continue
         key = (stat.st_dev, stat.st_ino)
-        if key in on_path:
-            continue  # a symlink loop: the walk does not enter it either
+        if key in on_path or is_export_folder(child):
+            continue  # a symlink loop, an export's DEST: the walk does not enter it either
         on_path.add(key)
         count, subfolders = _count_entries(child, extensions, stop)
         found += count

@@ -20,10 +20,12 @@ Conventions a reader of the output relies on:
   big the folder; stable for an unchanged folder on common file systems), then its
   subfolders are walked sorted by name. Resume goes by id, so it does not depend on order.
   Hidden names (starting with ``.``) are skipped, and so are files whose
-  extension is not wanted; both are counted in the ``InputReport``. Symlinks are followed
-  (a symlinked folder's files get ids under its resolved path); a symlinked folder that leads
-  back to a folder on the current path (a loop) is not entered again, since its files are
-  already being walked.
+  extension is not wanted; both are counted in the ``InputReport``. A subfolder that a
+  ``batchclassify export`` wrote (``is_export_folder``) is not entered: its images are links
+  to images classified already, which would be sent again under new ids; the report names it.
+  Symlinks are followed (a symlinked folder's files get ids under its resolved path); a
+  symlinked folder that leads back to a folder on the current path (a loop) is not entered
+  again, since its files are already being walked.
 - Object-storage sources (``s3://bucket/prefix/``): listed page by page (``objectstore``);
   an object's id and path are its URL, ``s3://bucket/key``.
 - Manifest items: a value starting with ``http://`` or ``https://`` is a URL, ``file://`` a
@@ -62,6 +64,10 @@ from ..summary import InputReport
 # when a source of their kind is met: a job over folders loads none of them (nor csv, pyarrow).
 
 STDIN = "-"
+#: What ``batchclassify export`` writes at the top of its DEST (``commands/export/dest.py``),
+#: and the name earlier versions gave it.
+EXPORT_MARKER = ".batchclassify-export"
+LEGACY_EXPORT_MARKER = "batchclassify-export.json"
 _MANIFEST_KINDS = {
     ".txt": "txt",
     ".csv": "csv",
@@ -255,6 +261,17 @@ def _missing_source_hint(source: str) -> str:
 # -- folders -------------------------------------------------------------------------------
 
 
+def is_export_folder(folder: str) -> bool:
+    """Whether ``folder`` is the DEST of a ``batchclassify export`` (it holds the marker).
+
+    The folder walk and the count's walk (``counting.py``) leave such a subfolder out.
+    """
+    return any(
+        os.path.lexists(os.path.join(folder, name))
+        for name in (EXPORT_MARKER, LEGACY_EXPORT_MARKER)
+    )
+
+
 def _check_folder(folder: str) -> None:
     try:
         with os.scandir(folder):
@@ -299,6 +316,9 @@ def _walk_folder(
         key = (stat.st_dev, stat.st_ino)
         if key in on_path:
             continue  # a loop: this folder's files are already being walked
+        if is_export_folder(child):
+            report.skipped_exports.append(as_text(child))
+            continue
         on_path.add(key)
         subfolders = yield from _folder_files(child, child_id, extensions, report, keep)
         stack.append((key, child, child_id, iter(subfolders)))

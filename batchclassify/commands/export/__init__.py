@@ -29,12 +29,14 @@ formats:
                        local images linked in DEST/images/ and referenced as
                        /data/local-files/?d=...; URL items referenced by URL.
   csv                  DEST is one file: id, path, url, split, top, confidence,
-                       predicted_classes (';'-joined), needs_review, metadata columns.
+                       predicted_classes (a JSON list), needs_review, metadata columns.
                        Includes URL items. Below --min-confidence: needs_review=1.
+                       Text cells starting = + - @ get a leading ' (--no-formula-guard).
 
 Failed rows are left out (and counted); URL items are left out of folders and
-roboflow-multilabel (counted). Tree formats write DEST/batchclassify-mapping.csv: every row, where
-its image went (renamed when two images share a file name) or why it was left out.
+roboflow-multilabel (counted). Tree formats write DEST/.batchclassify-mapping.tsv: every row,
+where its image went (renamed when two images share a file name) or why it was left out.
+See docs/export.md.
 
 examples:
   batchclassify export results.jsonl --to folders dataset/ --split train=0.8,valid=0.1,test=0.1
@@ -62,8 +64,9 @@ def register(commands: Any) -> None:
         "--split",
         default="train=1",
         metavar="NAME=FRACTION,...",
-        help="split images by a stable hash of their id, e.g. train=0.8,valid=0.1,test=0.1 "
-        "(default: all in train); the same on every run and machine for the same --seed",
+        help="split images by a stable hash of their bytes (identical images together), e.g. "
+        "train=0.8,valid=0.1,test=0.1 (default: all in train); the same on every run and "
+        "machine for the same --seed",
     )
     parser.add_argument("--seed", default="0", help="seed of the split (default 0)")
     parser.add_argument(
@@ -91,6 +94,13 @@ def register(commands: Any) -> None:
         "(default: DEST itself)",
     )
     parser.add_argument(
+        "--no-formula-guard",
+        dest="formula_guard",
+        action="store_false",
+        help="csv: write cells starting with = + - @ as they are (by default they get a leading "
+        "' so a spreadsheet does not run them as formulas)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace an earlier export in DEST (only one batchclassify export wrote; nothing "
@@ -109,6 +119,7 @@ def _command(args: argparse.Namespace) -> int:
         min_confidence=args.min_confidence,
         mode=args.mode,
         overwrite=args.overwrite,
+        formula_guard=args.formula_guard,
         document_root=args.document_root,
     )
     result = run_export(options, lambda text: print(text, file=sys.stderr))

@@ -11,6 +11,10 @@ from .records import Record, Survey
 class ExportFormat(Protocol):
     """One format. Tree formats place image files; ``placement`` is None for the others."""
 
+    names_unique_across_folders: bool
+    """Whether its consumer finds an image by file name alone, so names must be unique in the
+    whole export, not only in their folder (``files.FileNames``)."""
+
     def __init__(self, options: ExportOptions) -> None: ...
 
     def rename_class(self, name: str) -> str:
@@ -32,5 +36,6 @@ class ExportFormat(Protocol):
         ...
 
     def end(self) -> list[str]:
-        """Close what was written; lines describing it for the printout."""
+        """Close what was written (also after a failure; again is harmless); lines describing
+        it for the printout."""
         ...

@@ -1,7 +1,14 @@
 """``csv``: one flat CSV file, a line per classified image (URL items included).
 
-Columns: id, path, url, split, top, confidence, predicted_classes (joined with ``;``),
-needs_review (1 below --min-confidence or with no class), then the manifest's metadata columns.
+Columns: id, path, url, split, top, confidence, predicted_classes (a JSON list, so a class
+holding ``;`` or ``,`` reads back as itself: ``json.loads``), needs_review (1 below
+--min-confidence or with no class), then the manifest's metadata columns.
+
+Formula injection: a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@`` (or a
+tab or carriage return) as a formula. Such a text cell (a class name, an id, metadata) gets a
+leading ``'``, which spreadsheets show as text (OWASP's advice); numbers (``-3.5``) are left
+as they are. ``--no-formula-guard`` (``ExportOptions.formula_guard``) writes every cell as is.
+
 Written to a temporary file renamed over DEST at the end, so DEST is never half written.
 """
 
@@ -9,7 +16,10 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from typing import Any, TextIO
+
+import orjson
 
 from ...errors import OutputError, UsageError
 from .options import ExportOptions
@@ -17,6 +27,8 @@ from .records import Record, Survey
 
 COLUMNS = ("id", "path", "url", "split", "top", "confidence", "predicted_classes", "needs_review")
 HEADER_START = ",".join(COLUMNS)
+_FORMULA_START = frozenset("=+-@\t\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def prepare_file(options: ExportOptions) -> None:
@@ -42,6 +54,8 @@ def prepare_file(options: ExportOptions) -> None:
 
 class CsvFormat:
     """A flat CSV of the rows."""
+
+    names_unique_across_folders = False
 
     def __init__(self, options: ExportOptions) -> None:
         self._options = options
@@ -74,19 +88,20 @@ class CsvFormat:
 
     def add(self, record: Record, exported: str | None) -> None:
         row = record.row
-        self._writer.writerow(
-            [
-                record.id,
-                record.path or "",
-                record.url or "",
-                record.split,
-                record.top or "",
-                "" if record.confidence is None else record.confidence,
-                ";".join(record.classes),
-                int(record.review),
-                *(_cell(row.get(key)) for key in self._metadata),
-            ]
-        )
+        cells = [
+            record.id,
+            record.path or "",
+            record.url or "",
+            record.split,
+            record.top or "",
+            "" if record.confidence is None else record.confidence,
+            orjson.dumps(record.classes).decode(),
+            int(record.review),
+            *(_cell(row.get(key)) for key in self._metadata),
+        ]
+        if self._options.formula_guard:
+            cells = [guard_formula(cell) for cell in cells]
+        self._writer.writerow(cells)
         self._count += 1
 
     def end(self) -> list[str]:
@@ -103,3 +118,10 @@ class CsvFormat:
 
 def _cell(value: Any) -> Any:
     return "" if value is None else value
+
+
+def guard_formula(cell: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, with a ``'`` before it."""
+    if isinstance(cell, str) and cell and cell[0] in _FORMULA_START and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell

@@ -23,12 +23,36 @@ from ...output.idindex import IdIndex
 _LINK_UNSUPPORTED = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
+#: The longest file or folder name common filesystems hold (ext4, XFS, btrfs: 255 bytes).
+NAME_MAX = 255
+#: Characters kept from a name's end as its suffix when a long name is cut (".jpeg").
+_SUFFIX_MAX = 16
+
+
 def safe_part(name: str, *, also: str = "") -> str:
-    """``name`` usable as one path component (and free of the characters in ``also``)."""
+    """``name`` usable as one path component (and free of the characters in ``also``): no
+    separator, NUL or line break, not ``.``/``..``, and short enough (``fit_name``)."""
     cleaned = "".join("_" if ch in "/\\\0\n\r" or ch in also else ch for ch in name)
     if cleaned in ("", ".", ".."):
         cleaned = "_" + cleaned
-    return cleaned
+    return fit_name(cleaned)
+
+
+def fit_name(name: str) -> str:
+    """``name`` if a filesystem can hold it (``NAME_MAX`` bytes), else cut short, keeping its
+    suffix, with ``~`` and a hash of the whole name: two long names stay two names."""
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem or len(suffix) > _SUFFIX_MAX:
+        stem, suffix = name, ""
+    tag = "~" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    end = tag + (f".{suffix}" if suffix else "")
+    budget = NAME_MAX - len(os.fsencode(end))
+    cut = stem[:budget]
+    while len(os.fsencode(cut)) > budget:  # multi-byte characters: drop one at a time
+        cut = cut[:-1]
+    return cut + end
 
 
 def id_tag(item_id: str) -> str:
@@ -37,29 +61,43 @@ def id_tag(item_id: str) -> str:
 
 
 class FileNames:
-    """Which (folder, file name) pairs are wanted by more than one image, and the final names."""
+    """Which file names are wanted by more than one image, and the final names.
 
-    def __init__(self) -> None:
+    A name is shared within its folder, or (``across_folders``) anywhere in the export: a
+    format whose consumer looks images up by file name alone (Roboflow's multi-label
+    ``_classes.csv``, read across every split) needs names unique in the whole export.
+    """
+
+    def __init__(self, *, across_folders: bool = False) -> None:
         self._counts = IdIndex()
+        self._across = across_folders
         self.renamed = 0
 
+    def _key(self, folder: str, name: str) -> str:
+        return name if self._across else f"{folder}/{name}"
+
     def count(self, folder: str, name: str) -> None:
-        key = f"{folder}/{name}"
+        key = self._key(folder, name)
         self._counts.set(key, min(self._counts.get(key) + 1, 255))
 
     def final(self, folder: str, name: str, item_id: str) -> str:
         """The name an image gets in ``folder``: its own, or with its id's tag if shared."""
-        if self._counts.get(f"{folder}/{name}") <= 1:
+        if self._counts.get(self._key(folder, name)) <= 1:
             return name
         self.renamed += 1
-        stem, dot, suffix = name.rpartition(".")
-        if not dot or not stem:
-            return f"{name}__{id_tag(item_id)}"
-        return f"{stem}__{id_tag(item_id)}.{suffix}"
+        return tagged(name, item_id)
 
     @property
     def nbytes(self) -> int:
         return self._counts.nbytes
+
+
+def tagged(name: str, item_id: str) -> str:
+    """``name`` with the id's tag before its suffix (``img__1a2b3c4d.jpg``), cut to fit."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem:
+        return fit_name(f"{name}__{id_tag(item_id)}")
+    return fit_name(f"{stem}__{id_tag(item_id)}.{suffix}")
 
 
 class Placer:

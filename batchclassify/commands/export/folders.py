@@ -21,6 +21,8 @@ NO_CLASS = "_no_class"
 class FoldersFormat:
     """Single-label folder structure."""
 
+    names_unique_across_folders = False
+
     def __init__(self, options: ExportOptions) -> None:
         self._options = options
         self._counts: Counter[str] = Counter()

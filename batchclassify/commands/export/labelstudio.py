@@ -11,6 +11,7 @@ Data Manager can sort tasks by it; ``data.needs_review`` flags those below --min
 from __future__ import annotations
 
 import os
+import re
 from typing import IO, Any
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
@@ -27,10 +28,15 @@ CONFIG = "labeling-config.xml"
 IMAGES = "images"
 FROM_NAME, TO_NAME = "class", "image"
 _OUR_KEYS = frozenset({"image", "batchclassify_id", "source", "split", "needs_review"})
+#: What XML 1.0 cannot hold (its ``Char`` production): C0 controls but tab and line breaks,
+#: surrogates, U+FFFE and U+FFFF.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class LabelStudioFormat:
     """Label Studio tasks with pre-annotations (predictions)."""
+
+    names_unique_across_folders = False
 
     def __init__(self, options: ExportOptions) -> None:
         self._options = options
@@ -48,7 +54,9 @@ class LabelStudioFormat:
             )
 
     def rename_class(self, name: str) -> str:
-        return name
+        # The config is XML 1.0, which cannot hold NUL and most other control characters,
+        # not even as character references: they become "_" (in the tasks' choices too).
+        return _XML_INVALID.sub("_", name)
 
     def placement(self, record: Record) -> tuple[str, str] | None:
         if record.path is None:
@@ -115,6 +123,7 @@ class LabelStudioFormat:
         if self._handle is not None:
             self._handle.write(b"\n]\n")
             self._handle.close()
+            self._handle = None
         root = self._root
         return [
             f"  {TASKS}: {self._count:,} tasks ({self._reviews:,} with needs_review), "

@@ -1,9 +1,17 @@
 """``roboflow-multilabel``: DEST/{split}/{file} plus DEST/{split}/_classes.csv, one-hot.
 
-Roboflow reads ``_classes.csv`` by splitting each line on plain commas, with no CSV quoting:
-a comma (or quote, or line break) inside a class or file name would shift every column after
-it. Such characters become ``_`` (said in the printout; file renames are in the mapping file).
-Images below --min-confidence are exported as usual and flagged in the mapping file.
+Written for Roboflow's folder parser (``roboflow.util.folderparser``), which
+- splits each line on plain commas, with no CSV quoting: a comma (or quote, or line break)
+  inside a class or file name would shift every column after it; such characters become ``_``;
+- strips every field: a class with spaces at either end is written stripped (``' red'`` as
+  ``'red'``; two classes that become one are refused), a file name's end spaces become ``_``;
+- finds an image's line by its file name alone, in the first ``_classes.csv`` of *any* split
+  that has it: file names are unique in the whole export (``FileNames(across_folders=True)``);
+- takes a file named like the annotation file (``_classes.png``) for that file's image, and
+  then reads no other line: such an image is renamed.
+Renamed classes are printed; renamed files are in the mapping file. A row with no predicted
+class (none passed the model's threshold) gets no label (all zeros) and needs review;
+images below --min-confidence are exported as usual; both are flagged in the mapping file.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ _UNSAFE = ',"\n\r'
 class MultilabelFormat:
     """Roboflow's multi-label classification layout."""
 
+    names_unique_across_folders = True
+
     def __init__(self, options: ExportOptions) -> None:
         self._dest = options.dest
         self._split_names = options.split_names
@@ -32,14 +42,20 @@ class MultilabelFormat:
         self._counts: Counter[str] = Counter()
 
     def rename_class(self, name: str) -> str:
-        cleaned = "".join("_" if ch in _UNSAFE else ch for ch in name)
+        cleaned = "".join("_" if ch in _UNSAFE else ch for ch in name).strip()
         return cleaned or "_"
 
     def placement(self, record: Record) -> tuple[str, str] | None:
         if record.path is None:
             return None
-        name = record.path.replace("\\", "/").rsplit("/", 1)[-1]
-        return record.split, safe_part(name, also=_UNSAFE)
+        name = safe_part(record.path.replace("\\", "/").rsplit("/", 1)[-1], also=_UNSAFE)
+        # Roboflow strips the file name it reads: spaces at either end would not match.
+        core = name.strip()
+        start = name.index(core) if core else len(name)
+        name = "_" * start + core + "_" * (len(name) - start - len(core))
+        if name.rpartition(".")[0].lower() == CLASSES_CSV.rpartition(".")[0]:
+            name = "image" + name
+        return record.split, name
 
     def own_files(self, survey: Survey) -> list[str]:
         return [f"{split}/{CLASSES_CSV}" for split in self._split_names]
@@ -73,6 +89,7 @@ class MultilabelFormat:
     def end(self) -> list[str]:
         for handle in self._files.values():
             handle.close()
+        self._files.clear()
         return [
             f"  {split}/: {count:,} images, {split}/{CLASSES_CSV} ({len(self._classes)} classes)"
             for split, count in sorted(self._counts.items())

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import xxhash
+
 from ...errors import UsageError
 
 FORMATS = ("folders", "roboflow-multilabel", "label-studio", "csv")
@@ -29,6 +31,8 @@ class ExportOptions:
     min_confidence: float | None = None
     mode: str = "symlink"
     overwrite: bool = False
+    formula_guard: bool = True
+    """csv: a text cell starting ``=``, ``+``, ``-``, ``@`` gets a ``'`` before it (csvfile.py)."""
     document_root: Path | None = None
     """label-studio: the Label Studio server's LOCAL_FILES_DOCUMENT_ROOT (default: DEST)."""
     split_names: tuple[str, ...] = field(init=False)
@@ -73,17 +77,18 @@ def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(splits)
 
 
-def split_of(item_id: str, splits: tuple[tuple[str, float], ...], seed: str) -> str:
-    """The split an id falls in: the same on every machine and every run with the same seed.
+def split_of(key: str | bytes, splits: tuple[tuple[str, float], ...], seed: str) -> str:
+    """The split a key falls in: the same on every machine and every run with the same seed.
 
-    A keyed BLAKE2b of the id, not Python's ``hash`` (salted per process), read as a number in
-    [0, 1) and placed on the cumulative fractions.
+    The key is an image's ``content_key`` (identical bytes, one split: no image is in both
+    train and test under two names), or its id when its bytes cannot be read (a URL item).
+    A keyed BLAKE2b of the key, not Python's ``hash`` (salted per process), read as a number
+    in [0, 1) and placed on the cumulative fractions.
     """
     if len(splits) == 1:
         return splits[0][0]
-    digest = hashlib.blake2b(
-        item_id.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.encode("utf-8")[:64]
-    ).digest()
+    data = key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(data, digest_size=8, key=seed.encode("utf-8")[:64]).digest()
     point = int.from_bytes(digest, "big") / 2.0**64
     edge = 0.0
     for name, fraction in splits:
@@ -91,3 +96,18 @@ def split_of(item_id: str, splits: tuple[tuple[str, float], ...], seed: str) -> 
         if point < edge:
             return name
     return next(name for name, fraction in reversed(splits) if fraction > 0)
+
+
+_CHUNK = 1 << 20
+
+
+def content_key(path: str) -> bytes | None:
+    """XXH3-128 of a file's bytes, read a megabyte at a time; None if it cannot be read."""
+    digest = xxhash.xxh3_128()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return b"content:" + digest.digest()

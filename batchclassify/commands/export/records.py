@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...models import ROW_FIELDS
+from ...output.idindex import IdIndex
 from ...output.reading import iter_latest_rows, iter_rows, read_job_settings
 from .files import FileNames
-from .options import ExportOptions, split_of
+from .options import ExportOptions, content_key, split_of
 
 _ROW_FIELDS = frozenset(ROW_FIELDS)
 
@@ -30,7 +31,7 @@ class Record:
     top: str | None
     confidence: float | None
     classes: list[str]
-    """The predicted classes (single-label: the top class, if any passed the threshold)."""
+    """The labels the row holds (``labels_of``): what every format writes, nothing else."""
     multilabel: bool
     review: bool
     """Below --min-confidence, or no class at all: a person should look at it."""
@@ -46,32 +47,79 @@ class Record:
         return {k: v for k, v in self.row.items() if k not in _ROW_FIELDS}
 
 
-def make_record(row: dict[str, Any], options: ExportOptions) -> Record:
+def labels_of(row: dict[str, Any]) -> list[str]:
+    """The labels an ``ok`` row holds: the classes the model predicted, and only those.
+
+    A multi-label row's ``top`` is its best score even when no class passed the model's
+    threshold: such a row holds no label (it is exported with none, and needs review).
+    """
+    predicted = row.get("predicted_classes")
+    if predicted or row.get("multilabel"):
+        return list(predicted or ())
+    top = row.get("top")
+    return [top] if top else []
+
+
+def make_record(row: dict[str, Any], options: ExportOptions, splits: Splits) -> Record:
     """The record of an ``ok`` row."""
     confidence = row.get("confidence")
     top = row.get("top") or None
+    classes = labels_of(row)
     threshold = options.min_confidence
-    review = top is None or (
-        threshold is not None and (confidence is None or confidence < threshold)
+    review = (
+        top is None
+        or not classes
+        or (threshold is not None and (confidence is None or confidence < threshold))
     )
     return Record(
         id=row["id"],
         path=row.get("path"),
         url=row.get("url"),
-        split=split_of(row["id"], options.splits, options.seed),
+        split=splits.of(row),
         top=top,
         confidence=confidence,
-        classes=list(row.get("predicted_classes") or ([top] if top else [])),
+        classes=classes,
         multilabel=bool(row.get("multilabel")),
         review=review,
         row=row,
     )
 
 
+class Splits:
+    """Each image's split, keyed by its bytes: byte-identical images land in one split.
+
+    A file is hashed once (``content_key``, streamed): the survey's pass keeps each id's
+    split in an ``IdIndex`` (a byte per id) for the writing pass. An image whose bytes
+    cannot be read (a URL item, a file gone) is split by its id.
+    """
+
+    def __init__(self, options: ExportOptions) -> None:
+        self._splits = options.splits
+        self._seed = options.seed
+        self._known = IdIndex()
+
+    def of(self, row: dict[str, Any]) -> str:
+        if len(self._splits) == 1:
+            return self._splits[0][0]
+        item_id = row["id"]
+        tag = self._known.get(item_id)
+        if tag:
+            return self._splits[tag - 1][0]
+        path = row.get("path")
+        key = (content_key(path) if path else None) or item_id
+        name = split_of(key, self._splits, self._seed)
+        index = next(n for n, (split, _) in enumerate(self._splits) if split == name)
+        if index < 255:  # an IdIndex tag is a byte
+            self._known.set(item_id, index + 1)
+        return name
+
+
 @dataclass
 class Survey:
     """What the first pass learnt: all an export needs to know before writing."""
 
+    splits: Splits
+    """Each record's split, kept from this pass for the next."""
     rows: int = 0
     ok: int = 0
     multilabel: bool = False
@@ -86,9 +134,13 @@ class Survey:
 Placement = Callable[[Record], tuple[str, str] | None]
 
 
-def survey(options: ExportOptions, placement: Placement | None) -> Survey:
+def survey(
+    options: ExportOptions, placement: Placement | None, names: FileNames | None = None
+) -> Survey:
     """One pass over the output (latest rows when files are placed, so names count once)."""
-    found = Survey()
+    found = Survey(splits=Splits(options))
+    if names is not None:
+        found.names = names
     settings = read_job_settings(options.output) or {}
     found.model = settings.get("model") if isinstance(settings.get("model"), str) else None
     rows: Iterator[dict[str, Any]] = (
@@ -111,7 +163,7 @@ def survey(options: ExportOptions, placement: Placement | None) -> Survey:
             if prediction["class"] not in classes:
                 classes[prediction["class"]] = None
         if placement is not None:
-            target = placement(make_record(row, options))
+            target = placement(make_record(row, options, found.splits))
             if target is not None:
                 found.names.count(*target)
     return found

@@ -11,13 +11,24 @@ from ...errors import UsageError
 from ...output.reading import iter_latest_rows, output_kind
 from .base import ExportFormat
 from .csvfile import CsvFormat, prepare_file
-from .dest import MAPPING, Mapping, prepare_folder, write_marker
-from .files import FileNames, Placer, id_tag
+from .dest import MAPPING, Mapping, discard, prepare_folder, write_marker
+from .files import FileNames, Placer, tagged
 from .folders import FoldersFormat
 from .labelstudio import LabelStudioFormat
 from .multilabel import MultilabelFormat
 from .options import ExportOptions
-from .records import Record, Survey, make_record, survey
+from .records import Record, Splits, Survey, make_record, survey
+
+#: The file types the consumers of a tree format read (other images are placed, and counted):
+#: roboflow's ``util/folderparser.IMAGE_EXTENSIONS``, torchvision's ``IMG_EXTENSIONS``.
+_ROBOFLOW = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tiff", ".tif", ".avif", ".heic"})
+_TORCHVISION = frozenset(
+    {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+)
+CONSUMERS: dict[str, dict[str, frozenset[str]]] = {
+    "folders": {"Roboflow's uploader": _ROBOFLOW, "torchvision ImageFolder": _TORCHVISION},
+    "roboflow-multilabel": {"Roboflow's uploader": _ROBOFLOW},
+}
 
 _FORMATS: dict[str, Callable[[ExportOptions], ExportFormat]] = {
     "folders": FoldersFormat,
@@ -39,6 +50,10 @@ class ExportResult:
     renamed_files: int = 0
     renamed_classes: dict[str, str] = field(default_factory=dict)
     copied_instead: bool = False
+    roboflow_moves: int = 0
+    """Images Roboflow's uploader would put in another split than their folder's."""
+    suffixes: dict[str, int] = field(default_factory=dict)
+    """Images placed in DEST, by lower-case suffix (``.jpg``), for the consumers' notes."""
     lines: list[str] = field(default_factory=list)
 
 
@@ -46,14 +61,21 @@ def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResu
     """Export ``options.output`` to ``options.dest``; ``say`` gets notes as they happen."""
     output_kind(options.output)  # a clear error if the output does not exist
     fmt = _FORMATS[options.to](options)
-    found = survey(options, fmt.placement if options.is_tree else None)
+    names = FileNames(across_folders=fmt.names_unique_across_folders)
+    found = survey(options, fmt.placement if options.is_tree else None, names)
     if options.to == "folders" and found.multilabel:
         fmt.begin(found, {})  # raises: says which format to use instead
     result = ExportResult(renamed_classes=_class_names(fmt, found))
     classes = {name: result.renamed_classes.get(name, name) for name in found.classes}
     if options.is_tree:
-        prepare_folder(options.dest, overwrite=options.overwrite)
-        _export_tree(options, fmt, found, classes, result, say)
+        created = prepare_folder(options.dest, overwrite=options.overwrite)
+        try:
+            _export_tree(options, fmt, found, classes, result, say)
+        except BaseException:
+            # Never a half-written DEST: what this export wrote goes, nothing else does.
+            fmt.end()
+            discard(options.dest, created=created)
+            raise
     else:
         prepare_file(options)
         fmt.begin(found, classes)
@@ -62,7 +84,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResu
                 if row.get("status") != "ok":
                     result.failed += 1
                     continue
-                record = make_record(row, options)
+                record = make_record(row, options, found.splits)
                 fmt.add(record, None)
                 result.exported += 1
                 result.review += record.review
@@ -103,7 +125,7 @@ def _export_tree(
     try:
         fmt.begin(found, classes)
         for row in iter_latest_rows(options.output):
-            _export_row(row, options, fmt, found.names, placer, mapping, result)
+            _export_row(row, options, found.splits, fmt, found.names, placer, mapping, result)
         result.lines = fmt.end()
     finally:
         mapping.close()
@@ -123,6 +145,7 @@ def _export_tree(
 def _export_row(
     row: dict[str, Any],
     options: ExportOptions,
+    splits: Splits,
     fmt: ExportFormat,
     names: FileNames,
     placer: Placer,
@@ -134,29 +157,42 @@ def _export_row(
         result.failed += 1
         mapping.add(str(row["id"]), source, "", "", "failed", False)
         return
-    record: Record = make_record(row, options)
+    record: Record = make_record(row, options, splits)
+    classes = record.classes
     target = fmt.placement(record)
     exported: str | None = None
     if target is None:
         if options.to != "label-studio":  # the one tree format that can reference a URL
             result.url_skipped += 1
-            mapping.add(record.id, source, "", record.split, "url_skipped", record.review)
+            mapping.add(record.id, source, "", record.split, "url_skipped", record.review, classes)
             return
-        mapping.add(record.id, source, "", record.split, "exported", record.review)
+        mapping.add(record.id, source, "", record.split, "exported", record.review, classes)
     elif record.path is None or not os.path.isfile(record.path):
         result.missing += 1
-        mapping.add(record.id, source, "", record.split, "file_not_found", record.review)
+        mapping.add(record.id, source, "", record.split, "file_not_found", record.review, classes)
         return
     else:
         folder, name = target
         exported = f"{folder}/{names.final(folder, name, record.id)}"
         if os.path.lexists(options.dest / exported):  # a row the survey did not see
-            exported = f"{folder}/{id_tag(record.id)}-{name}"
-        mapping.add(record.id, source, exported, record.split, "exported", record.review)
+            exported = f"{folder}/{tagged(name, record.id)}"
+        mapping.add(record.id, source, exported, record.split, "exported", record.review, classes)
         placer.place(record.path, exported)
+        suffix = os.path.splitext(name)[1].lower()
+        result.suffixes[suffix] = result.suffixes.get(suffix, 0) + 1
+        if not record.review and roboflow_split(exported) != record.split:
+            result.roboflow_moves += 1
     fmt.add(record, exported)
     result.exported += 1
     result.review += record.review
+
+
+def roboflow_split(exported: str) -> str:
+    """The split Roboflow's uploader gives DEST/``exported``: the first of 'valid', 'train',
+    'test' anywhere in its lower-cased path without suffix, else train
+    (``roboflow.util.folderparser._decide_split``)."""
+    key = os.path.splitext(f"/{exported}")[0].lower()
+    return next((word for word in ("valid", "train", "test") if word in key), "train")
 
 
 def describe(options: ExportOptions, result: ExportResult) -> list[str]:
@@ -196,7 +232,34 @@ def describe(options: ExportOptions, result: ExportResult) -> list[str]:
         )
     if options.is_tree:
         lines.append(f"mapping of every row: {options.dest / MAPPING}")
+    lines += _consumer_notes(options, result)
     return lines
+
+
+def _consumer_notes(options: ExportOptions, result: ExportResult) -> list[str]:
+    """What the tools a format is made for will not read of this export."""
+    notes = []
+    for consumer, readable in CONSUMERS.get(options.to, {}).items():
+        skipped = {s: n for s, n in sorted(result.suffixes.items()) if s not in readable}
+        if skipped:
+            count = sum(skipped.values())
+            kinds = ", ".join(f"{n:,} {s or 'without a suffix'}" for s, n in skipped.items())
+            notes.append(
+                f"note: {consumer} skips {_count(count, 'image')} of this export ({kinds}): "
+                f"it reads only {' '.join(sorted(readable))}"
+            )
+    if options.to in CONSUMERS and result.roboflow_moves:
+        notes.append(
+            f"note: Roboflow's uploader puts {_count(result.roboflow_moves, 'image')} in another "
+            "split than their folder's: it looks for 'valid', 'train', 'test' anywhere in an "
+            "image's path (here in a class or file name, or a split named otherwise)"
+        )
+    if options.to == "folders" and result.review:
+        notes.append(
+            f"note: Roboflow's uploader reads {options.dest}/_review/ too (as train images "
+            "labelled by folder): sort or remove it before uploading DEST"
+        )
+    return notes
 
 
 def _count(number: int, noun: str) -> str:
