@@ -319,9 +319,7 @@ def test_an_ok_row_without_answer_in_a_parquet_output_counts_as_failed(
     assert cli(*args).code == 1
     (part,) = output.glob("part-*.parquet")
     table = pq.read_table(part)
-    rows = [
-        _poisoned(row) if row["status"] == "error" else row for row in table.to_pylist()
-    ]
+    rows = [_poisoned(row) if row["status"] == "error" else row for row in table.to_pylist()]
     pq.write_table(type(table).from_pylist(rows, schema=table.schema), part)
 
     repaired = cli(*args, "--retry-failed")
@@ -352,7 +350,8 @@ def test_a_damaged_cache_is_refused_at_open_in_one_line_and_left_alone(
 ) -> None:
     make_images(tmp_path / "in", 40)
     cache = tmp_path / "c.sqlite"
-    assert cli(*run_args(server, tmp_path / "one.jsonl", tmp_path / "in"), "--cache", cache).code == 0
+    first = cli(*run_args(server, tmp_path / "one.jsonl", tmp_path / "in"), "--cache", cache)
+    assert first.code == 0
     damaged = _damage(cache)
     output = tmp_path / "two.jsonl"
 
