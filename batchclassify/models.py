@@ -235,6 +235,36 @@ def _multi_label_predictions(raw: dict[Any, Any]) -> list[dict[str, Any]]:
     return predictions
 
 
+class ContradictoryRowError(AssertionError):
+    """A bug: a row that contradicts itself reached the writer of rows or the answer cache
+    (``ok`` without a prediction, a failure without an error type). Never a user's mistake,
+    so not a ``BatchClassifyError``: it stops the job with a traceback, in the first test
+    that takes the new path, instead of writing a wrong answer that looks right."""
+
+
+def is_answer(fields: dict[str, Any]) -> bool:
+    """Whether ``fields`` (a row, or a cached answer's ``ANSWER_FIELDS``) hold a prediction
+    the server made: ``predictions`` a list and ``multilabel`` a bool, as ``ok_row`` always
+    writes them. A failed item's row has neither. The one rule for "a real answer": the
+    row writer, the answer cache and cached rows all ask it."""
+    return type(fields.get("predictions")) is list and type(fields.get("multilabel")) is bool
+
+
+def check_row(row: dict[str, Any]) -> None:
+    """Refuse (``ContradictoryRowError``) a row that contradicts itself: ``ok`` without a
+    prediction, or not ``ok`` without an error type. Called for every row written."""
+    if row["status"] == "ok":
+        if not is_answer(row):
+            raise ContradictoryRowError(
+                f"row {row['id']!r} is 'ok' without a prediction (predictions="
+                f"{row.get('predictions')!r}, cached={row.get('cached')!r}): not written"
+            )
+    elif row.get("error_type") is None:
+        raise ContradictoryRowError(
+            f"row {row['id']!r} has status {row['status']!r} but no error type: not written"
+        )
+
+
 def _base_row(item: Item, status: str) -> dict[str, Any]:
     row = _EMPTY_ROW.copy()
     row["id"] = item.id
@@ -296,7 +326,14 @@ def cached_row(
     original_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """An ok row whose answer was not requested for it: from the answer cache, or shared with
-    the identical image ``cached_from`` in flight. No request, so no cost."""
+    the identical image ``cached_from`` in flight. No request, so no cost.
+
+    ``answer`` must be a real one (``is_answer``): another item's failure is never this
+    item's ``ok``."""
+    if not is_answer(answer):
+        raise ContradictoryRowError(
+            f"{item.id!r}: an answer taken from {cached_from!r} holds no prediction"
+        )
     row = _base_row(item, "ok")
     for name in ANSWER_FIELDS:
         row[name] = answer.get(name)

@@ -193,9 +193,10 @@ def test_every_kind_of_row_lists_the_columns_in_order() -> None:
     answer = Prediction(
         False, "red", 0.9, [{"class": "red", "confidence": 0.9}], ["red"], 8, 8, None, 12.0
     )
+    answered = ok_row(item, answer, attempts=1, elapsed_ms=3.0)
     rows = [
-        ok_row(item, answer, attempts=1, elapsed_ms=3.0),
-        cached_row(item, {"top": "red"}, cached_from="/in/b.jpg"),
+        answered,
+        cached_row(item, answered, cached_from="/in/b.jpg"),  # a real answer (is_answer)
         error_row(item, error="boom", error_type=ErrorType.HTTP_ERROR, attempts=1),
     ]
     for row in rows:

@@ -24,7 +24,9 @@ def register(commands: Any) -> None:
         "is not a batchclassify cache is refused and left as it is.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    stats = actions.add_parser("stats", help="answers stored, per model; credits; size on disk")
+    stats = actions.add_parser(
+        "stats", help="answers stored, per model; credits; size on disk (real answers only)"
+    )
     stats.add_argument("path", metavar="PATH", help="the cache file")
     stats.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     stats.set_defaults(handler=_stats)
@@ -48,6 +50,12 @@ def _stats(args: argparse.Namespace) -> int:
     ]
     for model, count in found["models"].items():
         lines.append(f"  {count:>10,}  {model}")
+    if found["not_answers"]:
+        lines.append(
+            f"not answers: {found['not_answers']:,} entries of failed images, stored by a "
+            "batchclassify from before they were refused; never served, deleted by the next "
+            "'run --cache' (or by 'cache clear')"
+        )
     if found["credits_stored"]:
         lines.append(
             f"credits paid for them (where the server reported it): {found['credits_stored']:,.4f}"

@@ -8,6 +8,10 @@ is renamed into place, so a reader never sees half a merge. The target is writte
 does not exist, is empty, or is itself an earlier merge (``"merged_from"`` in its settings):
 merge never replaces what it did not write. Its settings file lets ``report``, ``export``,
 ``status`` and ``run`` (resume) treat the merged output as any other.
+
+A row is taken as it is, never turned into another: an input row that contradicts itself
+(``ok`` without an answer, as an older batchclassify wrote from a failed image's cache entry)
+is refused by the sink, and the merge with it, naming the input to repair.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from ..config import OUTPUT_SUFFIXES, OutputFormat
 from ..errors import OutputError, UsageError
+from ..models import ContradictoryRowError
 from ..output.outputs import is_empty, settings_path, written_by_batchclassify
 from ..output.reading import iter_rows, output_kind, read_job_settings, read_settings
 from ..output.resume import write_settings
@@ -99,7 +104,13 @@ def _write_merged(inputs: Sequence[Path], output: Path, fmt: OutputFormat) -> in
         try:
             for path in inputs:
                 for row in iter_rows(path):
-                    sink.write(row)
+                    try:
+                        sink.write(row)
+                    except ContradictoryRowError as exc:
+                        raise UsageError(
+                            f"merge: {path} holds a row that is not what it says ({exc}); "
+                            "rerun its job with --retry-failed to classify it again, then merge"
+                        ) from None
             sink.flush()
         finally:
             sink.close()

@@ -4,10 +4,14 @@
 (rate-limit slot, retries and all; ``Workers._classify`` runs them inline, with no coroutine
 per step): ``lookup`` gives a stored answer as the row at once, without a slot; ``in_flight``
 and ``follow`` let an identical image wait for the outcome of the request already under way
-instead of sending its own; ``take_off`` and ``land`` bracket anything sent, and an ok answer
+instead of sending its own; ``take_off`` and ``land`` bracket anything sent, and an answer
 is stored. The steps wrap the retrying request rather than the bare HTTP call so that a
 follower holds no rate-limit slot while it waits, and shares the leader's final outcome, not
 one failed attempt of it.
+
+One item's outcome becomes another's only as a real answer (``models.is_answer``): only an
+``ok`` row is stored, and a follower of a failed request gets an error row of its own. A
+cache file found damaged mid-job is dropped: the job goes on without it, and says so.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import anyio
 from ..config import JobConfig
 from ..inputs.encoding import EncodedImage
 from ..models import Item, cached_row, error_row
-from ..output.cache import AnswerCache, Keys, KeySettings
+from ..output.cache import AnswerCache, CacheDamagedError, Keys, KeySettings
 
 Row = dict[str, Any]
 
@@ -62,6 +66,8 @@ class CachingClassifier:
         """Rows answered from the cache file."""
         self.shared = 0
         """Rows answered by an identical image's request in flight at the same time."""
+        self._dropped: str | None = None
+        """Why the cache file was dropped mid-job, until ``commit`` hands it on."""
 
     @property
     def saved(self) -> int:
@@ -73,7 +79,12 @@ class CachingClassifier:
         if self.cache is None:
             return (len(body) if body is not None else item.url or ""), None
         key = self._keys.for_item(item, body)
-        if (found := self.cache.get(key)) is not None:
+        try:
+            found = self.cache.get(key)
+        except CacheDamagedError as damage:
+            self._drop(damage)
+            return (len(body) if body is not None else item.url or ""), None
+        if found is not None:
             self.hits += 1
             return key, cached_row(
                 item,
@@ -111,7 +122,8 @@ class CachingClassifier:
 
     def land(self, key: FlightKey, flight: _Flight, row: Row | None) -> None:
         """The request in ``flight`` is over with ``row`` (``None``: stopped, left for a
-        rerun): release its followers, store an ok answer."""
+        rerun): release its followers, and store the answer if the server gave one. A failed
+        request stores nothing: the next identical image is sent again, not given an ``ok``."""
         flight.row = row
         first = self._in_flight[key]
         if first is flight:
@@ -127,7 +139,8 @@ class CachingClassifier:
         flight.next = flight.body = None
         if flight.done is not None:
             flight.done.set()
-        if row is not None and self.cache is not None and type(key) is bytes:
+        # A key that is not bytes: keyed by length, the cache was dropped meanwhile.
+        if row is not None and row["status"] == "ok" and self.cache and type(key) is bytes:
             self.cache.put(key, row, model=self._model)
 
     def _follow(
@@ -140,6 +153,7 @@ class CachingClassifier:
         if row["status"] == "ok":
             self.shared += 1
             return cached_row(item, row, cached_from=flight.item_id, original_size=original_size)
+        # Its own failure: the same error and status, no request of its own (attempts 0).
         return error_row(
             item,
             error=f"{row['error']} (the identical image {flight.item_id} was sent for it)",
@@ -153,14 +167,29 @@ class CachingClassifier:
         comes back as a note for the progress display, and the answers stay for the next
         try: the cache never stops a job, whose rows are what counts."""
         if self.cache is None:
-            return None
+            dropped, self._dropped = self._dropped, None
+            return dropped
         import sqlite3  # loaded already by the open cache; not at all by a job without one
 
         try:
             self.cache.commit()
+        except CacheDamagedError as damage:
+            self._drop(damage)
+            return self.commit()
         except sqlite3.Error as exc:
             return f"answer cache {self.cache.path}: cannot store answers yet ({exc})"
         return None
+
+    def _drop(self, damage: CacheDamagedError) -> None:
+        """Go on without the cache file, which turned out damaged; it is left as it is."""
+        assert self.cache is not None
+        path = self.cache.path
+        self.cache.close_quietly()
+        self.cache = None
+        self._dropped = (
+            f"answer cache {path} is damaged ({damage.detail}): the job goes on "
+            "without it (answers are neither looked up nor stored); the file is left as it is"
+        )
 
     def close(self) -> str | None:
         """``commit()``, then close the file."""

@@ -441,12 +441,17 @@ class Job:
         except OutputError as error:
             self._fail(error)
         # Answers are stored with the rows they came in, so a kill -9 loses as few of them.
-        if (problem := self._answers.commit()) is not None:
-            self._progress.note(problem)
+        self._answers_note(self._answers.commit())
 
     def _close_answers(self) -> None:
-        if (problem := self._answers.close()) is not None:
+        self._answers_note(self._answers.close())
+
+    def _answers_note(self, problem: str | None) -> None:
+        """A problem of the answer cache: shown now, and once in the summary."""
+        if problem is not None:
             self._progress.note(problem)
+            if problem not in self._summary.notes:
+                self._summary.notes.append(problem)
 
 
 def _with_api_url(http: HttpConfig, api_url: str) -> HttpConfig:

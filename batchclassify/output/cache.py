@@ -11,8 +11,15 @@ a BLAKE2b digest of the settings. Only answers are stored, never images: about
 
 Safe for concurrent jobs and shards: WAL journal (readers never wait for the writer; a
 kill -9 loses at most the uncommitted batch), a busy timeout for the writers, and
-``INSERT OR IGNORE`` (two jobs answering the same image store it once). A ``meta`` table
-marks the file as ours with a schema version; any other file is refused, never changed.
+an insert that keeps an entry already there (two jobs answering the same image store it
+once). A ``meta`` table marks the file as ours with a schema version; any other file is
+refused, never changed, and so is one of ours that is damaged (SQLite's ``quick_check`` at
+open); damage found later turns into ``CacheDamagedError``, which a job outlives.
+
+Only real answers (``models.is_answer``) are stored and served. A cache written before that
+rule may hold entries of failed images (their rows' empty answer columns): a lookup takes
+such an entry for a miss, a real answer replaces it, and the first job that opens the file
+deletes them all (``meta`` then says so, and the file is not scanned again).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import orjson
 import xxhash
 
 from ..errors import UsageError
-from ..models import ANSWER_FIELDS, Item
+from ..models import ANSWER_FIELDS, ContradictoryRowError, Item, is_answer
 
 if TYPE_CHECKING:
     import sqlite3  # imported where a cache file is opened: a job without --cache never is
@@ -42,6 +49,9 @@ SCHEMA_VERSION = 1
 DEFAULT_WORD = "default"
 #: How long a writer waits for another job's transaction before giving up on this commit.
 BUSY_TIMEOUT_MS = 10_000
+#: The ``meta`` entry saying the file holds nothing but answers (its failed images' entries,
+#: stored by a batchclassify from before ``is_answer`` was checked, are deleted).
+ANSWERS_ONLY = "answers_only"
 
 _SCHEMA = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -157,6 +167,38 @@ def refused(path: Path, why: str) -> UsageError:
     )
 
 
+class CacheDamagedError(UsageError):
+    """The cache file is damaged (SQLite: ``database disk image is malformed``). At open, the
+    job is refused (exit 2); mid-job, the job goes on without the cache (``answers.py``)."""
+
+    def __init__(self, path: Path, detail: object) -> None:
+        super().__init__(
+            f"--cache {path}: is damaged ({detail}); it is left as it is. Move it away (its "
+            "answers are lost: images are sent again) or name another file, or use "
+            "--cache default"
+        )
+        self.path = path
+        self.detail = str(detail)
+
+
+#: SQLite's primary result code for pages that do not hold what they should.
+_SQLITE_CORRUPT = 11
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """Damage (``database disk image is malformed``), not a passing condition such as a
+    busy file or a full disk."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_CORRUPT
+
+
+def _stored_is_answer(answer: bytes) -> bool:
+    """``is_answer`` of a stored entry: the SQL function ``is_answer(answer)``."""
+    try:
+        return is_answer(orjson.loads(answer))
+    except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
+        return False
+
+
 class AnswerCache:
     """One open cache file. Writes are buffered and committed by ``commit()`` in one
     transaction (the job calls it with each output flush); ``get`` sees buffered ones too."""
@@ -165,6 +207,9 @@ class AnswerCache:
         self.path = path
         self._pending: dict[bytes, tuple[str, str, bytes, float | None]] = {}
         self._db = _open(path, create=create)
+        import sqlite3  # loaded by _open
+
+        self._sqlite_error = sqlite3.Error
         # Loaded on the first lookup (``cache stats`` needs none); refreshed at each commit
         # with the rows appended since, by this job or any other.
         self._known: _KeySet | None = None
@@ -184,52 +229,82 @@ class AnswerCache:
     # -- lookups and stores ---------------------------------------------------------------
 
     def get(self, key: bytes) -> CachedAnswer | None:
+        """The answer stored under ``key``; ``None`` for a miss, and for an entry that is not
+        a real answer (``is_answer``: written before that was checked). Raises
+        ``CacheDamagedError`` if the file turns out damaged."""
         pending = self._pending.get(key)
-        if pending is not None:
+        if pending is not None:  # checked by put()
             return CachedAnswer(orjson.loads(pending[2]), pending[1])
-        known = self._known if self._known is not None else self._refresh_known()
-        if key not in known:
-            return None  # a miss, the common case of a first run: no query
-        found = self._db.execute(
-            "SELECT answer, source_id FROM answers WHERE key = ?", (key,)
-        ).fetchone()
+        # A bare try, not ``_reading()``: free when nothing is raised, and this runs per image.
+        try:
+            known = self._known if self._known is not None else self._refresh_known()
+            if key not in known:
+                return None  # a miss, the common case of a first run: no query
+            found = self._db.execute(
+                "SELECT answer, source_id FROM answers WHERE key = ?", (key,)
+            ).fetchone()
+        except self._sqlite_error as exc:
+            raise self._damaged_or(exc) from None
         if found is None:
             return None
-        return CachedAnswer(orjson.loads(found[0]), found[1])
+        try:
+            answer = orjson.loads(found[0])
+        except orjson.JSONDecodeError:
+            return None
+        if type(answer) is not dict or not is_answer(answer):
+            return None
+        return CachedAnswer(answer, found[1])
 
     def contains(self, keys: list[bytes]) -> set[bytes]:
-        """Which of ``keys`` are stored: one query for a batch (``plan``)."""
+        """Which of ``keys`` hold a real answer: one query for a batch (``plan``)."""
         found = {key for key in keys if key in self._pending}
         rest = [key for key in keys if key not in found]
-        for start in range(0, len(rest), 500):  # SQLite's limit on parameters is 999+
-            chunk = rest[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key FROM answers WHERE key IN ({marks})", chunk)
-            found.update(row[0] for row in rows)
+        with self._reading():
+            for start in range(0, len(rest), 500):  # SQLite's limit on parameters is 999+
+                chunk = rest[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key FROM answers WHERE key IN ({marks}) AND is_answer(answer)", chunk
+                )
+                found.update(row[0] for row in rows)
         return found
 
     def put(self, key: bytes, row: dict[str, Any], *, model: str) -> None:
-        """Remember the answer of ``row`` (an ok row) under ``key``, until ``commit()``."""
-        answer = orjson.dumps({name: row.get(name) for name in ANSWER_FIELDS})
-        self._pending[key] = (model, row["id"], answer, row.get("credits"))
+        """Remember the answer of ``row`` under ``key``, until ``commit()``. Only a real
+        answer (``is_answer``) is taken: anything else is a bug, refused loudly."""
+        fields = {name: row.get(name) for name in ANSWER_FIELDS}
+        if row.get("status") != "ok" or not is_answer(fields):
+            raise ContradictoryRowError(
+                f"answer cache: the row of {row.get('id')!r} (status {row.get('status')!r}) "
+                "holds no answer to store"
+            )
+        self._pending[key] = (model, row["id"], orjson.dumps(fields), row.get("credits"))
 
     def commit(self) -> None:
-        """Write what ``put`` buffered, in one transaction. ``sqlite3.Error`` leaves it
-        buffered for the next call (another job held the file longer than the timeout)."""
+        """Write what ``put`` buffered, in one transaction. ``sqlite3.OperationalError``
+        leaves it buffered for the next call (another job held the file longer than the
+        timeout); ``CacheDamagedError``: the file is damaged.
+
+        A key already stored keeps its entry (two jobs answering one image store it once),
+        unless that entry is not a real answer: then the answer replaces it."""
         if not self._pending:
             return
         now = time.time()
         # Sorted: neighbouring keys share index pages, so a batch touches fewer of them.
         rows = sorted((k, m, s, a, c, now) for k, (m, s, a, c) in self._pending.items())
-        with self._transaction():
+        with self._reading(), self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO answers (key, model, source_id, answer, credits, created)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO answers (key, model, source_id, answer, credits, created)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                " model = excluded.model, source_id = excluded.source_id,"
+                " answer = excluded.answer, credits = excluded.credits,"
+                " created = excluded.created WHERE NOT is_answer(answers.answer)",
                 rows,
             )
         self._pending.clear()
         if self._known is not None:
-            self._refresh_known()
+            with self._reading():
+                self._refresh_known()
 
     def close(self) -> None:
         try:
@@ -245,15 +320,22 @@ class AnswerCache:
     # -- the `cache` command --------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        count, credits, first, last = self._db.execute(
-            "SELECT count(*), sum(credits), min(created), max(created) FROM answers"
-        ).fetchone()
-        models = self._db.execute(
-            "SELECT model, count(*) FROM answers GROUP BY model ORDER BY 2 DESC"
-        ).fetchall()
+        """Real answers only (``is_answer``); ``not_answers``: entries of failed images a
+        batchclassify from before that check stored, which no job serves."""
+        with self._reading():
+            count, credits, first, last = self._db.execute(
+                "SELECT count(*), sum(credits), min(created), max(created) FROM answers"
+                " WHERE is_answer(answer)"
+            ).fetchone()
+            models = self._db.execute(
+                "SELECT model, count(*) FROM answers WHERE is_answer(answer)"
+                " GROUP BY model ORDER BY 2 DESC"
+            ).fetchall()
+            (total,) = self._db.execute("SELECT count(*) FROM answers").fetchone()
         return {
             "path": str(self.path),
             "answers": count,
+            "not_answers": total - count,
             "models": {model: n for model, n in models},
             "credits_stored": round(credits or 0.0, 6),
             "oldest": first,
@@ -263,15 +345,29 @@ class AnswerCache:
 
     def clear(self, *, model: str | None = None) -> int:
         """Delete the stored answers (of one model); the file stays a valid, empty cache."""
-        with self._transaction():
+        with self._reading(), self._transaction():
             if model is None:
                 deleted = self._db.execute("DELETE FROM answers").rowcount
             else:
                 deleted = self._db.execute("DELETE FROM answers WHERE model = ?", (model,)).rowcount
         self._known, self._seen_rowid = None, 0
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.execute("VACUUM")
+        with self._reading():
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
         return int(deleted)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Damage found while using the file becomes ``CacheDamagedError``; a busy file's
+        error passes unchanged."""
+        try:
+            yield
+        except self._sqlite_error as exc:
+            raise self._damaged_or(exc) from None
+
+    def _damaged_or(self, exc: sqlite3.Error) -> Exception:
+        """``exc`` as raised by a cache: the one place SQLite's exceptions are told apart."""
+        return CacheDamagedError(self.path, exc) if _is_damage(exc) else exc
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -312,15 +408,58 @@ def _open(path: Path, *, create: bool) -> sqlite3.Connection:
         raise refused(path, f"cannot be opened ({exc})") from None
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.create_function("is_answer", 1, _stored_is_answer, deterministic=True)
         _check_or_create(db, path)
+        _check_whole(db, path)
         db.execute("PRAGMA journal_mode = WAL")
         # WAL with synchronous=NORMAL: a commit survives a kill -9 of the process (not a power
         # cut, which may lose the last commits but never corrupts the file).
         db.execute("PRAGMA synchronous = NORMAL")
+        if create:
+            _delete_non_answers(db, path)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _check_whole(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged file before a job relies on it: SQLite's ``quick_check`` reads every
+    page (~0.3 s for a million answers held in the OS's cache), outside any write lock."""
+    import sqlite3
+
+    try:
+        found = db.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.Error as exc:
+        if _is_damage(exc):
+            raise CacheDamagedError(path, exc) from None
+        raise
+    if found is None or found[0] != "ok":
+        # Its first problem, on one line ("*** in database main ***\nOn tree page 9 ...").
+        first = str(found and found[0]).splitlines()[-1]
+        raise CacheDamagedError(path, f"database disk image is malformed: {first}")
+
+
+def _delete_non_answers(db: sqlite3.Connection, path: Path) -> None:
+    """Once per file: delete the entries of failed images an older batchclassify stored
+    (no job serves them; they would only be counted). ``meta`` remembers it was done."""
+    import sqlite3
+
+    try:
+        if db.execute("SELECT 1 FROM meta WHERE name = ?", (ANSWERS_ONLY,)).fetchone():
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM answers WHERE NOT is_answer(answer)")
+            db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, '1')", (ANSWERS_ONLY,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if _is_damage(exc):
+            raise CacheDamagedError(path, exc) from None
+        raise
 
 
 def _check_or_create(db: sqlite3.Connection, path: Path) -> None:
@@ -335,7 +474,7 @@ def _check_or_create(db: sqlite3.Connection, path: Path) -> None:
                     db.execute(statement)
                 db.executemany(
                     "INSERT INTO meta (name, value) VALUES (?, ?)",
-                    [("tool", TOOL), ("schema", str(SCHEMA_VERSION))],
+                    [("tool", TOOL), ("schema", str(SCHEMA_VERSION)), (ANSWERS_ONLY, "1")],
                 )
             else:
                 _check_ours(db, path, tables)
@@ -344,6 +483,8 @@ def _check_or_create(db: sqlite3.Connection, path: Path) -> None:
             raise
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
+        if _is_damage(exc):  # ours or not, its pages are broken ("file is not a database": foreign)
+            raise CacheDamagedError(path, exc) from None
         raise refused(path, f"is not a batchclassify answer cache ({exc})") from None
 
 

@@ -28,7 +28,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import orjson
 
 from ..errors import OutputError, UsageError
-from ..models import CORE_ROW_FIELDS, ROW_FIELDS
+from ..models import CORE_ROW_FIELDS, ROW_FIELDS, check_row
 from .rowlog import (
     ScanReport,
     ScanTarget,
@@ -189,10 +189,17 @@ class ParquetSink:
                     )
                 add_metadata_columns(self._meta_columns, names)
                 target.expect(report.rows + source.metadata.num_rows)
-                for batch in source.iter_batches(columns=["id", "status"], batch_size=65_536):
+                # "multilabel" too: an ok row without it holds no answer (``is_answer``), one
+                # an older batchclassify wrote from a failed image's cache entry: failed.
+                columns = ["id", "status", "multilabel"]
+                for batch in source.iter_batches(columns=columns, batch_size=65_536):
                     ids = batch.column(0).to_pylist()
                     report.rows += len(ids)
-                    target.record(ids, [status == "ok" for status in batch.column(1).to_pylist()])
+                    statuses, kinds = batch.column(1).to_pylist(), batch.column(2).to_pylist()
+                    target.record(
+                        ids,
+                        [s == "ok" and k is not None for s, k in zip(statuses, kinds, strict=True)],
+                    )
         return report
 
     def _recover(self) -> None:
@@ -258,6 +265,7 @@ class ParquetSink:
 
     @_reports_write_errors
     def write(self, row: dict[str, Any]) -> None:
+        check_row(row)
         add_metadata_columns(self._meta_columns, row)
         self._journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         self._group.append(row)

@@ -2,7 +2,10 @@
 
 The job's settings are stored beside the output (``<output>.job.json``, never the API key).
 A rerun with the same settings skips what is recorded; one with different settings (another
-model, say) is refused rather than mixing two models' answers in one file.
+model, say) is refused rather than mixing two models' answers in one file. One exception:
+``--retry-failed`` may change ``--max-size`` (the advice for a ``too_large`` row), which only
+changes how an image is sent; the settings file keeps the job's own value and lists the
+others under ``RETRIED_MAX_SIZES``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ QUEUED_AGAIN = 4
 
 #: Settings that change what a row means; a rerun must match them to append to the output.
 _COMPATIBILITY_KEYS = ("model", "confidence", "max_size", "format")
+#: Of those, what a rerun with ``--retry-failed`` may change: how an image is sent, not what
+#: its answer means (a ``too_large`` row is retried downscaled).
+_RETRY_MAY_CHANGE = ("max_size",)
+#: The settings file's list of the ``--max-size`` values (``null``: as-is) of reruns with
+#: ``--retry-failed`` that differed from the job's: their retried (and new) rows used them.
+RETRIED_MAX_SIZES = "retried_with_max_size"
 
 
 @dataclass
@@ -96,7 +105,7 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
         sink.remove()
         settings_file.unlink(missing_ok=True)
     elif os.path.lexists(sink.path):
-        _check_compatible(config, settings_file, wanted)
+        wanted = _check_compatible(config, settings_file, wanted)
     else:
         check_settings_file_is_ours(config.output)
     write_settings(settings_file, wanted)
@@ -105,13 +114,16 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
     return state
 
 
-def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, Any]) -> None:
+def _check_compatible(
+    config: JobConfig, settings_file: Path, wanted: dict[str, Any]
+) -> dict[str, Any]:
+    """Refuse an output of another job; the settings to record for this run."""
     output = config.output
     try:
         recorded = orjson.loads(settings_file.read_bytes())
     except FileNotFoundError:
         if is_empty(output):  # holds nothing to lose: adopt it
-            return
+            return wanted
         raise OutputError(
             f"{output} exists but was not written by batchclassify (no {settings_file.name}); "
             "use --overwrite to replace it, or choose another --output"
@@ -127,12 +139,25 @@ def _check_compatible(config: JobConfig, settings_file: Path, wanted: dict[str, 
         )
     _check_id_scheme(output, recorded)
     _check_shard(output, recorded.get("shard"), wanted["shard"])
+    changed = dict(wanted)
     for key in _COMPATIBILITY_KEYS:
-        if recorded.get(key) != wanted[key]:
-            raise OutputError(
-                f"{output} holds results of a job with {key}={recorded.get(key)!r}, not "
-                f"{wanted[key]!r}; use --overwrite to start over, or choose another --output"
-            )
+        if recorded.get(key) == wanted[key]:
+            continue
+        if config.retry_failed and key in _RETRY_MAY_CHANGE:
+            changed[key] = recorded.get(key)
+            continue
+        hint = " (or add --retry-failed to retry only the failed rows with it)"
+        raise OutputError(
+            f"{output} holds results of a job with {key}={recorded.get(key)!r}, not "
+            f"{wanted[key]!r}{hint if key in _RETRY_MAY_CHANGE else ''}; use --overwrite to "
+            "start over, or choose another --output"
+        )
+    retried = list(recorded.get(RETRIED_MAX_SIZES) or [])
+    if changed["max_size"] != wanted["max_size"] and wanted["max_size"] not in retried:
+        retried.append(wanted["max_size"])
+    if retried:
+        changed[RETRIED_MAX_SIZES] = retried
+    return changed
 
 
 def _check_shard(output: Path, recorded: str | None, wanted: str | None) -> None:

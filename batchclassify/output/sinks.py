@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import OutputError, OutputWriteError
+from ..models import check_row
 from .idindex import IdIndex
 from .rowlog import ScanReport, ScanTarget, count_ids, is_latest, remove_output, write_all
 
@@ -37,7 +38,10 @@ class Sink(Protocol):
 
     def open(self) -> None: ...
 
-    def write(self, row: dict[str, Any]) -> None: ...
+    def write(self, row: dict[str, Any]) -> None:
+        """Append ``row``; a row that contradicts itself is refused (``models.check_row``):
+        every row of every output passes here, whoever made it."""
+        ...
 
     def flush(self) -> None:
         """Make every row written so far survive the death of this process."""
@@ -132,6 +136,7 @@ class JsonlSink:
             raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def write(self, row: dict[str, Any]) -> None:
+        check_row(row)
         data = _dumps(row)
         self._buffer.append(data)
         self._buffered += len(data)
@@ -230,6 +235,12 @@ _ROW_HEAD = re.compile(
     rb"[^\n]*\}(?=\n|\Z)|)"
 )
 _NOT_A_ROW = (b"", b"", b"")
+#: What only a row marked ``ok`` with empty answer columns holds (``ok_row`` always writes a
+#: list of predictions): one an older batchclassify wrote from a failed image's cache entry.
+#: A chunk holding it is parsed in full, where such a row counts as failed (``_no_answer``).
+_OK_WITHOUT_ANSWER = (
+    b'"status":"ok","top":null,"confidence":null,"predicted_classes":null,"predictions":null'
+)
 #: Bytes read at a time by the scan (grown for a longer line).
 _SCAN_CHUNK = 1 << 20
 
@@ -274,7 +285,11 @@ def _scan_lines(handle: FileIO, size: int, target: ScanTarget, report: ScanRepor
             target.expect(size * len(heads) // last)
             expected = True
         ids: list[str] = []
-        if _NOT_A_ROW not in heads and buffer.find(0, 0, last) < 0:
+        if (
+            _NOT_A_ROW not in heads
+            and buffer.find(0, 0, last) < 0
+            and buffer.find(_OK_WITHOUT_ANSWER, 0, last) < 0
+        ):
             with contextlib.suppress(UnicodeDecodeError):  # bytes orjson would refuse
                 ids = b"\n".join([head[0] for head in heads]).decode("utf-8").split("\n")
         if len(ids) == len(heads):
@@ -289,7 +304,8 @@ def _scan_lines(handle: FileIO, size: int, target: ScanTarget, report: ScanRepor
 
 
 def _scan_slowly(lines: bytes, target: ScanTarget, report: ScanReport) -> None:
-    """Each line parsed in full: a row is an object with a string ``id`` and ``status``."""
+    """Each line parsed in full: a row is an object with a string ``id`` and ``status``; an
+    ``ok`` one with empty answer columns counts as failed."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     ids: list[str] = []
     oks: list[bool] = []
@@ -303,11 +319,19 @@ def _scan_slowly(lines: bytes, target: ScanTarget, report: ScanReport) -> None:
             continue
         if type(item_id) is str and type(status) is str:
             ids.append(item_id)
-            oks.append(status == "ok")
+            oks.append(status == "ok" and not _no_answer(row))
     report.rows += len(ids)
     report.unparsable_lines += bad
     if ids:
         target.record(ids, oks)
+
+
+def _no_answer(row: dict[str, Any]) -> bool:
+    """A row whose answer columns are there but empty (``predictions`` null): marked ``ok``,
+    it is what ``_OK_WITHOUT_ANSWER`` finds, and it is resumed as failed, so
+    ``--retry-failed`` classifies it again. (A row of another writer without the columns
+    is taken by its status, as the fast path takes it.)"""
+    return "predictions" in row and row["predictions"] is None
 
 
 def _line_id(line: bytes) -> str | None:
