@@ -138,18 +138,22 @@ def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
     ]
     if unfinished:
         said = "; ".join([*unfinished, *([summary.fatal] if summary.fatal else [])])
-        summary.fatal = f"{said} — its rows so far are kept; rerun the same command to finish"
+        kept = "the rows written so far are kept; rerun the same command to finish"
+        summary.fatal = f"{said} — {kept}"
     code = ExitCode.worst(codes)
     if layout.merged is not None and code <= ExitCode.FAILED_ITEMS and not received:
         from .merge import merge_outputs
 
         merge_outputs(layout.outputs, layout.merged, output_format=config.format)
         summary.notes.append(f"shard outputs in {layout.folder}, merged into {layout.merged}")
+    from ..api.redaction import redact
+
     if not quiet and len(unfinished) < len(children):  # no summary of jobs that never ran
-        from ..api.redaction import redact
         from .progress import format_summary
 
         _say(redact(format_summary(summary), config.http.api_key))
+    elif quiet and unfinished:  # --quiet hides the summary, never a shard that died
+        _say(f"batchclassify: stopped: {redact(summary.fatal or '', config.http.api_key)}")
     if received and summary.fatal is None:
         return ExitCode.for_signal(received[0])
     return code
