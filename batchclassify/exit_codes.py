@@ -1,15 +1,20 @@
 """``ExitCode``: what the process's exit status says, for the CLI and every command.
 
 The ``--help`` epilog's table is generated from it and a test checks docs/errors.md's table
-against it, so the three cannot drift apart.
+against it, so the three cannot drift apart. It also holds the rules that pick a code: for an
+error (``for_error``), a signal (``for_signal``), a child process's status (``of_process``)
+and several at once (``worst``, for ``run --processes``).
 """
 
 from __future__ import annotations
 
+import signal
 import textwrap
+from collections.abc import Iterable
 from enum import IntEnum
 
 from .documented import documented_member
+from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 
 
 class ExitCode(IntEnum):
@@ -29,10 +34,61 @@ class ExitCode(IntEnum):
     STOPPED = 3, (
         "stopped early: the API refused the job (key, model, credits), could not be reached "
         "at all (unknown host, refused), stayed down for --max-outage, --max-failures was "
-        "reached, or the disk is full; fix it, rerun to resume"
+        "reached, the disk is full, or a --processes process was killed; fix it, rerun to "
+        "resume"
+    )
+    HANGUP = 129, (
+        "stopped by SIGHUP (the terminal closed, an ssh connection dropped); rerun the same "
+        "command to resume"
     )
     INTERRUPTED = 130, "interrupted (Ctrl-C); rerun the same command to resume"
     TERMINATED = 143, "stopped by SIGTERM (kill); rerun the same command to resume"
+
+    @classmethod
+    def for_error(cls, error: BatchClassifyError) -> ExitCode:
+        """The code for an error that ended a command: a write failure stopped a started job
+        (resumable); other output or usage errors come before any request."""
+        if isinstance(error, OutputWriteError):
+            return cls.STOPPED
+        if isinstance(error, UsageError | OutputError):
+            return cls.USAGE
+        return cls.STOPPED
+
+    @classmethod
+    def for_signal(cls, signum: int) -> ExitCode:
+        """The code of a job stopped by a signal (the shell's 128 + its number)."""
+        return _BY_SIGNAL.get(signum, cls.INTERRUPTED)
+
+    @classmethod
+    def of_process(cls, returncode: int) -> ExitCode:
+        """What a child process's status says: one of these codes as itself; killed by a
+        signal (negative) or an unknown code, the job did not finish: ``STOPPED``."""
+        return next((code for code in cls if code == returncode), cls.STOPPED)
+
+    @classmethod
+    def worst(cls, codes: Iterable[int]) -> ExitCode:
+        """The worst of several processes' codes: stopped, then a usage error, then
+        interrupted (by any signal), then failed items, then ok (also for no codes)."""
+        found = [cls.of_process(code) for code in codes]
+        return max(found, key=lambda code: _SEVERITY[code], default=cls.OK)
+
+
+_BY_SIGNAL: dict[int, ExitCode] = {
+    signal.SIGINT: ExitCode.INTERRUPTED,
+    signal.SIGTERM: ExitCode.TERMINATED,
+}
+if hasattr(signal, "SIGHUP"):  # not on Windows
+    _BY_SIGNAL[signal.SIGHUP] = ExitCode.HANGUP
+#: From the mildest to the worst: what ``ExitCode.worst`` ranks by.
+_SEVERITY = {
+    ExitCode.OK: 0,
+    ExitCode.FAILED_ITEMS: 1,
+    ExitCode.HANGUP: 2,
+    ExitCode.INTERRUPTED: 2,
+    ExitCode.TERMINATED: 2,
+    ExitCode.USAGE: 3,
+    ExitCode.STOPPED: 4,
+}
 
 
 def epilog_table() -> str:

@@ -11,8 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchclassify.commands.processes import plan_layout, shard_configs, worst
+from batchclassify.commands.processes import plan_layout, shard_configs
 from batchclassify.config import JobConfig, RateConfig
+from batchclassify.exit_codes import ExitCode
 from batchclassify.server import BackgroundServer
 
 from .conftest import (
@@ -97,6 +98,7 @@ def test_the_rate_limit_is_divided_among_the_processes(tmp_path: Path) -> None:
 
 
 def test_the_exit_code_is_the_worst_childs() -> None:
+    worst = ExitCode.worst
     assert worst([0, 0]) == 0
     assert worst([0, 1]) == 1
     assert worst([1, 130]) == 130

@@ -11,12 +11,11 @@ import argparse
 import importlib
 import os
 import re
-import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..api.redaction import redact
 from ..config import (
@@ -27,14 +26,11 @@ from ..config import (
     RateConfig,
     RetryConfig,
 )
-from ..errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
+from ..errors import BatchClassifyError, UsageError
 from ..exit_codes import ExitCode, epilog_table
 from ..job.gctuning import prepare_job_process
 from ..shards import parse_shard, shard_output
 from ..version import __version__
-
-if TYPE_CHECKING:
-    from ..job.runner import Job, JobSummary
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
 # the other commands (status, report, serve...) start without them.
@@ -411,31 +407,6 @@ def cache_option(args: argparse.Namespace) -> Path | None:
     return None if text is None else resolve_cache_path(text)
 
 
-async def _run(job: Job) -> tuple[JobSummary, int | None]:
-    """Run the job; the first SIGINT/SIGTERM stops it gently, the second at once."""
-    import anyio
-
-    received: list[int] = []
-    failure: Exception | None = None
-    async with anyio.create_task_group() as group:
-
-        async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    received.append(signum)
-                    job.request_stop()
-
-        group.start_soon(watch_signals)
-        try:
-            summary = await job.run()
-        except Exception as exc:  # re-raised below, bare rather than in an ExceptionGroup
-            failure = exc
-        group.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    return summary, (received[0] if received else None)
-
-
 def _command_run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise UsageError("--processes: must be at least 1")
@@ -447,12 +418,13 @@ def _command_run(args: argparse.Namespace) -> int:
     import anyio
 
     from ..job.runner import Job
+    from ..job.running import run_until_signalled
     from .progress import ProgressBar, format_summary
 
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
     prepare_job_process()  # this process runs one job (gctuning.py)
-    summary, signum = anyio.run(_run, job)
+    summary, signum = anyio.run(run_until_signalled, job)
     if not args.quiet:
         print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
     elif summary.fatal is not None:  # --quiet hides the summary, never why the job stopped
@@ -460,7 +432,7 @@ def _command_run(args: argparse.Namespace) -> int:
             f"batchclassify: stopped: {redact(summary.fatal, config.http.api_key)}", file=sys.stderr
         )
     if signum is not None and summary.fatal is None:
-        return ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+        return ExitCode.for_signal(signum)
     return summary.exit_code
 
 
@@ -500,16 +472,6 @@ def in_flag_terms(error: UsageError) -> str:
     return f"{flag}: {problem}"
 
 
-def _exit_code_for(error: BatchClassifyError) -> ExitCode:
-    """A write failure stopped a started job (resumable); other output or usage errors come
-    before any request."""
-    if isinstance(error, OutputWriteError):
-        return ExitCode.STOPPED
-    if isinstance(error, UsageError | OutputError):
-        return ExitCode.USAGE
-    return ExitCode.STOPPED
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -522,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = in_flag_terms(error) if isinstance(error, UsageError) else str(error)
         print(f"batchclassify: error: {redact(text, secret)}", file=sys.stderr)
         _traceback_if_verbose(args, secret)
-        return _exit_code_for(error)
+        return ExitCode.for_error(error)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
 

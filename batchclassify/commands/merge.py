@@ -12,6 +12,13 @@ merge never replaces what it did not write. Its settings file lets ``report``, `
 A row is taken as it is, never turned into another: an input row that contradicts itself
 (``ok`` without an answer, as an older batchclassify wrote from a failed image's cache entry)
 is refused by the sink, and the merge with it, naming the input to repair.
+
+Before writing, merge checks what it is given as a whole (``check_inputs``): each shard's
+``I/N`` comes from its settings, and a shard missing from its split, shards of different
+splits, an input whose job is still running (its lock is held), one whose job did not finish
+(killed, interrupted, stopped) or a partial merge are refused, unless ``partial``: the merged
+output's settings then record what it lacks (``"partial"``), and ``status`` and ``report`` say
+so. An input named twice (or a shard given twice) is always refused.
 """
 
 from __future__ import annotations
@@ -25,33 +32,128 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..config import OUTPUT_SUFFIXES, OutputFormat
 from ..errors import OutputError, UsageError
+from ..exit_codes import ExitCode
 from ..models import ContradictoryRowError
-from ..output.outputs import is_empty, settings_path, written_by_batchclassify
+from ..output.outputs import is_empty, lock_holder, settings_path, written_by_batchclassify
 from ..output.reading import iter_rows, output_kind, read_job_settings, read_settings
 from ..output.resume import write_settings
+from ..output.sidecars import PROGRESS, existing, find_shards
 from ..output.sinks import open_sink
+from ..shards import Shard, parse_shard
 
 #: Settings the inputs must share: they change what a row means.
 MERGE_KEYS = ("model", "confidence", "max_size", "id_scheme")
 
 
 def merge_outputs(
-    inputs: Sequence[Path], output: Path, *, output_format: OutputFormat | None = None
-) -> int:
-    """Merge ``inputs`` into ``output``; returns the number of rows it holds (one per id)."""
+    inputs: Sequence[Path],
+    output: Path,
+    *,
+    output_format: OutputFormat | None = None,
+    partial: bool = False,
+) -> tuple[int, list[str]]:
+    """Merge ``inputs`` into ``output``; returns the number of rows it holds (one per id) and
+    what it lacks (empty unless ``partial`` let an incomplete set of inputs through)."""
     if not inputs:
         raise UsageError("merge: name at least one output to merge")
     fmt = output_format or OUTPUT_SUFFIXES.get(output.suffix.lower())
     if fmt is None:
         raise UsageError(f"--output {output}: name a .jsonl or .parquet output, or pass --format")
     settings = _common_settings(inputs)
+    lacking = check_inputs(inputs, partial=partial)
     _check_target(output, inputs)
     rows = _write_merged(inputs, output, fmt)
     merged = dict(settings, format=fmt, shard=None, merged_from=[str(p) for p in inputs])
+    if lacking:
+        merged["partial"] = lacking
     write_settings(settings_path(output), merged)
-    return rows
+    return rows, lacking
+
+
+def check_inputs(inputs: Sequence[Path], *, partial: bool = False) -> list[str]:
+    """What the inputs lack as one job's output: shards missing, of another split, still
+    running or unfinished. Refused (``UsageError``) unless ``partial``; returned then. An input
+    or shard given twice is refused either way."""
+    _refuse_repeats(inputs)
+    parts = [part for path in inputs for part in _parts(path)]
+    splits: dict[int, dict[int, Path]] = {}
+    for part, shard in parts:
+        if shard is None:
+            continue
+        taken = splits.setdefault(shard.count, {})
+        if shard.index in taken:
+            raise UsageError(
+                f"merge: shard {shard} is named twice ({taken[shard.index]} and {part}); "
+                "name each shard once"
+            )
+        taken[shard.index] = part
+    lacking = []
+    if len(splits) > 1:
+        said = ", ".join(f"{len(found)} of {count}" for count, found in sorted(splits.items()))
+        lacking.append(f"shards of different splits ({said}): merge the shards of one N")
+    for count, found in sorted(splits.items()):
+        absent = [f"{index}/{count}" for index in range(count) if index not in found]
+        if absent:
+            lacking.append(f"shard{'s' if len(absent) > 1 else ''} {', '.join(absent)} missing")
+    lacking.extend(problem for part, _ in parts if (problem := _unfinished(part)) is not None)
+    if lacking and not partial:
+        raise UsageError(
+            f"merge: {'; '.join(lacking)} — finish the job first (rerun it), or pass --partial "
+            "to merge what there is"
+        )
+    return lacking
+
+
+def _refuse_repeats(inputs: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in inputs:
+        real = os.path.realpath(path)
+        if real in seen:
+            same = "" if str(seen[real]) == str(path) else f" (as {seen[real]})"
+            raise UsageError(f"merge: {path} is named twice{same}; name each output once")
+        seen[real] = path
+
+
+def _parts(path: Path) -> list[tuple[Path, Shard | None]]:
+    """The outputs an input stands for, each with its shard (from its settings): itself, or
+    for the folder of a ``run --processes`` Parquet job, its shards (started or not)."""
+    settings = read_settings(path)
+    if settings is None and path.is_dir():
+        shards = find_shards(path)
+        if shards:
+            return [(shard, _shard(shard)) for shard in shards if shard.is_dir()]
+    return [(path, _shard(path))]
+
+
+def _shard(output: Path) -> Shard | None:
+    text = (read_settings(output) or {}).get("shard")
+    return parse_shard(text) if isinstance(text, str) else None
+
+
+def _unfinished(output: Path) -> str | None:
+    """Why ``output`` is not a finished job's output yet, or ``None`` (as far as its files
+    tell: an output of a version without progress files passes)."""
+    holder = lock_holder(output)
+    if holder is not None:
+        return f"{output} is still being written (its job, {holder}, is running)"
+    lacking = (read_settings(output) or {}).get("partial")
+    if lacking:
+        return f"{output} is a partial merge ({'; '.join(map(str, lacking))})"
+    try:
+        state = orjson.loads(existing(output, PROGRESS).read_bytes()).get("state")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+    if state == "running":  # and nobody holds its lock
+        return f"{output} is incomplete: its job was killed before it finished"
+    if state == "interrupted":
+        return f"{output} is incomplete: its job was interrupted before it finished"
+    if isinstance(state, str) and state != "finished":
+        return f"{output} is incomplete: its job {state}"
+    return None
 
 
 def _common_settings(inputs: Sequence[Path]) -> dict[str, Any]:
@@ -144,10 +246,22 @@ def register(commands: Any) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="OUTPUT", help="shard outputs")
     parser.add_argument("--output", "-o", required=True, type=Path, help="the merged output")
     parser.add_argument("--format", choices=("jsonl", "parquet"), help="default: from suffix")
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="merge even if shards are missing, of different splits, unfinished or still "
+        "running; the merged output records that it is partial (status and report say so)",
+    )
     parser.set_defaults(handler=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
-    rows = merge_outputs(args.inputs, args.output, output_format=args.format)
-    print(f"merged {len(args.inputs)} outputs into {args.output}: {rows:,} rows", file=sys.stderr)
-    return 0
+    rows, lacking = merge_outputs(
+        args.inputs, args.output, output_format=args.format, partial=args.partial
+    )
+    said = f" (partial: {'; '.join(lacking)})" if lacking else ""
+    print(
+        f"merged {len(args.inputs)} outputs into {args.output}: {rows:,} rows{said}",
+        file=sys.stderr,
+    )
+    return ExitCode.OK

@@ -3,15 +3,21 @@
 The parent builds each shard's ``JobConfig`` (its output inside one folder, its share of
 ``--rate-limit``) and starts ``python -m batchclassify.commands.processes`` children, each in
 its own session (so a terminal's Ctrl-C reaches the parent only, which forwards it once: a child
-stops gently on the first signal and at once on the second, as a lone job does). A child
-reads its pickled config on stdin (the API key never appears on a command line) and leaves
-its ``JobSummary`` in a file. The parent shows one progress line from the children's
-``<output>.progress.json`` files, prints one summary (their sum) and exits with the worst
-child's code. For JSONL the shard files are merged into ``--output`` when every child finished.
+stops gently on the first signal and at once on the second, as a lone job does; a SIGHUP, a
+closed terminal, is forwarded as SIGTERM). A child reads its pickled config on stdin (the API
+key never appears on a command line) and keeps stdin open: when the parent dies, even by
+``kill -9``, the pipe reaches end-of-file and the child stops gently (``job/running.py``),
+writing its rows. It leaves its ``JobSummary`` in a file. The parent shows one progress
+display (``ProgressBar``) from the children's ``<output>.progress.json`` files, prints one
+summary (their sum, naming any shard that died without one) and exits with the worst child's
+code (``ExitCode.worst``). For JSONL the shard files are merged into ``--output`` when every
+child finished. A rerun while an earlier run's children still hold their outputs is refused
+once, before anything starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -20,24 +26,26 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
 import orjson
 
 from ..config import JobConfig
-from ..errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
+from ..errors import BatchClassifyError, OutputError, UsageError
+from ..exit_codes import ExitCode
 from ..inputs.sources import STDIN
+from ..output.outputs import lock_holder
 from ..output.progressfile import progress_path
 from ..output.reading import read_settings
-from ..shards import PLACEHOLDER, Shard, layout_folder, layout_name, shard_output
+from ..shards import PLACEHOLDER, Shard, layout_folder, layout_name, layout_shard, shard_output
 from ..summary import JobSummary
+from .progress import ProgressBar
 
-#: Exit codes from the mildest to the worst; the parent's is the worst of its children's.
-_SEVERITY = {0: 0, 1: 1, 130: 2, 143: 2, 2: 3, 3: 4}
 _POLL = 0.5
-_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
             "file and name it as a manifest"
         )
     layout = plan_layout(config, processes)
+    _refuse_if_running(layout)
     layout.folder.mkdir(parents=True, exist_ok=True)
     configs = shard_configs(config, layout)
     received: list[int] = []
@@ -103,38 +112,107 @@ def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
 
         def forward(signum: int, frame: FrameType | None) -> None:
             received.append(signum)
-            for child, _ in children:
-                if child.poll() is None:
-                    child.send_signal(signum)
+            # A closed terminal: the children (in sessions of their own) stop as on SIGTERM.
+            sent = signal.SIGTERM if signum == _SIGHUP else signum
+            for child in children:
+                if child.process.poll() is None:
+                    child.process.send_signal(sent)
 
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        handled = [signal.SIGINT, signal.SIGTERM] + ([_SIGHUP] if _SIGHUP is not None else [])
+        previous = {s: signal.signal(s, forward) for s in handled}
+        progress = ProgressBar(enabled=False if quiet else None)
         try:
-            _watch(children, layout, quiet=quiet)
+            _watch(children, layout, progress, hung_up=lambda: _SIGHUP in received)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        codes = [child.wait() for child, _ in children]
-        summaries = [_load(path) for _, path in children]
+            for child in children:
+                child.let_go()
+        codes = [child.process.wait() for child in children]
+        summaries = [_load(child.summary_path) for child in children]
     summary = combine([s for s in summaries if s is not None], config.output)
-    code = worst(codes)
-    if layout.merged is not None and code in (0, 1) and not received:
+    unfinished = [
+        _unfinished(child.shard, code)
+        for child, code, found in zip(children, codes, summaries, strict=True)
+        if found is None
+    ]
+    if unfinished:
+        said = "; ".join([*unfinished, *([summary.fatal] if summary.fatal else [])])
+        kept = "the rows written so far are kept; rerun the same command to finish"
+        summary.fatal = f"{said} — {kept}"
+    code = ExitCode.worst(codes)
+    if layout.merged is not None and code <= ExitCode.FAILED_ITEMS and not received:
         from .merge import merge_outputs
 
         merge_outputs(layout.outputs, layout.merged, output_format=config.format)
         summary.notes.append(f"shard outputs in {layout.folder}, merged into {layout.merged}")
-    if not quiet and summaries:
-        from ..api.redaction import redact
+    from ..api.redaction import redact
+
+    if not quiet and len(unfinished) < len(children):  # no summary of jobs that never ran
         from .progress import format_summary
 
-        print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
+        _say(redact(format_summary(summary), config.http.api_key))
+    elif quiet and unfinished:  # --quiet hides the summary, never a shard that died
+        _say(f"batchclassify: stopped: {redact(summary.fatal or '', config.http.api_key)}")
     if received and summary.fatal is None:
-        return 128 + received[0]
+        return ExitCode.for_signal(received[0])
     return code
 
 
-def _start(config: JobConfig, summary_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+_SIGHUP: int | None = getattr(signal, "SIGHUP", None)  # not on Windows
+
+
+@dataclass
+class _Child:
+    """A shard's process, the file its summary goes to, and the pipe whose end it watches."""
+
+    shard: Shard
+    process: subprocess.Popen[bytes]
+    summary_path: Path
+
+    def let_go(self) -> None:
+        """Close our end of its pipe (if it still runs, it stops as on SIGTERM)."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+
+
+def _refuse_if_running(layout: Layout) -> None:
+    """Say once, before anything starts, that shards are still being written: by an earlier
+    run's processes that have not stopped yet (or another job on the same outputs)."""
+    held = []
+    for output in layout.outputs:
+        holder = lock_holder(output)
+        if holder is not None:
+            found = layout_shard(output.name)
+            held.append(f"{output.name if found is None else f'shard {found[0]}'} ({holder})")
+    if held:
+        raise OutputError(
+            f"this job is still running: {', '.join(held)} still being written by an earlier "
+            "run's processes; wait for them to end (or stop them), then rerun the same command"
+        )
+
+
+def _unfinished(shard: Shard, code: int) -> str:
+    """A shard that left no summary: killed, or stopped by an error it printed."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"shard {shard} was killed by {name} before it finished"
+    return f"shard {shard} ended with exit {code} before it finished (its error is above)"
+
+
+def _say(text: str) -> None:
+    """A line for the person at the terminal, which may be gone (SIGHUP): then, nothing."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def _start(config: JobConfig, summary_path: Path) -> _Child:
     # The children import this very batchclassify, installed or not.
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parent.parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     child = subprocess.Popen(
@@ -143,57 +221,54 @@ def _start(config: JobConfig, summary_path: Path) -> tuple[subprocess.Popen[byte
         stdin=subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches the parent only; it forwards it once
     )
-    assert child.stdin is not None
-    child.stdin.write(pickle.dumps((config, str(summary_path))))
-    child.stdin.close()
-    return child, summary_path
+    assert child.stdin is not None and config.shard is not None
+    payload = pickle.dumps((config, str(summary_path)))
+    # Length first: the child reads the config, then watches the pipe for our end closing.
+    with contextlib.suppress(BrokenPipeError):  # it died at once: its exit code says so
+        child.stdin.write(len(payload).to_bytes(8, "big") + payload)
+        child.stdin.flush()
+    return _Child(config.shard, child, summary_path)
 
 
 def _watch(
-    children: list[tuple[subprocess.Popen[bytes], Path]], layout: Layout, *, quiet: bool
+    children: list[_Child], layout: Layout, progress: ProgressBar, *, hung_up: Callable[[], bool]
 ) -> None:
-    """Wait for the children, showing one progress bar made of their progress files (off a
-    terminal: a log line a minute, as a lone job writes)."""
-    from tqdm import tqdm
-
-    on_terminal = not quiet and sys.stderr.isatty()
-    bar = tqdm(unit="img", dynamic_ncols=True, file=sys.stderr) if on_terminal else None
-    last_line = time.monotonic()
+    """Wait for the children, showing their progress files summed (a bar on a terminal, a
+    log line a minute off one, as a lone job shows its own); nothing once the terminal is
+    gone."""
+    with contextlib.suppress(OSError):
+        progress.started(already_done=0)
     try:
-        while any(child.poll() is None for child, _ in children):
+        while any(child.process.poll() is None for child in children):
             time.sleep(_POLL)
-            done, total, exact = _progress(layout)
-            if bar is not None:
-                bar.total = total or None
-                bar.n = done
-                bar.set_postfix_str("" if exact else "total estimated", refresh=False)
-                bar.refresh()
-            elif not quiet and time.monotonic() - last_line >= _LOG_EVERY:
-                last_line = time.monotonic()
-                said = f"{total:,}" if exact else f"~{total:,}" if total else "?"
-                stamp = time.strftime("%H:%M:%S")
-                print(f"{stamp} {done:,}/{said} images", file=sys.stderr, flush=True)
+            if hung_up():
+                continue
+            already_done, ok, failed, total = _progress(layout)
+            progress.snapshot(already_done=already_done, ok=ok, failed=failed, total=total)
+            with contextlib.suppress(OSError):  # a display that cannot draw stops no job
+                progress.tick()
     finally:
-        if bar is not None:
-            bar.close()
+        with contextlib.suppress(OSError):
+            progress.finished()
 
 
-def _progress(layout: Layout) -> tuple[int, int, bool]:
-    """Items done, expected in all, and whether that total is exact, over every shard."""
-    done, total, exact = 0, 0, True
+def _progress(layout: Layout) -> tuple[int, int, int, int | None]:
+    """Items done by earlier runs, ok and failed in this one, and expected in all (``None``
+    until every shard knows its own), over every shard."""
+    already_done = ok = failed = 0
+    total: int | None = 0
     for output in layout.outputs:
         try:
             state = orjson.loads(progress_path(output).read_bytes())
         except (OSError, orjson.JSONDecodeError):
-            exact = False
+            total = None
             continue
-        done += int(state.get("already_done") or 0) + state.get("ok", 0) + state.get("failed", 0)
-        if state.get("total") is None:
-            exact = False
-        else:
-            total += int(state["total"])
-        exact = exact and bool(state.get("total_is_exact"))
-    return done, total, exact
+        already_done += int(state.get("already_done") or 0)
+        ok += int(state.get("ok") or 0)
+        failed += int(state.get("failed") or 0)
+        shard_total = state.get("total")
+        total = None if total is None or shard_total is None else total + int(shard_total)
+    return already_done, ok, failed, total
 
 
 def _load(path: Path) -> JobSummary | None:
@@ -202,12 +277,6 @@ def _load(path: Path) -> JobSummary | None:
     except (OSError, pickle.UnpicklingError, EOFError):
         return None
     return summary if isinstance(summary, JobSummary) else None
-
-
-def worst(codes: list[int]) -> int:
-    """The worst exit code (an unknown one, e.g. a child killed, counts as fatal: 3)."""
-    code = max(codes, key=lambda code: _SEVERITY.get(code, 5), default=0)
-    return code if code in _SEVERITY else 3
 
 
 _SUMMED = (
@@ -239,34 +308,50 @@ def combine(summaries: list[JobSummary], output: Path) -> JobSummary:
 
 
 def _child() -> int:
-    """A shard child: the config on stdin, the summary into the file it names."""
+    """A shard child: the config on stdin, the summary into the file it names. Stdin stays
+    open: its end-of-file means the parent is gone, and the job stops gently."""
     import anyio
 
     from ..api.redaction import redact
     from ..job.gctuning import prepare_job_process
     from ..job.runner import Job
+    from ..job.running import run_until_signalled
     from ..summary import SilentProgress
-    from .cli import _run
 
-    config, summary_path = pickle.loads(sys.stdin.buffer.read())
+    parent = os.getppid()
+    size = int.from_bytes(_read_exactly(0, 8), "big")
+    config, summary_path = pickle.loads(_read_exactly(0, size))
     assert isinstance(config, JobConfig)
     prepare_job_process()  # this process runs one job
+    job = Job(config, progress=SilentProgress())
     try:
-        summary, signum = anyio.run(_run, Job(config, progress=SilentProgress()))
+        summary, signum = anyio.run(partial(run_until_signalled, job, parent_pipe=0))
     except BatchClassifyError as error:
         message = redact(str(error), config.http.api_key)
-        print(f"batchclassify: error: shard {config.shard}: {message}", file=sys.stderr)
-        fatal = isinstance(error, OutputWriteError) or not isinstance(
-            error, UsageError | OutputError
-        )
-        return 3 if fatal else 2
+        _say(f"batchclassify: error: shard {config.shard}: {message}")
+        return ExitCode.for_error(error)
+    if os.getppid() != parent:  # orphaned: nobody reads the summary, the folder is the parent's
+        with contextlib.suppress(OSError):
+            os.rmdir(Path(summary_path).parent)  # only once empty: the last child out
+        return summary.exit_code
     Path(summary_path).write_bytes(pickle.dumps(summary))
     if summary.fatal is not None:
         message = redact(summary.fatal, config.http.api_key)
-        print(f"batchclassify: shard {config.shard} stopped: {message}", file=sys.stderr)
+        _say(f"batchclassify: shard {config.shard} stopped: {message}")
     if signum is not None and summary.fatal is None:
-        return 128 + signum
+        return ExitCode.for_signal(signum)
     return summary.exit_code
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            raise SystemExit("batchclassify: the parent process went away before the job began")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ class ProgressBar:
         self._started_at = clock()
         self._last_line = self._started_at  # the last progress line (not news) written
         self._rows_at_last_line = 0
+        self._told_total: int | None = None
+        self._told = False  # the counts come whole, from snapshot(), not row by row
 
     def started(self, *, already_done: int) -> None:
         self.count.base = already_done
@@ -137,6 +139,23 @@ class ProgressBar:
     def retried(self) -> None:
         self._retried += 1
 
+    # -- what a caller that sees no rows reports --------------------------------------------
+
+    def snapshot(self, *, already_done: int, ok: int, failed: int, total: int | None) -> None:
+        """Progress told whole rather than row by row (``run --processes``: its shards'
+        progress files summed); ``total`` is the expected total, ``None`` if not known yet.
+        ``tick()`` shows it."""
+        self._told = True
+        self._told_total = None if total is None else max(total, already_done + ok + failed)
+        self.count.base = already_done
+        self.count.rows = ok + failed
+        self._ok, self._failed = ok, failed
+        bar = self._bar
+        if bar is not None:
+            bar.initial = already_done  # tqdm's rate and ETA count from it: this run's rows
+            bar.n = self.count.done
+            bar.total = self._told_total
+
     def note(self, text: str | None) -> None:
         """News from the job (an outage, stuck requests, a stop); ``None`` clears it."""
         if text != self._note:
@@ -184,7 +203,7 @@ class ProgressBar:
         for: the line written off a terminal."""
         now = self._clock()
         count = self.count
-        done, total = count.done, count.total
+        done, total = count.done, (self._told_total if self._told else count.total)
         elapsed = now - self._last_line
         rate = (count.rows - self._rows_at_last_line) / elapsed if elapsed > 0 else 0.0
         self._last_line, self._rows_at_last_line = now, count.rows

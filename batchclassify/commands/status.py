@@ -129,12 +129,19 @@ def _status_from_output(output: Path) -> dict[str, Any]:
             failed += 1
             errors[str(row.get("error_type"))] += 1
     settings = read_settings(output) or {}
+    lacking = settings.get("partial")
+    summary = (
+        f"a partial merge ({'; '.join(map(str, lacking))}); counts are from the output"
+        if lacking
+        else "no progress file (written by an older version, or by a job that has not "
+        "started); counts are from the output"
+    )
     return {
         "tool": TOOL,
         "state": None,
         "running": None,
-        "summary": "no progress file (written by an older version, or by a job that has not "
-        "started); counts are from the output",
+        "summary": summary,
+        "partial": lacking or None,
         "output": str(output),
         "model": settings.get("model"),
         "ok": ok,

@@ -181,6 +181,30 @@ def hold_output(config: JobConfig) -> Iterator[None]:
         _release(fd, path)
 
 
+def lock_holder(output: Path) -> str | None:
+    """``pid N`` of the job writing ``output`` now, or ``None`` if none holds its lock.
+
+    For a reader (``merge``, a ``--processes`` rerun): nothing is created or written. It
+    takes a shared lock for an instant, so a job starting at that very instant is refused
+    as if another job held the output; rerunning it then succeeds.
+    """
+    try:
+        fd = os.open(lock_path(output), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: no job (a job creates it before anything else)
+    try:
+        _lock_fd(fd, shared=True)
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    else:
+        _unlock_fd(fd)
+        return None
+    finally:
+        os.close(fd)
+
+
 def adopt_legacy_files(output: Path) -> None:
     """Give an earlier version's settings and progress files today's names (a Parquet shard of
     ``--processes``: with a leading ``_``, see ``sidecars.py``), so the output resumes.
@@ -319,14 +343,20 @@ def _release(fd: int, path: Path) -> None:
 if sys.platform == "win32":
     import msvcrt
 
-    def _lock_fd(fd: int) -> None:
+    def _lock_fd(fd: int, *, shared: bool = False) -> None:
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except PermissionError:
             raise BlockingIOError from None
 
+    def _unlock_fd(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
 else:
     import fcntl
 
-    def _lock_fd(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _lock_fd(fd: int, *, shared: bool = False) -> None:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+
+    def _unlock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

@@ -36,7 +36,8 @@ class JobFacts:
     duration_s: float | None
     images_per_s: float | None
     state: str | None
-    """From the progress file: ``running``, ``finished``, ``stopped: ...``, ``interrupted``."""
+    """From the progress file: ``running``, ``finished``, ``stopped: ...``, ``interrupted``;
+    for the output of ``merge --partial``, ``partial merge (what it lacks)``."""
 
 
 def server_host(api_url: Any) -> str | None:
@@ -89,6 +90,14 @@ def _seconds(value: Any) -> float | None:
     return float(value)
 
 
+def _partial(settings: dict[str, Any]) -> str | None:
+    """A merge of an incomplete set of outputs (``merge --partial``) says what it lacks."""
+    lacking = settings.get("partial")
+    if not isinstance(lacking, list) or not lacking:
+        return None
+    return f"partial merge ({'; '.join(map(str, lacking))})"
+
+
 def job_facts(output: Path) -> JobFacts:
     """The facts of the job that wrote ``output``."""
     settings = read_job_settings(output) or {}
@@ -117,5 +126,5 @@ def job_facts(output: Path) -> JobFacts:
         started=started,
         duration_s=duration,
         images_per_s=rate,
-        state=progress["state"] if isinstance(progress.get("state"), str) else None,
+        state=progress["state"] if isinstance(progress.get("state"), str) else _partial(settings),
     )
