@@ -8,7 +8,7 @@ journals of parts not finished yet.
 
 ``iter_latest_rows`` yields each id once, with its latest row, as the output will hold it
 after the next compaction (a ``--retry-failed`` run appends a new row for an id before the
-old one is dropped).
+old one is dropped). ``image_file`` finds a row's image from any working directory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import orjson
 
 from ..errors import UsageError
 from ..models import ROW_FIELDS
+from ..names import as_text, id_file, object_scheme
 from .parquet_sink import JOURNAL_RE, PART_RE, load_pyarrow, metadata_text
 from .rowlog import count_ids, is_latest
 from .sidecars import SETTINGS, existing, find_shards
@@ -102,6 +103,26 @@ def iter_latest_rows(output: Path) -> Iterator[dict[str, Any]]:
     """Each id once, with its latest row. Two passes over the output; memory ~14 bytes/id."""
     counts = count_ids(iter_ids(output))
     yield from (row for row in iter_rows(output) if is_latest(counts, row["id"]))
+
+
+def image_file(item_id: str, path: str | None, *, base: Path | None = None) -> str | None:
+    """The local file of a row (its ``id`` and ``path``), as ``open`` takes it; ``None`` for a
+    URL or object-storage item. The one rule ``export`` and ``report`` find images by.
+
+    ``path`` is as ``run`` was given it, relative to the folder ``run`` started in. The id of
+    a local file is its absolute path, escaped injectively (``names.as_id``), so the file is
+    found from any folder, on any later day, non-UTF-8 names included. An id a manifest gave
+    (its file name is not ``path``'s) or an older id scheme's leaves ``path``: a relative one
+    is tried here, then against ``base`` (the output's folder).
+    """
+    if path is None or object_scheme(path) is not None:
+        return None
+    named = id_file(item_id)
+    if named is not None and as_text(os.path.basename(named)) == os.path.basename(path):
+        return named
+    if os.path.isabs(path) or os.path.exists(path) or base is None:
+        return path
+    return str(base / path)
 
 
 # -- JSONL ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UsageError
-from ...output.reading import iter_latest_rows, output_kind
+from ...output.reading import image_file, iter_latest_rows, output_kind
 from .base import ExportFormat
 from .csvfile import CsvFormat, prepare_file
 from .dest import MAPPING, Mapping, prepare_folder, write_marker
@@ -143,7 +143,7 @@ def _export_row(
             mapping.add(record.id, source, "", record.split, "url_skipped", record.review)
             return
         mapping.add(record.id, source, "", record.split, "exported", record.review)
-    elif record.path is None or not os.path.isfile(record.path):
+    elif (image := _source_file(record, options)) is None or not os.path.isfile(image):
         result.missing += 1
         mapping.add(record.id, source, "", record.split, "file_not_found", record.review)
         return
@@ -153,10 +153,15 @@ def _export_row(
         if os.path.lexists(options.dest / exported):  # a row the survey did not see
             exported = f"{folder}/{id_tag(record.id)}-{name}"
         mapping.add(record.id, source, exported, record.split, "exported", record.review)
-        placer.place(record.path, exported)
+        placer.place(image, exported)
     fmt.add(record, exported)
     result.exported += 1
     result.review += record.review
+
+
+def _source_file(record: Record, options: ExportOptions) -> str | None:
+    """The image file of a record, found from any working directory (``image_file``)."""
+    return image_file(record.id, record.path, base=options.output.absolute().parent)
 
 
 def describe(options: ExportOptions, result: ExportResult) -> list[str]:
@@ -197,6 +202,19 @@ def describe(options: ExportOptions, result: ExportResult) -> list[str]:
     if options.is_tree:
         lines.append(f"mapping of every row: {options.dest / MAPPING}")
     return lines
+
+
+def nothing_exported(options: ExportOptions, result: ExportResult) -> str:
+    """Why an export wrote no image, for a person (``result.exported`` is 0)."""
+    if result.missing:
+        return (
+            f"nothing exported: not one of the {_count(result.missing, 'image')} to export "
+            "was found (moved, deleted, or on another machine?); "
+            f"{options.dest / MAPPING} lists them"
+        )
+    if result.failed or result.url_skipped:
+        return f"nothing exported: {options.output} holds no image {options.to} can hold"
+    return f"nothing exported: {options.output} holds no rows"
 
 
 def _count(number: int, noun: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ...errors import UsageError
 from ...exit_codes import ExitCode
+from ...names import printable
 from ...output.reading import iter_latest_rows, output_kind, read_job_settings
 from .facts import job_facts
 from .stats import ReportStats, collect
@@ -31,7 +32,8 @@ examples:
 
 Works on a finished output and on one a job is still writing (or left when killed); it
 only reads. Thumbnails are embedded (local files, at most 160 px); URL items are shown by
-URL, fetched by the browser. Exit codes: 0 done, 2 bad flags or no such output.
+URL, fetched by the browser. Images are found by their ids (absolute paths), from any folder.
+Exit codes: 0 done, 1 --html could read no image of its gallery, 2 bad flags or not an output.
 """
 
 
@@ -143,12 +145,25 @@ def command_report(args: argparse.Namespace) -> int:
     )
     _check_by(stats, output)
     facts = job_facts(output)
-    sys.stdout.write(render_text(stats, facts))
-    if args.html is not None:
-        from .html import render_html
+    sys.stdout.write(printable(render_text(stats, facts), keep_lines=True))
+    if args.html is None:
+        return ExitCode.OK
+    from .html import gallery_thumbnails, render_html
 
-        page = render_html(stats, facts, base=output.resolve().parent)
-        write_atomically(args.html, page)
-        size = len(page.encode("utf-8")) / 1e6
-        print(f"wrote {args.html} ({size:.1f} MB)", file=sys.stderr)
+    base = output.resolve().parent
+    thumbs = gallery_thumbnails(stats, base=base)
+    page = render_html(stats, facts, base=base, thumbs=thumbs)
+    write_atomically(args.html, page)
+    size = len(page.encode("utf-8")) / 1e6
+    print(printable(f"wrote {args.html} ({size:.1f} MB)"), file=sys.stderr)
+    if thumbs and not any(thumbs.values()):
+        print(
+            printable(
+                f"batchclassify: no image could be read: none of the {len(thumbs):,} local "
+                f"images of the review gallery was found or readable (moved, deleted, or "
+                f"another machine's?); the first: {next(iter(thumbs))}"
+            ),
+            file=sys.stderr,
+        )
+        return ExitCode.FAILED_ITEMS
     return ExitCode.OK
