@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config import OUTPUT_SUFFIXES, OutputFormat
 from ..errors import OutputError, UsageError
+from ..names import printable
 from ..output.outputs import is_empty, settings_path, written_by_batchclassify
 from ..output.reading import iter_rows, output_kind, read_job_settings, read_settings
 from ..output.resume import write_settings
@@ -138,5 +139,6 @@ def register(commands: Any) -> None:
 
 def _command(args: argparse.Namespace) -> int:
     rows = merge_outputs(args.inputs, args.output, output_format=args.format)
-    print(f"merged {len(args.inputs)} outputs into {args.output}: {rows:,} rows", file=sys.stderr)
+    said = f"merged {len(args.inputs)} outputs into {args.output}: {rows:,} rows"
+    print(printable(said), file=sys.stderr)
     return 0

@@ -29,6 +29,7 @@ import orjson
 from ..config import JobConfig
 from ..errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
 from ..inputs.sources import STDIN
+from ..names import printable
 from ..output.progressfile import progress_path
 from ..output.reading import read_settings
 from ..shards import PLACEHOLDER, Shard, layout_folder, layout_name, shard_output
@@ -126,7 +127,8 @@ def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
         from ..api.redaction import redact
         from .progress import format_summary
 
-        print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
+        text = redact(format_summary(summary), config.http.api_key)
+        print(printable(text, keep_lines=True), file=sys.stderr)
     if received and summary.fatal is None:
         return 128 + received[0]
     return code
@@ -255,7 +257,7 @@ def _child() -> int:
         summary, signum = anyio.run(_run, Job(config, progress=SilentProgress()))
     except BatchClassifyError as error:
         message = redact(str(error), config.http.api_key)
-        print(f"batchclassify: error: shard {config.shard}: {message}", file=sys.stderr)
+        print(printable(f"batchclassify: error: shard {config.shard}: {message}"), file=sys.stderr)
         fatal = isinstance(error, OutputWriteError) or not isinstance(
             error, UsageError | OutputError
         )
@@ -263,7 +265,7 @@ def _child() -> int:
     Path(summary_path).write_bytes(pickle.dumps(summary))
     if summary.fatal is not None:
         message = redact(summary.fatal, config.http.api_key)
-        print(f"batchclassify: shard {config.shard} stopped: {message}", file=sys.stderr)
+        print(printable(f"batchclassify: shard {config.shard} stopped: {message}"), file=sys.stderr)
     if signum is not None and summary.fatal is None:
         return 128 + signum
     return summary.exit_code

@@ -26,6 +26,7 @@ import orjson
 
 from ..errors import UsageError
 from ..exit_codes import ExitCode
+from ..names import printable
 from ..output.progressfile import TOOL
 from ..output.reading import iter_latest_rows, read_settings
 from ..output.sidecars import PROGRESS, existing, find_shards
@@ -381,5 +382,6 @@ def _show(status: dict[str, Any], *, as_json: bool, clear: bool) -> None:
     if as_json:
         sys.stdout.write(orjson.dumps(status).decode() + "\n")
     else:
-        sys.stdout.write(("\x1b[H\x1b[2J" if clear else "") + format_status(status) + "\n")
+        text = printable(format_status(status), keep_lines=True)
+        sys.stdout.write(("\x1b[H\x1b[2J" if clear else "") + text + "\n")
     sys.stdout.flush()

@@ -145,7 +145,7 @@ def command_report(args: argparse.Namespace) -> int:
     )
     _check_by(stats, output)
     facts = job_facts(output)
-    sys.stdout.write(printable(render_text(stats, facts), keep_lines=True))
+    sys.stdout.write(render_text(stats, facts))
     if args.html is None:
         return ExitCode.OK
     from .html import gallery_thumbnails, render_html

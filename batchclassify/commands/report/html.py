@@ -16,7 +16,7 @@ from .advice import advice
 from .command import GENERATOR
 from .facts import JobFacts
 from .gallery import ReviewItem
-from .stats import FAILED, NO_CLASS, ReportStats, coarse
+from .stats import FAILED, NO_CLASS, QUANTILE_METHOD, ReportStats, coarse
 from .style import CSS
 from .text import by_values, duration, settings_line, share
 from .thumbnails import make_thumbnails
@@ -124,13 +124,17 @@ def _confidence(stats: ReportStats) -> str:
         chart = charts.histogram(
             coarse(cls.histogram), low=stats.low, width=240, height=84, axis=False
         )
+        median = cls.quantile(0.5)
+        med = "" if median is None else f" · med {median:.2f}"
         multiples.append(
             f'<div class="multiple"><div class="mt"><b>{escape(name)}</b>'
-            f"<span>{cls.count:,} · {share(cls.below, cls.count)} below</span></div>{chart}</div>"
+            f"<span>{cls.count:,}{med} · {share(cls.below, cls.count)} below</span></div>"
+            f"{chart}</div>"
         )
     lede = (
         f"Per image, {kind}; the dashed line is --low-confidence {stats.low:g}. "
-        "Below: each class on its own scale."
+        "Below: each class on its own scale, with its median confidence (med; quantiles "
+        f"here and in the text report: {QUANTILE_METHOD})."
     )
     body = f'<div class="figure">{overall}</div><div class="multiples">{"".join(multiples)}</div>'
     return _section("confidence", "Confidence", body, lede)
