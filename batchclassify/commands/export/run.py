@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UsageError
-from ...output.reading import image_file, iter_latest_rows, output_kind
+from ...output.reading import check_output, image_file, iter_latest_rows
 from .base import ExportFormat
 from .csvfile import CsvFormat, prepare_file
 from .dest import MAPPING, Mapping, prepare_folder, write_marker
@@ -44,7 +44,7 @@ class ExportResult:
 
 def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResult:
     """Export ``options.output`` to ``options.dest``; ``say`` gets notes as they happen."""
-    output_kind(options.output)  # a clear error if the output does not exist
+    check_output(options.output)  # a clear error if it does not exist or is not an output
     fmt = _FORMATS[options.to](options)
     found = survey(options, fmt.placement if options.is_tree else None)
     if options.to == "folders" and found.multilabel:

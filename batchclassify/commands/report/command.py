@@ -11,7 +11,7 @@ from typing import Any
 from ...errors import UsageError
 from ...exit_codes import ExitCode
 from ...names import printable
-from ...output.reading import iter_latest_rows, output_kind, read_job_settings
+from ...output.reading import check_output, iter_latest_rows, read_job_settings
 from .facts import job_facts
 from .stats import ReportStats, collect
 from .text import render_text
@@ -133,7 +133,7 @@ def write_atomically(path: Path, text: str) -> None:
 def command_report(args: argparse.Namespace) -> int:
     """Print the text report; write the HTML page with ``--html``."""
     output: Path = args.output
-    output_kind(output)  # a clear error for a missing output, before anything else
+    check_output(output)  # a clear error for a missing or foreign output, before anything
     _check_flags(args)
     settings = read_job_settings(output)
     stats = collect(
