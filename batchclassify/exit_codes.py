@@ -26,7 +26,10 @@ class ExitCode(IntEnum):
         return documented_member(cls, int.__new__, value, doc)
 
     OK = 0, "every item is classified"
-    FAILED_ITEMS = 1, "finished, but some items failed (see the 'error' column)"
+    FAILED_ITEMS = 1, (
+        "finished, but some items failed (see the 'error' column); export: no image was "
+        "exported; report --html: no image of the review gallery could be read"
+    )
     USAGE = 2, (
         "usage or input error, nothing to classify, or an output this job may not write "
         "(another job's, or one another job is writing); nothing was sent"
@@ -42,6 +45,10 @@ class ExitCode(IntEnum):
         "command to resume"
     )
     INTERRUPTED = 130, "interrupted (Ctrl-C); rerun the same command to resume"
+    BROKEN_PIPE = 141, (
+        "stdout or stderr was closed before everything was printed (e.g. piped into head): "
+        "the command stopped there, quietly, as cat does"
+    )
     TERMINATED = 143, "stopped by SIGTERM (kill); rerun the same command to resume"
 
     @classmethod

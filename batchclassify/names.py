@@ -1,9 +1,12 @@
-"""File names as text: readable for messages and the ``path`` column, injective for ids.
+"""Names as text: readable for messages and the ``path`` column, injective for ids, safe to print.
 
 ``os.scandir`` and ``os.fsdecode`` hand over file-name bytes that are not UTF-8 as surrogate
 escapes, which JSON and Parquet cannot hold. ``as_text`` writes them as ``\\xNN``: readable, but
 a name that literally contains the text ``\\xff`` reads the same as one holding the byte 0xff.
-``as_id`` is the same for almost every name and never maps two names to one text.
+``as_id`` is the same for almost every name and never maps two names to one text, and
+``id_file`` undoes it: an id names its file from any working directory, on any later day.
+``printable`` is what every printer passes names through (file names and class names may hold
+terminal escapes).
 """
 
 from __future__ import annotations
@@ -67,6 +70,64 @@ def as_id(name: str) -> str:
         return name
     raw = os.fsencode(name).replace(b"\\", b"\\\\")
     return raw.decode("utf-8", "backslashreplace")
+
+
+def _unescape(part: str) -> bytes:
+    """The name ``as_id`` escaped into ``part`` (which contains ``\\x``), as bytes."""
+    raw = bytearray()
+    index, end = 0, len(part)
+    while index < end:
+        char = part[index]
+        if char != "\\":
+            raw += char.encode("utf-8")
+            index += 1
+        elif part.startswith("\\\\", index):
+            raw += b"\\"
+            index += 2
+        else:  # ``\\xNN``: the only other escape ``as_id`` writes
+            raw.append(int(part[index + 2 : index + 4], 16))
+            index += 4
+    return bytes(raw)
+
+
+def id_file(ident: str) -> str | None:
+    """The file an id names, as ``open`` takes it (bytes that are not UTF-8 as surrogate
+    escapes), or ``None`` when the id is not an absolute local path (a URL, a manifest's own
+    id, ``line N of ...``). The inverse of ``path_id``, component by component: an escaped
+    component always contains ``\\x`` and a kept one never does."""
+    if not os.path.isabs(ident):
+        return None
+    if _ESCAPE not in ident:
+        return ident
+    try:
+        parts = [os.fsdecode(_unescape(p)) if _ESCAPE in p else p for p in ident.split(os.sep)]
+    except ValueError:  # not an escape ``as_id`` wrote: an id given by a manifest
+        return None
+    return os.sep.join(parts)
+
+
+#: Characters that are not controls but reorder or hide what a terminal shows.
+_INVISIBLE = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` safe to print: control characters (terminal escapes, carriage returns, tabs,
+    newlines unless ``keep_lines``), bidirectional overrides and file-name bytes that are not
+    UTF-8 written as ``\\xNN`` / ``\\uNNNN``. Every printer of names passes them through it."""
+    if text.isprintable():
+        return text
+    if keep_lines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return "".join(map(_printable_char, as_text(text)))
+
+
+def _printable_char(char: str) -> str:
+    code = ord(char)
+    if code < 0x20 or 0x7F <= code < 0xA0:
+        return f"\\x{code:02x}"
+    if char in _INVISIBLE or code in (0x2028, 0x2029):
+        return f"\\u{code:04x}"
+    return char
 
 
 def is_text(value: str) -> bool:

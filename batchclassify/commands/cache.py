@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from ..exit_codes import ExitCode
+from ..names import printable
 from ..output.cache import DEFAULT_WORD, AnswerCache, resolve_cache_path
 
 
@@ -62,7 +63,7 @@ def _stats(args: argparse.Namespace) -> int:
         )
     if found["oldest"] is not None:
         lines.append(f"stored from {_when(found['oldest'])} to {_when(found['newest'])}")
-    print("\n".join(lines))
+    print(printable("\n".join(lines), keep_lines=True))
     return ExitCode.OK
 
 
@@ -70,7 +71,7 @@ def _clear(args: argparse.Namespace) -> int:
     with closing(AnswerCache(resolve_cache_path(args.path), create=False)) as cache:
         deleted = cache.clear(model=args.model)
     which = f" of {args.model}" if args.model else ""
-    print(f"deleted {deleted:,} answers{which} from {resolve_cache_path(args.path)}")
+    print(printable(f"deleted {deleted:,} answers{which} from {resolve_cache_path(args.path)}"))
     return ExitCode.OK
 
 

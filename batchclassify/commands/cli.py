@@ -29,6 +29,7 @@ from ..config import (
 from ..errors import BatchClassifyError, UsageError
 from ..exit_codes import ExitCode, epilog_table
 from ..job.gctuning import prepare_job_process
+from ..names import printable
 from ..shards import parse_shard, shard_output
 from ..version import __version__
 
@@ -426,11 +427,11 @@ def _command_run(args: argparse.Namespace) -> int:
     prepare_job_process()  # this process runs one job (gctuning.py)
     summary, signum = anyio.run(run_until_signalled, job)
     if not args.quiet:
-        print(redact(format_summary(summary), config.http.api_key), file=sys.stderr)
+        summary_text = redact(format_summary(summary), config.http.api_key)
+        print(printable(summary_text, keep_lines=True), file=sys.stderr)
     elif summary.fatal is not None:  # --quiet hides the summary, never why the job stopped
-        print(
-            f"batchclassify: stopped: {redact(summary.fatal, config.http.api_key)}", file=sys.stderr
-        )
+        fatal = redact(summary.fatal, config.http.api_key)
+        print(printable(f"batchclassify: stopped: {fatal}"), file=sys.stderr)
     if signum is not None and summary.fatal is None:
         return ExitCode.for_signal(signum)
     return summary.exit_code
@@ -473,6 +474,49 @@ def in_flag_terms(error: UsageError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``batchclassify ARGV``: the exit code. A reader that went away (``| head``) ends any
+    command quietly with ``BROKEN_PIPE``, as ``cat`` ends, not with a traceback."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Here rather than at interpreter exit, where a closed pipe is a printed error.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not _silence_closed_streams():
+            raise  # not stdout or stderr: a bug to show, not a reader gone
+        return ExitCode.BROKEN_PIPE
+
+
+def _silence_closed_streams() -> bool:
+    """Point a closed stdout or stderr at /dev/null, so that nothing more is written to it
+    (Python flushes stdout again at exit); whether either was closed."""
+    closed = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            continue
+        if _pipe_closed(fd):
+            closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    return closed
+
+
+def _pipe_closed(fd: int) -> bool:
+    """Whether no one reads ``fd`` any more (a pipe whose reader exited)."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True  # Windows: no poll on pipes; a BrokenPipeError there is the pipe's
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     args = build_parser(_command_named(argv)).parse_args(argv)
@@ -482,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except BatchClassifyError as error:
         text = in_flag_terms(error) if isinstance(error, UsageError) else str(error)
-        print(f"batchclassify: error: {redact(text, secret)}", file=sys.stderr)
+        print(printable(f"batchclassify: error: {redact(text, secret)}"), file=sys.stderr)
         _traceback_if_verbose(args, secret)
         return ExitCode.for_error(error)
     except KeyboardInterrupt:

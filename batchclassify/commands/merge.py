@@ -38,6 +38,7 @@ from ..config import OUTPUT_SUFFIXES, OutputFormat
 from ..errors import OutputError, UsageError
 from ..exit_codes import ExitCode
 from ..models import ContradictoryRowError
+from ..names import printable
 from ..output.outputs import is_empty, lock_holder, settings_path, written_by_batchclassify
 from ..output.reading import iter_rows, output_kind, read_job_settings, read_settings
 from ..output.resume import write_settings
@@ -261,7 +262,7 @@ def _command(args: argparse.Namespace) -> int:
     )
     said = f" (partial: {'; '.join(lacking)})" if lacking else ""
     print(
-        f"merged {len(args.inputs)} outputs into {args.output}: {rows:,} rows{said}",
+        printable(f"merged {len(args.inputs)} outputs into {args.output}: {rows:,} rows{said}"),
         file=sys.stderr,
     )
     return ExitCode.OK

@@ -29,6 +29,7 @@ from ..exit_codes import ExitCode
 from ..inputs.encoding import EncodedImage, read_and_encode
 from ..inputs.sources import check_sources, iter_item_batches
 from ..models import Item
+from ..names import printable
 from ..output.cache import AnswerCache, Keys, KeySettings
 from ..output.idindex import IdIndex
 from ..output.reading import iter_rows, read_settings
@@ -311,7 +312,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
     else:
-        print(format_plan(report))
+        print(printable(format_plan(report), keep_lines=True))
     return ExitCode.OK if report.found else ExitCode.USAGE
 
 

@@ -38,6 +38,7 @@ from ..config import JobConfig
 from ..errors import BatchClassifyError, OutputError, UsageError
 from ..exit_codes import ExitCode
 from ..inputs.sources import STDIN
+from ..names import printable
 from ..output.outputs import lock_holder
 from ..output.progressfile import progress_path
 from ..output.reading import read_settings
@@ -205,9 +206,10 @@ def _unfinished(shard: Shard, code: int) -> str:
 
 
 def _say(text: str) -> None:
-    """A line for the person at the terminal, which may be gone (SIGHUP): then, nothing."""
+    """A line for the person at the terminal, which may be gone (SIGHUP): then, nothing.
+    Control characters in it (a file or class name's) are escaped (``printable``)."""
     with contextlib.suppress(OSError):
-        print(text, file=sys.stderr, flush=True)
+        print(printable(text, keep_lines=True), file=sys.stderr, flush=True)
 
 
 def _start(config: JobConfig, summary_path: Path) -> _Child:

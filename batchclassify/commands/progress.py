@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TextIO
 
+from ..names import printable
 from ..summary import ItemCount, JobSummary
 
 if TYPE_CHECKING:  # imported when a bar is drawn: off a terminal a job never loads tqdm
@@ -188,7 +189,7 @@ class ProgressBar:
         if news:
             # First: tqdm cuts the line at the terminal's width, and the note is the news.
             text = f"{news} | {text}"
-        self._bar.set_postfix_str(text, refresh=force)
+        self._bar.set_postfix_str(printable(text), refresh=force)
 
     def _counts(self) -> str:
         return f"ok={self._ok} failed={self._failed} retried={self._retried}"
@@ -229,7 +230,7 @@ class ProgressBar:
 
     def _log(self, text: str) -> None:
         stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        print(f"[{stamp}] batchclassify: {text}", file=self._stream, flush=True)
+        print(printable(f"[{stamp}] batchclassify: {text}"), file=self._stream, flush=True)
 
     def finished(self) -> None:
         if self._bar is not None:

@@ -1,10 +1,8 @@
 """``batchclassify status``: how a job is doing, from another terminal, without disturbing it.
 
-Reads ``<output>.progress.json`` (kept current by the running job, see ``progressfile.py``).
-A ``running`` file whose process is gone (same host: no such pid, or one that is not
-batchclassify) or that has not been updated for ``STALE_AFTER`` seconds (another host, or no
-/proc to ask) belonged to a job that was killed. With no progress
-file (an output from an older version), the counts come from the output itself.
+Reads ``<output>.progress.json`` (kept current by the running job, see ``progressfile.py``,
+which also says whether the job still runs). For a killed job, and with no progress file (an
+output from an older version, or a ``merge`` result), the counts come from the output itself.
 
 The ``--output`` of a ``run --processes P`` job (a Parquet folder of shard outputs, or a JSONL
 output with ``<output>.shards/``) is shown whole: the shards' progress files summed, the worst
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import time
 from collections import Counter
@@ -26,13 +23,12 @@ import orjson
 
 from ..errors import UsageError
 from ..exit_codes import ExitCode
-from ..output.progressfile import TOOL
-from ..output.reading import iter_latest_rows, read_settings
+from ..names import printable
+from ..output.progressfile import TOOL, is_killed, read_progress
+from ..output.reading import check_output, iter_latest_rows, read_settings
 from ..output.sidecars import PROGRESS, existing, find_shards
 from ..shards import Shard, layout_shard
 
-#: A running job rewrites its file every 2 s; this much silence means it is gone.
-STALE_AFTER = 60.0
 KILLED = "not running (killed?) — rerun the same command to resume"
 
 
@@ -73,53 +69,32 @@ def read_status(output: Path, *, now: float | None = None) -> dict[str, Any]:
 
 
 def _from_progress_file(output: Path, now: float) -> dict[str, Any] | None:
-    found = _read_progress(existing(output, PROGRESS))
+    found = read_progress(output, now=now)
     if found is None:
         return None
-    found["running"] = found.get("state") == "running" and _alive(found, now)
-    if found.get("state") == "running" and not found["running"]:
+    if is_killed(found):
         found["summary"] = KILLED
+        if os.path.lexists(output):
+            _count_from_output(found, output)
     else:
         found["summary"] = found.get("state")
     return found
 
 
-def _read_progress(path: Path) -> dict[str, Any] | None:
-    try:
-        found = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return found if isinstance(found, dict) and found.get("tool") == TOOL else None
+def _count_from_output(found: dict[str, Any], output: Path) -> None:
+    """A killed job's counts, from its output: the progress file stopped up to 2 s (and any
+    number of rows) before the kill, and counted only that run's rows."""
+    ok, failed, errors = _output_counts(output)
+    found.update(ok=ok, failed=failed, errors=dict(errors.most_common()), already_done=0)
+    found["counts_from"] = "output"
+    if "remaining" in found:
+        total = found.get("total")
+        whole = found.get("found_so_far") if total is None else total
+        found["remaining"] = max((whole or 0) - ok - failed, 0)
 
 
-def _alive(found: dict[str, Any], now: float) -> bool:
-    """Is the job that wrote ``found`` still running?"""
-    pid = found.get("pid")
-    if found.get("host") == socket.gethostname() and isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, owned by someone else
-        # A live batchclassify process is the job even when silent (compacting at the end);
-        # any other process has the pid by reuse. Where that cannot be read, staleness decides.
-        command = _command_line(pid)
-        if command is not None:
-            return b"batchclassify" in command
-    updated = found.get("updated_unix")
-    return isinstance(updated, int | float) and now - updated <= STALE_AFTER
-
-
-def _command_line(pid: int) -> bytes | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-
-
-def _status_from_output(output: Path) -> dict[str, Any]:
-    """Counts from the rows, for an output without a progress file."""
+def _output_counts(output: Path) -> tuple[int, int, Counter[str]]:
+    """ok rows, failed rows and the failures by error type, from the latest row of each id."""
     ok = failed = 0
     errors: Counter[str] = Counter()
     for row in iter_latest_rows(output):  # UsageError if there is no such output
@@ -128,19 +103,26 @@ def _status_from_output(output: Path) -> dict[str, Any]:
         else:
             failed += 1
             errors[str(row.get("error_type"))] += 1
+    return ok, failed, errors
+
+
+def _status_from_output(output: Path) -> dict[str, Any]:
+    """Counts from the rows, for an output without a progress file."""
+    ok, failed, errors = _output_counts(output)
     settings = read_settings(output) or {}
+    merged = settings.get("merged_from")
     lacking = settings.get("partial")
-    summary = (
-        f"a partial merge ({'; '.join(map(str, lacking))}); counts are from the output"
-        if lacking
-        else "no progress file (written by an older version, or by a job that has not "
-        "started); counts are from the output"
-    )
+    if lacking:
+        summary = f"a partial merge ({'; '.join(map(str, lacking))})"
+    elif isinstance(merged, list):
+        summary = f"a merged output (batchclassify merge of {_merged_from(merged)})"
+    else:
+        summary = "no progress file (written by an older version, or by a job that has not started)"
     return {
         "tool": TOOL,
-        "state": None,
-        "running": None,
-        "summary": summary,
+        "state": "merged" if isinstance(merged, list) else None,
+        "running": None if not isinstance(merged, list) else False,
+        "summary": f"{summary}; counts are from the output",
         "partial": lacking or None,
         "output": str(output),
         "model": settings.get("model"),
@@ -148,6 +130,12 @@ def _status_from_output(output: Path) -> dict[str, Any]:
         "failed": failed,
         "errors": dict(errors.most_common()),
     }
+
+
+def _merged_from(inputs: list[Any], shown: int = 3) -> str:
+    names = ", ".join(str(name) for name in inputs[:shown])
+    more = f" and {len(inputs) - shown} more" if len(inputs) > shown else ""
+    return f"{len(inputs)} output{'s' if len(inputs) != 1 else ''}: {names}{more}"
 
 
 # -- a --processes job: its shards summed -----------------------------------------------------
@@ -286,6 +274,8 @@ def format_status(status: dict[str, Any]) -> str:
             f"updated {status['updated']}"
         )
     done = f"  {status['ok']:,} ok, {status['failed']:,} failed"
+    if status.get("counts_from") == "output":
+        done += " (the output's rows)"
     if status.get("already_done"):
         done += f" (+{status['already_done']:,} done by earlier runs)"
     if "remaining" in status:
@@ -373,6 +363,8 @@ def _command(args: argparse.Namespace) -> int:
     exists = args.output.exists() or existing(args.output, PROGRESS).exists()
     if not exists and not find_shards(args.output):
         raise UsageError(f"{args.output}: no such output and no progress file beside it")
+    if args.output.exists():
+        check_output(args.output)  # what it is, if not an output (it would read as 0 rows)
     try:
         while True:
             status = read_status(args.output)
@@ -388,5 +380,6 @@ def _show(status: dict[str, Any], *, as_json: bool, clear: bool) -> None:
     if as_json:
         sys.stdout.write(orjson.dumps(status).decode() + "\n")
     else:
-        sys.stdout.write(("\x1b[H\x1b[2J" if clear else "") + format_status(status) + "\n")
+        text = printable(format_status(status), keep_lines=True)
+        sys.stdout.write(("\x1b[H\x1b[2J" if clear else "") + text + "\n")
     sys.stdout.flush()

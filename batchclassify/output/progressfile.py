@@ -4,6 +4,11 @@ The runner feeds ``ProgressFile`` through the ``ProgressListener`` calls it alre
 ``FanOut``) and calls ``tick()`` from its flush timer; the file is rewritten at most every
 ``interval`` seconds, atomically (a temporary file renamed over it), so a reader never sees
 half a file. It is written only over a file this tool wrote (``"tool": "batchclassify"``).
+
+``read_progress`` reads it back for ``status`` and ``report``, and says whether the job is
+still running: a ``running`` file whose process is gone (same host: no such pid, or one that
+is not batchclassify) or that has not been updated for ``STALE_AFTER`` seconds (another host,
+or no /proc to ask) belonged to a job that was killed.
 """
 
 from __future__ import annotations
@@ -20,18 +25,65 @@ from typing import Any
 import orjson
 
 from ..summary import ItemCount, JobSummary, ProgressListener
-from .sidecars import PROGRESS, sidecar
+from .sidecars import PROGRESS, existing, sidecar
 
 TOOL = "batchclassify"
 #: How often the file is rewritten while the job runs.
 WRITE_INTERVAL = 2.0
 #: The window over which "recent" rates are measured.
 RATE_WINDOW = 30.0
+#: A running job rewrites its file every 2 s; this much silence means it is gone.
+STALE_AFTER = 60.0
 
 
 def progress_path(output: Path) -> Path:
     """``<output>.progress.json``, beside the output (see ``sidecars.py``)."""
     return sidecar(output, PROGRESS)
+
+
+def read_progress(output: Path, *, now: float | None = None) -> dict[str, Any] | None:
+    """The progress file of ``output`` (``None`` if there is none of this tool's), with
+    ``running``: whether the job that wrote it still runs (``False`` once it ended, or when a
+    ``running`` file was left by a killed job)."""
+    try:
+        found = orjson.loads(existing(output, PROGRESS).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(found, dict) or found.get("tool") != TOOL:
+        return None
+    found["running"] = found.get("state") == "running" and _alive(found, now or time.time())
+    return found
+
+
+def is_killed(progress: dict[str, Any]) -> bool:
+    """A ``read_progress`` result whose job was killed: ``running`` in the file, not alive."""
+    return progress.get("state") == "running" and not progress.get("running")
+
+
+def _alive(found: dict[str, Any], now: float) -> bool:
+    """Is the job that wrote ``found`` still running?"""
+    pid = found.get("pid")
+    if found.get("host") == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # alive, owned by someone else
+        # A live batchclassify process is the job even when silent (compacting at the end);
+        # any other process has the pid by reuse. Where that cannot be read, staleness decides.
+        command = _command_line(pid)
+        if command is not None:
+            return b"batchclassify" in command
+    updated = found.get("updated_unix")
+    return isinstance(updated, int | float) and now - updated <= STALE_AFTER
+
+
+def _command_line(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
 
 
 def iso(moment: float) -> str:

@@ -8,7 +8,9 @@ journals of parts not finished yet.
 
 ``iter_latest_rows`` yields each id once, with its latest row, as the output will hold it
 after the next compaction (a ``--retry-failed`` run appends a new row for an id before the
-old one is dropped).
+old one is dropped). ``image_file`` finds a row's image from any working directory.
+``check_output`` refuses, saying what it is, a file that is no batchclassify output (some
+other JSONL, a CSV, a Parquet file), which would otherwise read as an output of 0 images.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import orjson
 
 from ..errors import UsageError
 from ..models import ROW_FIELDS
+from ..names import as_text, id_file, object_scheme
 from .parquet_sink import JOURNAL_RE, PART_RE, load_pyarrow, metadata_text
+from .progressfile import read_progress
 from .rowlog import count_ids, is_latest
 from .sidecars import SETTINGS, existing, find_shards
 
@@ -79,6 +83,79 @@ def output_kind(output: Path) -> Literal["jsonl", "parquet"]:
     )
 
 
+def check_output(output: Path) -> Literal["jsonl", "parquet"]:
+    """``output_kind``, after making sure ``output`` is a batchclassify output: a
+    ``UsageError`` saying what it is otherwise (``report``, ``export``, ``status``)."""
+    kind = output_kind(output)
+    settings = read_job_settings(output)
+    if settings is not None and "batchclassify_version" in settings:
+        return kind
+    if read_progress(output) is not None or find_shards(output):
+        return kind  # a job has started on it
+    what = _foreign_folder(output) if kind == "parquet" else _foreign_file(output)
+    if what is not None:
+        raise UsageError(
+            f"{output} is not a batchclassify output: {what}; name the --output of a "
+            "batchclassify run"
+        )
+    return kind
+
+
+def _foreign_folder(folder: Path) -> str | None:
+    """What a folder is, if it holds no part or journal file (an output of any version does)."""
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise UsageError(f"cannot read {folder}: {exc.strerror}") from None
+    if not names or any(PART_RE.match(name) or JOURNAL_RE.match(name) for name in names):
+        return None
+    return "a folder without part-NNNNNN.parquet files (a Parquet output is such a folder)"
+
+
+#: The first bytes of files people mistake for an output, and what each is.
+_MAGIC = {
+    b"PAR1": "a Parquet file (a Parquet output is a folder of part files)",
+    b"SQLite format 3\0": "an SQLite database (an answer cache?)",
+    b"\x1f\x8b": "a gzip file",
+    b"PK\x03\x04": "a zip file",
+}
+
+
+def _foreign_file(path: Path) -> str | None:
+    """What a file is, if its first line is not a row of this tool's (an ``id`` and a
+    ``status``: what every output, of every version, holds); ``None`` if it looks like one."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(65_536)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if not head:
+        return None  # empty: nothing written yet
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            return what
+    line = head.split(b"\n", 1)[0]
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        if len(line) == len(head) == 65_536:
+            return None  # a first line longer than this: not judged
+        if b"\0" in head:
+            return "a binary file, not JSON lines"
+        return f"its first line is not JSON (a CSV or text file?): {_shown(line)}"
+    if not isinstance(row, dict):
+        return f"JSON lines, but its first line is not an object: {_shown(line)}"
+    if isinstance(row.get("id"), str) and "status" in row:
+        return None
+    keys = ", ".join(list(row)[:6]) or "none"
+    return f"JSON lines without the id and status of a row of results (first row's keys: {keys})"
+
+
+def _shown(line: bytes, limit: int = 60) -> str:
+    text = line.decode("utf-8", "replace").rstrip("\r")
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
 def iter_rows(output: Path) -> Iterator[dict[str, Any]]:
     """Every parsable row, in the order it was written (superseded rows included)."""
     if output_kind(output) == "parquet":
@@ -102,6 +179,26 @@ def iter_latest_rows(output: Path) -> Iterator[dict[str, Any]]:
     """Each id once, with its latest row. Two passes over the output; memory ~14 bytes/id."""
     counts = count_ids(iter_ids(output))
     yield from (row for row in iter_rows(output) if is_latest(counts, row["id"]))
+
+
+def image_file(item_id: str, path: str | None, *, base: Path | None = None) -> str | None:
+    """The local file of a row (its ``id`` and ``path``), as ``open`` takes it; ``None`` for a
+    URL or object-storage item. The one rule ``export`` and ``report`` find images by.
+
+    ``path`` is as ``run`` was given it, relative to the folder ``run`` started in. The id of
+    a local file is its absolute path, escaped injectively (``names.as_id``), so the file is
+    found from any folder, on any later day, non-UTF-8 names included. An id a manifest gave
+    (its file name is not ``path``'s) or an older id scheme's leaves ``path``: a relative one
+    is tried here, then against ``base`` (the output's folder).
+    """
+    if path is None or object_scheme(path) is not None:
+        return None
+    named = id_file(item_id)
+    if named is not None and as_text(os.path.basename(named)) == os.path.basename(path):
+        return named
+    if os.path.isabs(path) or os.path.exists(path) or base is None:
+        return path
+    return str(base / path)
 
 
 # -- JSONL ---------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ...exit_codes import ExitCode
+from ...names import printable
 from .options import FORMATS, MODES, ExportOptions, parse_splits
-from .run import ExportResult, describe, run_export
+from .run import ExportResult, describe, nothing_exported, run_export
 
 _EPILOG = """\
 formats:
@@ -33,6 +34,7 @@ formats:
                        Includes URL items. Below --min-confidence: needs_review=1.
                        Text cells starting = + - @ get a leading ' (--no-formula-guard).
 
+An export that exports no image at all says why and exits 1.
 Failed rows are left out (and counted); URL items are left out of folders and
 roboflow-multilabel (counted). Tree formats write DEST/.batchclassify-mapping.tsv: every row,
 where its image went (renamed when two images share a file name) or why it was left out.
@@ -122,9 +124,12 @@ def _command(args: argparse.Namespace) -> int:
         formula_guard=args.formula_guard,
         document_root=args.document_root,
     )
-    result = run_export(options, lambda text: print(text, file=sys.stderr))
-    print("\n".join(describe(options, result)))
-    return ExitCode.OK
+    result = run_export(options, lambda text: print(printable(text), file=sys.stderr))
+    print(printable("\n".join(describe(options, result)), keep_lines=True))
+    if result.exported:
+        return ExitCode.OK
+    print(printable(f"batchclassify: {nothing_exported(options, result)}"), file=sys.stderr)
+    return ExitCode.FAILED_ITEMS
 
 
 __all__ = ["ExportOptions", "ExportResult", "register", "run_export"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UsageError
-from ...output.reading import iter_latest_rows, output_kind
+from ...output.reading import check_output, image_file, iter_latest_rows
 from .base import ExportFormat
 from .csvfile import CsvFormat, prepare_file
 from .dest import MAPPING, Mapping, discard, prepare_folder, write_marker
@@ -59,7 +59,7 @@ class ExportResult:
 
 def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResult:
     """Export ``options.output`` to ``options.dest``; ``say`` gets notes as they happen."""
-    output_kind(options.output)  # a clear error if the output does not exist
+    check_output(options.output)  # a clear error if it does not exist or is not an output
     fmt = _FORMATS[options.to](options)
     names = FileNames(across_folders=fmt.names_unique_across_folders)
     found = survey(options, fmt.placement if options.is_tree else None, names)
@@ -167,7 +167,7 @@ def _export_row(
             mapping.add(record.id, source, "", record.split, "url_skipped", record.review, classes)
             return
         mapping.add(record.id, source, "", record.split, "exported", record.review, classes)
-    elif record.path is None or not os.path.isfile(record.path):
+    elif (image := _source_file(record, options)) is None or not os.path.isfile(image):
         result.missing += 1
         mapping.add(record.id, source, "", record.split, "file_not_found", record.review, classes)
         return
@@ -177,7 +177,7 @@ def _export_row(
         if os.path.lexists(options.dest / exported):  # a row the survey did not see
             exported = f"{folder}/{tagged(name, record.id)}"
         mapping.add(record.id, source, exported, record.split, "exported", record.review, classes)
-        placer.place(record.path, exported)
+        placer.place(image, exported)
         suffix = os.path.splitext(name)[1].lower()
         result.suffixes[suffix] = result.suffixes.get(suffix, 0) + 1
         if not record.review and roboflow_split(exported) != record.split:
@@ -193,6 +193,11 @@ def roboflow_split(exported: str) -> str:
     (``roboflow.util.folderparser._decide_split``)."""
     key = os.path.splitext(f"/{exported}")[0].lower()
     return next((word for word in ("valid", "train", "test") if word in key), "train")
+
+
+def _source_file(record: Record, options: ExportOptions) -> str | None:
+    """The image file of a record, found from any working directory (``image_file``)."""
+    return image_file(record.id, record.path, base=options.output.absolute().parent)
 
 
 def describe(options: ExportOptions, result: ExportResult) -> list[str]:
@@ -260,6 +265,19 @@ def _consumer_notes(options: ExportOptions, result: ExportResult) -> list[str]:
             "labelled by folder): sort or remove it before uploading DEST"
         )
     return notes
+
+
+def nothing_exported(options: ExportOptions, result: ExportResult) -> str:
+    """Why an export wrote no image, for a person (``result.exported`` is 0)."""
+    if result.missing:
+        return (
+            f"nothing exported: not one of the {_count(result.missing, 'image')} to export "
+            "was found (moved, deleted, or on another machine?); "
+            f"{options.dest / MAPPING} lists them"
+        )
+    if result.failed or result.url_skipped:
+        return f"nothing exported: {options.output} holds no image {options.to} can hold"
+    return f"nothing exported: {options.output} holds no rows"
 
 
 def _count(number: int, noun: str) -> str:

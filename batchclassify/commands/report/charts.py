@@ -30,6 +30,11 @@ PALETTE = (
 """Categorical colours for classes in the --by breakdown; past ten they repeat."""
 
 
+#: The widest a character of a tick label (11 px) is drawn, with a margin; other text is
+#: 12.5 px (``_text_width``'s default).
+TICK_CHAR_W = 7.0
+
+
 def _svg(width: float, height: float, body: str, label: str) -> str:
     return (
         f'<svg class="chart" role="img" aria-label="{escape(label)}" width="{width:.0f}" '
@@ -57,19 +62,24 @@ def class_bars(rows: Sequence[tuple[str, int, int]], total: int, *, low: float) 
     ``rows`` are ``(class, count, below low)``; ``total`` is what the shares are of.
     """
     label_w = min(max((len(name) for name, _, _ in rows), default=4) * 7.5 + 12, 220)
-    bar_w, row_h, width = 760.0, 26.0, label_w + 760 + 130
+    shares = [100.0 * count / total if total else 0.0 for _, count, _ in rows]
+    numbers = [
+        f"{count:,} · {share:.1f}%" for (_, count, _), share in zip(rows, shares, strict=True)
+    ]
+    # Right of the longest bar: room for the widest number, or a large count is cut off.
+    bar_w, row_h = 760.0, 26.0
+    width = label_w + bar_w + max(130.0, _text_width(numbers) + 12)
     peak = max((count for _, count, _ in rows), default=1) or 1
     parts = []
     for i, (name, count, below) in enumerate(rows):
         y = i * row_h
         w = bar_w * count / peak
         sure_w = w * (count - below) / count if count else 0.0
-        share = 100.0 * count / total if total else 0.0
-        tip = f"{name}: {count:,} ({share:.1f}%), {below:,} below {low:g}"
+        tip = f"{name}: {count:,} ({shares[i]:.1f}%), {below:,} below {low:g}"
         parts.append(_text(label_w - 10, y + 17, _clip(name, 28), anchor="end", cls="lbl"))
         parts.append(_rect(label_w, y + 5, sure_w, row_h - 10, ACCENT, tip))
         parts.append(_rect(label_w + sure_w, y + 5, w - sure_w, row_h - 10, UNSURE, tip))
-        parts.append(_text(label_w + w + 8, y + 17, f"{count:,} · {share:.1f}%", cls="num"))
+        parts.append(_text(label_w + w + 8, y + 17, numbers[i], cls="num"))
     height = max(len(rows), 1) * row_h
     return _svg(width, height, "".join(parts), "class distribution")
 
@@ -78,9 +88,12 @@ def histogram(
     bins: Sequence[int], *, low: float, width: float = 1000, height: float = 200, axis: bool = True
 ) -> str:
     """Confidence histogram over 0..1, with the --low-confidence line dashed."""
-    pad_l, pad_b, pad_t = (34.0, 22.0, 8.0) if axis else (2.0, 14.0, 4.0)
-    plot_w, plot_h = width - pad_l - 6, height - pad_b - pad_t
     peak = max(bins, default=0) or 1
+    # The y axis's label sits left of the plot, right-aligned: the margin grows with it, or
+    # a large count ("138,035") is cut off at the chart's left edge.
+    label_w = _text_width([f"{peak:,}"], TICK_CHAR_W)
+    pad_l, pad_b, pad_t = (max(34.0, label_w + 12), 22.0, 8.0) if axis else (2.0, 14.0, 4.0)
+    plot_w, plot_h = width - pad_l - 6, height - pad_b - pad_t
     step = plot_w / max(len(bins), 1)
     parts = [
         f'<line x1="{pad_l}" x2="{pad_l + plot_w}" y1="{pad_t + plot_h}" '
@@ -161,8 +174,14 @@ def stacked_shares(
             parts.append(_rect(x, y + 5, w, row_h - 10, colors.get(name, MUTED), tip))
             x += w
         parts.append(_text(label_w + bar_w + 8, y + 18, f"{images:,}", cls="num"))
-    width = label_w + bar_w + 80
+    width = label_w + bar_w + max(80.0, _text_width([f"{images:,}" for _, images, _ in rows]) + 12)
     return _svg(width, max(len(rows), 1) * row_h, "".join(parts), "classes by column")
+
+
+def _text_width(texts: Sequence[str], char_w: float = 7.5) -> float:
+    """How wide the longest of ``texts`` is drawn at 12.5 px, with a margin (an estimate: the
+    page has no script to measure with)."""
+    return max((len(text) for text in texts), default=0) * char_w
 
 
 def _blend(shade: float) -> str:

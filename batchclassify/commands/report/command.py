@@ -10,7 +10,8 @@ from typing import Any
 
 from ...errors import UsageError
 from ...exit_codes import ExitCode
-from ...output.reading import iter_latest_rows, output_kind, read_job_settings
+from ...names import printable
+from ...output.reading import check_output, iter_latest_rows, read_job_settings
 from .facts import job_facts
 from .stats import ReportStats, collect
 from .text import render_text
@@ -31,7 +32,8 @@ examples:
 
 Works on a finished output and on one a job is still writing (or left when killed); it
 only reads. Thumbnails are embedded (local files, at most 160 px); URL items are shown by
-URL, fetched by the browser. Exit codes: 0 done, 2 bad flags or no such output.
+URL, fetched by the browser. Images are found by their ids (absolute paths), from any folder.
+Exit codes: 0 done, 1 --html could read no image of its gallery, 2 bad flags or not an output.
 """
 
 
@@ -131,7 +133,7 @@ def write_atomically(path: Path, text: str) -> None:
 def command_report(args: argparse.Namespace) -> int:
     """Print the text report; write the HTML page with ``--html``."""
     output: Path = args.output
-    output_kind(output)  # a clear error for a missing output, before anything else
+    check_output(output)  # a clear error for a missing or foreign output, before anything
     _check_flags(args)
     settings = read_job_settings(output)
     stats = collect(
@@ -144,11 +146,24 @@ def command_report(args: argparse.Namespace) -> int:
     _check_by(stats, output)
     facts = job_facts(output)
     sys.stdout.write(render_text(stats, facts))
-    if args.html is not None:
-        from .html import render_html
+    if args.html is None:
+        return ExitCode.OK
+    from .html import gallery_thumbnails, render_html
 
-        page = render_html(stats, facts, base=output.resolve().parent)
-        write_atomically(args.html, page)
-        size = len(page.encode("utf-8")) / 1e6
-        print(f"wrote {args.html} ({size:.1f} MB)", file=sys.stderr)
+    base = output.resolve().parent
+    thumbs = gallery_thumbnails(stats, base=base)
+    page = render_html(stats, facts, base=base, thumbs=thumbs)
+    write_atomically(args.html, page)
+    size = len(page.encode("utf-8")) / 1e6
+    print(printable(f"wrote {args.html} ({size:.1f} MB)"), file=sys.stderr)
+    if thumbs and not any(thumbs.values()):
+        print(
+            printable(
+                f"batchclassify: no image could be read: none of the {len(thumbs):,} local "
+                f"images of the review gallery was found or readable (moved, deleted, or "
+                f"another machine's?); the first: {next(iter(thumbs))}"
+            ),
+            file=sys.stderr,
+        )
+        return ExitCode.FAILED_ITEMS
     return ExitCode.OK

@@ -3,7 +3,8 @@
 Read from ``<output>.job.json`` (never holds the key; only the API's host name is shown
 anyway), the output's modification time, and ``<output>.progress.json`` when a job left one
 (its state, start, last update and counts: ``ok`` and ``failed`` are the
-last run's). Anything not recorded is ``None`` and shown as unknown.
+last run's; a ``running`` file left by a killed job reads as ``KILLED``, as ``status`` says).
+Anything not recorded is ``None`` and shown as unknown.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
+from ...output.progressfile import is_killed, read_progress
 from ...output.reading import read_job_settings
-from ...output.sidecars import PROGRESS, existing
+
+KILLED = "not running (killed?)"
+"""The state of a job whose progress file says ``running`` but whose process is gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +77,6 @@ def _when(value: Any) -> datetime | None:
     return None
 
 
-def _progress(output: Path) -> dict[str, Any]:
-    try:
-        data = orjson.loads(existing(output, PROGRESS).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _seconds(value: Any) -> float | None:
     """A non-negative number from the progress file, else ``None``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -98,10 +92,17 @@ def _partial(settings: dict[str, Any]) -> str | None:
     return f"partial merge ({'; '.join(map(str, lacking))})"
 
 
+def _state(progress: dict[str, Any]) -> str | None:
+    if is_killed(progress):
+        return KILLED
+    state = progress.get("state")
+    return state if isinstance(state, str) else None
+
+
 def job_facts(output: Path) -> JobFacts:
     """The facts of the job that wrote ``output``."""
     settings = read_job_settings(output) or {}
-    progress = _progress(output)
+    progress = read_progress(output) or {}
     started = _when(progress.get("started"))
     duration = _seconds(progress.get("elapsed_s"))
     if duration is None and started is not None:
@@ -126,5 +127,5 @@ def job_facts(output: Path) -> JobFacts:
         started=started,
         duration_s=duration,
         images_per_s=rate,
-        state=progress["state"] if isinstance(progress.get("state"), str) else _partial(settings),
+        state=_state(progress) or _partial(settings),
     )

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+from ...output.reading import image_file
 from . import charts
 from .advice import advice
 from .command import GENERATOR
 from .facts import JobFacts
 from .gallery import ReviewItem
-from .stats import FAILED, NO_CLASS, ReportStats, coarse
+from .stats import FAILED, NO_CLASS, QUANTILE_METHOD, ReportStats, coarse
 from .style import CSS
 from .text import by_values, duration, settings_line, share
 from .thumbnails import make_thumbnails
@@ -123,13 +124,17 @@ def _confidence(stats: ReportStats) -> str:
         chart = charts.histogram(
             coarse(cls.histogram), low=stats.low, width=240, height=84, axis=False
         )
+        median = cls.quantile(0.5)
+        med = "" if median is None else f" · med {median:.2f}"
         multiples.append(
             f'<div class="multiple"><div class="mt"><b>{escape(name)}</b>'
-            f"<span>{cls.count:,} · {share(cls.below, cls.count)} below</span></div>{chart}</div>"
+            f"<span>{cls.count:,}{med} · {share(cls.below, cls.count)} below</span></div>"
+            f"{chart}</div>"
         )
     lede = (
         f"Per image, {kind}; the dashed line is --low-confidence {stats.low:g}. "
-        "Below: each class on its own scale."
+        "Below: each class on its own scale, with its median confidence (med; quantiles "
+        f"here and in the text report: {QUANTILE_METHOD})."
     )
     body = f'<div class="figure">{overall}</div><div class="multiples">{"".join(multiples)}</div>'
     return _section("confidence", "Confidence", body, lede)
@@ -185,8 +190,8 @@ def _by(stats: ReportStats) -> str:
 
 
 def _thumb(item: ReviewItem, thumbs: dict[str, str | None]) -> str:
-    if item.path is not None:
-        uri = thumbs.get(item.path)
+    if item.id in thumbs:
+        uri = thumbs[item.id]
         if uri is None:
             return '<div class="ph">image not found</div>'
         return f'<img class="thumb" alt="" src="{uri}">'
@@ -220,13 +225,30 @@ def _images(count: int) -> str:
     return "1 image" if count == 1 else f"{count:,} images"
 
 
-def _review(stats: ReportStats, base: Path) -> str:
+def _shown(stats: ReportStats) -> tuple[int, dict[str, list[ReviewItem]]]:
+    """The gallery's cards per class within ``MAX_CARDS``, and the cards of each class shown."""
     labels = [name for name, _ in stats.ranked_classes() if name in stats.gallery.labels()]
     labels += [name for name in stats.gallery.labels() if name not in labels]
     shown, labels = _budget(stats.per_class, labels)
-    items = {label: stats.gallery.items(label)[:shown] for label in labels}
-    paths = (item.path for group in items.values() for item in group if item.path is not None)
-    thumbs = make_thumbnails(paths, base)
+    return shown, {label: stats.gallery.items(label)[:shown] for label in labels}
+
+
+def gallery_thumbnails(stats: ReportStats, *, base: Path) -> dict[str, str | None]:
+    """By id, the thumbnail of every local image the review gallery shows (``None``: the
+    file could not be read), found as ``image_file`` finds it from any working directory."""
+    _, items = _shown(stats)
+    files = (
+        (item.id, found)
+        for group in items.values()
+        for item in group
+        if (found := image_file(item.id, item.path, base=base)) is not None
+    )
+    return make_thumbnails(files)
+
+
+def _review(stats: ReportStats, thumbs: dict[str, str | None]) -> str:
+    shown, items = _shown(stats)
+    labels = list(items)
     groups = []
     for label in labels:
         cards = "".join(_review_card(item, thumbs, stats.multilabel) for item in items[label])
@@ -290,12 +312,21 @@ def _nav(stats: ReportStats) -> str:
     return "<nav>" + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in links) + "</nav>"
 
 
-def render_html(stats: ReportStats, facts: JobFacts, *, base: Path) -> str:
-    """The whole page. ``base``: where relative image paths are tried when not found here."""
+def render_html(
+    stats: ReportStats,
+    facts: JobFacts,
+    *,
+    base: Path,
+    thumbs: dict[str, str | None] | None = None,
+) -> str:
+    """The whole page. ``base``: where relative image paths are tried when not found here;
+    ``thumbs``: the gallery's thumbnails, if ``gallery_thumbnails`` already made them."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [_classes(stats), _confidence(stats), _cooccurrence(stats), _by(stats)]
     if stats.gallery.labels():
-        sections.append(_review(stats, base))
+        if thumbs is None:
+            thumbs = gallery_thumbnails(stats, base=base)
+        sections.append(_review(stats, thumbs))
     sections.append(_errors(stats))
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

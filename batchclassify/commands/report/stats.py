@@ -33,6 +33,10 @@ NONE_VALUE = "(none)"
 MAX_BY_VALUES = 200
 MAX_ERROR_EXAMPLES = 3
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+QUANTILE_METHOD = "nearest rank, to within 0.0005"
+"""How the report's quantiles are computed, as the report and the README name it: the
+nearest-rank method (the smallest confidence with at least q of them at or below it; no
+interpolation), read from ``BINS`` bins, so to within half a bin."""
 
 
 @dataclass

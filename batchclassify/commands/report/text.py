@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ...names import printable
 from .advice import advice
 from .facts import JobFacts
-from .stats import QUANTILES, ReportStats
+from .stats import QUANTILE_METHOD, QUANTILES, ReportStats
+
+#: The widest a name column gets: longer names (classes, --by values) end in "…".
+MAX_NAME_WIDTH = 40
+
+
+def cell(name: str, limit: int = MAX_NAME_WIDTH) -> str:
+    """``name`` as one table cell: control characters escaped (a newline or a terminal escape
+    in a class name must not break the table), at most ``limit`` characters."""
+    text = printable(name)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def share(part: int, whole: int) -> str:
@@ -70,15 +81,15 @@ def _classes(stats: ReportStats) -> list[str]:
     if not stats.ok:
         return []
     kind = "multi-label: images with each label" if stats.multilabel else "single-label"
-    names = [name for name, _ in stats.ranked_classes()]
+    names = [cell(name) for name, _ in stats.ranked_classes()]
     width = max([len(name) for name in names] + [5])
     quantiles = "  ".join(f"{_q_name(q):>4}" for q in QUANTILES)
     lines = [
         "",
-        f"classes ({kind})",
+        f"classes ({kind}; confidence quantiles: {QUANTILE_METHOD})",
         f"  {'class':<{width}}  {'count':>9}  {'share':>6}   {quantiles}   below {stats.low:g}",
     ]
-    for name, cls in stats.ranked_classes():
+    for name, (_, cls) in zip(names, stats.ranked_classes(), strict=True):
         cells = "  ".join(_quantile(cls.quantile(q)) for q in QUANTILES)
         below = f"{cls.below:,} ({share(cls.below, cls.count)})" if any(cls.histogram) else "-"
         lines.append(
@@ -93,9 +104,10 @@ def _errors(stats: ReportStats) -> list[str]:
         return []
     lines = ["", "failed, by error type"]
     ranked = sorted(stats.errors.items(), key=lambda pair: (-pair[1].count, pair[0]))
-    width = max(len(kind) for kind, _ in ranked)
+    width = max(len(cell(kind)) for kind, _ in ranked)
     for kind, error in ranked:
-        lines.append(f"  {kind:<{width}}  {error.count:>9,}  e.g. {', '.join(error.examples)}")
+        examples = ", ".join(map(printable, error.examples))  # the last column: whole
+        lines.append(f"  {cell(kind):<{width}}  {error.count:>9,}  e.g. {examples}")
         lines.append(f"  {'':<{width}}  {'':>9}  {advice(kind)}")
     return lines
 
@@ -104,14 +116,14 @@ def _by(stats: ReportStats, shown: int = 5) -> list[str]:
     if stats.by is None or not stats.by_counts:
         return []
     values = by_values(stats)
-    width = max(len(value) for value in values)
+    width = max(len(cell(value)) for value in values)
     lines = ["", f"by {stats.by} (images, then the most frequent classes)"]
     for value in values:
         counts = stats.by_counts[value]
         images = counts["(images)"]
         top = [(n, c) for n, c in counts.most_common() if n != "(images)"][:shown]
-        text = ", ".join(f"{name} {share(count, images)}" for name, count in top)
-        lines.append(f"  {value:<{width}}  {images:>9,}  {text}")
+        text = ", ".join(f"{cell(name)} {share(count, images)}" for name, count in top)
+        lines.append(f"  {cell(value):<{width}}  {images:>9,}  {text}")
     return lines
 
 
@@ -124,4 +136,6 @@ def render_text(stats: ReportStats, facts: JobFacts) -> str:
     """The whole text report, ending with a newline."""
     lines = _header(stats, facts) + _classes(stats) + _errors(stats)
     lines += _by(stats)
-    return "\n".join(lines) + "\n"
+    # Line by line: a newline or terminal escape in a value (the output's name, the model)
+    # stays in its line, escaped.
+    return "\n".join(map(printable, lines)) + "\n"

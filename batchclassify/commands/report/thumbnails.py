@@ -19,7 +19,7 @@ JPEG_QUALITY = 75
 THREADS = 8
 
 
-def thumbnail_uri(path: Path, size: int = THUMBNAIL_PX) -> str | None:
+def thumbnail_uri(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     """A ``data:image/jpeg;base64,...`` URI of ``path`` shrunk to fit ``size``, or ``None``."""
     from PIL import Image, UnidentifiedImageError
 
@@ -35,21 +35,10 @@ def thumbnail_uri(path: Path, size: int = THUMBNAIL_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def resolve(path: str, base: Path) -> Path:
-    """``path`` as recorded; a relative one that is not found here is tried against ``base``.
-
-    Rows hold paths as the job saw them, relative to where ``run`` was started; the report
-    may run elsewhere, and the output's folder is the best second guess.
-    """
-    candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    return base / candidate
-
-
-def make_thumbnails(paths: Iterable[str], base: Path) -> dict[str, str | None]:
-    """Thumbnails for distinct ``paths`` (as recorded in rows), made in threads."""
-    unique = list(dict.fromkeys(paths))
+def make_thumbnails(files: Iterable[tuple[str, str]]) -> dict[str, str | None]:
+    """Thumbnails of ``(id, file)`` pairs (files as ``image_file`` finds them), made in
+    threads; by id."""
+    unique = dict(files)
     with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="thumbnail") as pool:
-        uris = pool.map(lambda p: thumbnail_uri(resolve(p, base)), unique)
+        uris = pool.map(thumbnail_uri, unique.values())
         return dict(zip(unique, uris, strict=True))
