@@ -94,8 +94,8 @@ def run_ray(
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         job_started = time.perf_counter()
-        # Blocks enough for every actor: one Parquet file is one block otherwise.
-        ray.data.read_parquet(str(manifest), override_num_blocks=4 * actors).map_batches(
+        # Blocks enough for every actor: one Parquet file is read as one block.
+        ray.data.read_parquet(str(manifest)).repartition(4 * actors).map_batches(
             Classifier,
             fn_constructor_kwargs={
                 "model": MODEL,
