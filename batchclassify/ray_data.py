@@ -3,21 +3,33 @@
 ::
 
     import ray
+    from batchclassify import HttpConfig, RateConfig
     from batchclassify.ray_data import Classifier
 
+    actors = 4
     ds = ray.data.read_binary_files("s3://bucket/photos/", include_paths=True)
     rows = ds.map_batches(
         Classifier,
-        fn_constructor_kwargs={"model": "my-model/3", "rate_limit": 40.0, "actors": 4},
-        concurrency=4,  # actors: the same number as ``actors`` above
+        fn_constructor_kwargs={
+            "model": "my-model/3",
+            "rate": RateConfig(requests_per_second=40.0),  # the whole job's ceiling
+            "http": HttpConfig(concurrency=16),  # requests in flight per actor
+            "actors": actors,
+        },
+        compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=256,
     )
     rows.write_parquet("results/")
 
-Each actor holds one HTTP client (one connection pool), one rate controller and its retries,
-as one ``run`` job does; the key's request budget (``rate_limit``, requests per second for
-the whole job) is split evenly over ``actors``. ``__call__`` is a coroutine, so Ray runs it on
+Each actor runs the job's own request loop (``job/requesting.py``: the attempt policy,
+the outage pause, the rate controller) over one HTTP client, and takes the job's config
+objects with the same meanings: ``HttpConfig.concurrency`` requests in flight per actor,
+``RateConfig`` a ceiling that backs off on 429 (split evenly over ``actors``), ``RetryConfig``
+and ``OutageConfig`` as ``run`` reads them. ``__call__`` is a coroutine, so Ray runs it on
 the actor's event loop and several batches of one actor share its connections and its rate.
+The key is read on the actor, when it is made, from ``$ROBOFLOW_API_KEY`` (unless
+``http.api_key`` is given): set it in the environment the Ray workers start in, not in
+``runtime_env``, which Ray writes to its logs (docs/ray.md).
 
 An input row is one image, given by the first of these columns that holds a value:
 ``bytes`` (the image itself, as ``read_binary_files`` gives it), ``path`` (a local file, or an
@@ -39,7 +51,6 @@ import asyncio
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import replace
@@ -47,19 +58,20 @@ from typing import Any
 
 import anyio
 
-from .api.client import ClassificationClient
+from .api.client import ClassificationClient, Transport
 from .api.redaction import redact
-from .api.retry import Backoff
-from .config import DEFAULT_API_URL, MAX_UPLOAD_BYTES, HttpConfig, OutageConfig, RetryConfig
+from .config import MAX_UPLOAD_BYTES, HttpConfig, OutageConfig, RateConfig, RetryConfig
 from .error_types import ErrorType
-from .errors import FatalApiError, ItemError, RetryableError, UsageError
+from .errors import FatalApiError, ItemError, UsageError
 from .inputs.encoding import EncodedImage, encode_data, read_and_encode
 from .inputs.objectstore import read_encoded_object
-from .job.attempts import AttemptPolicy, GiveUp, StopJob
+from .job.attempts import AttemptPolicy
 from .job.health import HealthMonitor
 from .job.ratelimit import RateController
+from .job.requesting import NOT_HEDGED, GivenUp, Hedged, ItemRequests, Stop
 from .job.sending import post
-from .models import ROW_FIELDS, Item, error_row, ok_row
+from .job.stopping import StopSignal
+from .models import ROW_FIELDS, Item, Prediction, error_row
 from .names import object_scheme
 
 #: Input columns that say what the image is; every other column is carried as metadata.
@@ -71,11 +83,12 @@ FATAL = ErrorType.FATAL
 class Classifier:
     """A callable class for ``Dataset.map_batches``: a batch of images in, a batch of rows out.
 
-    ``rate_limit`` is the whole job's ceiling in requests per second, split over ``actors``
-    (pass the same number as ``map_batches(concurrency=...)``); ``None`` lets each actor adapt
-    to the server's 429s. ``http.api_key`` defaults to ``$ROBOFLOW_API_KEY`` on the actor:
-    prefer the variable (Ray's ``runtime_env={"env_vars": ...}``), which stays out of the
-    task's arguments. ``concurrency`` bounds each actor's requests in flight.
+    The configs mean what they mean to ``run``: ``rate`` is the whole job's (a ceiling that
+    backs off on 429, or a fixed rate with ``adaptive=False``), split evenly over ``actors``
+    (pass the size of the actor pool); ``http.concurrency`` bounds each actor's requests in
+    flight. ``http.api_key`` defaults to ``$ROBOFLOW_API_KEY`` in the actor's environment,
+    read when the actor is made. ``transport`` sends the HTTP requests (``client.py``), for
+    tests or an HTTP stack of your own.
     """
 
     def __init__(
@@ -83,50 +96,50 @@ class Classifier:
         *,
         model: str,
         http: HttpConfig | None = None,
-        api_url: str | None = None,
         retry: RetryConfig | None = None,
+        rate: RateConfig | None = None,
         outage: OutageConfig | None = None,
-        rate_limit: float | None = None,
         actors: int = 1,
-        concurrency: int = 16,
         confidence: float | None = None,
         max_size: int | None = None,
         jpeg_quality: int = 90,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        transport: Transport | None = None,
     ) -> None:
         if actors < 1:
-            raise UsageError("actors: must be at least 1 (the number of map_batches actors)")
-        if rate_limit is not None and rate_limit <= 0:
-            raise UsageError("rate_limit: must be a positive number of requests per second")
-        http = http or HttpConfig(api_url=api_url or DEFAULT_API_URL)
-        if api_url is not None and http.api_url != api_url:
-            http = replace(http, api_url=api_url)
+            raise UsageError("actors: must be at least 1 (the size of the actor pool)")
+        http = http or HttpConfig()
+        if len(http.servers) > 1 or http.api_url == "local":
+            raise UsageError(
+                "http.api_url: give one server's http(s) URL (several servers, and 'local', "
+                "are for batchclassify run)"
+            )
         if http.api_key is None and os.environ.get("ROBOFLOW_API_KEY"):
             http = replace(http, api_key=os.environ["ROBOFLOW_API_KEY"])
-        self._http = replace(http, concurrency=concurrency)
+        self._http = http
         self._model = model
         self._confidence = confidence
-        self._retry = retry or RetryConfig()
-        self._rate_per_actor = None if rate_limit is None else rate_limit / actors
         self._max_size = max_size
         self._jpeg_quality = jpeg_quality
         self._max_upload_bytes = max_upload_bytes
-        self._backoff = Backoff(self._retry)
-        self._rate = RateController(rate=self._rate_per_actor, adaptive=rate_limit is None)
+        self._transport = transport
         outage = outage or OutageConfig()
-        # The job's own rule (attempts.py): an outage pauses new requests and is probed, and
-        # requests during it do not count against an image's retries; past max_outage the
-        # remaining images of this actor become error rows saying so.
-        self._health = HealthMonitor(
+        # The job's own rules, built as the job builds them: the rate (RateConfig's meaning,
+        # this actor's share), the outage pause and probes, the attempt policy, the loop.
+        health = HealthMonitor(
             max_outage=outage.max_outage,
             outage_after=outage.outage_after,
             probe_initial=outage.probe_initial,
             probe_max=outage.probe_max,
-            api_url=self._http.api_url,
+            api_url=http.api_url,
         )
-        self._policy = AttemptPolicy(
-            self._retry, health=self._health, rate=self._rate, backoff=self._backoff
+        policy = AttemptPolicy(
+            retry or RetryConfig(),
+            health=health,
+            rate=RateController.from_config(rate or RateConfig(), share=actors),
         )
+        # Nothing stops an actor: past max_outage the loop hands back a Stop, made a row here.
+        self._requests = ItemRequests(policy=policy, stop=StopSignal())
         self._fatal: str | None = None
         # Made on the actor's event loop at the first batch: aiohttp sessions and asyncio
         # semaphores belong to the loop they were made on.
@@ -142,7 +155,10 @@ class Classifier:
             # No await between the check and the assignment: Ray may run several batches of
             # this actor at once, and they must share one client.
             client = ClassificationClient(
-                self._http, model=self._model, confidence=self._confidence
+                self._http,
+                model=self._model,
+                confidence=self._confidence,
+                transport=self._transport,
             )
             self._client = client
             self._slots = asyncio.Semaphore(self._http.concurrency)
@@ -150,6 +166,13 @@ class Classifier:
             await client.__aenter__()
         rows = await asyncio.gather(*(self._row(item, data) for item, data in items))
         return _table(rows, [name for name in columns if name not in INPUT_COLUMNS])
+
+    async def aclose(self) -> None:
+        """Close the connection pool, on the loop that ran the batches: when this callable is
+        used without Ray (Ray deletes its instance instead, see ``__del__``)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.__aexit__(None, None, None)
 
     def __del__(self) -> None:
         """Close the connection pool on the actor's loop (Ray deletes the instance when the
@@ -183,7 +206,40 @@ class Classifier:
                 encoded = await self._encode(item, data)
         except ItemError as error:
             return error_row(item, error=str(error), error_type=error.kind, attempts=0)
-        return await self._send_with_retries(item, encoded)
+        outcome = await self._requests.request(item, encoded, self._send)
+        if isinstance(outcome, GivenUp):
+            return outcome.row
+        if isinstance(outcome, Stop):
+            return self._stopped(item, outcome)
+        assert outcome is not None  # an actor is never asked to stop
+        return outcome
+
+    async def _send(
+        self, item: Item, encoded: EncodedImage | None, _started: float
+    ) -> tuple[Prediction, Hedged]:
+        """One request, alone: an actor runs no watchdog and sends no copies."""
+        assert self._client is not None
+        return await post(item, encoded, self._client), NOT_HEDGED
+
+    def _stopped(self, item: Item, stop: Stop) -> dict[str, Any]:
+        """Where the job would stop, an actor writes the item's row: a refused job is this
+        row's and every later row's ``fatal``; an API gone past ``max_outage`` (or never
+        reached) a ``connection`` row that says so, which a rerun of the failed rows sends
+        again."""
+        error = stop.error
+        message = redact(str(error), self._http.api_key)
+        if isinstance(error, FatalApiError):
+            self._fatal = message
+            return error_row(
+                item,
+                error=message,
+                error_type=FATAL,
+                attempts=stop.requests,
+                http_status=error.http_status,
+            )
+        return error_row(
+            item, error=message, error_type=ErrorType.CONNECTION, attempts=stop.requests
+        )
 
     async def _encode(self, item: Item, data: bytes | None) -> EncodedImage:
         options: dict[str, Any] = {
@@ -200,70 +256,6 @@ class Classifier:
             return await read_encoded_object(item.path, **options)
         path = item.path
         return await anyio.to_thread.run_sync(lambda: read_and_encode(path, **options))
-
-    async def _send_with_retries(self, item: Item, encoded: EncodedImage | None) -> dict[str, Any]:
-        """POST until an answer, a non-retryable error, or the attempt policy gives up
-        (``attempts.py``, as a job's worker does: outages are waited out, not counted)."""
-        assert self._client is not None
-        attempts = self._policy.start(item.id)
-        health = self._health
-        while True:
-            await health.wait_until_available()
-            decision = attempts.next_request()
-            if isinstance(decision, StopJob):
-                # Down past max_outage (or never reached): this image is left as a row that
-                # says so; a rerun of the failed rows sends it again.
-                return error_row(
-                    item,
-                    error=self._redact(decision.reason),
-                    error_type=ErrorType.CONNECTION,
-                    attempts=attempts.requests,
-                )
-            await self._rate.acquire()
-            started = attempts.sending()
-            try:
-                prediction = await post(item, encoded, self._client)
-            except RetryableError as error:
-                after = attempts.failed(error, started)
-                if isinstance(after, GiveUp):
-                    return _failed(item, after.error, attempts.requests, started)
-                await anyio.sleep(after.seconds)
-                continue
-            except FatalApiError as error:
-                self._fatal = str(error)
-                return error_row(
-                    item,
-                    error=str(error),
-                    error_type=FATAL,
-                    attempts=attempts.requests,
-                    http_status=error.http_status,
-                )
-            except ItemError as error:
-                health.success(started)
-                self._rate.on_answer(started)  # a 4xx about the image: the server saw it
-                return _failed(item, error, attempts.requests, started)
-            health.success(started)
-            self._rate.on_success(started)
-            if encoded is not None and encoded.original_size is not None:
-                width, height = encoded.original_size
-                prediction = prediction._replace(image_width=width, image_height=height)
-            elapsed = (time.monotonic() - started) * 1000
-            return ok_row(item, prediction, attempts=attempts.requests, elapsed_ms=elapsed)
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._http.api_key)
-
-
-def _failed(item: Item, error: ItemError, attempts: int, started: float) -> dict[str, Any]:
-    gave_up = f" (gave up after {attempts} attempts)" if isinstance(error, RetryableError) else ""
-    return error_row(
-        item,
-        error=f"{error}{gave_up}",
-        error_type=error.kind,
-        attempts=attempts,
-        http_status=error.http_status,
-        elapsed_ms=(time.monotonic() - started) * 1000,
-    )
 
 
 # -- batches in and out --------------------------------------------------------------------

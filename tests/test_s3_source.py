@@ -175,9 +175,9 @@ def test_a_manifest_may_name_objects_and_a_missing_one_is_a_row(
     rows = {row["id"]: row for row in read_rows(output)}
     ok = rows["s3://photos/imgs/00001-green.png"]
     assert (ok["status"], ok["top"], ok["label"]) == ("ok", "green", "a")
-    for missing in ("s3://photos/imgs/gone.png", "s3://no-such-bucket/x.png"):
-        assert rows[missing]["error_type"] == "missing_file"
-        assert "object not found" in rows[missing]["error"]
+    gone, no_bucket = rows["s3://photos/imgs/gone.png"], rows["s3://no-such-bucket/x.png"]
+    assert (gone["error_type"], gone["error"]) == ("missing_file", "object not found (no such key)")
+    assert no_bucket["error_type"] == "missing_file" and "no such bucket" in no_bucket["error"]
     assert rows[str(local)]["top"] == "blue"
     assert server.stats.requests == 2
 

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -20,11 +21,26 @@ from batchclassify.models import Item
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names and symlinks")
-# The test extra installs s3fs, not gcsfs: s3:// URLs are read, gs:// ones name their extra.
-s3_but_not_gcs = pytest.mark.skipif(
-    importlib.util.find_spec("s3fs") is None or importlib.util.find_spec("gcsfs") is not None,
-    reason="needs s3fs installed and gcsfs not installed (the test extra's set)",
+# s3:// URLs are read (the test extra installs s3fs); gs:// ones, with gcsfs hidden
+# (``without_gcsfs``), name the extra to install.
+needs_s3fs = pytest.mark.skipif(
+    importlib.util.find_spec("s3fs") is None, reason="needs s3fs installed (the test extra)"
 )
+
+
+@pytest.fixture
+def without_gcsfs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """gs:// as a machine without the gcs extra sees it: gcsfs cannot be imported (the test
+    extra installs it, for tests/test_gcs_source.py)."""
+    from batchclassify.inputs import objectstore
+
+    registry = importlib.import_module("fsspec.registry")  # fsspec.registry is a mapping
+    for protocol in ("gs", "gcs"):
+        monkeypatch.delitem(registry._registry, protocol, raising=False)
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # import gcsfs: ImportError
+    objectstore.clear_cache()
+    yield
+    objectstore.clear_cache()
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -592,9 +608,9 @@ def test_stdin_given_twice() -> None:
 # -- what manifests can name (issue 9) -----------------------------------------------------
 
 
-@s3_but_not_gcs
+@needs_s3fs
 def test_manifest_paths_that_cannot_be_read_say_what_is_supported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    without_gcsfs: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     touch(tmp_path / "real.jpg")
@@ -662,9 +678,9 @@ def test_a_txt_line_that_is_not_utf8_is_treated_the_same_anywhere(tmp_path: Path
         assert [(i.id, i.problem) for i in odd] == [(f"{tmp_path}/caf\\xe9.jpg", None)]
 
 
-@s3_but_not_gcs
+@needs_s3fs
 def test_a_missing_source_spelled_with_a_tilde_or_as_a_url_says_what_to_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    without_gcsfs: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     message = usage_error("~/photos")
@@ -679,8 +695,8 @@ def test_a_missing_source_spelled_with_a_tilde_or_as_a_url_says_what_to_do(
     assert "zz:// is not a storage fsspec knows" in message
 
 
-@s3_but_not_gcs
-def test_url_forms_in_the_url_and_path_columns(tmp_path: Path) -> None:
+@needs_s3fs
+def test_url_forms_in_the_url_and_path_columns(without_gcsfs: None, tmp_path: Path) -> None:
     touch(tmp_path / "a.jpg")
     local = "file://localhost" + str(tmp_path / "a.jpg")
     touch(

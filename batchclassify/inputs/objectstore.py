@@ -258,12 +258,46 @@ async def _take(entries: AsyncIterator[dict[str, Any]], count: int) -> list[str]
     return names
 
 
+#: What a store's error code says, where it says more than "not found" or "access denied"
+#: (S3's codes; s3fs turns each into FileNotFoundError or PermissionError, keeping the
+#: store's answer as the cause).
+_NO_SUCH_BUCKET = (
+    "no such bucket (check its name, and the endpoint: AWS_ENDPOINT_URL for MinIO and other "
+    "S3-compatible stores)"
+)
+_CODES = {
+    "NoSuchBucket": _NO_SUCH_BUCKET,
+    "InvalidAccessKeyId": (
+        "the store does not know the access key id (InvalidAccessKeyId): check "
+        "AWS_ACCESS_KEY_ID or AWS_PROFILE, and that AWS_ENDPOINT_URL is the store it belongs to"
+    ),
+    "SignatureDoesNotMatch": (
+        "the secret key does not match the access key id (SignatureDoesNotMatch): check "
+        "AWS_SECRET_ACCESS_KEY, or the profile's aws_secret_access_key"
+    ),
+}
+
+
+def _store_code(exc: BaseException) -> str | None:
+    """The store's error code behind a backend's exception (S3: ``NoSuchBucket``...), if any."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # the translated error, its cause, and a wrapper or two
+        if seen is None:
+            return None
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            return code if isinstance(code, str) else None
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _describe_listing_error(exc: Exception) -> str:
+    known = _CODES.get(_store_code(exc) or "")
+    if known is not None:
+        return known
     if isinstance(exc, FileNotFoundError):
-        return (
-            "no such bucket (check its name, and the endpoint: AWS_ENDPOINT_URL for MinIO "
-            "and other S3-compatible stores)"
-        )
+        return _NO_SUCH_BUCKET
     if isinstance(exc, PermissionError):
         return (
             "access denied listing it: check the credentials (AWS_PROFILE, "
@@ -333,20 +367,29 @@ async def read_object(url: str, *, limit: int) -> bytes:
             )
             return bytes(await asyncio.wrap_future(future))
         return bytes(await anyio.to_thread.run_sync(_read_sync, fs, path, limit))
-    except FileNotFoundError:
-        raise ItemError(
-            "object not found (deleted since it was listed?)", kind=ErrorType.MISSING_FILE
-        ) from None
-    except PermissionError:
-        raise ItemError(
-            "access denied reading the object: the credentials may list the bucket but not "
-            "read this object (s3:GetObject)",
-            kind=ErrorType.UNREADABLE,
-        ) from None
+    except (FileNotFoundError, PermissionError) as exc:
+        raise _read_error(exc) from None
     except Exception as exc:  # the backend's errors, translated here, once
         raise ItemError(
             f"cannot read the object: {_backend_message(exc)}", kind=ErrorType.UNREADABLE
         ) from None
+
+
+def _read_error(exc: FileNotFoundError | PermissionError) -> ItemError:
+    """A failed read as the row's error: what the store said, where it said something."""
+    code = _store_code(exc)
+    if code == "NoSuchBucket":
+        return ItemError(_NO_SUCH_BUCKET, kind=ErrorType.MISSING_FILE)
+    if isinstance(exc, FileNotFoundError):
+        return ItemError("object not found (no such key)", kind=ErrorType.MISSING_FILE)
+    known = _CODES.get(code or "")
+    if known is not None:
+        return ItemError(f"cannot read the object: {known}", kind=ErrorType.UNREADABLE)
+    return ItemError(
+        "access denied reading the object: these credentials may not read it (s3:GetObject, "
+        "or the bucket's policy)",
+        kind=ErrorType.UNREADABLE,
+    )
 
 
 def _on_asyncio() -> bool:

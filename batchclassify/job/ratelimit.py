@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from ..config import RateConfig
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -101,6 +103,19 @@ class RateController:
         # Last time the ceiling held a request back; it grows only while it does.
         self._last_bound = -1e18
         self.rate_limited_count = 0
+
+    @classmethod
+    def from_config(
+        cls, config: RateConfig, *, share: int = 1, clock: Clock = time.monotonic
+    ) -> RateController:
+        """The controller a ``RateConfig`` means, for one of ``share`` equal users of it (a
+        Ray job's actors): the job's and every Ray actor's rate, built by one rule."""
+        ceiling = config.requests_per_second
+        return cls(
+            rate=None if ceiling is None else ceiling / share,
+            adaptive=config.adaptive,
+            clock=clock,
+        )
 
     @property
     def rate(self) -> float | None:

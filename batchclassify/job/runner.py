@@ -113,9 +113,7 @@ class Job:
 
     def _flow_control(self, config: JobConfig, clock: Callable[[], float]) -> None:
         """The rate controller, the outage monitor, the stuck-request deadline, the watchdog."""
-        self._rate = RateController(
-            rate=config.rate.requests_per_second, adaptive=config.rate.adaptive, clock=clock
-        )
+        self._rate = RateController.from_config(config.rate, clock=clock)
         self._health = HealthMonitor(
             max_outage=config.outage.max_outage,
             outage_after=config.outage.outage_after,

@@ -108,8 +108,9 @@ class Sender:
         self,
         item: Item,
         encoded: EncodedImage | None,
-        client: ClassificationClient,
         started: float,
+        *,
+        client: ClassificationClient,
         items_in: ItemQueue,
     ) -> tuple[Prediction, Race]:
         """One request under the watchdog, and its race: copies sent, whether one won
