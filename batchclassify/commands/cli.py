@@ -32,6 +32,7 @@ from ..job.gctuning import prepare_job_process
 from ..names import printable
 from ..shards import parse_shard, shard_output
 from ..version import __version__
+from .flags import cache_option, extensions_option
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
 # the other commands (status, report, serve...) start without them.
@@ -361,9 +362,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
             "no API key: pass --api-key or set ROBOFLOW_API_KEY "
             "(find it in your Roboflow workspace settings)"
         )
-    extensions = frozenset(
-        part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
-    )
+    extensions = extensions_option(args.extensions)
     shard = None if args.shard is None else parse_shard(args.shard)
     if args.processes > 1 and shard is not None:
         raise UsageError("--shard and --processes: pick one (--processes runs every shard)")
@@ -398,14 +397,6 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
     )
 
 
-def cache_option(args: argparse.Namespace) -> Path | None:
-    """The cache file ``--cache`` / ``--no-cache`` / ``$BATCHCLASSIFY_CACHE`` name, if any."""
-    from ..output.cache import resolve_cache_path
-
-    if getattr(args, "no_cache", False):
-        return None
-    text = args.cache or os.environ.get("BATCHCLASSIFY_CACHE") or None
-    return None if text is None else resolve_cache_path(text)
 
 
 def _command_run(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ from ..output.reading import iter_rows, read_settings
 from ..output.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, job_settings
 from ..shards import parse_shard, shard_output
 from ..summary import InputReport
+from .flags import cache_option, extensions_option
 
 #: Roboflow's hosted API serves about this many requests per second ("up to 20").
 HOSTED_RATE = 20.0
@@ -268,18 +269,13 @@ def register(commands: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> JobConfig:
-    from .cli import cache_option  # the run command's rule for --cache
-
-    extensions = frozenset(
-        part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
-    )
     shard = None if args.shard is None else parse_shard(args.shard)
     return JobConfig(
         sources=tuple(args.sources),
         model=args.model,
         output=shard_output(args.output, shard) if args.output else Path("plan.jsonl"),
         confidence=args.confidence,
-        extensions=extensions,
+        extensions=extensions_option(args.extensions),
         max_size=args.max_size,
         jpeg_quality=args.jpeg_quality,
         retry_failed=args.retry_failed,
