@@ -23,8 +23,9 @@ from ..errors import OutputError
 from ..names import ID_SCHEME
 from ..version import __version__
 from .idindex import IdIndex
-from .outputs import check_overwrite, check_settings_file_is_ours, is_empty, settings_path
+from .outputs import check_overwrite, check_settings_file_is_ours, is_empty
 from .rowlog import ScanReport
+from .sidecars import settings_path
 from .sinks import Sink
 
 #: Tags in the job's IdIndex.
