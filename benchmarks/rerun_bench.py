@@ -107,7 +107,7 @@ out, source = Path(sys.argv[1]), sys.argv[2]
 state = PriorState()
 started = time.process_time()
 try:
-    from batchclassify.job.producer import Screen
+    from batchclassify.output.resume import Screen
 except ImportError:  # before the screen: the producer checked each item of a batch
     Screen = None
     state.scan = open_sink(out, "jsonl").scan(state.record)

@@ -1,16 +1,18 @@
 """``batchclassify plan``: what a run would do, and what it would cost, without sending anything.
 
-Walks and reads the sources as ``run`` does (``sources.iter_item_batches``, then the worker's
-``encoding.read_and_encode`` with the same settings, so cache keys are the run's own), and
-counts: items found and skipped, bytes, items an earlier run recorded in ``--output``,
-duplicates by id and by content, answers already in the cache, and the requests left. It
-streams: memory is two compact hash sets (``idindex.IdIndex``, ~14 bytes an item), whatever
-the number of images.
+Walks and reads the sources as ``run`` does (``sources.iter_item_batches`` screened by the
+producer's ``resume.Screen``, then the worker's ``encoding.read_and_encode`` with the same
+settings, so cache keys are the run's own), judges ``--output`` as ``run`` does
+(``resume.check_resumable``), and counts: items found and skipped, bytes, items an earlier
+run recorded in ``--output``, duplicates by id and by content, answers already in the
+cache, and the requests left. It streams: memory is two compact hash sets
+(``idindex.IdIndex``, ~14 bytes an item), whatever the number of images.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +34,8 @@ from ..models import Item
 from ..names import printable
 from ..output.cache import AnswerCache, Keys, KeySettings
 from ..output.idindex import IdIndex
-from ..output.reading import iter_rows, read_settings
-from ..output.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, job_settings
+from ..output.reading import iter_rows
+from ..output.resume import RECORDED_FAILED, RECORDED_OK, Screen, check_resumable
 from ..shards import parse_shard, shard_output
 from ..summary import InputReport
 from .flags import cache_option, extensions_option
@@ -125,38 +127,28 @@ class Planner:
 
     def run(self, stdin: TextIO | None) -> PlanReport:
         inputs = InputReport()
+        config = self.config
+        screen = Screen(self._ids, retry_failed=config.retry_failed, shard=config.shard)
         batches = iter_item_batches(
-            self.config.sources, extensions=self.config.extensions, stdin=stdin, report=inputs
+            config.sources,
+            extensions=config.extensions,
+            stdin=stdin,
+            report=inputs,
+            keep=screen.keep,  # the run's producer's screen: only fresh items are made
         )
-        with ThreadPoolExecutor(_READ_THREADS) as pool:
-            shard = self.config.shard
-            for batch in batches:
-                if shard is not None:  # the run's rule: other shards' items are not counted
-                    batch = [item for item in batch if shard.holds(item.id)]
-                self.report.found += len(batch)
-                fresh = [item for item in batch if self._fresh(item)]
-                self._plan_batch(fresh, pool)
-                self._progress(self.report)
         report = self.report
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            for batch in batches:
+                report.found = screen.found
+                report.duplicate_ids = screen.duplicates
+                report.already_done = screen.done
+                report.previously_failed = screen.failed
+                self._plan_batch(batch, pool)
+                self._progress(report)
         report.skipped_extensions = dict(inputs.skipped_extensions)
         report.skipped_hidden = inputs.skipped_hidden
         report.empty_sources = list(inputs.empty_sources)
         return report
-
-    def _fresh(self, item: Item) -> bool:
-        """The producer's rule: skip ids done before (and failed, unless retried) or queued."""
-        report = self.report
-        tag = self._ids.get(item.id)
-        if tag == QUEUED:
-            report.duplicate_ids += 1
-        elif tag == RECORDED_OK:
-            report.already_done += 1
-        elif tag == RECORDED_FAILED and not self.config.retry_failed:
-            report.previously_failed += 1
-        else:
-            self._ids.set(item.id, QUEUED)
-            return True
-        return False
 
     def _plan_batch(self, items: list[Item], pool: ThreadPoolExecutor) -> None:
         report = self.report
@@ -200,23 +192,13 @@ class Planner:
 def recorded_ids(config: JobConfig) -> IdIndex:
     """What ``--output`` already holds, read-only: id -> recorded ok / failed (latest row).
 
-    An output whose settings differ from the plan's is refused as ``run`` would refuse it.
+    An output ``run`` would refuse (``resume.check_resumable``) is refused with its message.
     """
     index = IdIndex()
     output = config.output
-    if not output.exists():
+    check_resumable(config)
+    if not os.path.lexists(output):
         return index
-    settings = read_settings(output)
-    wanted = job_settings(config)
-    if settings is not None:
-        differing = [
-            k for k in ("model", "confidence", "max_size", "shard") if settings.get(k) != wanted[k]
-        ]
-        if differing:
-            raise UsageError(
-                f"--output {output} was written with other settings ({', '.join(differing)}); "
-                "run would refuse it: plan with the same settings, or another --output"
-            )
     for row in iter_rows(output):
         index.set(row["id"], RECORDED_OK if row.get("status") == "ok" else RECORDED_FAILED)
     return index
