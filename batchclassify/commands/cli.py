@@ -52,6 +52,7 @@ FIELD_FLAGS = {
     "retry_failed": "--retry-failed",
     "http.api_url": "--api-url",
     "http.api_urls": "--api-url",
+    "http.api_key": "--api-key (or $ROBOFLOW_API_KEY)",
     "http.api_key_in": "--api-key-in",
     "http.concurrency": "--concurrency",
     "http.timeout": "--timeout",
@@ -357,16 +358,11 @@ def _command_named(argv: Sequence[str]) -> str | None:
 def _job_config(args: argparse.Namespace) -> JobConfig:
     api_key = args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None
     api_urls: list[str] = args.api_url or [HttpConfig.api_url]
-    if api_key is None and any("roboflow.com" in url for url in api_urls):
-        raise UsageError(
-            "no API key: pass --api-key or set ROBOFLOW_API_KEY "
-            "(find it in your Roboflow workspace settings)"
-        )
     extensions = extensions_option(args.extensions)
     shard = None if args.shard is None else parse_shard(args.shard)
     if args.processes > 1 and shard is not None:
         raise UsageError("--shard and --processes: pick one (--processes runs every shard)")
-    return JobConfig(
+    config = JobConfig(
         sources=tuple(args.sources),
         model=args.model,
         output=args.output if args.processes > 1 else shard_output(args.output, shard),
@@ -395,6 +391,8 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         rate=RateConfig(requests_per_second=args.rate_limit),
         outage=OutageConfig(max_outage=args.max_outage),
     )
+    config.http.check_key()  # the library's rule, here before --processes starts children
+    return config
 
 
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from ..config import DEFAULT_EXTENSIONS, JobConfig
+from ..config import DEFAULT_EXTENSIONS, HttpConfig, JobConfig
 from ..cost import MIN_BILLED_MS, MS_PER_CREDIT
 from ..errors import ItemError, UsageError
 from ..exit_codes import ExitCode
@@ -44,7 +44,6 @@ from .flags import cache_option, extensions_option
 HOSTED_RATE = 20.0
 #: A typical hosted answer time (p50 183 ms measured at 5 req/s; PROTOCOL.md).
 DEFAULT_LATENCY = 0.2
-DEFAULT_CONCURRENCY = 32
 _READ_THREADS = 4
 
 
@@ -77,7 +76,7 @@ class PlanReport:
     """Requests a run would make (retries aside)."""
     cache: str | None = None
     rate_limit: float = HOSTED_RATE
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int = HttpConfig.concurrency
     latency: float = DEFAULT_LATENCY
 
     @property
@@ -222,7 +221,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--no-cache", action="store_true", help="as for run")
     parser.add_argument("--confidence", type=float, metavar="F", help="as for run")
     parser.add_argument("--max-size", type=int, metavar="PX", help="as for run")
-    parser.add_argument("--jpeg-quality", type=int, default=90, help="as for run")
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=JobConfig.jpeg_quality, help="as for run"
+    )
     parser.add_argument(
         "--extensions", default=",".join(sorted(DEFAULT_EXTENSIONS)), help="as for run"
     )
@@ -236,7 +237,12 @@ def register(commands: Any) -> None:
         help=f"requests per second for the estimate (default {HOSTED_RATE:g}, the hosted API's)",
     )
     parser.add_argument(
-        "--concurrency", "-c", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help="as for run"
+        "--concurrency",
+        "-c",
+        type=int,
+        default=HttpConfig.concurrency,
+        metavar="N",
+        help="as for run (default %(default)s)",
     )
     parser.add_argument(
         "--latency",
@@ -263,6 +269,7 @@ def _config(args: argparse.Namespace) -> JobConfig:
         retry_failed=args.retry_failed,
         cache=cache_option(args),
         shard=shard,
+        http=HttpConfig(concurrency=args.concurrency),  # refused as run refuses it
     )
 
 
@@ -275,7 +282,7 @@ def _command(args: argparse.Namespace) -> int:
     report = PlanReport(
         cache=None if config.cache is None else str(config.cache),
         rate_limit=args.rate_limit,
-        concurrency=args.concurrency,
+        concurrency=config.http.concurrency,
         latency=args.latency,
     )
     # A plan writes nothing: a cache file that does not exist yet is an empty one.

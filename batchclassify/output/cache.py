@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import xxhash
 
+from ..config import JobConfig
 from ..errors import UsageError
 from ..models import ANSWER_FIELDS, ContradictoryRowError, Item, is_answer
 
@@ -81,7 +82,7 @@ class KeySettings:
     model: str
     confidence: float | None = None
     max_size: int | None = None
-    jpeg_quality: int = 90
+    jpeg_quality: int = JobConfig.jpeg_quality
 
     def prefix(self) -> bytes:
         # The server's default threshold is 0.4 and a missing one means that; quality only
