@@ -80,10 +80,15 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def _zero_or_more(text: str) -> int:
+    """A whole number, 0 or more (``--retries 0``: none), for argparse: a message of its own
+    (argparse's own names the function: "invalid _positive_int value")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
+        raise argparse.ArgumentTypeError(f"{text} is negative: give 0 or more")
     return value
 
 
@@ -199,7 +204,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     speed.add_argument(
         "--retries",
-        type=_positive_int,
+        type=_zero_or_more,
         default=RetryConfig.retries,
         metavar="N",
         help="extra attempts per image after failures of its own (timeout, dropped connection, "

@@ -211,7 +211,8 @@ def _pages(fs: Any, source: str, *, limit: int | None) -> Generator[list[str], N
     root = _root(fs, source)
     if hasattr(fs, "_iterdir") and getattr(fs, "async_impl", False):
         # s3fs: ``find``/``walk`` gather the whole listing before returning anything;
-        # ``_iterdir`` follows the continuation tokens one ListObjectsV2 page at a time.
+        # ``_iterdir`` follows the continuation tokens one ListObjectsV2 page at a time. It is
+        # private: pyproject.toml bounds s3fs to the releases the tests ran it on.
         from fsspec.asyn import sync
 
         bucket, _, key = root.partition("/")

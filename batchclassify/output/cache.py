@@ -29,7 +29,7 @@ import os
 import time
 from array import array
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -501,13 +501,3 @@ def _check_ours(db: sqlite3.Connection, path: Path, tables: set[str]) -> None:
             path, f"was written by a newer batchclassify (cache schema {version}); upgrade"
         )
 
-
-def open_cache(text: str, *, create: bool = True) -> AnswerCache:
-    """The cache ``--cache TEXT`` names (``default``: the per-user one)."""
-    return AnswerCache(resolve_cache_path(text), create=create)
-
-
-def peek(path: Path) -> dict[str, Any]:
-    """``stats`` of a cache file, opened and closed again."""
-    with closing(AnswerCache(path, create=False)) as cache:
-        return cache.stats()
