@@ -1,4 +1,5 @@
-"""The aiohttp application: routes, the inference handler, request checks and fault application."""
+"""The server's state and handlers: the legacy inference route, request checks, faults applied
+(``routes.py`` puts them, and ``v1.py``'s, on one aiohttp application)."""
 
 from __future__ import annotations
 
