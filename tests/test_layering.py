@@ -21,8 +21,6 @@ import ast
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "batchclassify"
 ROOT = "batchclassify"
 SERVER = "batchclassify.server"
@@ -40,17 +38,6 @@ LAYERS = {
     "batchclassify.__main__": 5,
 }
 LAYER_NAMES = {0: "core", 1: "a stage", 2: "the job", 3: "a command", 4: "the CLI", 5: "the API"}
-
-#: Known, being fixed on another branch: (importer, imported) -> where. Each is an expected
-#: failure below (strict: once fixed, the entry must go).
-KNOWN_UPWARD = {
-    ("batchclassify.commands.processes", "batchclassify.commands.cli"): "branch processes-merge",
-}
-KNOWN_CYCLES = {
-    frozenset(
-        {"batchclassify.commands.cli", "batchclassify.commands.processes"}
-    ): "branch processes-merge",
-}
 
 
 @cache
@@ -185,27 +172,15 @@ def test_the_graph_sees_every_kind_of_import() -> None:
 
 
 def test_no_import_cycles() -> None:
-    found = [c for c in cycles() if c not in KNOWN_CYCLES]
+    found = cycles()
     assert not found, "import circles: " + " | ".join(map(_shown, found))
 
 
 def test_no_module_imports_from_a_higher_layer() -> None:
-    found = {edge: why for edge, why in upward_imports().items() if edge not in KNOWN_UPWARD}
+    found = upward_imports()
     assert not found, "upward imports: " + "; ".join(
         f"{a} -> {b} ({why})" for (a, b), why in sorted(found.items())
     )
-
-
-@pytest.mark.parametrize("component", list(KNOWN_CYCLES), ids=list(KNOWN_CYCLES.values()))
-@pytest.mark.xfail(strict=True, reason="known circle, fixed on another branch: drop the entry")
-def test_known_cycle_is_gone(component: frozenset[str]) -> None:
-    assert component not in cycles(), _shown(component)
-
-
-@pytest.mark.parametrize("edge", sorted(KNOWN_UPWARD), ids=lambda edge: " -> ".join(edge))
-@pytest.mark.xfail(strict=True, reason="known upward import, fixed on another branch: drop it")
-def test_known_upward_import_is_gone(edge: tuple[str, str]) -> None:
-    assert edge not in upward_imports()
 
 
 def test_architecture_tree_names_every_module() -> None:
