@@ -400,8 +400,6 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
     return config
 
 
-
-
 def _command_run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise UsageError("--processes: must be at least 1")
