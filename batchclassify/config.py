@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
+from urllib.parse import urlsplit
 
 from .errors import UsageError
 from .shards import Shard
@@ -58,6 +59,12 @@ def _as_sources(sources: SourcesArg) -> tuple[str, ...]:
             f"{source!r} is not a source; give folders, manifests or '-' as str or Path",
         )
     return tuple(os.fspath(source) for source in items)
+
+
+def _is_hosted(url: str) -> bool:
+    """Is ``url`` Roboflow's hosted API (a ``roboflow.com`` server), which needs a key?"""
+    host = urlsplit(url).hostname or ""
+    return host == "roboflow.com" or host.endswith(".roboflow.com")
 
 
 def _format_from_suffix(output: Path) -> OutputFormat:
@@ -196,6 +203,23 @@ class HttpConfig:
     def servers(self) -> tuple[str, ...]:
         """The base URL of each server: ``api_urls``, or ``api_url`` alone."""
         return self.api_urls or (self.api_url,)
+
+    def check_key(self) -> None:
+        """Refuse to start without a key where one is required: Roboflow's hosted API (a
+        ``roboflow.com`` server) answers every request without one with 401.
+
+        Asked when a job starts (``Job.run``: ``classify()``, ``run`` and ``--processes``
+        children alike; the CLI asks before it starts children), not on construction: a
+        config may be made before its key is known (Ray's actors read ``$ROBOFLOW_API_KEY``
+        on their own machines)."""
+        hosted = [url for url in self.servers if _is_hosted(url)]
+        if hosted and not self.api_key:
+            _require(
+                False,
+                "http.api_key",
+                f"none given, and Roboflow's hosted API ({hosted[0]}) needs one: find it in "
+                "your Roboflow workspace settings",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

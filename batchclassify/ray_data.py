@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import threading
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import replace
@@ -183,7 +182,7 @@ class Classifier:
         self._client = None
         with suppress(Exception):
             closing = asyncio.run_coroutine_threadsafe(client.__aexit__(None, None, None), loop)
-            if threading.get_ident() != getattr(loop, "_thread_id", None):
+            if not _running_on(loop):
                 closing.result(timeout=5)  # on the loop's own thread it runs after we return
 
     async def _row(self, item: Item, data: bytes | None) -> dict[str, Any]:
@@ -329,3 +328,11 @@ def _table(rows: list[dict[str, Any]], metadata_names: list[str]) -> Any:
         data[key] = [metadata_text(row.get(key)) for row in rows]
         schema = schema.append(pa.field(key, pa.string()))
     return pa.Table.from_pydict(data, schema=schema)
+
+
+def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Is this thread the one running ``loop`` (public API: no ``loop._thread_id``)?"""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

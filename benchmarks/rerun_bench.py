@@ -56,7 +56,7 @@ _WRITE_SETTINGS = """
 import sys
 from pathlib import Path
 from batchclassify.config import JobConfig
-from batchclassify.output.outputs import settings_path
+from batchclassify.output.sidecars import settings_path
 from batchclassify.output.resume import job_settings, write_settings
 config = JobConfig(sources=["x"], model=sys.argv[1], output=Path(sys.argv[2]))
 write_settings(settings_path(config.output), job_settings(config))
@@ -107,7 +107,7 @@ out, source = Path(sys.argv[1]), sys.argv[2]
 state = PriorState()
 started = time.process_time()
 try:
-    from batchclassify.job.producer import Screen
+    from batchclassify.output.resume import Screen
 except ImportError:  # before the screen: the producer checked each item of a batch
     Screen = None
     state.scan = open_sink(out, "jsonl").scan(state.record)

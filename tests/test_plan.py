@@ -106,7 +106,7 @@ def test_plan_refuses_an_output_written_with_other_settings(
     output = tmp_path / "out.jsonl"
     assert cli(*run_args(server, output, tmp_path / "in")).code == 0
     result = cli("plan", tmp_path / "in", "--model", "colors/2", "--output", output)
-    assert result.code == 2 and "other settings (model)" in result.err
+    assert result.code == 2 and "model='colors/1', not 'colors/2'" in result.err
 
 
 @pytest.mark.parametrize("bad", [["--rate-limit", "0"], ["--latency", "-1"]])

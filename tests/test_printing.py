@@ -17,8 +17,8 @@ import orjson
 
 from batchclassify.error_types import ErrorType
 from batchclassify.models import Item, Prediction, error_row, ok_row
-from batchclassify.output.outputs import settings_path
 from batchclassify.output.resume import write_settings
+from batchclassify.output.sidecars import settings_path
 from batchclassify.server import BackgroundServer
 from batchclassify.version import __version__
 

@@ -21,12 +21,11 @@ import pytest
 
 from batchclassify.config import DEFAULT_EXTENSIONS
 from batchclassify.inputs.sources import iter_item_batches, iter_items
-from batchclassify.job.producer import Screen
 from batchclassify.models import Item
 from batchclassify.names import LocalIds, as_id, path_id
 from batchclassify.output import sinks
 from batchclassify.output.idindex import IdIndex
-from batchclassify.output.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, PriorState
+from batchclassify.output.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, PriorState, Screen
 from batchclassify.output.sinks import JsonlSink
 from batchclassify.summary import InputReport
 

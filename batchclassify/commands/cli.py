@@ -32,6 +32,7 @@ from ..job.gctuning import prepare_job_process
 from ..names import printable
 from ..shards import parse_shard, shard_output
 from ..version import __version__
+from .flags import cache_option, extensions_option
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
 # the other commands (status, report, serve...) start without them.
@@ -51,6 +52,7 @@ FIELD_FLAGS = {
     "retry_failed": "--retry-failed",
     "http.api_url": "--api-url",
     "http.api_urls": "--api-url",
+    "http.api_key": "--api-key (or $ROBOFLOW_API_KEY)",
     "http.api_key_in": "--api-key-in",
     "http.concurrency": "--concurrency",
     "http.timeout": "--timeout",
@@ -78,10 +80,15 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def _zero_or_more(text: str) -> int:
+    """A whole number, 0 or more (``--retries 0``: none), for argparse: a message of its own
+    (argparse's own names the function: "invalid _positive_int value")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
+        raise argparse.ArgumentTypeError(f"{text} is negative: give 0 or more")
     return value
 
 
@@ -197,7 +204,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     speed.add_argument(
         "--retries",
-        type=_positive_int,
+        type=_zero_or_more,
         default=RetryConfig.retries,
         metavar="N",
         help="extra attempts per image after failures of its own (timeout, dropped connection, "
@@ -356,18 +363,11 @@ def _command_named(argv: Sequence[str]) -> str | None:
 def _job_config(args: argparse.Namespace) -> JobConfig:
     api_key = args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None
     api_urls: list[str] = args.api_url or [HttpConfig.api_url]
-    if api_key is None and any("roboflow.com" in url for url in api_urls):
-        raise UsageError(
-            "no API key: pass --api-key or set ROBOFLOW_API_KEY "
-            "(find it in your Roboflow workspace settings)"
-        )
-    extensions = frozenset(
-        part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
-    )
+    extensions = extensions_option(args.extensions)
     shard = None if args.shard is None else parse_shard(args.shard)
     if args.processes > 1 and shard is not None:
         raise UsageError("--shard and --processes: pick one (--processes runs every shard)")
-    return JobConfig(
+    config = JobConfig(
         sources=tuple(args.sources),
         model=args.model,
         output=args.output if args.processes > 1 else shard_output(args.output, shard),
@@ -396,16 +396,8 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         rate=RateConfig(requests_per_second=args.rate_limit),
         outage=OutageConfig(max_outage=args.max_outage),
     )
-
-
-def cache_option(args: argparse.Namespace) -> Path | None:
-    """The cache file ``--cache`` / ``--no-cache`` / ``$BATCHCLASSIFY_CACHE`` name, if any."""
-    from ..output.cache import resolve_cache_path
-
-    if getattr(args, "no_cache", False):
-        return None
-    text = args.cache or os.environ.get("BATCHCLASSIFY_CACHE") or None
-    return None if text is None else resolve_cache_path(text)
+    config.http.check_key()  # the library's rule, here before --processes starts children
+    return config
 
 
 def _command_run(args: argparse.Namespace) -> int:

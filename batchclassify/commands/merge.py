@@ -39,10 +39,10 @@ from ..errors import OutputError, UsageError
 from ..exit_codes import ExitCode
 from ..models import ContradictoryRowError
 from ..names import printable
-from ..output.outputs import is_empty, lock_holder, settings_path, written_by_batchclassify
+from ..output.outputs import is_empty, lock_holder, written_by_batchclassify
 from ..output.reading import iter_rows, output_kind, read_job_settings, read_settings
 from ..output.resume import write_settings
-from ..output.sidecars import PROGRESS, existing, find_shards
+from ..output.sidecars import PROGRESS, existing, find_shards, settings_path
 from ..output.sinks import open_sink
 from ..shards import Shard, parse_shard
 

@@ -1,16 +1,18 @@
 """``batchclassify plan``: what a run would do, and what it would cost, without sending anything.
 
-Walks and reads the sources as ``run`` does (``sources.iter_item_batches``, then the worker's
-``encoding.read_and_encode`` with the same settings, so cache keys are the run's own), and
-counts: items found and skipped, bytes, items an earlier run recorded in ``--output``,
-duplicates by id and by content, answers already in the cache, and the requests left. It
-streams: memory is two compact hash sets (``idindex.IdIndex``, ~14 bytes an item), whatever
-the number of images.
+Walks and reads the sources as ``run`` does (``sources.iter_item_batches`` screened by the
+producer's ``resume.Screen``, then the worker's ``encoding.read_and_encode`` with the same
+settings, so cache keys are the run's own), judges ``--output`` as ``run`` does
+(``resume.check_resumable``), and counts: items found and skipped, bytes, items an earlier
+run recorded in ``--output``, duplicates by id and by content, answers already in the
+cache, and the requests left. It streams: memory is two compact hash sets
+(``idindex.IdIndex``, ~14 bytes an item), whatever the number of images.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from ..config import DEFAULT_EXTENSIONS, JobConfig
+from ..config import DEFAULT_EXTENSIONS, HttpConfig, JobConfig
 from ..cost import MIN_BILLED_MS, MS_PER_CREDIT
 from ..errors import ItemError, UsageError
 from ..exit_codes import ExitCode
@@ -32,16 +34,16 @@ from ..models import Item
 from ..names import printable
 from ..output.cache import AnswerCache, Keys, KeySettings
 from ..output.idindex import IdIndex
-from ..output.reading import iter_rows, read_settings
-from ..output.resume import QUEUED, RECORDED_FAILED, RECORDED_OK, job_settings
+from ..output.reading import iter_rows
+from ..output.resume import RECORDED_FAILED, RECORDED_OK, Screen, check_resumable
 from ..shards import parse_shard, shard_output
 from ..summary import InputReport
+from .flags import cache_option, extensions_option
 
 #: Roboflow's hosted API serves about this many requests per second ("up to 20").
 HOSTED_RATE = 20.0
 #: A typical hosted answer time (p50 183 ms measured at 5 req/s; PROTOCOL.md).
 DEFAULT_LATENCY = 0.2
-DEFAULT_CONCURRENCY = 32
 _READ_THREADS = 4
 
 
@@ -74,7 +76,7 @@ class PlanReport:
     """Requests a run would make (retries aside)."""
     cache: str | None = None
     rate_limit: float = HOSTED_RATE
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int = HttpConfig.concurrency
     latency: float = DEFAULT_LATENCY
 
     @property
@@ -124,38 +126,28 @@ class Planner:
 
     def run(self, stdin: TextIO | None) -> PlanReport:
         inputs = InputReport()
+        config = self.config
+        screen = Screen(self._ids, retry_failed=config.retry_failed, shard=config.shard)
         batches = iter_item_batches(
-            self.config.sources, extensions=self.config.extensions, stdin=stdin, report=inputs
+            config.sources,
+            extensions=config.extensions,
+            stdin=stdin,
+            report=inputs,
+            keep=screen.keep,  # the run's producer's screen: only fresh items are made
         )
-        with ThreadPoolExecutor(_READ_THREADS) as pool:
-            shard = self.config.shard
-            for batch in batches:
-                if shard is not None:  # the run's rule: other shards' items are not counted
-                    batch = [item for item in batch if shard.holds(item.id)]
-                self.report.found += len(batch)
-                fresh = [item for item in batch if self._fresh(item)]
-                self._plan_batch(fresh, pool)
-                self._progress(self.report)
         report = self.report
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            for batch in batches:
+                report.found = screen.found
+                report.duplicate_ids = screen.duplicates
+                report.already_done = screen.done
+                report.previously_failed = screen.failed
+                self._plan_batch(batch, pool)
+                self._progress(report)
         report.skipped_extensions = dict(inputs.skipped_extensions)
         report.skipped_hidden = inputs.skipped_hidden
         report.empty_sources = list(inputs.empty_sources)
         return report
-
-    def _fresh(self, item: Item) -> bool:
-        """The producer's rule: skip ids done before (and failed, unless retried) or queued."""
-        report = self.report
-        tag = self._ids.get(item.id)
-        if tag == QUEUED:
-            report.duplicate_ids += 1
-        elif tag == RECORDED_OK:
-            report.already_done += 1
-        elif tag == RECORDED_FAILED and not self.config.retry_failed:
-            report.previously_failed += 1
-        else:
-            self._ids.set(item.id, QUEUED)
-            return True
-        return False
 
     def _plan_batch(self, items: list[Item], pool: ThreadPoolExecutor) -> None:
         report = self.report
@@ -199,23 +191,13 @@ class Planner:
 def recorded_ids(config: JobConfig) -> IdIndex:
     """What ``--output`` already holds, read-only: id -> recorded ok / failed (latest row).
 
-    An output whose settings differ from the plan's is refused as ``run`` would refuse it.
+    An output ``run`` would refuse (``resume.check_resumable``) is refused with its message.
     """
     index = IdIndex()
     output = config.output
-    if not output.exists():
+    check_resumable(config)
+    if not os.path.lexists(output):
         return index
-    settings = read_settings(output)
-    wanted = job_settings(config)
-    if settings is not None:
-        differing = [
-            k for k in ("model", "confidence", "max_size", "shard") if settings.get(k) != wanted[k]
-        ]
-        if differing:
-            raise UsageError(
-                f"--output {output} was written with other settings ({', '.join(differing)}); "
-                "run would refuse it: plan with the same settings, or another --output"
-            )
     for row in iter_rows(output):
         index.set(row["id"], RECORDED_OK if row.get("status") == "ok" else RECORDED_FAILED)
     return index
@@ -239,7 +221,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--no-cache", action="store_true", help="as for run")
     parser.add_argument("--confidence", type=float, metavar="F", help="as for run")
     parser.add_argument("--max-size", type=int, metavar="PX", help="as for run")
-    parser.add_argument("--jpeg-quality", type=int, default=90, help="as for run")
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=JobConfig.jpeg_quality, help="as for run"
+    )
     parser.add_argument(
         "--extensions", default=",".join(sorted(DEFAULT_EXTENSIONS)), help="as for run"
     )
@@ -253,7 +237,12 @@ def register(commands: Any) -> None:
         help=f"requests per second for the estimate (default {HOSTED_RATE:g}, the hosted API's)",
     )
     parser.add_argument(
-        "--concurrency", "-c", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help="as for run"
+        "--concurrency",
+        "-c",
+        type=int,
+        default=HttpConfig.concurrency,
+        metavar="N",
+        help="as for run (default %(default)s)",
     )
     parser.add_argument(
         "--latency",
@@ -268,23 +257,19 @@ def register(commands: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> JobConfig:
-    from .cli import cache_option  # the run command's rule for --cache
-
-    extensions = frozenset(
-        part.strip().lower().lstrip(".") for part in args.extensions.split(",") if part.strip()
-    )
     shard = None if args.shard is None else parse_shard(args.shard)
     return JobConfig(
         sources=tuple(args.sources),
         model=args.model,
         output=shard_output(args.output, shard) if args.output else Path("plan.jsonl"),
         confidence=args.confidence,
-        extensions=extensions,
+        extensions=extensions_option(args.extensions),
         max_size=args.max_size,
         jpeg_quality=args.jpeg_quality,
         retry_failed=args.retry_failed,
         cache=cache_option(args),
         shard=shard,
+        http=HttpConfig(concurrency=args.concurrency),  # refused as run refuses it
     )
 
 
@@ -297,7 +282,7 @@ def _command(args: argparse.Namespace) -> int:
     report = PlanReport(
         cache=None if config.cache is None else str(config.cache),
         rate_limit=args.rate_limit,
-        concurrency=args.concurrency,
+        concurrency=config.http.concurrency,
         latency=args.latency,
     )
     # A plan writes nothing: a cache file that does not exist yet is an empty one.

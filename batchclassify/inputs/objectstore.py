@@ -194,16 +194,6 @@ def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -
         )
 
 
-def count_objects(source: str, extensions: frozenset[str], stop: threading.Event) -> int | None:
-    """How many items ``iter_objects`` yields (a listing of its own), or ``None`` if stopped."""
-    count = 0
-    for _ in iter_objects(source, extensions, InputReport()):
-        if stop.is_set():
-            return None
-        count += 1
-    return count
-
-
 def _root(fs: Any, source: str) -> str:
     """``bucket/prefix/`` of a source: a prefix names a folder, so ``photos`` is not
     ``photos2``. A bare bucket is ``bucket/``."""
@@ -221,7 +211,8 @@ def _pages(fs: Any, source: str, *, limit: int | None) -> Generator[list[str], N
     root = _root(fs, source)
     if hasattr(fs, "_iterdir") and getattr(fs, "async_impl", False):
         # s3fs: ``find``/``walk`` gather the whole listing before returning anything;
-        # ``_iterdir`` follows the continuation tokens one ListObjectsV2 page at a time.
+        # ``_iterdir`` follows the continuation tokens one ListObjectsV2 page at a time. It is
+        # private: pyproject.toml bounds s3fs to the releases the tests ran it on.
         from fsspec.asyn import sync
 
         bucket, _, key = root.partition("/")

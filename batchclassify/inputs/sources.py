@@ -51,7 +51,7 @@ Conventions a reader of the output relies on:
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TextIO
 
 from ..error_types import ErrorType
@@ -120,25 +120,31 @@ def iter_items(
     ``report``, if given, is filled in as the sources are read: files passed over, and the
     sources that held nothing.
     """
-    for item in _entries(sources, extensions, stdin, report, keep_all):
+    for item in iter_entries(sources, extensions=extensions, stdin=stdin, report=report):
         if item is not None:
             yield item
 
 
-def _entries(
+def iter_entries(
     sources: Sequence[str],
+    *,
     extensions: frozenset[str],
-    stdin: TextIO | None,
-    report: InputReport | None,
-    keep: Keep,
+    stdin: TextIO | None = None,
+    report: InputReport | None = None,
+    keep: Keep = keep_all,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[Item | None]:
     """Every item of the sources, screened by ``keep``: ``None`` in the place of an item it
-    did not keep (nothing but its id was made)."""
+    did not keep (nothing but its id was made). The one walk: the job's producer, ``plan``
+    and the count (``counting.py``, which keeps nothing) all go through it.
+
+    ``stop``, asked at each folder a folder walk enters, ends that walk early when true (the
+    count's way out; the caller knows it asked)."""
     wanted = frozenset(ext.lower().lstrip(".") for ext in extensions)
     report = report if report is not None else InputReport()
     ids = LocalIds()
     for source in sources:
-        items = _source_items(source, wanted, stdin, report, ids, keep)
+        items = _source_items(source, wanted, stdin, report, ids, keep, stop)
         for first in items:  # a source whose entries were all screened out is not empty
             yield first
             yield from items
@@ -154,10 +160,11 @@ def _source_items(
     report: InputReport,
     ids: LocalIds,
     keep: Keep,
+    stop: Callable[[], bool] | None,
 ) -> Iterator[Item | None]:
     kind = "stdin" if source == STDIN else source_kind(source)
     if kind == "dir":
-        return _walk_folder(source, wanted, report, ids, keep)
+        return _walk_folder(source, wanted, report, ids, keep, stop)
     if kind == "object":
         from .objectstore import iter_objects
 
@@ -200,7 +207,7 @@ def iter_item_batches(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    entries = _entries(sources, extensions, stdin, report, keep)
+    entries = iter_entries(sources, extensions=extensions, stdin=stdin, report=report, keep=keep)
     seen_limit = batch_size * 32
     while True:
         batch: list[Item] = []
@@ -283,7 +290,12 @@ def _check_folder(folder: str) -> None:
 
 
 def _walk_folder(
-    top: str, extensions: frozenset[str], report: InputReport, ids: LocalIds, keep: Keep
+    top: str,
+    extensions: frozenset[str],
+    report: InputReport,
+    ids: LocalIds,
+    keep: Keep,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[Item | None]:
     """Depth first, one directory listing in memory at a time (plus pending subfolder names)."""
     try:
@@ -298,6 +310,8 @@ def _walk_folder(
     stack = [(key, top, ident, iter(subfolders))]
     on_path = {key}
     while stack:
+        if stop is not None and stop():
+            return
         key, path, ident, pending = stack[-1]
         name, is_link = next(pending, (None, False))
         if name is None:

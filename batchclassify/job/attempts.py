@@ -5,10 +5,11 @@ The rule, in one place:
 * a retryable failure (timeout, connection error, 5xx, 429) is tried again after a wait:
   the server's ``Retry-After`` if it sent one, else exponential backoff with full jitter;
 * an item gives up, with an error row, once its budget is spent (``--retries`` + 1 attempts
-  that count, or ``--max-retry-time`` seconds since it was taken up), and only while the API
-  works for others (``HealthMonitor.others_fine_since``): when other items fail too and
-  nothing sent since this one first failed was answered, an outage is starting, and the item
-  waits it out instead of becoming an error row;
+  that count, or ``RetryConfig.max_elapsed`` seconds since it was taken up: 10 minutes by
+  default, no flag), and only while the API works for others
+  (``HealthMonitor.others_fine_since``): when other items fail too and nothing sent since
+  this one first failed was answered, an outage is starting, and the item waits it out
+  instead of becoming an error row;
 * attempts made while the API is down (an outage) and 429 answers do not count against the
   budget: neither says anything about the item;
 * with several servers (``fleet.py``), a failure on a server that is then taken out while
@@ -168,5 +169,3 @@ class Attempts:
             or self._policy.clock() - self._taken_up >= retry.max_elapsed
         )
 
-
-Decision = Send | Wait | GiveUp | StopJob

@@ -15,10 +15,8 @@ import anyio
 
 from ..config import JobConfig
 from ..inputs.sources import iter_item_batches
-from ..models import Item, Keep, error_row
-from ..output.idindex import IdIndex
-from ..output.resume import QUEUED, QUEUED_AGAIN, RECORDED_FAILED, RECORDED_OK, PriorState
-from ..shards import Shard
+from ..models import Item, error_row
+from ..output.resume import PriorState, Screen
 from ..summary import JobSummary, ProgressListener
 from .itemqueue import ItemQueue
 from .worker import Recorder
@@ -143,70 +141,3 @@ def _problem_row(item: Item) -> dict[str, Any]:
         error_type=item.problem_kind,
         attempts=0,
     )
-
-
-class Screen:
-    """The producer's rule for each id the walk meets, asked before its item is made.
-
-    Skipped: ids recorded before (ok; failed too, unless ``--retry-failed``), ids already
-    met in this run (duplicates), other shards' ids (not even counted as found). Every other
-    id is tagged as queued in the resume index, so a second occurrence is a duplicate, and
-    kept. ``keep`` is the walk's ``Keep``; the producer moves the counts into the summary
-    between batches. A finished job's rerun asks about a million ids that are all done:
-    that path is one index look-up and one count.
-    """
-
-    def __init__(self, index: IdIndex, *, retry_failed: bool, shard: Shard | None) -> None:
-        self._index = index
-        self._get = index.get
-        self._retry_failed = retry_failed
-        self._shard = shard
-        self.keep: Keep = self._keep if shard is None else self._keep_in_shard
-        self.done = 0
-        """Recorded ok before."""
-        self.failed = 0
-        """Recorded as failed before, not queued again."""
-        self.duplicates = 0
-        self.kept = 0
-        self.requeued = 0
-        """Recorded as failed before, queued again (``--retry-failed``); among ``kept``."""
-        self.other_shards = 0
-
-    @property
-    def found(self) -> int:
-        """Ids met in this job's shard (all, without ``--shard``)."""
-        return self.done + self.failed + self.duplicates + self.kept
-
-    @property
-    def met(self) -> int:
-        """Every id asked about, other shards' included."""
-        return self.found + self.other_shards
-
-    def _keep(self, item_id: str) -> bool:
-        tag = self._get(item_id)
-        if tag == RECORDED_OK:  # first: all a finished job's rerun meets
-            self.done += 1
-            return False
-        return self._rare(item_id, tag)
-
-    def _keep_in_shard(self, item_id: str) -> bool:
-        if not self._shard.holds(item_id):  # type: ignore[union-attr]  # set with this method
-            self.other_shards += 1
-            return False
-        return self._keep(item_id)
-
-    def _rare(self, item_id: str, tag: int) -> bool:
-        if not tag:
-            self._index.set(item_id, QUEUED)
-            self.kept += 1
-            return True
-        if tag == RECORDED_FAILED:
-            if not self._retry_failed:
-                self.failed += 1
-                return False
-            self._index.set(item_id, QUEUED_AGAIN)
-            self.requeued += 1
-            self.kept += 1
-            return True
-        self.duplicates += 1  # QUEUED or QUEUED_AGAIN: met before in this run
-        return False

@@ -196,6 +196,7 @@ class Job:
     # -- the job --------------------------------------------------------------------------
 
     async def run(self) -> JobSummary:
+        self.config.http.check_key()  # before anything is written or sent
         # One job per output: the lock is held for the whole run, before anything reads,
         # repairs or removes the output; a second job is refused before any request.
         with hold_output(self.config), fewer_collections():

@@ -29,7 +29,7 @@ import os
 import time
 from array import array
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import xxhash
 
+from ..config import JobConfig
 from ..errors import UsageError
 from ..models import ANSWER_FIELDS, ContradictoryRowError, Item, is_answer
 
@@ -81,7 +82,7 @@ class KeySettings:
     model: str
     confidence: float | None = None
     max_size: int | None = None
-    jpeg_quality: int = 90
+    jpeg_quality: int = JobConfig.jpeg_quality
 
     def prefix(self) -> bytes:
         # The server's default threshold is 0.4 and a missing one means that; quality only
@@ -500,13 +501,3 @@ def _check_ours(db: sqlite3.Connection, path: Path, tables: set[str]) -> None:
             path, f"was written by a newer batchclassify (cache schema {version}); upgrade"
         )
 
-
-def open_cache(text: str, *, create: bool = True) -> AnswerCache:
-    """The cache ``--cache TEXT`` names (``default``: the per-user one)."""
-    return AnswerCache(resolve_cache_path(text), create=create)
-
-
-def peek(path: Path) -> dict[str, Any]:
-    """``stats`` of a cache file, opened and closed again."""
-    with closing(AnswerCache(path, create=False)) as cache:
-        return cache.stats()

@@ -23,23 +23,13 @@ import orjson
 from ..config import JobConfig
 from ..errors import OutputError
 from .progressfile import TOOL
-from .sidecars import LOCK, PROGRESS, SETTINGS, legacy, sidecar
+from .sidecars import LOCK, PROGRESS, SETTINGS, legacy, lock_path, settings_path, sidecar
 
 #: Starts every lock file batchclassify writes; anything else there is someone else's file.
 _LOCK_MAGIC = b"batchclassify lock"
 #: Folders of devices and kernel files: ``/dev/stdout`` may be a regular file (stdout redirected),
 #: but ``/dev/stdout.job.json`` must never be created.
 _SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
-
-
-def settings_path(output: Path) -> Path:
-    """``<output>.job.json``: the job's settings, beside the output (see ``sidecars.py``)."""
-    return sidecar(output, SETTINGS)
-
-
-def lock_path(output: Path) -> Path:
-    """``<output>.lock``: held by the one job writing the output (see ``sidecars.py``)."""
-    return sidecar(output, LOCK)
 
 
 # -- what the output is ---------------------------------------------------------------------

@@ -37,8 +37,8 @@ from .rowlog import (
     is_latest,
     remove_output,
     write_all,
+    write_failed,
 )
-from .sinks import write_failed
 
 PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
 JOURNAL_RE = re.compile(r"^_journal-(\d{6})\.jsonl$")

@@ -32,16 +32,11 @@ from .rowlog import count_ids, is_latest
 from .sidecars import SETTINGS, existing, find_shards
 
 
-def settings_file(output: Path) -> Path:
-    """``<output>.job.json``: the job's settings, written by ``run`` beside the output (an
-    earlier version's name if only that exists, see ``sidecars.py``)."""
-    return existing(output, SETTINGS)
-
-
 def read_settings(output: Path) -> dict[str, Any] | None:
-    """The job's settings, or ``None`` when the output has no readable settings file."""
+    """The job's settings (``<output>.job.json``, or an earlier version's name if only that
+    exists: ``sidecars.existing``), or ``None`` when the output has no readable one."""
     try:
-        settings = orjson.loads(settings_file(output).read_bytes())
+        settings = orjson.loads(existing(output, SETTINGS).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
     return settings if isinstance(settings, dict) else None

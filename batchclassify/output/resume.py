@@ -5,7 +5,8 @@ A rerun with the same settings skips what is recorded; one with different settin
 model, say) is refused rather than mixing two models' answers in one file. One exception:
 ``--retry-failed`` may change ``--max-size`` (the advice for a ``too_large`` row), which only
 changes how an image is sent; the settings file keeps the job's own value and lists the
-others under ``RETRIED_MAX_SIZES``.
+others under ``RETRIED_MAX_SIZES``. ``run`` and ``plan`` judge an output with the same check
+(``check_resumable``) and screen the walk's ids with the same ``Screen``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import orjson
 
 from ..config import JobConfig
 from ..errors import OutputError
+from ..models import Keep
 from ..names import ID_SCHEME
+from ..shards import Shard
 from ..version import __version__
 from .idindex import IdIndex
-from .outputs import check_overwrite, check_settings_file_is_ours, is_empty, settings_path
+from .outputs import check_overwrite, check_settings_file_is_ours, is_empty
 from .rowlog import ScanReport
+from .sidecars import SETTINGS, existing, settings_path
 from .sinks import Sink
 
 #: Tags in the job's IdIndex.
@@ -99,26 +103,30 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
     Nothing batchclassify did not write is removed or replaced (see ``outputs``).
     """
     settings_file = settings_path(config.output)
-    wanted = job_settings(config)
     if config.overwrite:
         check_overwrite(config.output, sink.own_names())
         sink.remove()
         settings_file.unlink(missing_ok=True)
-    elif os.path.lexists(sink.path):
-        wanted = _check_compatible(config, settings_file, wanted)
-    else:
-        check_settings_file_is_ours(config.output)
+    wanted = job_settings(config) if config.overwrite else check_resumable(config)
     write_settings(settings_file, wanted)
     state = PriorState()
     state.scan = sink.scan(state)
     return state
 
 
-def _check_compatible(
-    config: JobConfig, settings_file: Path, wanted: dict[str, Any]
-) -> dict[str, Any]:
-    """Refuse an output of another job; the settings to record for this run."""
+def check_resumable(config: JobConfig) -> dict[str, Any]:
+    """Refuse an output this job may not add rows to: one batchclassify did not write, or
+    wrote with settings that change what a row means (model, confidence, max size, format),
+    another shard, or another id scheme; return the settings to record for this run.
+    ``run`` asks before it writes; ``plan``, which only reads, asks the same, so it never
+    counts as done what a run would refuse."""
     output = config.output
+    wanted = job_settings(config)
+    if not os.path.lexists(output):
+        check_settings_file_is_ours(output)
+        return wanted
+    # Read-only: an earlier version's name too (a run renames it first: adopt_legacy_files).
+    settings_file = existing(output, SETTINGS)
     try:
         recorded = orjson.loads(settings_file.read_bytes())
     except FileNotFoundError:
@@ -202,3 +210,70 @@ def write_settings(settings_file: Path, settings: dict[str, Any]) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"cannot write {settings_file}: {exc.strerror}") from None
+
+
+class Screen:
+    """The producer's rule for each id the walk meets, asked before its item is made.
+
+    Skipped: ids recorded before (ok; failed too, unless ``--retry-failed``), ids already
+    met in this run (duplicates), other shards' ids (not even counted as found). Every other
+    id is tagged as queued in the resume index, so a second occurrence is a duplicate, and
+    kept. ``keep`` is the walk's ``Keep``; the producer moves the counts into the summary
+    between batches. A finished job's rerun asks about a million ids that are all done:
+    that path is one index look-up and one count.
+    """
+
+    def __init__(self, index: IdIndex, *, retry_failed: bool, shard: Shard | None) -> None:
+        self._index = index
+        self._get = index.get
+        self._retry_failed = retry_failed
+        self._shard = shard
+        self.keep: Keep = self._keep if shard is None else self._keep_in_shard
+        self.done = 0
+        """Recorded ok before."""
+        self.failed = 0
+        """Recorded as failed before, not queued again."""
+        self.duplicates = 0
+        self.kept = 0
+        self.requeued = 0
+        """Recorded as failed before, queued again (``--retry-failed``); among ``kept``."""
+        self.other_shards = 0
+
+    @property
+    def found(self) -> int:
+        """Ids met in this job's shard (all, without ``--shard``)."""
+        return self.done + self.failed + self.duplicates + self.kept
+
+    @property
+    def met(self) -> int:
+        """Every id asked about, other shards' included."""
+        return self.found + self.other_shards
+
+    def _keep(self, item_id: str) -> bool:
+        tag = self._get(item_id)
+        if tag == RECORDED_OK:  # first: all a finished job's rerun meets
+            self.done += 1
+            return False
+        return self._rare(item_id, tag)
+
+    def _keep_in_shard(self, item_id: str) -> bool:
+        if not self._shard.holds(item_id):  # type: ignore[union-attr]  # set with this method
+            self.other_shards += 1
+            return False
+        return self._keep(item_id)
+
+    def _rare(self, item_id: str, tag: int) -> bool:
+        if not tag:
+            self._index.set(item_id, QUEUED)
+            self.kept += 1
+            return True
+        if tag == RECORDED_FAILED:
+            if not self._retry_failed:
+                self.failed += 1
+                return False
+            self._index.set(item_id, QUEUED_AGAIN)
+            self.requeued += 1
+            self.kept += 1
+            return True
+        self.duplicates += 1  # QUEUED or QUEUED_AGAIN: met before in this run
+        return False

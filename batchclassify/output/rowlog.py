@@ -1,5 +1,5 @@
-"""What every output format shares: the scan report, "each id's latest row", whole writes,
-metadata-column discovery and removing an output by its own names.
+"""What every output format shares: the scan report, "each id's latest row", whole writes and
+the error for one that failed, metadata-column discovery and removing an output by its own names.
 
 Both sinks (``sinks.py``, ``parquet_sink.py``) and the read-only readers (``reading.py``) use
 these, so the rules (which row of an id wins, which names a sink may delete) are said once.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import OutputError
+from ..errors import OutputError, OutputWriteError
 from ..models import ROW_FIELDS
 from .idindex import IdIndex
 
@@ -66,6 +66,16 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def write_failed(path: Path, exc: OSError) -> OutputWriteError:
+    """The one-line error for a write that failed mid-job (disk full, file size limit)."""
+    # pyarrow's OSError text is long ("Error writing bytes to file. Detail: ..."): use errno.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return OutputWriteError(
+        f"cannot write {path}: {reason}; the rows written so far are kept: free some space "
+        "(or fix the cause) and rerun the same command to resume"
+    )
 
 
 def add_metadata_columns(columns: list[str], names: Iterable[str]) -> None:

@@ -42,6 +42,17 @@ def sidecar(output: Path, kind: Kind) -> Path:
     return Path(f"{output}{kind}")
 
 
+def settings_path(output: Path) -> Path:
+    """``<output>.job.json``, where a job writes its settings (only ``resume.py`` and
+    ``merge`` write it); readers take ``existing(output, SETTINGS)``."""
+    return sidecar(output, SETTINGS)
+
+
+def lock_path(output: Path) -> Path:
+    """``<output>.lock``: held by the one job writing the output (``outputs.hold_output``)."""
+    return sidecar(output, LOCK)
+
+
 def legacy(output: Path, kind: Kind) -> Path | None:
     """The name an earlier version gave this file, where it differs from today's."""
     return Path(f"{output}{kind}") if in_dataset(output) else None

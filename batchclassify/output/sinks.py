@@ -20,7 +20,15 @@ import orjson
 from ..errors import OutputError, OutputWriteError
 from ..models import check_row
 from .idindex import IdIndex
-from .rowlog import ScanReport, ScanTarget, count_ids, is_latest, remove_output, write_all
+from .rowlog import (
+    ScanReport,
+    ScanTarget,
+    count_ids,
+    is_latest,
+    remove_output,
+    write_all,
+    write_failed,
+)
 
 #: A kill tears at most one row; a longer unterminated tail is not a torn row of ours.
 MAX_TORN_TAIL = 1 << 20
@@ -60,16 +68,6 @@ class Sink(Protocol):
     def remove(self) -> None:
         """Delete the output, for ``--overwrite``: only files this sink writes, by name."""
         ...
-
-
-def write_failed(path: Path, exc: OSError) -> OutputWriteError:
-    """The one-line error for a write that failed mid-job (disk full, file size limit)."""
-    # pyarrow's OSError text is long ("Error writing bytes to file. Detail: ..."): use errno.
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return OutputWriteError(
-        f"cannot write {path}: {reason}; the rows written so far are kept: free some space "
-        "(or fix the cause) and rerun the same command to resume"
-    )
 
 
 def _dumps(row: dict[str, Any]) -> bytes:

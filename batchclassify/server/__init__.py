@@ -34,7 +34,6 @@ requests' query keys and header names, never the API key itself; ``GET /_stats``
 
 from __future__ import annotations
 
-from .app import create_app
 from .config import ServerConfig, flag_message
 from .faults import (
     Fault,
@@ -45,6 +44,7 @@ from .faults import (
     longtail_latency,
 )
 from .model import CLASSES, MODELS
+from .routes import create_app
 from .running import (
     BackgroundServer,
     ListenError,

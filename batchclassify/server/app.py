@@ -1,4 +1,5 @@
-"""The aiohttp application: routes, the inference handler, request checks and fault application."""
+"""The server's state and handlers: the legacy inference route, request checks, faults applied
+(``routes.py`` puts them, and ``v1.py``'s, on one aiohttp application)."""
 
 from __future__ import annotations
 
@@ -406,45 +407,3 @@ def decode_base64(body: bytes) -> bytes:
         return binascii.a2b_base64(body)  # lenient: line breaks and the like, as servers do
     except (binascii.Error, ValueError):
         raise bad_image("the body is not valid base64") from None
-
-
-STATE_KEY = web.AppKey("batchclassify_server_state", ServerState)
-
-
-@web.middleware
-async def _json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Count routes, and give aiohttp's own errors (404, 405) ``{"message"}`` bodies."""
-    state = request.app[STATE_KEY]
-    route = request.match_info.route.name or "unmatched"
-    state.stats.routes[route] += 1
-    try:
-        return await handler(request)
-    except ApiError as error:
-        return error.response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return json_response(
-            exc.status,
-            {"message": MESSAGES[404] if exc.status == 404 else exc.reason},
-            {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")},
-        )
-
-
-def create_app(config: ServerConfig) -> web.Application:
-    """The aiohttp application, for embedding or for ``aiohttp.test_utils``."""
-    state = ServerState(config)
-    app = web.Application(middlewares=[_json_errors], client_max_size=config.max_body_bytes)
-    app[STATE_KEY] = state
-    app.router.add_get("/", state.info, name="info")
-    app.router.add_get("/info", state.info, name="info-alias")
-    app.router.add_get("/_stats", state.stats_route, name="stats")
-    app.router.add_get("/_files/{name:.+}", state.files, name="files")
-    from .v1 import V1Routes  # here: v1 builds on this module
-
-    V1Routes(state).add_to(app.router)  # before the legacy route, which would match them too
-    app.router.add_post("/{slug}/{version}", state.infer, name="infer")
-    app.on_cleanup.append(state.close)
-    return app

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .app import STATE_KEY, create_app
 from .config import ServerConfig
 from .faults import Fault, Faults, FaultSpec, as_fault, image_key
+from .routes import STATE_KEY, create_app
 from .stats import ServerStats
 
 _T = TypeVar("_T")

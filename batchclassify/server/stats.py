@@ -50,7 +50,6 @@ class ServerStats:
     @property
     def last(self) -> RequestRecord:
         return self.recent[-1]
-        self.cpu_start = time.process_time()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for ``GET /_stats``: the counters and the last 20 requests."""

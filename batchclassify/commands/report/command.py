@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,6 @@ DEFAULT_LOW = 0.5
 DEFAULT_PER_CLASS = 24
 API_DEFAULT_THRESHOLD = 0.4
 """The hosted API's confidence threshold when a job set none (multi-label yes/no line)."""
-
-GENERATOR = "batchclassify report"
-"""Marks a page as ours: an existing --html file without it is never overwritten."""
 
 _EPILOG = """\
 examples:
@@ -92,24 +88,9 @@ def _check_flags(args: argparse.Namespace) -> None:
     if args.per_class < 0:
         raise UsageError(f"--per-class {args.per_class}: give 0 or more")
     if args.html is not None:
-        _check_html_target(args.html, args.output)
+        from .html import check_page_target  # here: a text report never loads the page's code
 
-
-def _check_html_target(html: Path, output: Path) -> None:
-    """Never write the page over the output, a folder, or a file that is not our report."""
-    if html.resolve() == output.resolve() or html.is_dir():
-        raise UsageError(f"--html {html}: name a new .html file (this is the output or a folder)")
-    if html.exists():
-        try:
-            with open(html, "rb") as handle:
-                head = handle.read(2048)
-        except OSError as exc:
-            raise UsageError(f"--html {html}: cannot read it ({exc.strerror})") from None
-        if GENERATOR.encode() not in head:
-            raise UsageError(
-                f"--html {html}: exists and is not a batchclassify report; "
-                "remove it or choose another name"
-            )
+        check_page_target(args.html, args.output)
 
 
 def _check_by(stats: ReportStats, output: Path) -> None:
@@ -117,17 +98,6 @@ def _check_by(stats: ReportStats, output: Path) -> None:
         return
     columns = ", ".join(sorted(stats.extra_columns)) or "none (items came from a folder)"
     raise UsageError(f"--by {stats.by}: no such column in {output}; metadata columns: {columns}")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, so a reader never sees half a page."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise UsageError(f"--html {path}: cannot write it ({exc.strerror})") from None
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -148,12 +118,12 @@ def command_report(args: argparse.Namespace) -> int:
     sys.stdout.write(render_text(stats, facts))
     if args.html is None:
         return ExitCode.OK
-    from .html import gallery_thumbnails, render_html
+    from .html import gallery_thumbnails, render_html, write_page
 
     base = output.resolve().parent
     thumbs = gallery_thumbnails(stats, base=base)
     page = render_html(stats, facts, base=base, thumbs=thumbs)
-    write_atomically(args.html, page)
+    write_page(args.html, page)
     size = len(page.encode("utf-8")) / 1e6
     print(printable(f"wrote {args.html} ({size:.1f} MB)"), file=sys.stderr)
     if thumbs and not any(thumbs.values()):

@@ -6,20 +6,24 @@ their own URLs; no script runs. Its size is bounded by the number of classes, no
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+from ...errors import UsageError
 from ...output.reading import image_file
 from . import charts
 from .advice import advice
-from .command import GENERATOR
 from .facts import JobFacts
 from .gallery import ReviewItem
 from .stats import FAILED, NO_CLASS, QUANTILE_METHOD, ReportStats, coarse
 from .style import CSS
 from .text import by_values, duration, settings_line, share
 from .thumbnails import make_thumbnails
+
+GENERATOR = "batchclassify report"
+"""Marks a page as ours: an existing --html file without it is never overwritten."""
 
 MAX_BARS = 60
 MAX_CARDS = 600
@@ -339,3 +343,31 @@ def render_html(
         f"<footer>Made by batchclassify report on {now} from {escape(facts.output)}.</footer>"
         "</main></body></html>\n"
     )
+
+
+def check_page_target(html: Path, output: Path) -> None:
+    """Never write the page over the output, a folder, or a file that is not our report."""
+    if html.resolve() == output.resolve() or html.is_dir():
+        raise UsageError(f"--html {html}: name a new .html file (this is the output or a folder)")
+    if html.exists():
+        try:
+            with open(html, "rb") as handle:
+                head = handle.read(2048)
+        except OSError as exc:
+            raise UsageError(f"--html {html}: cannot read it ({exc.strerror})") from None
+        if GENERATOR.encode() not in head:
+            raise UsageError(
+                f"--html {html}: exists and is not a batchclassify report; "
+                "remove it or choose another name"
+            )
+
+
+def write_page(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, so a reader never sees half a page."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise UsageError(f"--html {path}: cannot write it ({exc.strerror})") from None
