@@ -389,6 +389,11 @@ class Watched:
         if on_overdue is not None:
             self.on_overdue = on_overdue
 
+    @property
+    def task(self) -> asyncio.Task[object] | None:
+        """The task sending the request, while it is under way."""
+        return self._task
+
     def overdue(self) -> bool:
         """Past the stuck-request deadline: ``True`` once handled (no more calls)."""
         return self.on_overdue is None or self.on_overdue()
