@@ -210,8 +210,6 @@ class Classifier:
         while True:
             await health.wait_until_available()
             decision = attempts.next_request()
-            if isinstance(decision, GiveUp):  # a verdict that waited for evidence
-                return _failed(item, decision.error, attempts.requests, attempts.last_started)
             if isinstance(decision, StopJob):
                 # Down past max_outage (or never reached): this image is left as a row that
                 # says so; a rerun of the failed rows sends it again.

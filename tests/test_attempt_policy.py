@@ -116,13 +116,13 @@ def test_no_give_up_while_other_items_fail_too_and_nothing_was_answered() -> Non
     assert isinstance(_fail(other, _connection(), clock), Wait)
     # Budget spent, but the API may be going down for everyone: keep waiting.
     assert isinstance(_fail(mine, _connection(), clock), Wait)
-    assert mine.verdict_due is not None
-    # A request sent after this item's first failure is answered, after its latest request
-    # went out: the API works for others. The verdict comes before any further request.
+    assert isinstance(_fail(mine, _connection(), clock), Wait)
+    # A request sent after this item's first failure is answered, and an answer came after
+    # its latest request went out: the API works for others.
     policy.health.success(started=clock.now - 0.05)
-    decision = mine.next_request()
-    assert isinstance(decision, GiveUp) and decision.requests == 2 == mine.requests
-    assert decision.message == "cannot connect to api: refused (gave up after 2 requests)"
+    decision = _fail(mine, _connection(), clock)
+    assert isinstance(decision, GiveUp) and decision.requests == 4 == mine.requests
+    assert decision.message == "cannot connect to api: refused (gave up after 4 requests)"
 
 
 def _outage(policy: AttemptPolicy, clock: FakeClock) -> tuple[Attempts, Attempts]:
@@ -171,13 +171,13 @@ def test_an_outages_first_seconds_cost_no_item_its_retries() -> None:
     assert isinstance(_fail(other, _connection(), clock), Wait)
     clock.now += 1
     # Budget spent (3 failures), but nothing answered since its latest request went out
-    # and another item fails too: no verdict yet.
+    # and another item fails too: it is sent again, not given up on.
     assert isinstance(_fail(mine, _connection(), clock), Wait)
-    assert mine.verdict_due is not None
-    clock.now += 4
+    clock.now += 1
+    assert isinstance(_fail(mine, _connection(), clock), Wait)
+    clock.now += 3
     assert isinstance(_fail(other, _connection(), clock), Wait)
     assert health.is_down  # declared: its lead-in (from the latest answer) is counted back
-    assert isinstance(mine.next_request(), Send) and mine.verdict_due is None
     for _ in range(5):  # probes during the outage
         assert isinstance(_fail(mine, _connection(), clock), Wait)
         clock.now += 2
@@ -187,7 +187,7 @@ def test_an_outages_first_seconds_cost_no_item_its_retries() -> None:
     assert isinstance(_fail(mine, _server_error(), clock), Wait)
     health.success(started=clock.now)
     decision = _fail(mine, _server_error(), clock)
-    assert isinstance(decision, GiveUp) and decision.requests == 10
+    assert isinstance(decision, GiveUp) and decision.requests == 11
 
 
 def test_the_time_budget_gives_up_before_the_attempts_run_out() -> None:

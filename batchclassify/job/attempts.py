@@ -8,9 +8,8 @@ The rule, in one place:
   that count, or ``--max-retry-time`` seconds since it was taken up), and only while the API
   works for others (``HealthMonitor.others_fine_since``): when other items fail too and
   nothing has been answered since this one's latest request went out, an outage may be
-  starting, and the verdict waits: it is given before the item's next request
-  (``next_request``), by which time either answers came (the item gives up, with no further
-  request) or the outage was declared (its failures are counted back, below);
+  starting: the item is sent again, and judged again at its next failure, by which time
+  either answers came or the outage was declared (its failures are counted back, below);
 * failures during an outage do not count against the budget, nor those of its lead-in (the
   seconds of nothing but failures before it was declared, ``HealthMonitor.in_outage``):
   they are judged after the fact, so an outage's first seconds cost no image its retries;
@@ -120,12 +119,11 @@ class Attempts:
     __slots__ = (
         "_failures",
         "_first_failure",
+        "_last_started",
         "_policy",
         "_taken_up",
         "item_id",
-        "last_started",
         "requests",
-        "verdict_due",
     )
 
     def __init__(self, policy: AttemptPolicy, item_id: str) -> None:
@@ -138,29 +136,19 @@ class Attempts:
         self._failures: list[float] | None = None
         self.requests = 0
         """Requests sent for the item so far (the row's ``attempts``)."""
-        self.last_started = 0.0
-        """When the latest request was sent (clock time)."""
-        self.verdict_due: RetryableError | None = None
-        """The budget was spent with no sign yet that the API works for others: the last
-        failure, judged again before the next request (``next_request``)."""
+        self._last_started = 0.0  # when the latest request was sent
 
-    def next_request(self) -> Send | GiveUp | StopJob:
-        """Asked after waiting for the API and a rate slot: send, give up (a verdict that
-        was due: answers came meanwhile, no outage took the failures back), or stop."""
+    def next_request(self) -> Send | StopJob:
+        """Asked after waiting for the API and a rate slot: send, or stop the job."""
         health = self._policy.health
         if health.gave_up:
             return StopJob(health.stop_error())
-        error = self.verdict_due
-        if error is not None:
-            self.verdict_due = None
-            if self._gives_up():
-                return GiveUp(error, self.requests)
         return SEND
 
     def sending(self) -> float:
         """A request goes out now: count it and return its start (clock time)."""
         self.requests += 1
-        started = self.last_started = self._policy.clock()
+        started = self._last_started = self._policy.clock()
         return started
 
     def failed(self, error: RetryableError, started: float) -> Wait | GiveUp:
@@ -176,10 +164,8 @@ class Attempts:
             if self._failures is None:
                 self._failures = []
             self._failures.append(now)
-        if self._spent():
-            if self._gives_up():
-                return GiveUp(error, self.requests)
-            self.verdict_due = error  # no sign yet that the API works: judged later
+        if self._gives_up():
+            return GiveUp(error, self.requests)
         delay = error.retry_after
         if delay is None:
             delay = policy.backoff.delay(max(self._counted(), 1))
@@ -193,7 +179,7 @@ class Attempts:
         return (
             self._spent()
             and not health.is_down
-            and health.others_fine_since(self.item_id, self._first_failure, self.last_started)
+            and health.others_fine_since(self.item_id, self._first_failure, self._last_started)
         )
 
     def _counted(self) -> int:

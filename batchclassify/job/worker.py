@@ -185,11 +185,8 @@ class Workers:
                 await self._wait_for_turn()
             if stop.requested:
                 return None
-            # calm: an answer came and nothing failed since (no verdict due either)
-            if not health.calm or attempts.verdict_due is not None:
+            if not health.calm:  # calm: an answer came and nothing failed since
                 decision = attempts.next_request()
-                if isinstance(decision, GiveUp):
-                    return self._given_up(item, decision, attempts.last_started)
                 if decision is not SEND:
                     assert isinstance(decision, StopJob)
                     self._fail(decision.error)
@@ -200,7 +197,10 @@ class Workers:
             except RetryableError as error:
                 after = attempts.failed(error, started)
                 if isinstance(after, GiveUp):
-                    return self._given_up(item, after, started)
+                    row = self._error_row(
+                        item, after.error, started, attempts.requests, message=after.message
+                    )
+                    return GivenUp(row, str(error))
                 if not await self._retry_after(after.seconds):
                     return None
                 continue
@@ -209,12 +209,6 @@ class Workers:
                 rate.on_answer(started)  # a 4xx about the image: the server saw the request
                 return self._error_row(item, error, started, attempts.requests)
             return self._answered(item, encoded, prediction, started, attempts.requests, race)
-
-    def _given_up(self, item: Item, verdict: GiveUp, started: float) -> GivenUp:
-        """The row of an item out of retries, its latest request sent at ``started``."""
-        error = verdict.error
-        row = self._error_row(item, error, started, verdict.requests, message=verdict.message)
-        return GivenUp(row, str(error))  # counted under its error, not its count of requests
 
     async def _read(self, item: Item, path: str) -> EncodedImage | None:
         """The item's file, read and encoded; ``None``: recorded as an error row (a file that
