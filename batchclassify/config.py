@@ -18,6 +18,8 @@ DEFAULT_API_URL = "https://classify.roboflow.com"
 DEFAULT_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 #: Hosted v2 rejects bodies over 20 MB; base64 grows a file by 4/3, so the cap is on the encoding.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: Seconds for a connection to be accepted, unless half the request timeout is less.
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[1-9][0-9]*$")
 
@@ -164,8 +166,9 @@ class HttpConfig:
     concurrency: int = 32
     timeout: float = 60.0
     """Total seconds for one request, connect included."""
-    connect_timeout: float = 10.0
-    """At most this, and at most ``timeout``, for the connection (the CLI takes the smaller)."""
+    connect_timeout: float | None = None
+    """Seconds for the connection to be accepted; ``None``: ``DEFAULT_CONNECT_TIMEOUT``, or
+    half of ``timeout`` if that is less. Requests use ``connect_seconds``."""
     stall_after: float | None = None
     """Watchdog: seconds with requests in flight and none completing before they are cancelled
     and retried; ``None`` means three times ``timeout``."""
@@ -183,7 +186,8 @@ class HttpConfig:
         _require(self.api_key_in in ("query", "header"), "http.api_key_in", "use query or header")
         _require(1 <= self.concurrency <= 4096, "http.concurrency", "must be between 1 and 4096")
         _require(_positive(self.timeout), "http.timeout", "must be a positive number of seconds")
-        _require(_positive(self.connect_timeout), "http.connect_timeout", "must be positive")
+        if self.connect_timeout is not None:
+            _require(_positive(self.connect_timeout), "http.connect_timeout", "must be positive")
         if self.stall_after is not None:
             _require(_positive(self.stall_after), "http.stall_after", "must be positive")
 
@@ -198,6 +202,16 @@ class HttpConfig:
         bases = [url.rstrip("/") for url in self.api_urls]
         for url in bases:
             _require(bases.count(url) == 1, "http.api_urls", f"{url!r} is given more than once")
+
+    @property
+    def connect_seconds(self) -> float:
+        """The connect timeout requests use: under the request's own ``timeout`` (half of
+        it by default), so a connection never accepted (a wrong address, a firewall) is told
+        from a slow answer, and a job that never reached its API stops in seconds
+        (``health.py``) for the library, ``run``, ``plan`` and ``--processes`` children alike."""
+        if self.connect_timeout is None:
+            return min(DEFAULT_CONNECT_TIMEOUT, self.timeout / 2)
+        return min(self.connect_timeout, self.timeout)
 
     @property
     def servers(self) -> tuple[str, ...]:

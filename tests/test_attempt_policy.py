@@ -117,10 +117,12 @@ def test_no_give_up_while_other_items_fail_too_and_nothing_was_answered() -> Non
     # Budget spent, but the API may be going down for everyone: keep waiting.
     assert isinstance(_fail(mine, _connection(), clock), Wait)
     assert isinstance(_fail(mine, _connection(), clock), Wait)
-    # A request sent after this item's first failure is answered: the API works for others.
+    # A request sent after this item's first failure is answered, and an answer came after
+    # its latest request went out: the API works for others.
     policy.health.success(started=clock.now - 0.05)
     decision = _fail(mine, _connection(), clock)
-    assert isinstance(decision, GiveUp) and decision.requests == 4
+    assert isinstance(decision, GiveUp) and decision.requests == 4 == mine.requests
+    assert decision.message == "cannot connect to api: refused (gave up after 4 requests)"
 
 
 def _outage(policy: AttemptPolicy, clock: FakeClock) -> tuple[Attempts, Attempts]:
@@ -136,17 +138,56 @@ def _outage(policy: AttemptPolicy, clock: FakeClock) -> tuple[Attempts, Attempts
     return mine, other
 
 
-def test_attempts_during_an_outage_do_not_count() -> None:
+def test_attempts_during_an_outage_and_before_it_was_declared_do_not_count() -> None:
     clock = FakeClock()
     policy = _policy(clock, attempts=2)
     mine, _ = _outage(policy, clock)
     for _ in range(20):  # probes failing during the outage: none counts
         assert isinstance(_fail(mine, _connection(), clock), Wait)
+    clock.now += 1
     policy.health.success()  # the API is back
     assert not policy.health.is_down
-    # Two attempts counted before the outage; the next failure alone is past the budget.
+    # The two failures before the outage was declared were its lead-in: counted back too.
+    # Its whole budget is left: two failures of its own, after the outage, to give up.
+    clock.now += 1
+    assert isinstance(_fail(mine, _server_error(), clock), Wait)
     decision = _fail(mine, _server_error(), clock)
-    assert isinstance(decision, GiveUp) and decision.requests == 23
+    assert isinstance(decision, GiveUp) and decision.requests == 24
+
+
+def test_an_outages_first_seconds_cost_no_item_its_retries() -> None:
+    """Issue 19: a server failing now and then, then down. An item that failed once on its
+    own, then spent its budget in the seconds before the outage was declared, neither gives
+    up then nor afterwards: those failures were the outage's, judged after the fact."""
+    clock = FakeClock()
+    policy = _policy(clock, attempts=3)
+    health = policy.health
+    mine, other = policy.start("a.jpg"), policy.start("b.jpg")
+    assert isinstance(_fail(mine, _server_error(), clock), Wait)  # its own failure: counts
+    clock.now += 1
+    health.success(started=clock.now - 0.1)  # others are answered
+    clock.now += 0.5  # the API goes down: only failures from here on
+    assert isinstance(_fail(mine, _connection(), clock), Wait)
+    assert isinstance(_fail(other, _connection(), clock), Wait)
+    clock.now += 1
+    # Budget spent (3 failures), but nothing answered since its latest request went out
+    # and another item fails too: it is sent again, not given up on.
+    assert isinstance(_fail(mine, _connection(), clock), Wait)
+    clock.now += 1
+    assert isinstance(_fail(mine, _connection(), clock), Wait)
+    clock.now += 3
+    assert isinstance(_fail(other, _connection(), clock), Wait)
+    assert health.is_down  # declared: its lead-in (from the latest answer) is counted back
+    for _ in range(5):  # probes during the outage
+        assert isinstance(_fail(mine, _connection(), clock), Wait)
+        clock.now += 2
+    health.success()  # back
+    clock.now += 1
+    # One failure of its own before the outage; two more allowed, the third gives up.
+    assert isinstance(_fail(mine, _server_error(), clock), Wait)
+    health.success(started=clock.now)
+    decision = _fail(mine, _server_error(), clock)
+    assert isinstance(decision, GiveUp) and decision.requests == 11
 
 
 def test_the_time_budget_gives_up_before_the_attempts_run_out() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import anyio
 import orjson
-import pytest
 from yarl import URL
 
 from batchclassify import HttpConfig, JobConfig, OutageConfig, classify
@@ -121,26 +120,89 @@ def test_an_out_server_is_probed_on_a_growing_interval_and_put_back_when_it_answ
     pool.pick()
     pool.failed(a, _refused())
     clock.now += 0.5
-    assert pool.pick() is b  # probe not due yet
+    assert pool.check() == []  # probe not due yet
     clock.now += 0.6
-    assert pool.pick() is a  # the probe
-    assert pool.pick() is b  # one probe at a time
-    assert pool.failed(a, _refused()) is True
+    assert pool.check() == [a]  # the probe, sent by the fleet itself
+    assert pool.check() == []  # one probe at a time
+    # No user's image goes to a server that is out, probe due or not.
+    assert {pool.pick() for _ in range(5)} == {b}
+    pool.probed(a, "cannot connect: refused")
     waits = []
     for _ in range(4):  # the interval doubles, up to probe_max
         started = clock.now
-        while pool.pick() is not a:
+        while pool.check() != [a]:
             clock.now += 0.25
         waits.append(clock.now - started)
-        pool.failed(a, _refused())
+        pool.probed(a, "cannot connect: refused")
     assert waits == [2.0, 4.0, 8.0, 8.0]
+    assert a.requests == 1 and a.failures == 1  # probes are not user requests
     clock.now += 8
-    assert pool.pick() is a
-    pool.answered(a, clock.now - 0.05, ok=True)
+    assert pool.check() == [a]
+    pool.probed(a, None)
     assert not a.is_out and notes[-1] == "server 10.0.0.0:9001 answers again: back in"
     snapshot = pool.snapshot()[0]
-    assert snapshot["state"] == "in" and snapshot["ok"] == 1 and snapshot["times_out"] == 1
-    assert snapshot["latency_ms_mean"] == pytest.approx(50.0)
+    assert snapshot["state"] == "in" and snapshot["ok"] == 0 and snapshot["times_out"] == 1
+    assert pool.pick() is a  # back in: it gets requests again
+
+
+def _silent_pool(count: int, clock: FakeClock, deadline: float | None = 0.5) -> ServerPool:
+    return ServerPool(
+        [Server(f"http://10.0.0.{n}:9001", NoTransport()) for n in range(count)],
+        silent_after=lambda: 5.0,
+        suspect_after=lambda: deadline,
+        clock=clock,
+    )
+
+
+def test_a_server_silent_past_the_deadline_gets_no_requests_and_its_own_are_routed_around() -> None:
+    clock = FakeClock()
+    pool = _silent_pool(2, clock)
+    a, b = pool.servers
+    assert pool.pick() is a and pool.pick() is b and pool.pick() is a  # a hangs: 2 in flight
+    pool.answered(b, clock.now, ok=True)
+    clock.now += 0.4  # under the deadline: a straggler's time, not yet the server's fault
+    assert pool.pick() is b
+    pool.answered(b, clock.now, ok=True)
+    assert not pool.routed_around(a) and not a.silent
+    clock.now += 0.2  # a: nothing answered for 0.6 s while b answers
+    assert pool.routed_around(a) and a.silent and not a.is_out
+    assert not pool.routed_around(b)
+    assert {pool.pick() for _ in range(5)} == {b}  # new requests go to b alone
+    # Not out yet: that takes silent_after (5 s); then its requests are routed around too.
+    clock.now += 5
+    pool.answered(b, clock.now, ok=True)
+    assert pool.check() == [] and a.is_out
+    assert pool.routed_around(a)
+    # Its answer (a slow batch, say) ends the silence.
+    pool.answered(a, clock.now - 6, ok=True)
+    assert not a.silent and not a.is_out
+
+
+def test_one_slow_request_is_a_straggler_not_a_silent_server() -> None:
+    clock = FakeClock()
+    pool = _silent_pool(2, clock)
+    a, b = pool.servers
+    assert pool.pick() is a  # one request, slow
+    for _ in range(10):
+        clock.now += 0.2
+        assert pool.pick() is b
+        pool.answered(b, clock.now, ok=True)
+    assert not pool.routed_around(a)  # the hedging's budget decides for a straggler
+
+
+def test_silence_is_not_judged_before_the_deadline_is_known_nor_when_all_are_silent() -> None:
+    clock = FakeClock()
+    unknown = _silent_pool(2, clock, deadline=None)
+    a, _ = unknown.servers
+    unknown.pick(), unknown.pick(), unknown.pick()
+    clock.now += 3
+    assert not unknown.routed_around(a)
+    pool = _silent_pool(2, clock)
+    a, b = pool.servers
+    for _ in range(4):
+        pool.pick()  # two each, none answered
+    clock.now += 3
+    assert not pool.routed_around(a) and not pool.routed_around(b)
 
 
 def test_with_every_server_out_a_failure_counts_as_usual() -> None:

@@ -105,7 +105,7 @@ class AiohttpTransport:
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
         )
-        timeout = aiohttp.ClientTimeout(total=config.timeout, sock_connect=config.connect_timeout)
+        timeout = aiohttp.ClientTimeout(total=config.timeout, sock_connect=config.connect_seconds)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
@@ -130,7 +130,7 @@ class AiohttpTransport:
             # job stops soon (health.py) rather than sitting out --max-outage.
             error = RetryableError(
                 f"cannot connect to {self._host}: the connection was not accepted within "
-                f"{self._config.connect_timeout:g} s (a firewall, or a wrong address or port?)",
+                f"{self._config.connect_seconds:g} s (a firewall, or a wrong address or port?)",
                 kind=ErrorType.CONNECTION,
             )
             error.unreachable = True

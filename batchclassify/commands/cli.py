@@ -388,9 +388,6 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
             api_key_in=args.api_key_in,
             concurrency=args.concurrency,
             timeout=args.timeout,
-            # Under the request's own timeout, so a connection never accepted is told
-            # from a slow answer (a wrong address stops a new job: health.py).
-            connect_timeout=min(HttpConfig.connect_timeout, args.timeout / 2),
         ),
         retry=RetryConfig(retries=args.retries),
         rate=RateConfig(requests_per_second=args.rate_limit),

@@ -7,11 +7,14 @@ The rule, in one place:
 * an item gives up, with an error row, once its budget is spent (``--retries`` + 1 attempts
   that count, or ``RetryConfig.max_elapsed`` seconds since it was taken up: 10 minutes by
   default, no flag), and only while the API works for others
-  (``HealthMonitor.others_fine_since``): when other items fail too and nothing sent since
-  this one first failed was answered, an outage is starting, and the item waits it out
-  instead of becoming an error row;
-* attempts made while the API is down (an outage) and 429 answers do not count against the
-  budget: neither says anything about the item;
+  (``HealthMonitor.others_fine_since``): when other items fail too and nothing has been
+  answered since this one's latest request went out, an outage may be starting: the item is
+  sent again, and judged again at its next failure, by which time
+  either answers came or the outage was declared (its failures are counted back, below);
+* failures during an outage do not count against the budget, nor those of its lead-in (the
+  seconds of nothing but failures before it was declared, ``HealthMonitor.in_outage``):
+  they are judged after the fact, so an outage's first seconds cost no image its retries;
+  nor do 429 answers: neither says anything about the item;
 * with several servers (``fleet.py``), a failure on a server that is then taken out while
   another is in (``RetryableError.server_out``) is the server's: the item is retried at once,
   on another server, and the attempt does not count;
@@ -112,18 +115,29 @@ class AttemptPolicy:
 
 
 class Attempts:
-    """One item's requests: how many were sent, how many count, since when it fails."""
+    """One item's requests: how many were sent, which failures count, since when it fails."""
 
-    __slots__ = ("_counted", "_first_failure", "_policy", "_taken_up", "item_id", "requests")
+    __slots__ = (
+        "_failures",
+        "_first_failure",
+        "_last_started",
+        "_policy",
+        "_taken_up",
+        "item_id",
+        "requests",
+    )
 
     def __init__(self, policy: AttemptPolicy, item_id: str) -> None:
         self._policy = policy
         self.item_id = item_id
         self._taken_up = policy.clock()
         self._first_failure: float | None = None
-        self._counted = 0  # requests that count against the budget
+        # When each failure that may count came (clock time); judged again at each count,
+        # since an outage declared later takes its lead-in's failures back.
+        self._failures: list[float] | None = None
         self.requests = 0
         """Requests sent for the item so far (the row's ``attempts``)."""
+        self._last_started = 0.0  # when the latest request was sent
 
     def next_request(self) -> Send | StopJob:
         """Asked after waiting for the API and a rate slot: send, or stop the job."""
@@ -135,37 +149,52 @@ class Attempts:
     def sending(self) -> float:
         """A request goes out now: count it and return its start (clock time)."""
         self.requests += 1
-        return self._policy.clock()
+        started = self._last_started = self._policy.clock()
+        return started
 
     def failed(self, error: RetryableError, started: float) -> Wait | GiveUp:
         """The request sent at ``started`` failed with ``error``: wait and retry, or give up."""
         policy = self._policy
-        health = policy.health
+        now = policy.clock()
         if self._first_failure is None:
-            self._first_failure = policy.clock()
+            self._first_failure = now
         policy.note_failure(error, self.item_id, started)
-        if error.server_out and policy.clock() - self._taken_up < policy.retry.max_elapsed:
+        if error.server_out and now - self._taken_up < policy.retry.max_elapsed:
             return Wait(0.0)  # the server's failure: at once, elsewhere, not counted
-        if error.http_status != 429 and not health.is_down:
-            self._counted += 1
-        # Give up only while the API works for others: if other items fail too and nothing
-        # sent since this one first failed was answered, an outage is starting.
-        if (
-            self._spent()
-            and not health.is_down
-            and health.others_fine_since(self.item_id, self._first_failure)
-        ):
+        if error.http_status != 429:
+            if self._failures is None:
+                self._failures = []
+            self._failures.append(now)
+        if self._gives_up():
             return GiveUp(error, self.requests)
         delay = error.retry_after
         if delay is None:
-            delay = policy.backoff.delay(max(self._counted, 1))
+            delay = policy.backoff.delay(max(self._counted(), 1))
         return Wait(delay)
+
+    def _gives_up(self) -> bool:
+        """Budget spent, and the API works for others (if other items fail too and nothing
+        was answered since this one's latest request went out, an outage may be starting)."""
+        health = self._policy.health
+        assert self._first_failure is not None
+        return (
+            self._spent()
+            and not health.is_down
+            and health.others_fine_since(self.item_id, self._first_failure, self._last_started)
+        )
+
+    def _counted(self) -> int:
+        """Failures that count: not 429s, nor in an outage or its lead-in."""
+        if self._failures is None:
+            return 0
+        in_outage = self._policy.health.in_outage
+        return sum(1 for moment in self._failures if not in_outage(moment))
 
     def _spent(self) -> bool:
         """The budget: attempts that count, and time since the item was taken up."""
         retry = self._policy.retry
         return (
-            self._counted >= retry.attempts
+            self._counted() >= retry.attempts
             or self._policy.clock() - self._taken_up >= retry.max_elapsed
         )
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -73,6 +74,9 @@ class HealthMonitor:
         self._answered_started = -1e18  # start of the latest request the server answered
         self._latest_failures: dict[object, float] = {}  # the two items that failed last
         self._down_since: float | None = None
+        # Declared outages, from their lead-in (the latest answer before only failures came)
+        # to their end (None: still down): failures in them say nothing about an item.
+        self._outages: deque[list[float | None]] = deque(maxlen=16)
         self._probe_interval = probe_initial
         self._next_probe = 0.0
         self._probing = False
@@ -84,16 +88,33 @@ class HealthMonitor:
     def is_down(self) -> bool:
         return self._down_since is not None
 
-    def others_fine_since(self, item: object, moment: float) -> bool:
-        """Whether the API works for others: a request that started after ``moment`` was
-        answered, or no item but ``item`` has failed since the latest answered request was
-        sent. (Answers to requests sent earlier prove little: they may have been on their way
-        as the API went down.)"""
+    def others_fine_since(
+        self, item: object, moment: float, last_sent: float | None = None
+    ) -> bool:
+        """Whether the API works for others: no item but ``item`` has failed since the
+        latest answered request was sent; or a request that started after ``moment`` was
+        answered *and* an answer came after ``last_sent`` (the item's latest request went
+        out; default ``moment``), so the API answers now, not only before an outage began.
+        (Answers to requests
+        sent earlier prove little: they may have been on their way as the API went down.)"""
         if self._unreachable_since is not None:
             return False  # never reached at all: no evidence that anything works
         answered = self._answered_started
         others = (t for key, t in self._latest_failures.items() if key != item)
-        return answered >= moment or max(others, default=-1e18) <= answered
+        if max(others, default=-1e18) <= answered:
+            return True  # it fails alone
+        since = moment if last_sent is None else last_sent
+        return answered >= moment and self._last_success >= since
+
+    def in_outage(self, moment: float) -> bool:
+        """Whether a failure at ``moment`` (clock time) belongs to a declared outage, its
+        lead-in included: the seconds of failures before it was declared count as the
+        outage's, not as the item's (judged after the fact)."""
+        for start, end in self._outages:
+            assert start is not None
+            if start <= moment and (end is None or moment <= end):
+                return True
+        return False
 
     @property
     def gave_up(self) -> bool:
@@ -146,6 +167,7 @@ class HealthMonitor:
         self._probing = False
         if self._down_since is not None:
             self._down_since = None
+            self._outages[-1][1] = now
             self._probe_interval = self._probe_initial
             self._notify(None)
             if self._recovered is not None:
@@ -182,6 +204,7 @@ class HealthMonitor:
             and now - self._last_success >= self._outage_after
         ):
             self._down_since = now
+            self._outages.append([self._last_success, None])
             self._next_probe = now + self._probe_interval
             self._announce(now)
 
@@ -365,6 +388,11 @@ class Watched:
         self.started = started
         if on_overdue is not None:
             self.on_overdue = on_overdue
+
+    @property
+    def task(self) -> asyncio.Task[object] | None:
+        """The task sending the request, while it is under way."""
+        return self._task
 
     def overdue(self) -> bool:
         """Past the stuck-request deadline: ``True`` once handled (no more calls)."""

@@ -16,7 +16,10 @@ Now a request without an answer goes through two steps, both learned from recent
 A copy is a paid request, so copies come out of a budget: each request sent earns
 ``budget_ratio`` of a copy, so copies stay under that share of the requests, plus a small
 allowance at the start. Past the budget, a stuck request waits until the requests sent since
-have earned it a copy, or for its ``--timeout`` as before.
+have earned it a copy, or for its ``--timeout`` as before. The budget is for the rare
+straggler of a working server: with several servers, a request stuck on one that is out or
+has gone silent while the others answer (``fleet.py``) is sent again elsewhere outside it
+(``copy_for_server``), or one hung server would spend it all in its first seconds.
 
 A request answered by a copy has no latency, only a lower bound (the deadline). Leaving it out
 would lower the quantile, hence the deadline, hence call more requests stuck, spiralling down;
@@ -70,7 +73,9 @@ class HedgePolicy:
         self._slow_after: float | None = None
         self._credit = self.budget_initial
         self.copies = 0
-        """Copies sent so far."""
+        """Copies sent so far (both kinds)."""
+        self.server_copies = 0
+        """Of which, copies of requests stuck on a server out or silent: not from the budget."""
         self.refused = 0
         """Stuck requests that got no copy because the budget was spent."""
 
@@ -124,6 +129,12 @@ class HedgePolicy:
         """A request (not a copy) went out: it earns a share of a copy."""
         credit = self._credit + self.budget_ratio
         self._credit = credit if credit < self._cap else self._cap
+
+    def copy_for_server(self) -> None:
+        """A copy of a request stuck on a server that is out or silent (``fleet.py``): the
+        server's failure, not a straggler's, so it is not taken from the budget."""
+        self.copies += 1
+        self.server_copies += 1
 
     def try_copy(self, *, first_try: bool = True) -> bool:
         """Spend one copy from the budget, if there is one. ``first_try=False`` for a stuck

@@ -265,6 +265,7 @@ class Job:
             )
         if isinstance(self._transport, FleetTransport):
             self._fleet = self._transport
+            self._workers.sender.server_failing = self._fleet.routed_around
         return self._transport
 
     def _api_url(self) -> Any:
@@ -299,6 +300,8 @@ class Job:
                 group.start_soon(self._flush_periodically)
                 group.start_soon(self._watchdog.run)
                 group.start_soon(self._tick_periodically)
+                if self._fleet is not None:
+                    group.start_soon(self._fleet.watch)  # silent servers out, probes
                 work = anyio.Event()  # set by the producer: its first item, or the walk's end
                 group.start_soon(self._count, work)
                 async with anyio.create_task_group() as workers:

@@ -4,13 +4,17 @@
 (``hedging.py``) the watchdog calls ``Sender._overdue``: a spare worker takes the slow
 worker's place (the request no longer counts against ``--concurrency``); past the deadline,
 counted from the latest request sent for the item, and if the budget allows, a copy goes out
-as a task in the worker group; the first answer wins. A request the
+as a task in the worker group; the first answer wins. With several servers (``fleet.py``), a
+request on a server that is out or silent while others answer (``server_failing``) is
+copied to another server once it is slow, without waiting for the deadline and outside the
+budget: the server failed, not the request. A request the
 watchdog cuts (``RequestCut``) is either the loser of that race, which takes the copy's
 answer, or stalled, which is a timeout the worker retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine
@@ -69,7 +73,7 @@ class Race(Watched):
         self.items_in = items_in
 
     def overdue(self) -> bool:
-        return self.sender._overdue(self)
+        return self.sender._overdue(self, self)
 
 
 class Sender:
@@ -102,6 +106,9 @@ class Sender:
         """The worker group, while workers run: copies and spares are started in it."""
         self.spares = 0
         """Spare workers standing in for ones whose request is stuck."""
+        self.server_failing: Callable[[asyncio.Task[Any] | None], bool] = lambda _task: False
+        """Whether the request a task is sending is on a server that is out or silent while
+        another answers (``FleetTransport.routed_around``; the job sets it for a fleet)."""
         self._stuck = 0
 
     async def send(
@@ -142,10 +149,12 @@ class Sender:
             race.end()
             self._settle(race)
 
-    def _overdue(self, race: Race) -> bool:
-        """Called by the watchdog, for the original and each copy, once past ``slow_after``
-        and again on each check while it returns ``False``: frees the worker's place, then,
-        past the deadline, sends a copy if the budget allows (``hedging.py``)."""
+    def _overdue(self, race: Race, request: Watched) -> bool:
+        """Called by the watchdog, for the original and each copy (``request``), once past
+        ``slow_after`` and again on each check while it returns ``False``: frees the
+        worker's place, then sends a copy: at once if ``request`` is on a server that is out
+        or silent (outside the budget), else past the deadline if the budget allows
+        (``hedging.py``)."""
         group = self.group
         if race.done or self._stopping() or group is None:
             return True
@@ -156,15 +165,21 @@ class Sender:
             self.spares += 1
             race.items_in.join()
             group.start_soon(self._start_spare, race.items_in, race.client, race.spare)
+        if race.copies >= HedgePolicy.max_copies:
+            return True
         deadline = self._hedge.deadline
-        if race.copies >= HedgePolicy.max_copies or deadline is None:
-            return race.copies >= HedgePolicy.max_copies
-        if self._clock() - race.last_sent < deadline:
+        server_failed = self.server_failing(request.task)
+        if not server_failed and (deadline is None or self._clock() - race.last_sent < deadline):
             return False
         if not race.stuck:
             race.stuck = True
             self._stuck += 1
-        if self._policy.health.is_down or not self._hedge.try_copy(first_try=not race.refused):
+        hedge = self._hedge
+        if self._policy.health.is_down:
+            return False
+        if server_failed:
+            hedge.copy_for_server()
+        elif not hedge.try_copy(first_try=not race.refused):
             if not race.refused:
                 race.refused = True
                 self._notify(
@@ -176,10 +191,16 @@ class Sender:
         race.copies += 1
         race.last_sent = self._clock()
         group.start_soon(self._send_copy, race)
-        self._notify(
-            f"{self._stuck} request(s) with no answer after {deadline:.1f} s: sent again "
-            f"({self._hedge.copies:,} so far)"
-        )
+        if server_failed:
+            self._notify(
+                f"request(s) stuck on a server that is out or not answering: sent to another "
+                f"({hedge.server_copies:,} so far)"
+            )
+        else:
+            self._notify(
+                f"{self._stuck} request(s) with no answer after {deadline:.1f} s: sent again "
+                f"({hedge.copies - hedge.server_copies:,} so far)"
+            )
         return True
 
     async def _send_copy(self, race: Race) -> None:
@@ -195,7 +216,8 @@ class Sender:
             if rate.try_acquire() > 0:
                 await rate.acquire()
             started = self._clock()
-            watched = self._watchdog.watch(started, partial(self._overdue, race))
+            watched = self._watchdog.watch(started)
+            watched.on_overdue = partial(self._overdue, race, watched)
             answer: Prediction | Exception
             try:
                 async with watched:
