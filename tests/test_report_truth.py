@@ -9,6 +9,7 @@ reads it (the folder a file was put in, the manifest's column, the one-hot file)
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from sklearn.metrics import (
     classification_report,
     confusion_matrix,
     hamming_loss,
+    precision_score,
     top_k_accuracy_score,
 )
 from sklearn.preprocessing import MultiLabelBinarizer
@@ -320,3 +322,60 @@ def test_missing_truth_file_is_a_one_line_usage_error(tmp_path: Path, cli: Cli) 
     result = cli("report", output, "--truth", tmp_path / "nope.csv")
     assert result.code == 2
     assert "--truth" in result.err and "nope.csv: no such file" in result.err
+
+
+def test_thresholds_reach_the_target_precision_and_export_applies_them(
+    tmp_path: Path, make_server: Callable[..., BackgroundServer], cli: Cli
+) -> None:
+    server = make_server()
+    source = labelled_folder(tmp_path / "dataset")
+    output = tmp_path / "out.jsonl"
+    rows = run_job(cli, server, output, source, "colors/1")
+    thresholds_file = tmp_path / "thresholds.json"
+
+    result = cli(
+        "report", output, "--truth", "folder", "--target-precision", "0.9",
+        "--write-thresholds", thresholds_file,
+    )  # fmt: skip
+
+    assert result.code == 0, result.err
+    written = json.loads(thresholds_file.read_text())
+    assert written["target_precision"] == 0.9
+    thresholds = written["thresholds"]
+    answered = {row["top"] for row in rows if row["top"]}
+    assert set(thresholds) == answered
+    strict = 0
+    for name, threshold in thresholds.items():
+        mine = [row for row in rows if row["top"] == name]
+        truth = [Path(row["path"]).parent.name == name for row in mine]
+        if threshold is None:  # no cut reaches it: every cut at an answer's confidence fails
+            for cut in {row["confidence"] for row in mine}:
+                kept = [t for t, row in zip(truth, mine, strict=True) if row["confidence"] >= cut]
+                assert precision_score(kept, [True] * len(kept), zero_division=0) < 0.9
+            continue
+        kept = [t for t, row in zip(truth, mine, strict=True) if row["confidence"] >= threshold]
+        assert kept, name
+        assert precision_score(kept, [True] * len(kept)) >= 0.9, name
+        strict += len(kept) < len(mine)
+    assert strict, "no class needed a threshold above its lowest answer: the test proves little"
+
+    export = tmp_path / "export.csv"
+    done = cli("export", output, "--to", "csv", export, "--thresholds", thresholds_file)
+    assert done.code == 0, done.err
+    with open(export, newline="") as handle:
+        review = {line["id"]: line["needs_review"] == "1" for line in csv.DictReader(handle)}
+    for row in rows:
+        threshold = thresholds.get(row["top"], 0.0)
+        expected = threshold is None or row["confidence"] < threshold
+        assert review[row["id"]] == expected, row
+    assert "below its class's threshold" in done.out
+
+
+def test_export_refuses_a_thresholds_file_that_is_not_one(tmp_path: Path, cli: Cli) -> None:
+    output = tmp_path / "out.jsonl"
+    output.write_text("")
+    bad = tmp_path / "t.json"
+    bad.write_text('{"thresholds": {"red": 7}}')
+    result = cli("export", output, "--to", "csv", tmp_path / "x.csv", "--thresholds", bad)
+    assert result.code == 2
+    assert "--thresholds" in result.err and "'red': 7 is not a number in 0..1" in result.err
