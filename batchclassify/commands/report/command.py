@@ -165,7 +165,12 @@ def command_report(args: argparse.Namespace) -> int:
 
     base = output.resolve().parent
     thumbs = gallery_thumbnails(stats, base=base)
-    page = render_html(stats, facts, base=base, thumbs=thumbs)
+    first = []
+    if evaluation is not None and figures is not None:
+        from .truthhtml import truth_sections
+
+        first = truth_sections(figures, evaluation.mistakes(), base)
+    page = render_html(stats, facts, base=base, thumbs=thumbs, first=first)
     write_atomically(args.html, page)
     size = len(page.encode("utf-8")) / 1e6
     print(printable(f"wrote {args.html} ({size:.1f} MB)"), file=sys.stderr)
