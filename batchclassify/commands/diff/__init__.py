@@ -13,6 +13,7 @@ from typing import Any
 
 from ...errors import UsageError
 from ...exit_codes import ExitCode
+from ...names import printable
 from ...output.reading import output_kind
 
 DEFAULT_GALLERY = 60
@@ -114,7 +115,7 @@ def render_text(figures: dict[str, Any], a: Path, b: Path) -> str:
             f"A right {outcomes['a_right']:,}, B right {outcomes['b_right']:,}, neither "
             f"{outcomes['neither']:,}, no truth {outcomes['no_truth']:,}",
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(printable, lines)) + "\n"
 
 
 def _pct(value: float | None) -> str:
@@ -149,5 +150,5 @@ def command_diff(args: argparse.Namespace) -> int:
 
         page = render_page(figures, found.flips(), args.a, args.b, base=args.b.resolve().parent)
         write_atomically(args.html, page)
-        print(f"wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)", file=sys.stderr)
+        print(printable(f"wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)"), file=sys.stderr)
     return ExitCode.OK

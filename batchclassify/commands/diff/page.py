@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ...output.reading import image_file
 from ..report.command import GENERATOR
 from ..report.style import CSS
 from ..report.thumbnails import make_thumbnails
@@ -104,7 +105,7 @@ def _classes(figures: dict[str, Any]) -> str:
 
 
 def _flip_card(flip: Flip, thumbs: dict[str, str | None]) -> str:
-    uri = thumbs.get(flip.path) if flip.path is not None else None
+    uri = thumbs.get(flip.id)
     if uri:
         image = f'<img class="thumb" alt="" src="{uri}">'
     elif flip.url:
@@ -132,7 +133,9 @@ def _flip_card(flip: Flip, thumbs: dict[str, str | None]) -> str:
 def _gallery(flips: list[Flip], base: Path) -> str:
     if not flips:
         return ""
-    thumbs = make_thumbnails((f.path for f in flips if f.path is not None), base)
+    thumbs = make_thumbnails(
+        (f.id, found) for f in flips if (found := image_file(f.id, f.path, base=base)) is not None
+    )
     cards = "".join(_flip_card(flip, thumbs) for flip in flips)
     lede = "The flips both sides were surest of (A's confidence plus B's), surest first."
     return (

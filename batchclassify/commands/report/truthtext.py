@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...names import printable
+
 MAX_MATRIX_CLASSES = 12
 """Confusion-matrix columns shown in a terminal; the rest are in ``--json``."""
 CELL = 6
@@ -148,4 +150,4 @@ def render_truth_text(figures: dict[str, Any]) -> str:
     if figures["scored"]:
         lines += _table(figures) + _matrix(figures) + _calibration(figures)
         lines += _thresholds(figures)
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(printable, lines)) + "\n"
