@@ -350,6 +350,7 @@ COMMAND_MODULES = {
     "plan": "batchclassify.commands.plan",
     "cache": "batchclassify.commands.cache",
     "merge": "batchclassify.commands.merge",
+    "diff": "batchclassify.commands.diff",
 }
 
 

@@ -14,14 +14,19 @@ from collections.abc import Iterable, Sequence
 
 
 class IdIndex:
-    """Maps id -> tag (1..255). Tag 0 means absent."""
+    """Maps id -> tag (1..255; with ``wide``, 1..2³²-1). Tag 0 means absent.
 
-    def __init__(self, capacity: int = 1 << 12) -> None:
+    ``wide`` tags (4 bytes a slot) let a tag number a row or a label set (``report --truth``,
+    ``diff``) instead of holding a small code.
+    """
+
+    def __init__(self, capacity: int = 1 << 12, *, wide: bool = False) -> None:
         size = 1
         while size < capacity:
             size <<= 1
+        self._wide = wide
         self._keys = array("q", [0]) * size
-        self._tags = bytearray(size)
+        self._tags = self._new_tags(size)
         self._mask = size - 1
         self._count = 0
 
@@ -30,7 +35,11 @@ class IdIndex:
 
     @property
     def nbytes(self) -> int:
-        return self._keys.itemsize * len(self._keys) + len(self._tags)
+        tag_bytes = 4 if self._wide else 1
+        return self._keys.itemsize * len(self._keys) + tag_bytes * len(self._tags)
+
+    def _new_tags(self, size: int) -> bytearray | array[int]:
+        return array("I", [0]) * size if self._wide else bytearray(size)
 
     # get, set and set_all inline the key and the probe (no calls): they run once per row of
     # a resume scan and once per item of the walk, a million times on a big job. The key is
@@ -116,7 +125,7 @@ class IdIndex:
         old_keys, old_tags = self._keys, self._tags
         size = size or len(old_keys) * 2
         keys = array("q", [0]) * size
-        tags = bytearray(size)
+        tags = self._new_tags(size)
         mask = size - 1
         # The probe inlined, as in set: a growth rehashes every id so far.
         for slot, key in enumerate(old_keys):

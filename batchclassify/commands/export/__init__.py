@@ -14,6 +14,7 @@ from typing import Any
 
 from ...exit_codes import ExitCode
 from ...names import printable
+from ..thresholds import read_thresholds
 from .options import FORMATS, MODES, ExportOptions, parse_splits
 from .run import ExportResult, describe, nothing_exported, run_export
 
@@ -81,6 +82,15 @@ def register(commands: Any) -> None:
         "mapping file set needs_review=1",
     )
     parser.add_argument(
+        "--thresholds",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="per-class thresholds written by report --write-thresholds: an image whose class "
+        "(any of its labels, multi-label) is below its class's threshold needs review, as "
+        "below --min-confidence",
+    )
+    parser.add_argument(
         "--mode",
         choices=MODES,
         default="symlink",
@@ -119,6 +129,7 @@ def _command(args: argparse.Namespace) -> int:
         splits=parse_splits(args.split),
         seed=args.seed,
         min_confidence=args.min_confidence,
+        thresholds=None if args.thresholds is None else read_thresholds(args.thresholds),
         mode=args.mode,
         overwrite=args.overwrite,
         formula_guard=args.formula_guard,

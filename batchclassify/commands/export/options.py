@@ -11,6 +11,7 @@ from pathlib import Path
 import xxhash
 
 from ...errors import UsageError
+from ..thresholds import Thresholds
 
 FORMATS = ("folders", "roboflow-multilabel", "label-studio", "csv")
 MODES = ("symlink", "hardlink", "copy")
@@ -29,6 +30,9 @@ class ExportOptions:
     splits: tuple[tuple[str, float], ...] = (("train", 1.0),)
     seed: str = "0"
     min_confidence: float | None = None
+    thresholds: Thresholds | None = None
+    """Per-class thresholds (``report --write-thresholds``): an answer below its class's needs
+    review."""
     mode: str = "symlink"
     overwrite: bool = False
     formula_guard: bool = True

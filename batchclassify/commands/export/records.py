@@ -14,6 +14,7 @@ from typing import Any
 from ...models import ROW_FIELDS
 from ...output.idindex import IdIndex
 from ...output.reading import iter_latest_rows, iter_rows, read_job_settings
+from ..thresholds import sure
 from .files import FileNames
 from .options import ExportOptions, content_key, split_of
 
@@ -70,6 +71,7 @@ def make_record(row: dict[str, Any], options: ExportOptions, splits: Splits) -> 
         top is None
         or not classes
         or (threshold is not None and (confidence is None or confidence < threshold))
+        or (options.thresholds is not None and not _sure(row, classes, options.thresholds))
     )
     return Record(
         id=row["id"],
@@ -83,6 +85,15 @@ def make_record(row: dict[str, Any], options: ExportOptions, splits: Splits) -> 
         review=review,
         row=row,
     )
+
+
+def _sure(row: dict[str, Any], classes: list[str], thresholds: dict[str, float | None]) -> bool:
+    """Every label the row holds passes its class's threshold (single-label: the top
+    confidence; multi-label: each label's own score)."""
+    if not row.get("multilabel"):
+        return sure(classes[0], row.get("confidence"), thresholds)
+    scores = {p.get("class"): p.get("confidence") for p in row.get("predictions") or ()}
+    return all(sure(label, scores.get(label), thresholds) for label in classes)
 
 
 class Splits:

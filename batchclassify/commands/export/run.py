@@ -227,6 +227,7 @@ def describe(options: ExportOptions, result: ExportResult) -> list[str]:
             "roboflow-multilabel": f"flagged needs_review=1 in {MAPPING}",
         }[options.to]
         below = "" if options.min_confidence is None else f" or below {options.min_confidence:g}"
+        below += "" if options.thresholds is None else " or below its class's threshold"
         lines.append(f"{result.review:,} to review (no class{below}): {where}")
     for old, new in result.renamed_classes.items():
         lines.append(f"class {old!r} written as {new!r} ({options.to} cannot hold it as is)")

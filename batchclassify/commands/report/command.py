@@ -11,6 +11,7 @@ from ...errors import UsageError
 from ...exit_codes import ExitCode
 from ...names import printable
 from ...output.reading import check_output, iter_latest_rows, read_job_settings
+from . import evaluate
 from .facts import job_facts
 from .stats import ReportStats, collect
 from .text import render_text
@@ -25,6 +26,7 @@ examples:
   batchclassify report results.jsonl
   batchclassify report results.parquet --html report.html
   batchclassify report results.jsonl --html report.html --by split --low-confidence 0.7
+  batchclassify report results.jsonl --truth folder --write-thresholds thresholds.json
 
 Works on a finished output and on one a job is still writing (or left when killed); it
 only reads. Thumbnails are embedded (local files, at most 160 px); URL items are shown by
@@ -71,6 +73,7 @@ def register(commands: Any) -> None:
         metavar="COLUMN",
         help="break the class distribution down by this metadata column (e.g. split)",
     )
+    evaluate.add_flags(parser)
     parser.set_defaults(handler=command_report)
 
 
@@ -106,8 +109,9 @@ def command_report(args: argparse.Namespace) -> int:
     check_output(output)  # a clear error for a missing or foreign output, before anything
     _check_flags(args)
     settings = read_job_settings(output)
+    evaluation = evaluate.start(args)
     stats = collect(
-        iter_latest_rows(output),
+        evaluate.tap(iter_latest_rows(output), evaluation),
         low=args.low_confidence,
         per_class=args.per_class if args.html is not None else 0,
         threshold=threshold_of(settings),
@@ -115,14 +119,28 @@ def command_report(args: argparse.Namespace) -> int:
     )
     _check_by(stats, output)
     facts = job_facts(output)
-    sys.stdout.write(render_text(stats, facts))
+    figures = None if evaluation is None else evaluate.finish(evaluation, args)
+    if args.json:
+        data = evaluate.report_figures(stats, facts)
+        sys.stdout.write(evaluate.dumps(data if figures is None else dict(data, metrics=figures)))
+    else:
+        sys.stdout.write(render_text(stats, facts))
+        if figures is not None:
+            from .truthtext import render_truth_text
+
+            sys.stdout.write(render_truth_text(figures))
     if args.html is None:
         return ExitCode.OK
     from .html import gallery_thumbnails, render_html, write_page
 
     base = output.resolve().parent
     thumbs = gallery_thumbnails(stats, base=base)
-    page = render_html(stats, facts, base=base, thumbs=thumbs)
+    first = []
+    if evaluation is not None and figures is not None:
+        from .truthhtml import truth_sections
+
+        first = truth_sections(figures, evaluation.mistakes(), base)
+    page = render_html(stats, facts, base=base, thumbs=thumbs, first=first)
     write_page(args.html, page)
     size = len(page.encode("utf-8")) / 1e6
     print(printable(f"wrote {args.html} ({size:.1f} MB)"), file=sys.stderr)

@@ -7,6 +7,7 @@ their own URLs; no script runs. Its size is bounded by the number of classes, no
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -307,8 +308,9 @@ def _errors(stats: ReportStats) -> str:
     return _section("errors", "Failures", table, f"{stats.failed:,} images failed.")
 
 
-def _nav(stats: ReportStats) -> str:
-    links = [("classes", "Classes"), ("confidence", "Confidence")]
+def _nav(stats: ReportStats, first: Sequence[tuple[str, str, str]] = ()) -> str:
+    links = [(anchor, title) for anchor, title, _ in first]
+    links += [("classes", "Classes"), ("confidence", "Confidence")]
     links += [("labels", "Labels together")] if stats.multilabel else []
     links += [("by", f"By {stats.by}")] if stats.by and stats.by_counts else []
     links += [("review", "Review")] if stats.gallery.labels() else []
@@ -322,11 +324,14 @@ def render_html(
     *,
     base: Path,
     thumbs: dict[str, str | None] | None = None,
+    first: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     """The whole page. ``base``: where relative image paths are tried when not found here;
-    ``thumbs``: the gallery's thumbnails, if ``gallery_thumbnails`` already made them."""
+    ``thumbs``: the gallery's thumbnails, if ``gallery_thumbnails`` already made them;
+    ``first``: sections (anchor, title, HTML) shown before the rest (``report --truth``'s)."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    sections = [_classes(stats), _confidence(stats), _cooccurrence(stats), _by(stats)]
+    sections = [body for _, _, body in first]
+    sections += [_classes(stats), _confidence(stats), _cooccurrence(stats), _by(stats)]
     if stats.gallery.labels():
         if thumbs is None:
             thumbs = gallery_thumbnails(stats, base=base)
@@ -339,7 +344,7 @@ def render_html(
         f'<meta name="generator" content="{GENERATOR}">'
         f"<title>Report · {escape(Path(facts.output).name)}</title>"
         f"<style>{CSS}</style></head><body><main>"
-        f"{_header(facts)}{_facts(stats, facts)}{_nav(stats)}{''.join(sections)}"
+        f"{_header(facts)}{_facts(stats, facts)}{_nav(stats, first)}{''.join(sections)}"
         f"<footer>Made by batchclassify report on {now} from {escape(facts.output)}.</footer>"
         "</main></body></html>\n"
     )
