@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 from .errors import UsageError
 from .shards import Shard
 
-DEFAULT_API_URL = "https://classify.roboflow.com"
+#: Roboflow's serverless v2 endpoint, which its docs name the default (docs/cost.md: "Which
+#: endpoint"); the legacy hosted v1 (https://classify.roboflow.com) is ``--api-url`` away.
+DEFAULT_API_URL = "https://serverless.roboflow.com"
 DEFAULT_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 #: Hosted v2 rejects bodies over 20 MB; base64 grows a file by 4/3, so the cap is on the encoding.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024

@@ -153,7 +153,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         action="append",
         default=None,
         help=f"base URL of the API (default {HttpConfig.api_url}); e.g. "
-        "https://serverless.roboflow.com, http://localhost:9001 for a self-hosted server, or "
+        "https://classify.roboflow.com for the legacy hosted v1 (the default until this release: "
+        "see docs/cost.md), http://localhost:9001 for a self-hosted server, or "
         "'local' for the embedded test server. Give it several times for several servers of "
         "one model: requests go to the least busy; a failing server is taken out, probed, "
         "and put back when it answers (--rate-limit stays one budget for the whole job)",
