@@ -281,3 +281,18 @@ def test_cache_hits_cost_nothing_under_a_cap(
     assert result.code == 0, result.err
     assert all(row["cached"] for row in read_rows(tmp_path / "two.jsonl"))
     assert server.stats.requests == 10
+
+
+def test_docs_show_the_billing_table_the_code_uses() -> None:
+    """docs/cost.md's table is ``cost.RULES``, row for row: the user reads the rules the
+    code prices by."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cost.md").read_text()
+    shown = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in page.splitlines()
+        if line.startswith("| `") and line.count("|") == 5
+    ]
+    assert shown == [
+        [f"`{rule.kind}`", rule.endpoint, rule.billed, rule.headers] for rule in RULES.values()
+    ]
+    assert "Roboflow's pricing docs (2026" in page
