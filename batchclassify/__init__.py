@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .errors import (
         ApiUnreachableError,
         BatchClassifyError,
+        BudgetReachedError,
+        CreditsExhaustedError,
         FatalApiError,
         JobStopped,
         OpenFilesError,
@@ -61,6 +63,8 @@ _HOMES = {
     "ErrorType": "error_types",
     "ApiUnreachableError": "errors",
     "BatchClassifyError": "errors",
+    "BudgetReachedError": "errors",
+    "CreditsExhaustedError": "errors",
     "FatalApiError": "errors",
     "JobStopped": "errors",
     "OpenFilesError": "errors",
@@ -99,6 +103,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "ApiUnreachableError",
     "BatchClassifyError",
+    "BudgetReachedError",
+    "CreditsExhaustedError",
     "ErrorType",
     "ExitCode",
     "FatalApiError",

@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 from .errors import UsageError
 from .shards import Shard
 
-DEFAULT_API_URL = "https://classify.roboflow.com"
+#: Roboflow's serverless v2 endpoint, which its docs name the default (docs/cost.md: "Which
+#: endpoint"); the legacy hosted v1 (https://classify.roboflow.com) is ``--api-url`` away.
+DEFAULT_API_URL = "https://serverless.roboflow.com"
 DEFAULT_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 #: Hosted v2 rejects bodies over 20 MB; base64 grows a file by 4/3, so the cap is on the encoding.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -265,6 +267,12 @@ class JobConfig:
     same time still share one request)."""
     shard: Shard | None = None
     """``--shard I/N``: only the items whose id hashes to shard I of N (``shards.py``)."""
+    max_credits: float | None = None
+    """``--max-credits``: this run starts no request that could take its spend past this
+    many credits (``job/budget.py``); ``None``: no cap."""
+    billing: str | None = None
+    """``--billing``: the billing rule requests are priced by (a ``cost.Billing`` value);
+    ``None``: the API URL's (``cost.rule_for_url``)."""
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
@@ -289,6 +297,8 @@ class JobConfig:
             max_failures: int | None = ...,
             cache: str | os.PathLike[str] | None = ...,
             shard: Shard | None = ...,
+            max_credits: float | None = ...,
+            billing: str | None = ...,
             http: HttpConfig = ...,
             retry: RetryConfig = ...,
             rate: RateConfig = ...,
@@ -332,6 +342,20 @@ class JobConfig:
             "overwrite",
             "contradicts retry_failed (which resumes): pick one",
         )
+        if self.max_credits is not None:
+            _require(
+                math.isfinite(self.max_credits) and self.max_credits >= 0,
+                "max_credits",
+                "must be a number of credits, 0 or more",
+            )
+        if self.billing is not None:
+            from .cost import Billing
+
+            _require(
+                self.billing in set(Billing),
+                "billing",
+                f"{self.billing!r} is not one of {', '.join(Billing)}",
+            )
         if self.output_format is None:
             object.__setattr__(self, "output_format", _format_from_suffix(self.output))
         _require(

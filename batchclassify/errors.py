@@ -6,6 +6,8 @@
     │   └── OutputWriteError      writing failed mid-job (disk full); also a JobStopped (exit 3)
     ├── JobStopped                stopped early; the rows so far are kept, rerun resumes (exit 3)
     │   ├── FatalApiError         the API refused the job: 401/402/403/404/423/507
+    │   │   └── CreditsExhaustedError  402: not enough credits (a cap or an empty balance)
+    │   ├── BudgetReachedError    ``--max-credits`` would be passed: stopped like Ctrl-C
     │   ├── ApiUnreachableError   the API was never reached: unknown host, connection refused
     │   ├── OutageTimeoutError    the API stayed unavailable for ``max_outage``
     │   ├── TooManyFailuresError  ``max_failures`` items failed
@@ -43,6 +45,10 @@ class StopCause(StrEnum):
     OPEN_FILES = "open_files"
     OUTPUT_WRITE = "output_write"
     INTERRUPTED = "interrupted"
+    CREDITS = "credits"
+    """The API answered 402: the workspace's credit cap or balance is used up."""
+    BUDGET = "budget"
+    """``--max-credits``: the next request could have taken this run's spend past it."""
 
 
 class BatchClassifyError(Exception):
@@ -93,6 +99,26 @@ class FatalApiError(JobStopped):
     def __init__(self, message: str, *, http_status: int | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
+
+
+class CreditsExhaustedError(FatalApiError):
+    """The API answered 402 (``credit_cap_exceeded``, "Not enough credits"): the workspace's
+    credit cap or balance is used up. The message carries the server's own words."""
+
+    cause = StopCause.CREDITS
+
+
+class BudgetReachedError(JobStopped):
+    """``--max-credits``: no request may start that could take the run's spend past it. The
+    job stops as on Ctrl-C (requests in flight finish, every row is written); rerun with a
+    higher cap to go on."""
+
+    cause = StopCause.BUDGET
+
+    def __init__(self, message: str, *, spent: float, limit: float) -> None:
+        super().__init__(message)
+        self.spent = spent
+        self.limit = limit
 
 
 class ApiUnreachableError(JobStopped):

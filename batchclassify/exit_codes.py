@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from enum import IntEnum
 
 from .documented import documented_member
-from .errors import BatchClassifyError, OutputError, OutputWriteError, UsageError
+from .errors import (
+    BatchClassifyError,
+    JobStopped,
+    OutputError,
+    OutputWriteError,
+    StopCause,
+    UsageError,
+)
 
 
 class ExitCode(IntEnum):
@@ -35,10 +42,20 @@ class ExitCode(IntEnum):
         "(another job's, or one another job is writing); nothing was sent"
     )
     STOPPED = 3, (
-        "stopped early: the API refused the job (key, model, credits), could not be reached "
+        "stopped early: the API refused the job (key, model, paused), could not be reached "
         "at all (unknown host, refused), stayed down for --max-outage, --max-failures was "
         "reached, the disk is full, or a --processes process was killed; fix it, rerun to "
         "resume"
+    )
+    OUT_OF_CREDITS = 4, (
+        "stopped: the API answered 402, not enough credits (the workspace's credit cap or "
+        "balance; the message shows the server's words); every row so far is kept: add "
+        "credits or raise the cap in Roboflow, then rerun to resume"
+    )
+    BUDGET_REACHED = 5, (
+        "stopped at --max-credits: the next request could have taken this run's spend past "
+        "it; requests in flight finished and every row is kept: rerun with a higher "
+        "--max-credits to go on"
     )
     HANGUP = 129, (
         "stopped by SIGHUP (the terminal closed, an ssh connection dropped); rerun the same "
@@ -59,7 +76,15 @@ class ExitCode(IntEnum):
             return cls.STOPPED
         if isinstance(error, UsageError | OutputError):
             return cls.USAGE
+        if isinstance(error, JobStopped):
+            return cls.for_stop(error.cause)
         return cls.STOPPED
+
+    @classmethod
+    def for_stop(cls, cause: StopCause) -> ExitCode:
+        """The code of a job stopped early by ``cause``: money has codes of its own (a script
+        can tell "add credits" from "fix something"), anything else is ``STOPPED``."""
+        return _BY_STOP_CAUSE.get(cause, cls.STOPPED)
 
     @classmethod
     def for_signal(cls, signum: int) -> ExitCode:
@@ -86,6 +111,10 @@ _BY_SIGNAL: dict[int, ExitCode] = {
 }
 if hasattr(signal, "SIGHUP"):  # not on Windows
     _BY_SIGNAL[signal.SIGHUP] = ExitCode.HANGUP
+_BY_STOP_CAUSE: dict[StopCause, ExitCode] = {
+    StopCause.CREDITS: ExitCode.OUT_OF_CREDITS,
+    StopCause.BUDGET: ExitCode.BUDGET_REACHED,
+}
 #: From the mildest to the worst: what ``ExitCode.worst`` ranks by.
 _SEVERITY = {
     ExitCode.OK: 0,
@@ -93,8 +122,10 @@ _SEVERITY = {
     ExitCode.HANGUP: 2,
     ExitCode.INTERRUPTED: 2,
     ExitCode.TERMINATED: 2,
-    ExitCode.USAGE: 3,
-    ExitCode.STOPPED: 4,
+    ExitCode.BUDGET_REACHED: 3,
+    ExitCode.USAGE: 4,
+    ExitCode.OUT_OF_CREDITS: 5,
+    ExitCode.STOPPED: 5,
 }
 
 

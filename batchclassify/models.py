@@ -107,6 +107,9 @@ class Prediction(NamedTuple):
     """The server's processing time (its ``X-Processing-Time`` header), if it said."""
     cold_start: bool | None = None
     """The server loaded the model for this request (``X-Model-Cold-Start``), if it said."""
+    credits: float | None = None
+    """What the request cost under the endpoint's billing rule (``cost.py``); ``None``: the
+    server reported no processing time for a rule that bills by it."""
 
 
 _new_tuple = tuple.__new__
@@ -135,13 +138,18 @@ def _by_confidence(prediction: dict[str, Any]) -> float:
 
 
 def parse_prediction(
-    body: Any, *, server_ms: float | None = None, cold_start: bool | None = None
+    body: Any,
+    *,
+    server_ms: float | None = None,
+    cold_start: bool | None = None,
+    credits: float | None = None,
 ) -> Prediction:
     """Normalise a classification answer; raise ``ItemError`` for a body of another shape.
 
     The shape of ``predictions`` tells the model kind: a list for single-label, an object keyed
     by class for multi-label. Every other field is optional, as servers differ. ``server_ms``
-    and ``cold_start``: what the answer's headers said it cost (``cost.py``).
+    and ``cold_start``: what the answer's headers said it cost; ``credits``: its price under
+    the endpoint's rule (``cost.py``).
 
     Runs once per answer: each check tries the type a JSON parser gives first.
     """
@@ -206,6 +214,7 @@ def parse_prediction(
             inference_id,
             server_ms,
             cold_start,
+            credits,
         ),
     )
 
@@ -288,7 +297,9 @@ def ok_row(
 ) -> dict[str, Any]:
     # One dict display, in ROW_FIELDS order (checked below): the row of every image.
     path = item.path
-    server_ms = prediction.server_ms
+    credits = prediction.credits
+    if credits is None and prediction.server_ms is not None:  # priced by no rule: serverless
+        credits = credits_for(prediction.server_ms)
     row = {
         "id": item.id,
         "path": None if path is None else as_text(path),
@@ -309,9 +320,9 @@ def ok_row(
         "elapsed_ms": round(elapsed_ms, 1),
         "cached": False,
         "cached_from": None,
-        "server_ms": server_ms,
+        "server_ms": prediction.server_ms,
         "cold_start": prediction.cold_start,
-        "credits": None if server_ms is None else credits_for(server_ms),
+        "credits": credits,
     }
     if item.metadata:
         _add_metadata(row, item.metadata)

@@ -150,7 +150,16 @@ class JobSummary:
     credits: float = 0.0
     """Credits the server's cost headers add up to (see ``cost.py``), over ``costed`` rows."""
     costed: int = 0
-    """Rows whose request the server reported a cost for."""
+    """Rows whose request has a cost under the billing rule (reported, or a fixed price)."""
+    uncosted: int = 0
+    """Answered requests whose cost could not be read (billed by time, no time reported)."""
+    billing: str | None = None
+    """The billing rule requests were priced by (a ``cost.Billing`` value)."""
+    max_credits: float | None = None
+    """``--max-credits``, if given."""
+    budget_spent: float | None = None
+    """With ``--max-credits``: what the budget counted as spent (``credits``, plus requests
+    whose cost could not be read, at their reckoning)."""
 
     @property
     def requests_saved(self) -> int:
@@ -183,7 +192,8 @@ class JobSummary:
         """The status the CLI exits with for this job: stopped, interrupted, nothing found,
         failed items, or ok, in that order of precedence."""
         if self.fatal is not None:
-            return ExitCode.STOPPED
+            cause = self.stop_cause
+            return ExitCode.STOPPED if cause is None else ExitCode.for_stop(cause)
         if self.interrupted:
             return ExitCode.INTERRUPTED
         if self.nothing_found:

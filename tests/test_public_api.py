@@ -71,7 +71,7 @@ def test_every_stop_a_caller_can_meet_is_exported() -> None:
         for cls in vars(errors).values()
         if isinstance(cls, type) and issubclass(cls, errors.JobStopped)
     ]
-    assert len(stops) == 7  # the base and each way a job stops
+    assert len(stops) == 9  # the base and each way a job stops
     for cls in stops:
         assert cls.__name__ in batchclassify.__all__
     causes = {cls.cause for cls in stops if cls is not errors.JobStopped}

@@ -22,9 +22,15 @@ import orjson
 from yarl import URL
 
 from ..config import HttpConfig
-from ..cost import read_cost_headers
+from ..cost import BillingRule, read_cost_headers, rule_for_url
 from ..error_types import ErrorType
-from ..errors import FatalApiError, ItemError, RateLimitedError, RetryableError
+from ..errors import (
+    CreditsExhaustedError,
+    FatalApiError,
+    ItemError,
+    RateLimitedError,
+    RetryableError,
+)
 from ..models import Prediction, parse_prediction
 from .redaction import redact
 from .retry import RETRYABLE_STATUSES, parse_retry_after
@@ -36,7 +42,6 @@ _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 _FATAL_HINTS = {
     401: "the API key was rejected: check --api-key or ROBOFLOW_API_KEY",
-    402: "the workspace is out of credits: add credits in Roboflow, then rerun to resume",
     403: "the API key was refused (403 Forbidden): check --api-key or ROBOFLOW_API_KEY "
     "and that the key belongs to the model's workspace",
     404: "model not found: check --model (SLUG/VERSION) and --api-url",
@@ -57,6 +62,24 @@ def _server_message(body: bytes) -> str:
     if text.lstrip().lower().startswith(("<!doctype", "<html")):
         return "an HTML page instead of JSON (a proxy or gateway error?)"
     return text or "empty body"
+
+
+def _credits_message(body: bytes) -> str:
+    """What a 402 says, in the server's words: its ``message`` and the code that tells a
+    credit cap from an empty balance (``error``/``error_type``/``code``), when it sends one."""
+    message = _server_message(body)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return message
+    if not isinstance(parsed, dict):
+        return message
+    codes = [
+        str(parsed[name])[:80]
+        for name in ("error", "error_type", "code")
+        if isinstance(parsed.get(name), str) and parsed[name] not in message
+    ]
+    return f"{message} [{', '.join(codes)}]" if codes else message
 
 
 class Response(NamedTuple):
@@ -182,8 +205,11 @@ class ClassificationClient:
         model: str,
         confidence: float | None,
         transport: Transport | None = None,
+        billing: BillingRule | None = None,
     ) -> None:
+        """``billing``: the rule each answer is priced by (default: the API URL's)."""
         self._config = config
+        self.billing = billing or rule_for_url(config.api_url)
         self._endpoint = f"{config.api_url.rstrip('/')}/{model}"
         # Named in messages: without a user:password@ part, which is a secret too.
         self._host = urlsplit(config.api_url).netloc.rpartition("@")[2]
@@ -244,9 +270,14 @@ class ClassificationClient:
                     kind=ErrorType.BAD_RESPONSE,
                     http_status=200,
                 ) from None
-            server_ms, cold_start = read_cost_headers(headers)  # what it spent (cost.py)
+            cost = read_cost_headers(headers)  # what it spent (cost.py)
             try:
-                return parse_prediction(parsed, server_ms=server_ms, cold_start=cold_start)
+                return parse_prediction(
+                    parsed,
+                    server_ms=cost.server_ms,
+                    cold_start=cost.cold_start,
+                    credits=self.billing.credits(cost),
+                )
             except ItemError as error:
                 error.http_status = 200
                 raise
@@ -264,6 +295,13 @@ class ClassificationClient:
                 kind=ErrorType.RATE_LIMITED if rate_limited else ErrorType.SERVER_ERROR,
                 http_status=status,
                 retry_after=parse_retry_after(retry_after, now=time.time),
+            )
+        if status == 402:
+            said = self.redact(_credits_message(payload))
+            return CreditsExhaustedError(
+                f"out of credits: the server answered 402: {said}; add credits or raise the "
+                "workspace's credit cap in Roboflow, then rerun to resume",
+                http_status=status,
             )
         if status in _FATAL_HINTS:
             return FatalApiError(

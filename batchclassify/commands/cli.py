@@ -26,6 +26,7 @@ from ..config import (
     RateConfig,
     RetryConfig,
 )
+from ..cost import Billing
 from ..errors import BatchClassifyError, UsageError
 from ..exit_codes import ExitCode, epilog_table
 from ..job.gctuning import prepare_job_process
@@ -33,6 +34,7 @@ from ..names import printable
 from ..shards import parse_shard, shard_output
 from ..version import __version__
 from .flags import cache_option, extensions_option
+from .notify import Notifier, add_notify_options
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
 # the other commands (status, report, serve...) start without them.
@@ -59,6 +61,8 @@ FIELD_FLAGS = {
     "retry.retries": "--retries",
     "rate.requests_per_second": "--rate-limit",
     "outage.max_outage": "--max-outage",
+    "max_credits": "--max-credits",
+    "billing": "--billing",
 }
 
 _EPILOG = (
@@ -156,7 +160,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         action="append",
         default=None,
         help=f"base URL of the API (default {HttpConfig.api_url}); e.g. "
-        "https://serverless.roboflow.com, http://localhost:9001 for a self-hosted server, or "
+        "https://classify.roboflow.com for the legacy hosted v1 (the default until this release: "
+        "see docs/cost.md), http://localhost:9001 for a self-hosted server, or "
         "'local' for the embedded test server. Give it several times for several servers of "
         "one model: requests go to the least busy; a failing server is taken out, probed, "
         "and put back when it answers (--rate-limit stays one budget for the whole job)",
@@ -251,6 +256,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default=JobConfig.jpeg_quality,
         help="for --max-size (default %(default)s)",
     )
+    money = run.add_argument_group("money (docs/cost.md)")
+    money.add_argument(
+        "--max-credits",
+        type=float,
+        default=JobConfig.max_credits,
+        metavar="X",
+        help="a hard cap on this run's spend: no request starts that could take it past X "
+        "credits (requests in flight count at the dearest recent cost); at the cap the job "
+        "stops as on Ctrl-C, every row written (exit 5): rerun with a higher --max-credits "
+        "to go on. Cache hits cost nothing",
+    )
+    money.add_argument(
+        "--billing",
+        choices=[str(kind) for kind in Billing if kind is not Billing.UPLOAD],
+        default=JobConfig.billing,
+        help="the billing rule to price requests by (default: the --api-url's: "
+        "serverless.roboflow.com is serverless, classify.roboflow.com hosted-v1, any other "
+        "server self-hosted)",
+    )
+    add_notify_options(money)
     inputs = run.add_argument_group("input and output")
     inputs.add_argument(
         "--extensions",
@@ -382,6 +407,8 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         retry_failed=args.retry_failed,
         max_failures=args.max_failures,
         cache=cache_option(args),
+        max_credits=args.max_credits,
+        billing=args.billing,
         http=HttpConfig(
             api_url=api_urls[0],
             api_urls=tuple(api_urls) if len(api_urls) > 1 else (),
@@ -402,10 +429,16 @@ def _command_run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise UsageError("--processes: must be at least 1")
     config = _job_config(args)
+    notifier = Notifier.from_args(args, api_key=config.http.api_key)
     if args.processes > 1:
         from .processes import run_processes
 
-        return run_processes(config, args.processes, quiet=args.quiet)
+        return run_processes(
+            config,
+            args.processes,
+            quiet=args.quiet,
+            on_end=lambda summary, code: _say_all(notifier.tell(summary, code)),
+        )
     import anyio
 
     from ..job.runner import Job
@@ -415,16 +448,33 @@ def _command_run(args: argparse.Namespace) -> int:
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
     prepare_job_process()  # this process runs one job (gctuning.py)
-    summary, signum = anyio.run(run_until_signalled, job)
+    try:
+        summary, signum = anyio.run(run_until_signalled, job)
+    except BatchClassifyError as error:  # e.g. the disk filled up: the job ended all the same
+        if notifier.wanted:
+            from ..summary import JobSummary
+
+            ended = JobSummary(output=config.output, fatal=str(error))
+            _say_all(notifier.tell(ended, ExitCode.for_error(error)))
+        raise
+    code = (
+        ExitCode.for_signal(signum)
+        if signum is not None and summary.fatal is None
+        else summary.exit_code
+    )
     if not args.quiet:
         summary_text = redact(format_summary(summary), config.http.api_key)
         print(printable(summary_text, keep_lines=True), file=sys.stderr)
     elif summary.fatal is not None:  # --quiet hides the summary, never why the job stopped
         fatal = redact(summary.fatal, config.http.api_key)
         print(printable(f"batchclassify: stopped: {fatal}"), file=sys.stderr)
-    if signum is not None and summary.fatal is None:
-        return ExitCode.for_signal(signum)
-    return summary.exit_code
+    _say_all(notifier.tell(summary, code))  # after the summary: a slow receiver hides nothing
+    return code
+
+
+def _say_all(lines: list[str]) -> None:
+    for line in lines:
+        print(printable(line), file=sys.stderr)
 
 
 def _command_serve(args: argparse.Namespace) -> int:

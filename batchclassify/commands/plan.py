@@ -24,8 +24,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from ..config import DEFAULT_EXTENSIONS, HttpConfig, JobConfig
-from ..cost import MIN_BILLED_MS, MS_PER_CREDIT
+from ..config import DEFAULT_API_URL, DEFAULT_EXTENSIONS, HttpConfig, JobConfig
+from ..cost import MIN_BILLED_MS, MS_PER_CREDIT, Billing, rule_for_url
 from ..errors import ItemError, UsageError
 from ..exit_codes import ExitCode
 from ..inputs.encoding import EncodedImage, read_and_encode
@@ -39,6 +39,7 @@ from ..output.resume import RECORDED_FAILED, RECORDED_OK, Screen, check_resumabl
 from ..shards import parse_shard, shard_output
 from ..summary import InputReport
 from .flags import cache_option, extensions_option
+from .planmoney import money, money_lines
 
 #: Roboflow's hosted API serves about this many requests per second ("up to 20").
 HOSTED_RATE = 20.0
@@ -73,11 +74,32 @@ class PlanReport:
     duplicate_content: int = 0
     """Identical images (same bytes sent) after the first: they share its request."""
     requests: int = 0
-    """Requests a run would make (retries aside)."""
+    """Requests a run would make (retries aside); without ``--cache``, at least."""
+    requests_max: int = 0
+    """Without ``--cache``, at most: identical images share a request only when in flight
+    together. With it, ``requests``."""
+    bytes_sent_max: int = 0
+    """``bytes_sent``'s upper end, as ``requests_max`` is ``requests``'."""
     cache: str | None = None
     rate_limit: float = HOSTED_RATE
     concurrency: int = HttpConfig.concurrency
     latency: float = DEFAULT_LATENCY
+    api_url: str = DEFAULT_API_URL
+    """Whose billing rule prices the requests (``cost.rule_for_url``), or ``billing``'s."""
+    billing: str | None = None
+    max_credits: float | None = None
+
+    def money(self) -> dict[str, Any]:
+        """Credits as a range under the endpoint's rule, and ``--max-credits``'s reach."""
+        return money(
+            rule_for_url(self.api_url, self.billing),
+            requests=self.requests,
+            requests_max=self.requests_max,
+            bytes_sent=self.bytes_sent,
+            bytes_sent_max=self.bytes_sent_max,
+            latency=self.latency,
+            max_credits=self.max_credits,
+        )
 
     @property
     def seconds(self) -> float:
@@ -94,6 +116,7 @@ class PlanReport:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 1)
         data["min_credits"] = round(self.min_credits, 6)
+        data.update(self.money())
         return data
 
 
@@ -155,23 +178,32 @@ class Planner:
         report.unsendable += len(items) - len(sendable)
         bodies = pool.map(self._encode, sendable)
         keys: list[bytes] = []
+        sizes: list[int] = []
         for item, encoded in zip(sendable, bodies, strict=True):
             if isinstance(encoded, ItemError):
                 report.unsendable += 1
                 continue
             if encoded is not None:
                 report.bytes_read += encoded.original_bytes
-                report.bytes_sent += len(encoded.body)
+            sizes.append(0 if encoded is None else len(encoded.body))
             keys.append(self._keys.for_item(item, None if encoded is None else encoded.body))
         cached = self.cache.contains(keys) if self.cache is not None else set()
-        for key in keys:
+        for key, size in zip(keys, sizes, strict=True):
             text = key.hex()
+            # "To upload" counts what would be sent: no cache hit, no identical image's copy
+            # (except, without a cache file, at most: see ``requests_max``).
             if key in cached:
                 report.in_cache += 1
             elif self._contents.set(text, 1):
                 report.duplicate_content += 1
+                if self.config.cache is None:  # a cache file (even a new one) makes it exact
+                    report.requests_max += 1
+                    report.bytes_sent_max += size
             else:
                 report.requests += 1
+                report.requests_max += 1
+                report.bytes_sent += size
+                report.bytes_sent_max += size
 
     def _encode(self, item: Item) -> EncodedImage | ItemError | None:
         if item.path is None:
@@ -251,6 +283,23 @@ def register(commands: Any) -> None:
         metavar="SECONDS",
         help=f"seconds per request for the estimate (default {DEFAULT_LATENCY:g})",
     )
+    parser.add_argument(
+        "--api-url",
+        default=DEFAULT_API_URL,
+        metavar="URL",
+        help=f"as for run: whose billing rule prices the requests (default {DEFAULT_API_URL})",
+    )
+    parser.add_argument(
+        "--billing",
+        choices=[str(kind) for kind in Billing if kind is not Billing.UPLOAD],
+        help="as for run: the billing rule (default: the --api-url's)",
+    )
+    parser.add_argument(
+        "--max-credits",
+        type=float,
+        metavar="X",
+        help="as for run: say how far a budget of X credits reaches",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     parser.set_defaults(handler=_command)
@@ -284,6 +333,9 @@ def _command(args: argparse.Namespace) -> int:
         rate_limit=args.rate_limit,
         concurrency=config.http.concurrency,
         latency=args.latency,
+        api_url=args.api_url,
+        billing=args.billing,
+        max_credits=args.max_credits,
     )
     # A plan writes nothing: a cache file that does not exist yet is an empty one.
     exists = config.cache is not None and config.cache.exists()
@@ -347,25 +399,31 @@ def format_plan(report: PlanReport) -> str:
     lines.extend(_skip_lines(report))
     lines.append(
         f"to read: {report.bytes_read / 2**20:,.1f} MiB; to upload: "
-        f"{report.bytes_sent / 2**20:,.1f} MiB"
+        + _span(report.bytes_sent / 2**20, report.bytes_sent_max / 2**20, "{:,.1f}")
+        + " MiB"
     )
-    lines.append(f"requests a run would make: {report.requests:,}")
+    lines.append(
+        f"requests a run would make: {_span(report.requests, report.requests_max, '{:,}')}"
+        + (
+            " (identical images share a request only when in flight together; "
+            "--cache makes it exact)"
+            if report.requests_max > report.requests
+            else ""
+        )
+    )
     throughput = min(report.rate_limit, report.concurrency / report.latency)
     lines.append(
         f"time at {throughput:,.1f} requests/s: {_duration(report.seconds)} (--rate-limit "
         f"{report.rate_limit:g}, --concurrency {report.concurrency} at {report.latency:g} s a "
         "request; retries aside)"
     )
-    lines.append(
-        f"cost on serverless billing: at least {report.min_credits:,.4f} credits "
-        "(100 ms a request minimum)"
-    )
-    if report.cache is None and report.duplicate_content:
-        lines.append(
-            "without --cache, identical images share a request only when in flight together: "
-            f"up to {report.duplicate_content:,} more requests"
-        )
+    lines.extend(money_lines(report.money(), latency=report.latency))
     return "\n".join(lines)
+
+
+def _span(low: float, high: float, form: str) -> str:
+    """``low``, or ``low to high`` when a plan cannot know which."""
+    return form.format(low) if high <= low else f"{form.format(low)} to {form.format(high)}"
 
 
 def _skip_lines(report: PlanReport) -> Iterator[str]:

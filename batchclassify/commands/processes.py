@@ -90,14 +90,23 @@ def shard_configs(config: JobConfig, layout: Layout) -> list[JobConfig]:
     rate = config.rate
     if rate.requests_per_second is not None:
         rate = replace(rate, requests_per_second=rate.requests_per_second / count)
+    # --max-credits too: each shard may spend its share, so the job as a whole cannot pass it.
+    cap = None if config.max_credits is None else config.max_credits / count
     return [
-        replace(config, shard=Shard(i, count), output=out, rate=rate)
+        replace(config, shard=Shard(i, count), output=out, rate=rate, max_credits=cap)
         for i, out in enumerate(layout.outputs)
     ]
 
 
-def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
-    """Run the job as ``processes`` shard children; returns the exit code."""
+def run_processes(
+    config: JobConfig,
+    processes: int,
+    *,
+    quiet: bool,
+    on_end: Callable[[JobSummary, int], None] | None = None,
+) -> int:
+    """Run the job as ``processes`` shard children; returns the exit code. ``on_end`` hears
+    the combined summary and the exit code (``--notify``)."""
     if STDIN in config.sources:
         raise UsageError(
             "--processes cannot share stdin (-) among its processes: save the list to a "
@@ -156,7 +165,9 @@ def run_processes(config: JobConfig, processes: int, *, quiet: bool) -> int:
     elif quiet and unfinished:  # --quiet hides the summary, never a shard that died
         _say(f"batchclassify: stopped: {redact(summary.fatal or '', config.http.api_key)}")
     if received and summary.fatal is None:
-        return ExitCode.for_signal(received[0])
+        code = ExitCode.for_signal(received[0])
+    if on_end is not None:
+        on_end(summary, code)
     return code
 
 
@@ -283,7 +294,7 @@ def _load(path: Path) -> JobSummary | None:
 
 _SUMMED = (
     "ok", "failed", "already_done", "previously_failed", "duplicates", "retries", "hedged",
-    "rate_limited", "found", "cache_hits", "shared", "costed",
+    "rate_limited", "found", "cache_hits", "shared", "costed", "uncosted",
 )  # fmt: skip
 
 
@@ -295,6 +306,10 @@ def combine(summaries: list[JobSummary], output: Path) -> JobSummary:
         for name in _SUMMED:
             setattr(total, name, getattr(total, name) + getattr(summary, name))
         total.credits += summary.credits
+        total.billing = total.billing or summary.billing
+        if summary.max_credits is not None:  # each shard's share, summed: the job's cap
+            total.max_credits = (total.max_credits or 0.0) + summary.max_credits
+            total.budget_spent = (total.budget_spent or 0.0) + (summary.budget_spent or 0.0)
         total.elapsed = max(total.elapsed, summary.elapsed)
         total.interrupted = total.interrupted or summary.interrupted
         total.started_over = total.started_over or summary.started_over

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TextIO
 
+from ..cost import cost_text
 from ..names import printable
 from ..summary import ItemCount, JobSummary
 
@@ -329,11 +330,16 @@ def _saving_lines(summary: JobSummary) -> list[str]:
     if saved and (summary.requests_saved or summary.costed):
         total = summary.requests_saved + summary.already_done
         lines.append(f"requests saved: {total:,} ({', '.join(saved)})")
-    if summary.costed:
-        lines.append(
-            f"cost: {summary.credits:,.4f} credits for {summary.costed:,} requests, as the "
-            "server reported them (max(processing time, 100 ms) / 500,000 ms each)"
+    lines.extend(
+        cost_text(
+            credits=summary.credits,
+            costed=summary.costed,
+            uncosted=summary.uncosted,
+            billing=summary.billing,
+            max_credits=summary.max_credits,
+            spent=summary.budget_spent,
         )
+    )
     return lines
 
 

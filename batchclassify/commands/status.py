@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ..cost import cost_text
 from ..errors import UsageError
 from ..exit_codes import ExitCode
 from ..names import printable
@@ -284,7 +285,7 @@ def format_status(status: dict[str, Any]) -> str:
         found = f"of {total:,}" if total is not None else f"of {so_far:,} found so far"
         done += f", {status['remaining']:,} remaining {found}"
     lines.append(done)
-    if status.get("cache_hits") or status.get("shared") or status.get("costed"):
+    if any(status.get(name) for name in ("cache_hits", "shared", "costed", "uncosted")):
         lines.append("  " + _saving(status))
     if status.get("errors"):
         lines.append("  errors: " + ", ".join(f"{k} {v:,}" for k, v in status["errors"].items()))
@@ -328,9 +329,15 @@ def _saving(status: dict[str, Any]) -> str:
     """Requests the cache and shared requests saved, and what the server said it cost."""
     hits, shared = status.get("cache_hits", 0), status.get("shared", 0)
     text = f"requests saved: {hits + shared:,} ({hits:,} from the cache, {shared:,} shared)"
-    if status.get("costed"):
-        text += f"; cost: {status['credits']:,.4f} credits for {status['costed']:,} requests"
-    return text
+    said = cost_text(
+        credits=status.get("credits") or 0.0,
+        costed=status.get("costed") or 0,
+        uncosted=status.get("uncosted") or 0,
+        billing=status.get("billing"),
+        max_credits=status.get("max_credits"),
+        spent=status.get("credits_spent"),
+    )
+    return "; ".join([text, *said])
 
 
 def _speed(status: dict[str, Any]) -> str:

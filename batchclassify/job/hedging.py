@@ -62,8 +62,12 @@ class HedgePolicy:
     #: Requests in flight at once for one item: the original and up to two copies.
     max_copies = 2
 
-    def __init__(self, *, timeout: float, concurrency: int = 1) -> None:
+    def __init__(self, *, timeout: float, concurrency: int = 1, copies: bool = True) -> None:
+        """``copies=False``: never send a copy (under ``--max-credits``: a copy is a request
+        the budget did not admit)."""
         self._timeout = timeout
+        if not copies:
+            self.budget_initial = self.budget_ratio = 0.0
         self._cap = max(self.budget_cap, float(concurrency))
         self._samples: list[float] = []
         self._count = 0  # answers so far; once the window is full, count % window is the

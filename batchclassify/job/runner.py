@@ -29,7 +29,8 @@ import anyio
 
 from ..api.client import ClassificationClient, Transport
 from ..config import HttpConfig, JobConfig
-from ..errors import JobStopped, OutputError, TooManyFailuresError
+from ..cost import rule_for_url
+from ..errors import BudgetReachedError, JobStopped, OutputError, TooManyFailuresError
 from ..inputs.counting import count_items, expected_share
 from ..inputs.fileread import FileReader
 from ..inputs.sources import check_sources
@@ -41,6 +42,7 @@ from ..output.sinks import Sink, open_sink
 from ..summary import JobSummary, ProgressListener, SilentProgress
 from .answers import CachingClassifier, open_answers
 from .attempts import AttemptPolicy
+from .budget import Budget
 from .fdlimit import fit_open_files
 from .gctuning import fewer_collections
 from .health import HealthMonitor, Watchdog
@@ -103,6 +105,15 @@ class Job:
         self._stop_requested: anyio.Event | None = None
         self._fatal_error: JobStopped | OutputError | None = None
         self._cancel: anyio.CancelScope | None = None
+        # The billing rule of the endpoint in use (cost.py), and --max-credits (budget.py).
+        self._billing = rule_for_url(config.http.api_url, config.billing)
+        self._summary.billing = str(self._billing.kind)
+        self._summary.max_credits = config.max_credits
+        self._budget = (
+            None
+            if config.max_credits is None
+            else Budget(limit=config.max_credits, rule=self._billing, on_reached=self._reached)
+        )
         self._flow_control(config, clock)
         self._stages(config, stdin=stdin, clock=clock)
         self._transport = transport
@@ -124,7 +135,11 @@ class Job:
             api_urls=config.http.servers,
         )
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
-        self._hedge = HedgePolicy(timeout=config.http.timeout, concurrency=config.http.concurrency)
+        self._hedge = HedgePolicy(
+            timeout=config.http.timeout,
+            concurrency=config.http.concurrency,
+            copies=config.max_credits is None,  # a copy is a request the budget did not admit
+        )
         self._watchdog = Watchdog(
             stall_after=config.http.stall_after or 3 * config.http.timeout,
             clock=clock,
@@ -165,6 +180,7 @@ class Job:
             timeout=config.http.timeout,
             concurrency=config.http.concurrency,
             clock=clock,
+            budget=self._budget,
         )
         self._producer = Producer(
             config,
@@ -192,6 +208,23 @@ class Job:
             self._stop_requested.set()
         self._summary.interrupted = True
         self._progress.note("stopping: finishing requests in flight (Ctrl-C again to quit now)")
+
+    def _reached(self, budget: Budget) -> None:
+        """``--max-credits``: stop as on Ctrl-C (nothing is in flight by now), with a cause of
+        its own."""
+        self._summary.stop(
+            BudgetReachedError(
+                f"--max-credits {budget.limit:g} reached: {budget.spent:,.4f} credits spent "
+                f"({budget.left:,.4f} left, less than the next request could cost, "
+                f"{budget.estimate:,.4f}); rerun with a higher --max-credits to go on",
+                spent=budget.spent,
+                limit=budget.limit,
+            )
+        )
+        self._stop.request()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+        self._progress.note("stopping: --max-credits reached")
 
     # -- the job --------------------------------------------------------------------------
 
@@ -231,6 +264,7 @@ class Job:
                         model=config.model,
                         confidence=config.confidence,
                         transport=self._fleet_or_given(http),
+                        billing=self._billing,
                     ) as client:
                         await self._pipeline(client, prior)
             finally:
@@ -242,6 +276,8 @@ class Job:
             self._close_answers()
             self._summary.rate_limited = self._rate.rate_limited_count
             self._summary.hedged = self._hedge.copies
+            if self._budget is not None:
+                self._summary.budget_spent = self._budget.spent
             if self._fleet is not None:
                 self._summary.servers = self._fleet.snapshot()
             self._progress.finished()
@@ -418,6 +454,8 @@ class Job:
         elif row.get("credits") is not None:
             summary.credits += row["credits"]
             summary.costed += 1
+        elif row["status"] == "ok":
+            summary.uncosted += 1  # answered, but its cost could not be read
         self._row_listener.row(row["status"])
 
     async def _flush_periodically(self) -> None:
@@ -435,6 +473,10 @@ class Job:
             "outage": health.is_down,
             "outage_error": health.last_error if health.is_down else None,
             "servers": None if self._fleet is None else self._fleet.snapshot(),
+            "billing": self._summary.billing,
+            "uncosted": self._summary.uncosted,
+            "max_credits": self.config.max_credits,
+            "credits_spent": None if self._budget is None else round(self._budget.spent, 6),
         }
 
     def _flush(self) -> None:

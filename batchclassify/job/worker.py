@@ -19,13 +19,14 @@ from typing import Any, Protocol
 import anyio
 
 from ..api.client import ClassificationClient
-from ..errors import ItemError, JobStopped, OutputError
+from ..errors import BudgetReachedError, ItemError, JobStopped, OutputError
 from ..inputs.encoding import EncodedImage
 from ..inputs.fileread import FileReader
 from ..models import Item, error_row
 from ..summary import JobSummary, ProgressListener
 from .answers import CachingClassifier
 from .attempts import AttemptPolicy
+from .budget import Budget, budgeted
 from .health import Watchdog
 from .hedging import HedgePolicy
 from .itemqueue import ItemQueue
@@ -63,7 +64,10 @@ class Workers:
         timeout: float,
         concurrency: int,
         clock: Callable[[], float] = time.monotonic,
+        budget: Budget | None = None,
     ) -> None:
+        self._budget = budget
+        """``--max-credits`` (``budget.py``): asked before every request."""
         self._reader = reader
         self.answers = answers
         """The answer cache and in-flight sharing every item goes through; the job replaces
@@ -102,6 +106,8 @@ class Workers:
         # This worker's requests go out on its client; a stuck one may start a spare on its
         # queue (sending.py).
         send: Send = partial(self.sender.send, client=client, items_in=queue)
+        if self._budget is not None:
+            send = budgeted(send, self._budget, self._stop)
         try:
             while not self._stop.requested and (until is None or not until.is_set()):
                 if items:  # the usual case: an item is waiting, no await
@@ -115,6 +121,8 @@ class Workers:
                     item = next_item
                 try:
                     await self._classify(item, send)
+                except BudgetReachedError:
+                    return  # the budget stopped the job gently; the item is left for a rerun
                 except JobStopped as error:
                     self._fail(error)
                     return

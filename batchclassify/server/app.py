@@ -20,7 +20,7 @@ import pybase64
 from aiohttp import web
 
 from .config import ServerConfig
-from .errors import MESSAGES, MISSING_KEY, ApiError, bad_image, json_response
+from .errors import MESSAGES, MISSING_KEY, ApiError, bad_image, credits_exceeded, json_response
 from .faults import Fault, Faults, SlidingWindowLimiter, Uplink, image_key, longtail_latency
 from .model import CLASSES, MODELS, analyse, hashed, multi_label, single_label
 from .stats import RequestRecord, ServerStats
@@ -37,6 +37,19 @@ _UPLINK_CHUNK = 64 * 1024
 
 def _format_seconds(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+
+#: What the emulated servers bill, written here from Roboflow's pricing docs (2026) on the
+#: server's side, apart from the client's ``cost.RULES``, so a test comparing the rows'
+#: credits with ``stats.credits`` checks the client against an independent reckoning.
+HOSTED_V1_CREDITS = 1 / 1000  # legacy hosted v1: 1 credit per 1,000 inferences
+
+
+def serverless_credits(ms: float, *, remote: bool) -> float:
+    """Serverless v2: max(processing time, 100 ms) / 500,000 ms; with
+    ``X-Remote-Processing-Time``, (100 ms + the remote time) / 500,000 ms."""
+    return (100.0 + ms if remote else max(ms, 100.0)) / 500_000.0
 
 
 class ServerState:
@@ -105,21 +118,44 @@ class ServerState:
         await self.before_inference(request)
         started = time.perf_counter()
         kind, threshold = self._check_request(request)
+        self.check_credits()
         data = await self._image_bytes(request)
         orient = request.query.get("disable_preproc_auto_orient", "").lower() not in ("true", "1")
         body = await self.answer(request, data, kind, threshold, orient, started)
         return json_response(200, body, self.billing_headers(request.path, started))
 
+    def check_credits(self) -> None:
+        """402, as Roboflow answers it, once the billed credits reach ``credit_cap``."""
+        cap = self.config.credit_cap
+        if cap is not None and self.stats.credits >= cap - 1e-12:
+            raise credits_exceeded("credit_cap_exceeded")
+
     def billing_headers(self, model: str, started: float) -> dict[str, str] | None:
-        """Serverless v2's cost headers (``billing_headers="serverless"``), else none."""
-        if self.config.billing_headers == "off":
+        """Serverless v2's cost headers (``billing_headers="serverless"``), else none; the
+        answer's cost is added to ``stats.credits`` either way."""
+        config = self.config
+        if config.billing_headers == "off":
+            self.stats.credits += HOSTED_V1_CREDITS
             return None
         cold = model not in self.warm_models
         self.warm_models.add(model)
-        return {
-            "X-Processing-Time": f"{time.perf_counter() - started:.6f}",
+        seconds = time.perf_counter() - started
+        if config.processing_time is not None:
+            high = config.processing_time_max
+            low = config.processing_time
+            seconds = low if high is None else self.rng.uniform(low, high)
+        if cold:
+            seconds *= config.cold_start_factor if config.processing_time is not None else 1.0
+        headers = {
+            "X-Processing-Time": f"{seconds:.6f}",
             "X-Model-Cold-Start": "true" if cold else "false",
         }
+        remote = config.billing_headers == "serverless-remote"
+        if remote:
+            headers["X-Remote-Processing-Time"] = f"{seconds:.6f}"
+        ms = round(seconds * 1000.0, 3)
+        self.stats.credits += serverless_credits(ms, remote=remote)
+        return headers
 
     async def before_inference(self, request: web.Request) -> None:
         """Scripted and random faults, the rate limit and latency: what comes before a model
@@ -233,6 +269,8 @@ class ServerState:
         """Which kind of model ``model_id`` names; the fatal slugs' and unknown ones' errors."""
         slug = model_id.partition("/")[0]
         if slug in _FATAL_SLUGS:
+            if _FATAL_SLUGS[slug] == 402:
+                raise credits_exceeded()
             raise ApiError(_FATAL_SLUGS[slug], MESSAGES[_FATAL_SLUGS[slug]])
         kind = MODELS.get(slug)
         if kind is None:

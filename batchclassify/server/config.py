@@ -39,10 +39,22 @@ class ServerConfig:
     url_cache_size: int = 64
     history_size: int = 200
     seed: int = 0
-    billing_headers: Literal["off", "serverless"] = "off"
+    billing_headers: Literal["off", "serverless", "serverless-remote"] = "off"
     """``serverless``: answers carry Roboflow serverless v2's ``X-Processing-Time`` (seconds
     spent on the request) and ``X-Model-Cold-Start`` (``true`` for a model's first request)
-    headers, which clients bill by; ``off``: like the classic hosted API, no such headers."""
+    headers, which clients bill by; ``serverless-remote`` adds ``X-Remote-Processing-Time``
+    (the same time, as a remote model server's); ``off``: like the classic hosted API, no such
+    headers."""
+    processing_time: float | None = None
+    """Seconds the cost headers report for a warm request, instead of the time measured;
+    with ``processing_time_max``, drawn uniformly between the two (``seed``)."""
+    processing_time_max: float | None = None
+    cold_start_factor: float = 10.0
+    """A cold start (a model's first request) reports this many times a warm request's time."""
+    credit_cap: float | None = None
+    """The workspace's credits: once the answers billed (by the serverless rule with cost
+    headers, else 1 credit per 1,000) reach it, every request is answered 402 with Roboflow's
+    body (``"credit_cap_exceeded"``). ``stats.credits`` counts what was billed."""
     model_cost: Literal["pixels", "hash"] = "pixels"
     """``hash``: answer from a checksum of the image bytes, no decoding (a class per image,
     deterministic but meaningless), so a benchmark measures the client, not the server's
@@ -59,8 +71,20 @@ class ServerConfig:
                 raise ValueError(f"ServerConfig.{name} must be within 0..1")
         if self.latency_distribution not in ("fixed", "longtail"):
             raise ValueError("ServerConfig.latency_distribution must be 'fixed' or 'longtail'")
-        if self.billing_headers not in ("off", "serverless"):
-            raise ValueError("ServerConfig.billing_headers must be 'off' or 'serverless'")
+        if self.billing_headers not in ("off", "serverless", "serverless-remote"):
+            raise ValueError(
+                "ServerConfig.billing_headers must be 'off', 'serverless' or 'serverless-remote'"
+            )
+        for name in ("processing_time", "processing_time_max", "credit_cap"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"ServerConfig.{name} must be >= 0")
+        if self.processing_time_max is not None and (
+            self.processing_time is None or self.processing_time_max < self.processing_time
+        ):
+            raise ValueError("ServerConfig.processing_time_max needs a smaller processing_time")
+        if not (math.isfinite(self.cold_start_factor) and self.cold_start_factor >= 1):
+            raise ValueError("ServerConfig.cold_start_factor must be >= 1")
         if self.model_cost not in ("pixels", "hash"):
             raise ValueError("ServerConfig.model_cost must be 'pixels' or 'hash'")
         limit = self.rate_limit

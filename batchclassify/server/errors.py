@@ -62,5 +62,14 @@ def json_response(
     )
 
 
+def credits_exceeded(code: str = "CreditsExceededError") -> ApiError:
+    """The 402 of Roboflow's inference server (``error_handlers.py``: ``CreditsExceededError``),
+    with ``error`` saying which limit: ``credit_cap_exceeded`` for a workspace's cap."""
+    body = {"message": MESSAGES[402], "error_type": "CreditsExceededError"}
+    if code != "CreditsExceededError":
+        body["error"] = code
+    return ApiError(402, MESSAGES[402], body=orjson.dumps(body))
+
+
 def bad_image(cause: str) -> ApiError:
     return ApiError(400, f"Could not load input image. Cause: {cause}")

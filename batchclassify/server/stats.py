@@ -40,6 +40,7 @@ class ServerStats:
     url_fetches: int = 0
     url_cache_hits: int = 0
     bytes_received: int = 0  # request bodies read on the inference route
+    credits: float = 0.0  # billed for answers (``ServerConfig.credit_cap``)
     cpu_start: float = field(default_factory=time.process_time)
 
     @property
