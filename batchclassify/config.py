@@ -223,6 +223,36 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WatchConfig:
+    """``run --watch``: after the first walk, keep following the folders (``watching.py``)."""
+
+    settle: float = 2.0
+    """A new file is sent once its size and mtime have not changed for this many seconds."""
+    poll: float | None = None
+    """Seconds between listings of the folders; ``None``: file-system notifications
+    (inotify, through ``watchfiles``) where they work, else polling every ``DEFAULT_POLL``."""
+    until: float | None = None
+    """Stop following at this wall-clock time (``time.time()`` seconds; ``--watch-until``)."""
+    idle_exit: float | None = None
+    """Stop following once nothing new has arrived for this many seconds, backlog sent."""
+
+    DEFAULT_POLL = 2.0
+
+    def __post_init__(self) -> None:
+        _require(
+            math.isfinite(self.settle) and self.settle >= 0,
+            "watch.settle",
+            "must be 0 or more seconds",
+        )
+        if self.poll is not None:
+            _require(_positive(self.poll), "watch.poll", "must be a positive number of seconds")
+        if self.idle_exit is not None:
+            _require(
+                _positive(self.idle_exit), "watch.idle_exit", "must be a positive number of seconds"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """Everything one classification job needs; build it, then hand it to ``run_job``.
 
@@ -251,6 +281,8 @@ class JobConfig:
     same time still share one request)."""
     shard: Shard | None = None
     """``--shard I/N``: only the items whose id hashes to shard I of N (``shards.py``)."""
+    watch: WatchConfig | None = None
+    """``--watch``: keep following the folders after the first walk (``None``: walk once)."""
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
@@ -275,6 +307,7 @@ class JobConfig:
             max_failures: int | None = ...,
             cache: str | os.PathLike[str] | None = ...,
             shard: Shard | None = ...,
+            watch: WatchConfig | None = ...,
             http: HttpConfig = ...,
             retry: RetryConfig = ...,
             rate: RateConfig = ...,

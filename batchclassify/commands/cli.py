@@ -33,6 +33,7 @@ from ..names import printable
 from ..shards import parse_shard, shard_output
 from ..version import __version__
 from .flags import cache_option, extensions_option
+from .watchflags import add_watch_flags, watch_config
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
 # the other commands (status, report, serve...) start without them.
@@ -59,6 +60,9 @@ FIELD_FLAGS = {
     "retry.retries": "--retries",
     "rate.requests_per_second": "--rate-limit",
     "outage.max_outage": "--max-outage",
+    "watch.settle": "--settle",
+    "watch.poll": "--poll",
+    "watch.idle_exit": "--idle-exit",
 }
 
 _EPILOG = (
@@ -309,6 +313,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "timestamped log line a minute, plus one whenever the job starts or stops waiting)",
     )
     inputs.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    add_watch_flags(run)
 
     serve = commands.add_parser(
         "serve",
@@ -381,6 +386,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         retry_failed=args.retry_failed,
         max_failures=args.max_failures,
         cache=cache_option(args),
+        watch=watch_config(args),
         http=HttpConfig(
             api_url=api_urls[0],
             api_urls=tuple(api_urls) if len(api_urls) > 1 else (),

@@ -174,6 +174,7 @@ class Job:
             stopping=self._stop,
             stdin=stdin,
         )
+        self._following = self._producer.following  # --watch: timed from arrival to row
 
     # -- control --------------------------------------------------------------------------
 
@@ -208,6 +209,10 @@ class Job:
         config = self.config
         self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
         check_sources(config.sources)
+        if config.watch is not None:
+            from ..inputs.watching import check_followable
+
+            check_followable(config.sources)
         # Before the output is touched: a cache file that is not one refuses the job.
         self._answers = self._workers.answers = open_answers(config)
         sink = self._sink
@@ -416,6 +421,8 @@ class Job:
             summary.credits += row["credits"]
             summary.costed += 1
         self._row_listener.row(row["status"])
+        if self._following is not None:
+            self._following.latency.row(row["id"])
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -432,6 +439,7 @@ class Job:
             "outage": health.is_down,
             "outage_error": health.last_error if health.is_down else None,
             "servers": None if self._fleet is None else self._fleet.snapshot(),
+            "watching": None if self._following is None else self._following.status(),
         }
 
     def _flush(self) -> None:
