@@ -467,16 +467,24 @@ def _choose_mode(
     for folder in folders:
         kind = file_system_of(folder, mount_table)
         if kind in NETWORK_FILE_SYSTEMS:
-            return "polling", every, (
-                f"polling every {every:g} s: {as_text(folder)} is on {kind}, where file-system "
-                "notifications miss other machines' writes (--poll to choose the interval)"
+            return (
+                "polling",
+                every,
+                (
+                    f"polling every {every:g} s: {as_text(folder)} is on {kind}, where file-system "
+                    "notifications miss other machines' writes (--poll to choose the interval)"
+                ),
             )
     try:
         import watchfiles  # noqa: F401
     except ImportError:
-        return "polling", every, (
-            f"polling every {every:g} s: file-system notifications need the watch extra "
-            "(pip install 'batchclassify[watch]')"
+        return (
+            "polling",
+            every,
+            (
+                f"polling every {every:g} s: file-system notifications need the watch extra "
+                "(pip install 'batchclassify[watch]')"
+            ),
         )
     return "inotify", None, "file-system notifications (inotify)"
 

@@ -150,9 +150,7 @@ class Following:
             until = datetime.fromtimestamp(self._watch.until or 0).isoformat(timespec="minutes")
             return f"stopped watching at {until} (--watch-until){rest}"
         if follower.ended_by == "idle":
-            return (
-                f"stopped watching: nothing new for {self._watch.idle_exit:g} s (--idle-exit)"
-            )
+            return f"stopped watching: nothing new for {self._watch.idle_exit:g} s (--idle-exit)"
         return None
 
     def status(self) -> dict[str, Any]:

@@ -51,9 +51,7 @@ class Producer:
         self.listed_all = False
         """Whether the walk went through every source to the end."""
         self.following = (
-            None
-            if config.watch is None
-            else Following(config, config.watch, notify=progress.note)
+            None if config.watch is None else Following(config, config.watch, notify=progress.note)
         )
         """``--watch``: what follows the walk (``following.py``)."""
 

@@ -208,11 +208,11 @@ class Job:
         self.config, notice = fit_open_files(self.config)
         config = self.config
         self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
-        check_sources(config.sources)
-        if config.watch is not None:
+        if config.watch is not None:  # first: it needs no network to refuse an s3:// source
             from ..inputs.watching import check_followable
 
             check_followable(config.sources)
+        check_sources(config.sources)
         # Before the output is touched: a cache file that is not one refuses the job.
         self._answers = self._workers.answers = open_answers(config)
         sink = self._sink
