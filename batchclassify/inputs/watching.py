@@ -53,7 +53,7 @@ _RECENT_FOLDER = 2.0
 #: ends a burst of changes (ms). Idle, it wakes 10 times a second, for microseconds.
 _STEP_MS = 100
 _DEBOUNCE_MS = 300
-_IDLE_WAIT = 5.0
+_IDLE_WAIT = 1.0
 
 
 def check_followable(sources: Sequence[str]) -> None:
