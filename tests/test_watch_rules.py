@@ -4,10 +4,12 @@ file counts as whole (``Settling`` on an injected clock), which way new files ar
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from batchclassify.commands.status import format_status
@@ -185,3 +187,33 @@ def test_status_text_while_watching() -> None:
         "watching (polling every 2 s (--poll)); backlog: 3 settling, 1 sent without a row yet; "
         "arrival to row: median 2.5 s, p95 4.25 s (last 10 files)"
     ) in text
+
+
+@pytest.mark.parametrize("poll", [None, 0.1], ids=["notifications", "polling"])
+def test_following_ends_at_watch_until_or_once_idle_after_sending_what_came(
+    tmp_path: Path, poll: float | None
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+
+    async def follow(config: WatchConfig) -> tuple[str | None, list[str]]:
+        sent: list[str] = []  # the producer's screen: an id handed on is not kept again
+        follower = Follower(
+            [str(source)],
+            config,
+            extensions=frozenset({"png"}),
+            keep=lambda item_id: item_id not in sent,
+        )
+        follower.start()
+        (source / f"{config.idle_exit}.png").write_bytes(unique_png("red", str(config)))
+        try:
+            async for batch in follower.follow(anyio.Event()):
+                sent.extend(item.id for item, _ in batch)
+        finally:
+            follower.close()
+        return follower.ended_by, [Path(item_id).name for item_id in sent]
+
+    past = time.time() - 1
+    assert anyio.run(follow, WatchConfig(settle=0.1, poll=poll, until=past)) == ("until", [])
+    ended, names = anyio.run(follow, WatchConfig(settle=0.1, poll=poll, idle_exit=0.5))
+    assert (ended, names) == ("idle", ["0.5.png"])
