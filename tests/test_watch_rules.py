@@ -193,10 +193,9 @@ def test_status_text_while_watching() -> None:
 def test_following_ends_at_watch_until_or_once_idle_after_sending_what_came(
     tmp_path: Path, poll: float | None
 ) -> None:
-    source = tmp_path / "in"
-    source.mkdir()
-
     async def follow(config: WatchConfig) -> tuple[str | None, list[str]]:
+        source = tmp_path / f"in-{config.idle_exit}"
+        source.mkdir()
         sent: list[str] = []  # the producer's screen: an id handed on is not kept again
         follower = Follower(
             [str(source)],
