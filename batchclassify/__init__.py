@@ -27,7 +27,14 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from .api.client import Response, Transport
-    from .config import HttpConfig, JobConfig, OutageConfig, RateConfig, RetryConfig
+    from .config import (
+        HttpConfig,
+        JobConfig,
+        OutageConfig,
+        RateConfig,
+        RetryConfig,
+        WatchConfig,
+    )
     from .error_types import ErrorType
     from .errors import (
         ApiUnreachableError,
@@ -59,6 +66,7 @@ _HOMES = {
     "JobConfig": "config",
     "OutageConfig": "config",
     "RateConfig": "config",
+    "WatchConfig": "config",
     "RetryConfig": "config",
     "ErrorType": "error_types",
     "ApiUnreachableError": "errors",
@@ -129,6 +137,7 @@ __all__ = [
     "TooManyFailuresError",
     "Transport",
     "UsageError",
+    "WatchConfig",
     "__version__",
     "classify",
     "parse_shard",

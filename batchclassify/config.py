@@ -239,6 +239,36 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WatchConfig:
+    """``run --watch``: after the first walk, keep following the folders (``watching.py``)."""
+
+    settle: float = 2.0
+    """A new file is sent once its size and mtime have not changed for this many seconds."""
+    poll: float | None = None
+    """Seconds between listings of the folders; ``None``: file-system notifications
+    (inotify, through ``watchfiles``) where they work, else polling every ``DEFAULT_POLL``."""
+    until: float | None = None
+    """Stop following at this wall-clock time (``time.time()`` seconds; ``--watch-until``)."""
+    idle_exit: float | None = None
+    """Stop following once nothing new has arrived for this many seconds, backlog sent."""
+
+    DEFAULT_POLL = 2.0
+
+    def __post_init__(self) -> None:
+        _require(
+            math.isfinite(self.settle) and self.settle >= 0,
+            "watch.settle",
+            "must be 0 or more seconds",
+        )
+        if self.poll is not None:
+            _require(_positive(self.poll), "watch.poll", "must be a positive number of seconds")
+        if self.idle_exit is not None:
+            _require(
+                _positive(self.idle_exit), "watch.idle_exit", "must be a positive number of seconds"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """Everything one classification job needs; build it, then hand it to ``run_job``.
 
@@ -273,6 +303,8 @@ class JobConfig:
     billing: str | None = None
     """``--billing``: the billing rule requests are priced by (a ``cost.Billing`` value);
     ``None``: the API URL's (``cost.rule_for_url``)."""
+    watch: WatchConfig | None = None
+    """``--watch``: keep following the folders after the first walk (``None``: walk once)."""
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
@@ -299,6 +331,7 @@ class JobConfig:
             shard: Shard | None = ...,
             max_credits: float | None = ...,
             billing: str | None = ...,
+            watch: WatchConfig | None = ...,
             http: HttpConfig = ...,
             retry: RetryConfig = ...,
             rate: RateConfig = ...,

@@ -35,6 +35,7 @@ from ..shards import parse_shard, shard_output
 from ..version import __version__
 from .flags import cache_option, extensions_option
 from .notify import Notifier, add_notify_options
+from .watchflags import add_watch_flags, watch_config
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
 # the other commands (status, report, serve...) start without them.
@@ -63,6 +64,9 @@ FIELD_FLAGS = {
     "outage.max_outage": "--max-outage",
     "max_credits": "--max-credits",
     "billing": "--billing",
+    "watch.settle": "--settle",
+    "watch.poll": "--poll",
+    "watch.idle_exit": "--idle-exit",
 }
 
 _EPILOG = (
@@ -334,6 +338,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "timestamped log line a minute, plus one whenever the job starts or stops waiting)",
     )
     inputs.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    add_watch_flags(run)
 
     serve = commands.add_parser(
         "serve",
@@ -409,6 +414,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         cache=cache_option(args),
         max_credits=args.max_credits,
         billing=args.billing,
+        watch=watch_config(args),
         http=HttpConfig(
             api_url=api_urls[0],
             api_urls=tuple(api_urls) if len(api_urls) > 1 else (),

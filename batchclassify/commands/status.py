@@ -77,6 +77,8 @@ def _from_progress_file(output: Path, now: float) -> dict[str, Any] | None:
         found["summary"] = KILLED
         if os.path.lexists(output):
             _count_from_output(found, output)
+    elif found["running"] and (found.get("watching") or {}).get("following"):
+        found["summary"] = "watching"  # past its first walk, following the folders (--watch)
     else:
         found["summary"] = found.get("state")
     return found
@@ -293,6 +295,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("  " + _speed(status))
     elif status.get("elapsed_s") is not None:
         lines.append(f"  ran for {_duration(status['elapsed_s'])}")
+    if status.get("running") and status.get("watching"):
+        lines.append("  " + _watching(status["watching"]))
     if status.get("outage"):
         lines.append(f"  API unavailable: {status.get('outage_error')} (waiting, probing)")
     if status.get("servers"):
@@ -322,6 +326,21 @@ def _shard_line(part: dict[str, Any]) -> str:
         text += f", {part['images_per_s']:,.1f} images/s"
     if part.get("pid") is not None:
         text += f" (process {part['pid']})"
+    return text
+
+
+def _watching(facts: dict[str, Any]) -> str:
+    """``--watch``: how new files are noticed, the backlog, arrival-to-row latency."""
+    text = f"watching ({facts.get('how')})" if facts.get("following") else "first walk"
+    text += (
+        f"; backlog: {facts.get('settling', 0):,} settling, "
+        f"{facts.get('queued', 0):,} sent without a row yet"
+    )
+    if facts.get("latency_p50_s") is not None:
+        text += (
+            f"; arrival to row: median {facts['latency_p50_s']:g} s, "
+            f"p95 {facts['latency_p95_s']:g} s (last {facts.get('latency_samples', 0):,} files)"
+        )
     return text
 
 

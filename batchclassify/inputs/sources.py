@@ -338,6 +338,22 @@ def _walk_folder(
         stack.append((key, child, child_id, iter(subfolders)))
 
 
+def walk_folder(
+    top: str, extensions: frozenset[str], report: InputReport, ids: LocalIds, keep: Keep
+) -> Iterator[Item | None]:
+    """One folder walked by the rules of a source's walk (``run --watch``: a folder that
+    appeared under a followed one); ``UsageError`` if it cannot be opened."""
+    return _walk_folder(top, extensions, report, ids, keep)
+
+
+def list_folder(
+    path: str, ident: str, extensions: frozenset[str], report: InputReport, keep: Keep
+) -> Generator[Item | None, None, list[tuple[str, bool]]]:
+    """One folder's files by the walk's rules; returns its subfolders (``run --watch``'s
+    polling lists a folder again when its mtime changes)."""
+    return _folder_files(path, ident, extensions, report, keep)
+
+
 def _unreadable(path: str, ident: str, exc: OSError) -> Item:
     return Item(
         id=ident,

@@ -8,7 +8,7 @@ resume index: ids already recorded are skipped (failed ones queued again with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import anyio
@@ -18,7 +18,9 @@ from ..inputs.sources import iter_item_batches
 from ..models import Item, error_row
 from ..output.resume import PriorState, Screen
 from ..summary import JobSummary, ProgressListener
+from .following import Following
 from .itemqueue import ItemQueue
+from .stopping import StopSignal
 from .worker import Recorder
 
 
@@ -32,7 +34,7 @@ class Producer:
         summary: JobSummary,
         progress: ProgressListener,
         record: Recorder,
-        stopping: Callable[[], bool],
+        stopping: StopSignal,
         stdin: TextIO | None = None,
     ) -> None:
         self._config = config
@@ -48,6 +50,10 @@ class Producer:
         """Whether the walk gave any item to classify (so far)."""
         self.listed_all = False
         """Whether the walk went through every source to the end."""
+        self.following = (
+            None if config.watch is None else Following(config, config.watch, notify=progress.note)
+        )
+        """``--watch``: what follows the walk (``following.py``)."""
 
     async def run(
         self,
@@ -70,6 +76,8 @@ class Producer:
             report=summary.inputs,  # filled in by the walk, in the worker thread
             keep=screen.keep,  # asked in the worker thread; read here between two batches
         )
+        if self.following is not None:
+            self.following.start(screen)  # notifications collect during the walk
         try:
             await self._walk(batches, screen, queue, work)
         finally:
@@ -83,23 +91,50 @@ class Producer:
         work: anyio.Event,
     ) -> None:
         summary = self._summary
+        following = self.following
         try:
             while not self._stopping():
-                batch = await anyio.to_thread.run_sync(next, batches, None, abandon_on_cancel=True)
+                batch = await anyio.to_thread.run_sync(
+                    self._next_batch, batches, screen, abandon_on_cancel=True
+                )
                 if batch is None:
                     # A shard may hold none of the sources' items: that is no error.
                     summary.nothing_found = not screen.met
                     self.listed_all = True
                     self._progress.listing_finished()
                     break
-                self._count(screen, fresh=len(batch))
-                if batch and not work.is_set():
-                    self.found_work = True
-                    work.set()
-                if not await self._hand_out(batch, queue):
+                if not await self._fresh(batch, screen, queue, work):
                     return
+            if following is not None and not self._stopping():
+                ended = await following.run(
+                    screen,
+                    self._stopping,
+                    lambda fresh: self._fresh(fresh, screen, queue, work),
+                )
+                summary.nothing_found = not screen.met
+                if ended is not None:
+                    summary.notes.append(ended)
+                    self._progress.note(ended)
         finally:
             queue.close()  # the workers finish what is queued, then stop
+
+    def _next_batch(self, batches: Iterator[list[Item]], screen: Screen) -> list[Item] | None:
+        """The walk's next batch (in the worker thread); under ``--watch`` without the files
+        that may still be being written, which settle first."""
+        batch = next(batches, None)
+        if batch is not None and self.following is not None:
+            batch = self.following.set_aside(batch, screen)
+        return batch
+
+    async def _fresh(
+        self, batch: list[Item], screen: Screen, queue: ItemQueue, work: anyio.Event
+    ) -> bool:
+        """Count a batch screened, queue its items; ``False`` once no worker is left."""
+        self._count(screen, fresh=len(batch))
+        if batch and not work.is_set():
+            self.found_work = True
+            work.set()
+        return await self._hand_out(batch, queue)
 
     def _count(self, screen: Screen, *, fresh: int) -> None:
         """Move what the screen counted since the last batch into the summary and progress."""

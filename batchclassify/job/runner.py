@@ -190,6 +190,7 @@ class Job:
             stopping=self._stop,
             stdin=stdin,
         )
+        self._following = self._producer.following  # --watch: timed from arrival to row
 
     # -- control --------------------------------------------------------------------------
 
@@ -240,6 +241,10 @@ class Job:
         self.config, notice = fit_open_files(self.config)
         config = self.config
         self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
+        if config.watch is not None:  # first: it needs no network to refuse an s3:// source
+            from ..inputs.watching import check_followable
+
+            check_followable(config.sources)
         check_sources(config.sources)
         # Before the output is touched: a cache file that is not one refuses the job.
         self._answers = self._workers.answers = open_answers(config)
@@ -457,6 +462,8 @@ class Job:
         elif row["status"] == "ok":
             summary.uncosted += 1  # answered, but its cost could not be read
         self._row_listener.row(row["status"])
+        if self._following is not None:
+            self._following.latency.row(row["id"])
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -477,6 +484,7 @@ class Job:
             "uncosted": self._summary.uncosted,
             "max_credits": self.config.max_credits,
             "credits_spent": None if self._budget is None else round(self._budget.spent, 6),
+            "watching": None if self._following is None else self._following.status(),
         }
 
     def _flush(self) -> None:

@@ -43,6 +43,11 @@ class StopSignal:
         finally:
             self._waits.discard(scope)
 
+    async def wait(self) -> None:
+        """Until a stop request (at once if one was made)."""
+        with self.unless_stopping():
+            await anyio.sleep_forever()
+
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or until a stop request."""
         with self.unless_stopping():

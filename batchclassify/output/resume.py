@@ -262,6 +262,23 @@ class Screen:
             return False
         return self._keep(item_id)
 
+    def would_keep(self, item_id: str) -> bool:
+        """Whether ``keep`` would keep the id, without counting it or tagging it
+        (``run --watch`` looks at a file only if it would be sent)."""
+        if self._shard is not None and not self._shard.holds(item_id):
+            return False
+        tag = self._get(item_id)
+        return not tag or (tag == RECORDED_FAILED and self._retry_failed)
+
+    def release(self, item_id: str) -> None:
+        """Undo ``keep`` for an id kept but not sent after all (``run --watch``: a file
+        still being written), so it is screened afresh once it is whole."""
+        previous = self._index.set(item_id, 0)  # tag 0 reads as absent
+        if previous == QUEUED_AGAIN:
+            self._index.set(item_id, RECORDED_FAILED)
+            self.requeued -= 1
+        self.kept -= 1
+
     def _rare(self, item_id: str, tag: int) -> bool:
         if not tag:
             self._index.set(item_id, QUEUED)
