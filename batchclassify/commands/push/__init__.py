@@ -310,8 +310,9 @@ def describe_plan(options: PushOptions, selection: Selection, ledger: Ledger) ->
         f"  {selection.rows:,} rows in {options.output}: {len(selection.items):,} selected, "
         f"{selection.failed_rows:,} failed rows never pushed",
         f"  {len(selection.items) - len(todo):,} already pushed (ledger {ledger.path})",
-        f"  {len(pending_upload):,} images to upload, {_bytes(size)}"
-        + (f" (+{urls:,} by URL)" if urls else "")
+        f"  {len(pending_upload):,} images to upload: {len(pending_upload) - urls:,} files, "
+        f"{size:,} bytes ({_bytes(size)})"
+        + (f", and {urls:,} by URL" if urls else "")
         + (f"; {missing:,} files not found" if missing else ""),
         f"  {len(todo):,} predictions to save",
         "  splits: " + (", ".join(f"{n} {k}" for k, n in sorted(splits.items())) or "none"),
