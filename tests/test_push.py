@@ -53,7 +53,7 @@ def classified(cli: Cli, make_server: MakeServer, tmp_path: Path) -> tuple[Path,
     return output, server
 
 
-def push(cli: Cli, output: Path, server: BackgroundServer, *flags: str) -> Any:
+def push(cli: Cli, output: Path, server: BackgroundServer, *flags: str | Path) -> Any:
     return cli("push", output, "--project", "pets", "--api-url", server.url, *flags)
 
 
@@ -80,7 +80,7 @@ def test_push_uploads_each_image_once_and_saves_its_class_as_a_prediction(
             assert record.source == "file" and record.sha256 == sha(row["path"])
             assert record.name == Path(row["path"]).name
         assert (record.split, record.batch, record.tags) == ("train", "night-1", ("a", "b"))
-        assert record.metadata["model"] == "colors/1"
+        assert record.metadata is not None and record.metadata["model"] == "colors/1"
         annotation = log.annotated["pets", record.image_id]
         assert annotation.annotation == row["top"] and annotation.name == row["top"]
         assert annotation.prediction and annotation.job_name == "night-1"

@@ -1,18 +1,17 @@
 """``batchclassify select``: the N least sure by the stated measure (checked against a
-brute-force computation with numpy and scipy), per-class floors, byte-identical copies
+brute-force computation written apart from the code), per-class floors, byte-identical copies
 collapsed, and a manifest that ``run`` and ``push --only`` read."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
-from scipy.stats import entropy
 
 from .conftest import Cli, MakeServer, make_images, read_rows, run_args
 
@@ -22,10 +21,10 @@ CLASSES = ["cat", "dog", "fox", "owl"]
 def single_row(path: Path, scores: list[float] | None) -> dict[str, Any]:
     """An ok row of a single-label model with these class scores (None: no class)."""
     predictions = (
-        sorted(
-            ({"class": c, "confidence": float(p)} for c, p in zip(CLASSES, scores, strict=True)),
-            key=lambda e: -e["confidence"],
-        )
+        [
+            {"class": c, "confidence": float(p)}
+            for c, p in sorted(zip(CLASSES, scores, strict=True), key=lambda cp: -cp[1])
+        ]
         if scores is not None
         else []
     )
@@ -64,23 +63,28 @@ def chosen_ids(manifest: Path) -> list[str]:
     return [orjson.loads(line)["id"] for line in manifest.read_bytes().splitlines()]
 
 
+def dirichlet(rng: random.Random, alphas: list[float]) -> list[float]:
+    draws = [rng.gammavariate(alpha, 1.0) for alpha in alphas]
+    return [d / sum(draws) for d in draws]
+
+
 def brute_uncertainty(scores: list[float] | None, by: str) -> float:
-    """The measures as the docs state them, computed independently (numpy, scipy)."""
+    """The measures as docs/push.md states them, written apart from the code under test."""
     if scores is None:
         return math.inf
-    p = np.sort(np.asarray(scores))[::-1]
+    p = sorted(scores, reverse=True)
     if by == "least-confidence":
         return float(1 - p[0])
     if by == "margin":
         return float(1 - (p[0] - p[1]))
-    return float(entropy(p))
+    return -math.fsum(q * math.log(q) for q in p if q > 0)
 
 
 @pytest.mark.parametrize("by", ["margin", "entropy", "least-confidence"])
 def test_the_n_chosen_are_the_n_least_sure(cli: Cli, tmp_path: Path, by: str) -> None:
-    rng = np.random.default_rng(7)
+    rng = random.Random(7)
     paths = make_files(tmp_path, 60)
-    vectors: list[list[float] | None] = [list(rng.dirichlet([0.6] * len(CLASSES))) for _ in paths]
+    vectors: list[list[float] | None] = [dirichlet(rng, [0.6] * len(CLASSES)) for _ in paths]
     vectors[5] = vectors[40] = None  # no class at all: the least sure of all
     output = write_output(tmp_path, [single_row(p, v) for p, v in zip(paths, vectors, strict=True)])
     manifest = tmp_path / "next.jsonl"
@@ -94,13 +98,14 @@ def test_the_n_chosen_are_the_n_least_sure(cli: Cli, tmp_path: Path, by: str) ->
 
 
 def test_multilabel_margin_is_the_call_nearest_the_threshold(cli: Cli, tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
+    rng = random.Random(3)
     paths = make_files(tmp_path, 30)
     rows, distance = [], {}
     for path in paths:
-        scores = rng.uniform(0, 1, len(CLASSES))
+        scores = [rng.uniform(0, 1) for _ in CLASSES]
         predictions = [
-            {"class": c, "confidence": float(p)} for c, p in zip(CLASSES, scores, strict=True)
+            {"class": c, "confidence": p}
+            for c, p in sorted(zip(CLASSES, scores, strict=True), key=lambda cp: -cp[1])
         ]
         chosen = [c for c, p in zip(CLASSES, scores, strict=True) if p >= 0.4]
         rows.append(
@@ -109,13 +114,13 @@ def test_multilabel_margin_is_the_call_nearest_the_threshold(cli: Cli, tmp_path:
                 "path": str(path),
                 "status": "ok",
                 "multilabel": True,
-                "top": CLASSES[int(np.argmax(scores))],
-                "confidence": float(scores.max()),
+                "top": CLASSES[scores.index(max(scores))],
+                "confidence": max(scores),
                 "predicted_classes": chosen,
-                "predictions": sorted(predictions, key=lambda e: -e["confidence"]),
+                "predictions": predictions,
             }
         )
-        distance[str(path)] = math.inf if not chosen else float(np.min(np.abs(scores - 0.4)))
+        distance[str(path)] = math.inf if not chosen else min(abs(q - 0.4) for q in scores)
     output = write_output(tmp_path, rows)
     manifest = tmp_path / "next.jsonl"
     assert cli("select", output, "-n", "8", "--by", "margin", "-o", manifest).code == 0
@@ -126,14 +131,14 @@ def test_multilabel_margin_is_the_call_nearest_the_threshold(cli: Cli, tmp_path:
 
 
 def test_per_class_floors_hold_and_the_rest_is_the_least_sure(cli: Cli, tmp_path: Path) -> None:
-    rng = np.random.default_rng(5)
+    rng = random.Random(5)
     paths = make_files(tmp_path, 14)
     # cat: 9 unsure rows; dog: 3; fox: 2 sure ones; owl: none.
     tops = ["cat"] * 9 + ["dog"] * 3 + ["fox"] * 2
     vectors = []
     for top in tops:
         first = rng.uniform(0.9, 0.97) if top == "fox" else rng.uniform(0.55, 0.65)
-        rest = (1 - first) * rng.dirichlet([1, 1, 1])
+        rest = [(1 - first) * q for q in dirichlet(rng, [1, 1, 1])]
         others = [c for c in CLASSES if c != top]
         by_class = {top: first, **dict(zip(others, rest, strict=True))}
         vectors.append([by_class[c] for c in CLASSES])
@@ -204,7 +209,7 @@ def test_an_existing_file_is_never_replaced_unless_select_wrote_it(
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_run_and_push_read_the_manifest(
+def test_run_export_and_push_read_the_manifest(
     cli: Cli, make_server: MakeServer, tmp_path: Path, suffix: str
 ) -> None:
     make_images(tmp_path / "images", 18)
@@ -225,6 +230,13 @@ def test_run_and_push_read_the_manifest(
     again = tmp_path / "again.jsonl"
     assert cli(*run_args(server, again, manifest)).code == 0
     assert {row["id"] for row in read_rows(again)} == wanted
+    # export --only: exactly those (read back by the csv module).
+    exported = tmp_path / "chosen.csv"
+    assert cli("export", output, "--to", "csv", exported, "--only", manifest).code == 0
+    import csv as csv_module
+
+    with open(exported, newline="") as handle:
+        assert {row["id"] for row in csv_module.DictReader(handle)} == wanted
     # push --only: exactly those.
     pushed = cli("push", output, "--project", "next", "--api-url", server.url, "--only", manifest)
     assert pushed.code == 0, pushed.err

@@ -200,6 +200,19 @@ def _is_manifest(path: Path) -> bool:
     return isinstance(first, dict) and "id" in first and "uncertainty" in first
 
 
+def manifest_ids(manifest: Path, *, flag: str) -> frozenset[str]:
+    """The ids of a manifest's rows, for ``push --only`` and ``export --only``: its ``id``
+    column (what ``select`` writes), else the ids ``run`` gives its paths and URLs."""
+    from ..config import DEFAULT_EXTENSIONS
+    from ..inputs.sources import check_sources, iter_items
+
+    if not manifest.is_file():
+        raise UsageError(f"{flag} {manifest}: no such manifest")
+    check_sources([str(manifest)])
+    items = iter_items([str(manifest)], extensions=DEFAULT_EXTENSIONS)
+    return frozenset(item.id for item in items if item.problem is None)
+
+
 def register(commands: Any) -> None:
     """Add ``select`` to the CLI's subcommands."""
     parser = commands.add_parser(

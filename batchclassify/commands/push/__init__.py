@@ -363,7 +363,9 @@ def format_summary(
         for error, count in summary.errors.most_common(5):
             lines.append(f"    {count:,} × {error}")
     if summary.stopped_by is not None:
-        lines.append(f"stopped: {summary.stopped_by}; rerun the same command to resume")
+        reason = str(summary.stopped_by)
+        rerun = "" if "rerun" in reason else "; rerun the same command to resume"
+        lines.append(f"stopped: {reason}{rerun}")
     elif summary.interrupted:
         lines.append("interrupted; rerun the same command to resume")
     return "\n".join(lines)

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ...config import DEFAULT_EXTENSIONS
-from ...errors import UsageError
-from ...inputs.sources import check_sources, iter_items
 from ...names import image_file
 from ...output.reading import iter_latest_rows, read_job_settings
 from ..export.options import content_key, split_of
 from ..export.records import labels_of
+from ..select import manifest_ids
 from ..uncertainty import has_class, measure, threshold_of
 from .options import PushOptions
 
@@ -58,7 +55,7 @@ def select_items(options: PushOptions) -> Selection:
     settings = read_job_settings(options.output) or {}
     model = settings.get("model") if isinstance(settings.get("model"), str) else None
     found = Selection(model=model)
-    wanted = _manifest_ids(options.only) if options.only is not None else None
+    wanted = manifest_ids(options.only, flag="--only") if options.only is not None else None
     uncertainty = measure("margin", threshold=threshold_of(settings))
     ranked: list[tuple[float, int, dict[str, Any]]] = []
     for row in iter_latest_rows(options.output):
@@ -133,13 +130,3 @@ def _item(row: dict[str, Any], options: PushOptions) -> PushItem:
         confidence=float(confidence) if isinstance(confidence, int | float) else None,
         split=split_of(key, options.splits, options.seed),
     )
-
-
-def _manifest_ids(manifest: Path) -> set[str]:
-    """The ids of a manifest's rows (``select`` writes them in an ``id`` column; without
-    one, the ids ``run`` gives its paths and URLs)."""
-    if not manifest.is_file():
-        raise UsageError(f"--only {manifest}: no such manifest")
-    check_sources([str(manifest)])
-    items = iter_items([str(manifest)], extensions=DEFAULT_EXTENSIONS)
-    return {item.id for item in items if item.problem is None}
