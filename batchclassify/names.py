@@ -227,15 +227,3 @@ class LocalIds:
         prefix = ident if ident[-1] == os.sep else ident + os.sep
         self._prefixes[folder] = prefix
         return prefix + as_id(name)
-
-
-def image_file(item_id: str, path: str | None) -> str | None:
-    """Where a row's local image is, from any working directory: its id when the id is a
-    plain absolute path (``ID_SCHEME`` 2: the folder's symlinks resolved, so it names the
-    same file wherever the reader runs), else the path as the row recorded it (relative to
-    where ``run`` was started). ``None`` for a row without a local file (a URL item)."""
-    if path is None:
-        return None
-    if os.path.isabs(item_id) and _ESCAPE not in item_id:
-        return item_id
-    return path

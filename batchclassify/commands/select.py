@@ -30,8 +30,7 @@ import orjson
 
 from ..errors import UsageError
 from ..exit_codes import ExitCode
-from ..names import image_file
-from ..output.reading import iter_latest_rows, read_job_settings
+from ..output.reading import image_file, iter_latest_rows, read_job_settings
 from .export.options import content_key
 from .uncertainty import MEASURES, measure, threshold_of, truncated
 
@@ -74,7 +73,7 @@ def read_candidates(output: Path, by: str) -> tuple[list[Candidate], int, int, f
         if row.get("status") != "ok":
             continue
         cut += truncated(row)
-        path = image_file(row["id"], row.get("path"))
+        path = image_file(row["id"], row.get("path"), base=output.absolute().parent)
         found.append(
             Candidate(
                 uncertainty=uncertainty(row),

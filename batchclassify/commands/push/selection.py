@@ -13,8 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...names import image_file
-from ...output.reading import iter_latest_rows, read_job_settings
+from ...output.reading import image_file, iter_latest_rows, read_job_settings
 from ..export.options import content_key, split_of
 from ..export.records import labels_of
 from ..select import manifest_ids
@@ -28,7 +27,7 @@ class PushItem:
 
     id: str
     path: str | None
-    """The local file to upload (``names.image_file``), or ``None`` for a URL item."""
+    """The local file to upload (``reading.image_file``), or ``None`` for a URL item."""
     url: str | None
     classes: tuple[str, ...]
     multilabel: bool
@@ -116,7 +115,7 @@ def _take(
 
 
 def _item(row: dict[str, Any], options: PushOptions) -> PushItem:
-    path = image_file(row["id"], row.get("path"))
+    path = image_file(row["id"], row.get("path"), base=options.output.absolute().parent)
     url = row.get("url") if path is None else None
     key = (content_key(path) if path is not None and len(options.splits) > 1 else None) or row["id"]
     confidence = row.get("confidence")
