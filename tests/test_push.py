@@ -204,3 +204,16 @@ def test_an_image_annotated_already_keeps_its_annotation_unless_told(
     )
     assert replaced.code == 0
     assert len(log.annotations) == 52 and all(a.overwrite for a in log.annotations[26:])
+
+
+def test_a_failed_row_is_refused_where_rows_become_uploads(tmp_path: Path) -> None:
+    from batchclassify.commands.push.options import PushOptions
+    from batchclassify.commands.push.selection import _item
+    from batchclassify.models import ContradictoryRowError
+
+    from .conftest import sample_failed_row, sample_ok_row
+
+    options = PushOptions(output=tmp_path / "out.jsonl", project="pets")
+    assert _item(sample_ok_row("/x/a.png"), options).classes == ("red",)
+    with pytest.raises(ContradictoryRowError):
+        _item(sample_failed_row("/x/b.png"), options)

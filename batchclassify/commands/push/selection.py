@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...models import ContradictoryRowError, is_answer
 from ...output.reading import image_file, iter_latest_rows, read_job_settings
 from ..export.options import content_key, split_of
 from ..export.records import labels_of
@@ -115,6 +116,9 @@ def _take(
 
 
 def _item(row: dict[str, Any], options: PushOptions) -> PushItem:
+    if row.get("status") != "ok" or not is_answer(row):
+        # Where rows become uploads: a failed row must never reach Roboflow as a prediction.
+        raise ContradictoryRowError(f"row {row['id']!r} is not a classified image: not pushed")
     path = image_file(row["id"], row.get("path"), base=options.output.absolute().parent)
     url = row.get("url") if path is None else None
     key = (content_key(path) if path is not None and len(options.splits) > 1 else None) or row["id"]
