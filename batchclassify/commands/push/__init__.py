@@ -20,7 +20,6 @@ from ...api.dataset import DEFAULT_DATASET_API
 from ...api.redaction import redact
 from ...config import HttpConfig, OutageConfig, RateConfig, RetryConfig
 from ...cost import UPLOAD_IMAGES_PER_CREDIT, upload_credits
-from ...errors import UsageError
 from ...exit_codes import ExitCode
 from .ledger import Ledger, ledger_path
 from .options import DEFAULT_CONCURRENCY, SELECTIONS, PushOptions
@@ -180,27 +179,17 @@ def _splits(text: str) -> tuple[tuple[str, float], ...]:
 
 def options_from(args: argparse.Namespace) -> PushOptions:
     """The push's options from its flags (the key from ``--api-key`` or the environment)."""
-    key = args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None
-    if key is None and not args.dry_run and "roboflow" in args.api_url:
-        raise UsageError(
-            "no API key: pass --api-key or set ROBOFLOW_API_KEY "
-            "(find it in your Roboflow workspace settings)"
-        )
-    try:
-        http = HttpConfig(
-            api_url=args.api_url,
-            api_key=key,
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            connect_timeout=min(HttpConfig.connect_timeout, args.timeout / 2),
-        )
-        retry = RetryConfig(retries=args.retries)
-        rate = RateConfig(requests_per_second=args.rate_limit)
-        outage = OutageConfig(max_outage=args.max_outage)
-    except UsageError as error:
-        from ..cli import in_flag_terms
-
-        raise UsageError(in_flag_terms(error)) from None
+    http = HttpConfig(
+        api_url=args.api_url,
+        api_key=args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+    )
+    if not args.dry_run:
+        http.check_key()  # run's rule: Roboflow's API needs a key
+    retry = RetryConfig(retries=args.retries)
+    rate = RateConfig(requests_per_second=args.rate_limit)
+    outage = OutageConfig(max_outage=args.max_outage)
     return PushOptions(
         output=args.output,
         project=args.project,

@@ -323,7 +323,11 @@ class Pusher:
         self, item: PushItem, stage: str, call: Callable[[], Awaitable[_T]]
     ) -> _T | _Failed | _Stopped:
         """One request until it has an answer, doing what the attempt policy decides after
-        each failure; a fatal answer raises (``FatalApiError``) and stops the push."""
+        each failure; a fatal answer raises (``FatalApiError``) and stops the push.
+
+        The rule is ``attempts.py``'s, shared; this loop only carries out its decisions, as
+        ``job/requesting.ItemRequests.request`` does for classifications (that one builds
+        rows from a ``Prediction`` and feeds the hedging deadline, inline for the hot path)."""
         attempts = self._policy.start(item.id)
         health, rate, stop = self._health, self._rate, self._stop
         while True:
