@@ -216,12 +216,3 @@ def cost_text(
             f"{max(0.0, max_credits - used):,.4f} left"
         )
     return lines
-
-
-#: Roboflow's pricing docs: dataset uploads cost 1 credit per 10,000 images.
-UPLOAD_IMAGES_PER_CREDIT = 10_000
-
-
-def upload_credits(images: int) -> float:
-    """The credits uploading ``images`` images to a Roboflow project costs."""
-    return images / UPLOAD_IMAGES_PER_CREDIT

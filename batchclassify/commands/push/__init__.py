@@ -19,7 +19,7 @@ from typing import Any
 from ...api.dataset import DEFAULT_DATASET_API
 from ...api.redaction import redact
 from ...config import HttpConfig, OutageConfig, RateConfig, RetryConfig
-from ...cost import UPLOAD_IMAGES_PER_CREDIT, upload_credits
+from ...cost import RULES, Billing
 from ...exit_codes import ExitCode
 from .ledger import Ledger, ledger_path
 from .options import DEFAULT_CONCURRENCY, SELECTIONS, PushOptions
@@ -293,7 +293,9 @@ def describe_plan(options: PushOptions, selection: Selection, ledger: Ledger) ->
     splits: dict[str, int] = {}
     for item in pending_upload:
         splits[item.split] = splits.get(item.split, 0) + 1
-    credits = upload_credits(len(pending_upload))
+    upload = RULES[Billing.UPLOAD]
+    assert upload.per_unit is not None  # a price per image
+    credits = len(pending_upload) * upload.per_unit
     lines = [
         f"push to project {options.project} at {options.http.api_url} (dry run: nothing sent)",
         f"  {selection.rows:,} rows in {options.output}: {len(selection.items):,} selected, "
@@ -305,8 +307,7 @@ def describe_plan(options: PushOptions, selection: Selection, ledger: Ledger) ->
         + (f"; {missing:,} files not found" if missing else ""),
         f"  {len(todo):,} predictions to save",
         "  splits: " + (", ".join(f"{n} {k}" for k, n in sorted(splits.items())) or "none"),
-        f"  upload credits: {credits:g} (Roboflow: 1 credit per {UPLOAD_IMAGES_PER_CREDIT:,} "
-        "images)",
+        f"  upload credits: {credits:g} (Roboflow bills {upload.endpoint}: {upload.billed})",
     ]
     for reason, count in selection.left_out.items():
         lines.append(f"  not selected: {count:,} ({reason})")
