@@ -381,6 +381,8 @@ COMMAND_MODULES = {
     "cache": "batchclassify.commands.cache",
     "merge": "batchclassify.commands.merge",
     "diff": "batchclassify.commands.diff",
+    "push": "batchclassify.commands.push",
+    "select": "batchclassify.commands.select",
 }
 
 

@@ -46,8 +46,10 @@ class ProgressBar:
         enabled: bool | None = None,
         log_interval: float = LOG_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        desc: str = "classifying",
     ) -> None:
         self._stream = stream or sys.stderr
+        self._desc = desc
         self.style: Style = (
             ("bar" if self._stream.isatty() else "log")
             if enabled is None
@@ -89,7 +91,7 @@ class ProgressBar:
             nrows=None if sized else 24,
             mininterval=0.2,
             smoothing=0.05,
-            desc="classifying",
+            desc=self._desc,
         )
 
     # -- what the producer and the counting walk report -----------------------------------

@@ -221,3 +221,27 @@ def _without_buffer(message: str) -> str:
     if "truncated" in message.lower():
         return f"the file is cut short (incomplete copy or download?): {message}"
     return message
+
+
+#: What ``image_type`` calls the ISO media images Pillow does not open (by brand).
+_ISO_IMAGES = {
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"mif1": "image/heif",
+    b"avif": "image/avif",
+}
+
+
+def image_type(data: bytes) -> str:
+    """The MIME type of an image's bytes, from its header (nothing is decoded); ``ItemError``
+    (``bad_image``) saying what the bytes are instead when they are no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if data[4:8] == b"ftyp" and data[8:12] in _ISO_IMAGES:
+        return _ISO_IMAGES[data[8:12]]
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            found = image.format
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ItemError(_not_an_image(data), kind=ErrorType.BAD_IMAGE) from None
+    return Image.MIME.get(found or "", "application/octet-stream")

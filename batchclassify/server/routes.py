@@ -1,5 +1,6 @@
-"""The URL table: one aiohttp application with the legacy route (``app.py``'s handlers) and
-the v1 routes (``v1.py``), and aiohttp's own errors (404, 405) as ``{"message"}`` bodies."""
+"""The URL table: one aiohttp application with the legacy route (``app.py``'s handlers), the
+v1 routes (``v1.py``) and the dataset routes (``dataset.py``), and aiohttp's own errors (404,
+405) as ``{"message"}`` bodies."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from .app import ServerState
 from .config import ServerConfig
+from .dataset import DatasetRoutes
 from .errors import MESSAGES, ApiError, json_response
 from .v1 import V1Routes
 
@@ -48,5 +50,6 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/_files/{name:.+}", state.files, name="files")
     V1Routes(state).add_to(app.router)  # before the legacy route, which would match them too
     app.router.add_post("/{slug}/{version}", state.infer, name="infer")
+    DatasetRoutes(state).add_to(app.router)
     app.on_cleanup.append(state.close)
     return app

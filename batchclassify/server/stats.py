@@ -25,6 +25,70 @@ class RequestRecord:
     """``time.monotonic()`` when the request arrived: what a rate limit is judged on."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class UploadRecord:
+    """One image upload the dataset route accepted (a duplicate included); never the key."""
+
+    project: str
+    image_id: str
+    name: str
+    split: str
+    batch: str | None
+    tags: tuple[str, ...]
+    metadata: dict[str, Any] | None
+    source: Literal["file", "url"]
+    url: str | None
+    """The ``image=`` URL of a hosted image; ``None`` for a multipart upload."""
+    sha256: str
+    size: int
+    duplicate: bool
+    """Answered ``duplicate``: the project already held these bytes, under ``image_id``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnotationRecord:
+    """One annotation the annotate route saved (a 409 refusal is not one)."""
+
+    project: str
+    image_id: str
+    name: str
+    annotation: str
+    """``annotationFile`` as sent: a class, or a JSON list of classes (multi-label)."""
+    labelmap: Any
+    job_name: str | None
+    prediction: bool
+    overwrite: bool
+
+
+@dataclass(kw_only=True)
+class DatasetLog:
+    """What the dataset routes received and hold: every accepted upload and annotation, and
+    each project's images by content (what ``duplicate`` answers go by)."""
+
+    uploads: list[UploadRecord] = field(default_factory=list)
+    annotations: list[AnnotationRecord] = field(default_factory=list)
+    images: dict[tuple[str, str], UploadRecord] = field(default_factory=dict)
+    """(project, sha256 of the bytes) -> the upload that stored them."""
+    by_id: dict[tuple[str, str], UploadRecord] = field(default_factory=dict)
+    """(project, image id) -> the upload that stored it."""
+    annotated: dict[tuple[str, str], AnnotationRecord] = field(default_factory=dict)
+    """(project, image id) -> its current annotation."""
+    statuses: Counter[int] = field(default_factory=Counter)
+    """Answers of the dataset routes, faults included, by status."""
+
+    def stored(self, project: str) -> list[UploadRecord]:
+        """The images ``project`` holds, one upload each, in the order they came."""
+        return [record for (name, _), record in self.images.items() if name == project]
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "uploads": len(self.uploads),
+            "images": len(self.images),
+            "annotations": len(self.annotations),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+
+
 @dataclass(kw_only=True)
 class ServerStats:
     """Counters; ``requests`` and ``statuses`` are for the inference route only."""
@@ -41,6 +105,8 @@ class ServerStats:
     url_cache_hits: int = 0
     bytes_received: int = 0  # request bodies read on the inference route
     credits: float = 0.0  # billed for answers (``ServerConfig.credit_cap``)
+    dataset: DatasetLog = field(default_factory=DatasetLog)
+    """The dataset routes' uploads and annotations (``dataset.py``)."""
     cpu_start: float = field(default_factory=time.process_time)
 
     @property
@@ -58,4 +124,5 @@ class ServerStats:
         data["statuses"] = {str(k): v for k, v in sorted(self.statuses.items())}
         data["cpu_seconds"] = round(self.cpu_seconds, 4)
         data["recent"] = [asdict(r) for r in list(self.recent)[-20:]]
+        data["dataset"] = self.dataset.counts()
         return data

@@ -106,6 +106,13 @@ def register(commands: Any) -> None:
         "(default: DEST itself)",
     )
     parser.add_argument(
+        "--only",
+        type=Path,
+        default=None,
+        metavar="MANIFEST",
+        help="export only the images of this manifest (what 'batchclassify select' writes)",
+    )
+    parser.add_argument(
         "--no-formula-guard",
         dest="formula_guard",
         action="store_false",
@@ -122,6 +129,9 @@ def register(commands: Any) -> None:
 
 
 def _command(args: argparse.Namespace) -> int:
+    from ..select import manifest_ids
+
+    only = None if args.only is None else manifest_ids(args.only, flag="--only")
     options = ExportOptions(
         output=args.output,
         to=args.to,
@@ -134,6 +144,7 @@ def _command(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         formula_guard=args.formula_guard,
         document_root=args.document_root,
+        only=only,
     )
     result = run_export(options, lambda text: print(printable(text), file=sys.stderr))
     print(printable("\n".join(describe(options, result)), keep_lines=True))

@@ -37,6 +37,8 @@ class ExportOptions:
     overwrite: bool = False
     formula_guard: bool = True
     """csv: a text cell starting ``=``, ``+``, ``-``, ``@`` gets a ``'`` before it (csvfile.py)."""
+    only: frozenset[str] | None = None
+    """``--only MANIFEST``: the ids of the rows to export (``select``'s manifest)."""
     document_root: Path | None = None
     """label-studio: the Label Studio server's LOCAL_FILES_DOCUMENT_ROOT (default: DEST)."""
     split_names: tuple[str, ...] = field(init=False)

@@ -61,6 +61,13 @@ def labels_of(row: dict[str, Any]) -> list[str]:
     return [top] if top else []
 
 
+def rows_of(options: ExportOptions, *, latest: bool = True) -> Iterator[dict[str, Any]]:
+    """The output's rows (each id's latest, or every row), those of ``--only`` alone."""
+    rows = iter_latest_rows(options.output) if latest else iter_rows(options.output)
+    only = options.only
+    return rows if only is None else (row for row in rows if row["id"] in only)
+
+
 def make_record(row: dict[str, Any], options: ExportOptions, splits: Splits) -> Record:
     """The record of an ``ok`` row."""
     confidence = row.get("confidence")
@@ -154,9 +161,7 @@ def survey(
         found.names = names
     settings = read_job_settings(options.output) or {}
     found.model = settings.get("model") if isinstance(settings.get("model"), str) else None
-    rows: Iterator[dict[str, Any]] = (
-        iter_latest_rows(options.output) if placement else iter_rows(options.output)
-    )
+    rows = rows_of(options, latest=placement is not None)
     for row in rows:
         found.rows += 1
         for key in row:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UsageError
-from ...output.reading import check_output, image_file, iter_latest_rows
+from ...output.reading import check_output, image_file
 from .base import ExportFormat
 from .csvfile import CsvFormat, prepare_file
 from .dest import MAPPING, Mapping, discard, prepare_folder, write_marker
@@ -17,7 +17,7 @@ from .folders import FoldersFormat
 from .labelstudio import LabelStudioFormat
 from .multilabel import MultilabelFormat
 from .options import ExportOptions
-from .records import Record, Splits, Survey, make_record, survey
+from .records import Record, Splits, Survey, make_record, rows_of, survey
 
 #: The file types the consumers of a tree format read (other images are placed, and counted):
 #: roboflow's ``util/folderparser.IMAGE_EXTENSIONS``, torchvision's ``IMG_EXTENSIONS``.
@@ -80,7 +80,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResu
         prepare_file(options)
         fmt.begin(found, classes)
         try:
-            for row in iter_latest_rows(options.output):
+            for row in rows_of(options):
                 if row.get("status") != "ok":
                     result.failed += 1
                     continue
@@ -124,7 +124,7 @@ def _export_tree(
     placer = Placer(options.dest, options.mode, say)
     try:
         fmt.begin(found, classes)
-        for row in iter_latest_rows(options.output):
+        for row in rows_of(options):
             _export_row(row, options, found.splits, fmt, found.names, placer, mapping, result)
         result.lines = fmt.end()
     finally:
