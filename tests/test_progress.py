@@ -571,7 +571,7 @@ def refused(unreachable: bool = True) -> RetryableError:
 def test_never_answered_stops_after_the_grace_once_answered_waits_as_an_outage() -> None:
     now = [0.0]
     monitor = HealthMonitor(max_outage=1800, first_contact_grace=3.0, clock=lambda: now[0],
-                            api_url="http://typo.example:9001")  # fmt: skip
+                            servers=("http://typo.example:9001",))  # fmt: skip
     monitor.failure(refused(), "a")
     now[0] = 2.9
     monitor.failure(refused(), "a")

@@ -54,7 +54,6 @@ FIELD_FLAGS = {
     "overwrite": "--overwrite",
     "retry_failed": "--retry-failed",
     "http.api_url": "--api-url",
-    "http.api_urls": "--api-url",
     "http.api_key": "--api-key (or $ROBOFLOW_API_KEY)",
     "http.api_key_in": "--api-key-in",
     "http.concurrency": "--concurrency",
@@ -393,7 +392,6 @@ def _command_named(argv: Sequence[str]) -> str | None:
 
 def _job_config(args: argparse.Namespace) -> JobConfig:
     api_key = args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None
-    api_urls: list[str] = args.api_url or [HttpConfig.api_url]
     extensions = extensions_option(args.extensions)
     shard = None if args.shard is None else parse_shard(args.shard)
     if args.processes > 1 and shard is not None:
@@ -416,8 +414,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         billing=args.billing,
         watch=watch_config(args),
         http=HttpConfig(
-            api_url=api_urls[0],
-            api_urls=tuple(api_urls) if len(api_urls) > 1 else (),
+            api_url=args.api_url or HttpConfig.api_url,  # --api-url given more than once: a list
             api_key=api_key,
             api_key_in=args.api_key_in,
             concurrency=args.concurrency,

@@ -106,7 +106,7 @@ class Job:
         self._fatal_error: JobStopped | OutputError | None = None
         self._cancel: anyio.CancelScope | None = None
         # The billing rule of the endpoint in use (cost.py), and --max-credits (budget.py).
-        self._billing = rule_for_url(config.http.api_url, config.billing)
+        self._billing = rule_for_url(config.http.servers[0], config.billing)
         self._summary.billing = str(self._billing.kind)
         self._summary.max_credits = config.max_credits
         self._budget = (
@@ -132,7 +132,7 @@ class Job:
             probe_max=config.outage.probe_max,
             clock=clock,
             notify=self._progress.note,
-            api_urls=config.http.servers,
+            servers=config.http.servers,
         )
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
         self._hedge = HedgePolicy(
@@ -316,7 +316,7 @@ class Job:
         @asynccontextmanager
         async def serve() -> Any:
             if self.config.http.api_url != "local":
-                yield self.config.http.api_url
+                yield self.config.http.api_url  # one server or several: the job's own
                 return
             from ..server import ServerConfig, start_server
 
@@ -506,7 +506,7 @@ class Job:
                 self._summary.notes.append(problem)
 
 
-def _with_api_url(http: HttpConfig, api_url: str) -> HttpConfig:
+def _with_api_url(http: HttpConfig, api_url: str | tuple[str, ...]) -> HttpConfig:
     return http if http.api_url == api_url else replace(http, api_url=api_url)
 
 

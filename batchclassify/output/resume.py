@@ -87,10 +87,11 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         "confidence": config.confidence,
         "max_size": config.max_size,
         "format": config.format,
-        "api_url": config.http.api_url,
+        # The first server (a str, as it always was, for readers of older files); several
+        # servers (fleet.py) are listed in full in ``api_urls``.
+        "api_url": config.http.servers[0],
         "shard": None if config.shard is None else str(config.shard),
-        # Several servers (fleet.py): all of them; ``api_url`` is the first.
-        **({"api_urls": list(config.http.api_urls)} if len(config.http.api_urls) > 1 else {}),
+        **({"api_urls": list(config.http.servers)} if len(config.http.servers) > 1 else {}),
         "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
     }
