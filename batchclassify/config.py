@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 from urllib.parse import urlsplit
 
 from .errors import UsageError
@@ -33,6 +33,8 @@ OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
     ".parquet": "parquet",
 }
 KeyPlacement = Literal["query", "header"]
+#: What a job does with an output that holds rows already (``JobConfig.existing``).
+Existing = Literal["resume", "retry_failed", "overwrite"]
 #: What ``JobConfig(sources=...)`` accepts: one source, or several.
 SourcesArg: TypeAlias = "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]"
 
@@ -313,8 +315,11 @@ class JobConfig:
     max_size: int | None = None
     """Downscale images whose longer side exceeds this many pixels before upload."""
     jpeg_quality: int = 90
-    overwrite: bool = False
-    retry_failed: bool = False
+    existing: Existing = "resume"
+    """An output that holds rows already: ``"resume"`` adds the items not recorded yet (what
+    rerunning the same command does), ``"retry_failed"`` resumes and classifies the failed
+    rows again (``--retry-failed``), ``"overwrite"`` starts over (``--overwrite``: only a
+    batchclassify output is removed)."""
     max_failures: int | None = None
     cache: Path | None = None
     """The answer cache file (``--cache``): answers found there are not requested again,
@@ -349,8 +354,7 @@ class JobConfig:
             max_upload_bytes: int = ...,
             max_size: int | None = ...,
             jpeg_quality: int = ...,
-            overwrite: bool = ...,
-            retry_failed: bool = ...,
+            existing: Existing = ...,
             max_failures: int | None = ...,
             cache: str | os.PathLike[str] | None = ...,
             shard: Shard | None = ...,
@@ -396,9 +400,9 @@ class JobConfig:
         if self.max_failures is not None:
             _require(self.max_failures >= 1, "max_failures", "must be at least 1")
         _require(
-            not (self.overwrite and self.retry_failed),
-            "overwrite",
-            "contradicts retry_failed (which resumes): pick one",
+            self.existing in get_args(Existing),
+            "existing",
+            f"{self.existing!r} is not one of {', '.join(get_args(Existing))}",
         )
         if self.max_credits is not None:
             _require(

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from batchclassify import HttpConfig, JobConfig, UsageError, classify
+from batchclassify import ExitCode, HttpConfig, JobConfig, UsageError, classify
+from batchclassify.server import BackgroundServer
 
-from .conftest import KEY, MakeServer, make_images, read_rows
+from .conftest import KEY, Cli, MakeServer, make_images, png, read_rows, run_args
 
 
 def test_one_field_holds_one_server_or_several() -> None:
@@ -71,3 +72,64 @@ def test_a_job_over_several_servers_uses_each_and_records_them(
     # As before: the first server in api_url (read by report), every one in api_urls.
     assert settings["api_url"] == servers[0].url
     assert settings["api_urls"] == [server.url for server in servers]
+
+
+def _job(tmp_path: Path, server: BackgroundServer, **settings: Any) -> JobConfig:
+    return JobConfig(
+        sources=tmp_path / "images",
+        model="colors/1",
+        output=tmp_path / "out.jsonl",
+        http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=2),
+        **settings,
+    )
+
+
+def test_one_field_says_what_to_do_with_an_existing_output(
+    tmp_path: Path, server: BackgroundServer
+) -> None:
+    """``existing``: resume, retry the failed rows, or start over; one choice of three, where
+    two booleans could say both ``overwrite`` and ``retry_failed``."""
+    expected = make_images(tmp_path / "images", 6)
+    server.fail_image(png("blue"), 400)
+    blue = [item_id for item_id, color in expected.items() if color == "blue"]
+    first = classify(_job(tmp_path, server))
+    assert (first.ok, first.failed) == (len(expected) - len(blue), len(blue))
+    server.clear_faults()
+
+    resumed = classify(_job(tmp_path, server, existing="resume"))
+    assert (resumed.ok, resumed.failed, server.stats.requests) == (0, 0, len(expected))
+
+    retried = classify(_job(tmp_path, server, existing="retry_failed"))
+    assert (retried.ok, server.stats.requests) == (len(blue), len(expected) + len(blue))
+    assert {row["id"]: row["top"] for row in read_rows(tmp_path / "out.jsonl")} == expected
+
+    again = classify(_job(tmp_path, server, existing="overwrite"))
+    assert again.ok == len(expected) and again.started_over
+    assert server.stats.requests == 2 * len(expected) + len(blue)
+    assert len(read_rows(tmp_path / "out.jsonl")) == len(expected)
+
+
+def test_the_two_booleans_are_gone_and_a_fourth_choice_is_refused(
+    tmp_path: Path, server: BackgroundServer
+) -> None:
+    (tmp_path / "images").mkdir()
+    contradiction: dict[str, Any] = {"overwrite": True, "retry_failed": True}
+    with pytest.raises(TypeError):
+        _job(tmp_path, server, **contradiction)
+    fourth: dict[str, Any] = {"existing": "replace"}
+    with pytest.raises(UsageError, match=r"^existing: 'replace' is not one of resume, "):
+        _job(tmp_path, server, **fourth)
+
+
+def test_the_flags_map_onto_the_one_field(
+    tmp_path: Path, server: BackgroundServer, cli: Cli
+) -> None:
+    make_images(tmp_path / "images", 2)
+    args = run_args(server, tmp_path / "out.jsonl", tmp_path / "images")
+    assert cli(*args).code == 0
+    assert cli(*args, "--overwrite").code == 0
+    assert server.stats.requests == 4  # started over: both sent again
+    both = cli(*args, "--overwrite", "--retry-failed")
+    assert both.code == ExitCode.USAGE
+    assert both.err.startswith("batchclassify: error: --overwrite and --retry-failed: pick one")
+    assert server.stats.requests == 4

@@ -20,6 +20,7 @@ from typing import Any
 from ..api.redaction import redact
 from ..config import (
     DEFAULT_EXTENSIONS,
+    Existing,
     HttpConfig,
     JobConfig,
     OutageConfig,
@@ -51,8 +52,7 @@ FIELD_FLAGS = {
     "max_size": "--max-size",
     "jpeg_quality": "--jpeg-quality",
     "max_failures": "--max-failures",
-    "overwrite": "--overwrite",
-    "retry_failed": "--retry-failed",
+    "existing": "--overwrite or --retry-failed",
     "http.api_url": "--api-url",
     "http.api_key": "--api-key (or $ROBOFLOW_API_KEY)",
     "http.api_key_in": "--api-key-in",
@@ -406,8 +406,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         extensions=extensions,
         max_size=args.max_size,
         jpeg_quality=args.jpeg_quality,
-        overwrite=args.overwrite,
-        retry_failed=args.retry_failed,
+        existing=_existing(args),
         max_failures=args.max_failures,
         cache=cache_option(args),
         max_credits=args.max_credits,
@@ -426,6 +425,16 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
     )
     config.http.check_key()  # the library's rule, here before --processes starts children
     return config
+
+
+def _existing(args: argparse.Namespace) -> Existing:
+    """``--overwrite`` or ``--retry-failed`` (or neither: resume) as ``JobConfig.existing``."""
+    if args.overwrite and args.retry_failed:
+        raise UsageError(
+            "--overwrite and --retry-failed: pick one (--overwrite starts over, "
+            "--retry-failed resumes and classifies the failed images again)"
+        )
+    return "overwrite" if args.overwrite else "retry_failed" if args.retry_failed else "resume"
 
 
 def _command_run(args: argparse.Namespace) -> int:

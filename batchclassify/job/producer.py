@@ -68,7 +68,9 @@ class Producer:
         work = work or anyio.Event()
         summary = self._summary
         config = self._config
-        screen = Screen(prior.index, retry_failed=config.retry_failed, shard=config.shard)
+        screen = Screen(
+            prior.index, retry_failed=config.existing == "retry_failed", shard=config.shard
+        )
         batches: Iterator[list[Item]] = iter_item_batches(
             self._config.sources,
             extensions=self._config.extensions,

@@ -92,7 +92,8 @@ class Job:
         self._counter = counter
         self._stdin = stdin
         self._clock = clock
-        self._summary = JobSummary(output=config.output, started_over=config.overwrite)
+        started_over = config.existing == "overwrite"
+        self._summary = JobSummary(output=config.output, started_over=started_over)
         # <output>.progress.json for `batchclassify status`, fed like the progress display.
         self._status_file = ProgressFile(
             config.output, self._summary, live=self._live_status, clock=clock
@@ -255,7 +256,8 @@ class Job:
             self._answers.close()
             raise
         started = self._clock()
-        self._progress.started(already_done=prior.ok + (0 if config.retry_failed else prior.failed))
+        retried = config.existing == "retry_failed"  # the failed rows are to do again
+        self._progress.started(already_done=prior.ok + (0 if retried else prior.failed))
         if notice is not None:
             self._summary.notes.append(notice)
             self._progress.note(notice)
