@@ -147,7 +147,8 @@ class RateConfig:
     """A ceiling: never faster; ``None`` lets the adaptive controller find the server's limit."""
     adaptive: bool = True
     """Cut the rate on 429 and creep back up while requests succeed (up to the ceiling, if
-    any); ``False`` holds ``requests_per_second`` fixed whatever the server answers."""
+    any); ``False`` holds ``requests_per_second`` fixed whatever the server answers, and so
+    needs one: with neither there would be no rate control at all."""
 
     def __post_init__(self) -> None:
         if self.requests_per_second is not None:
@@ -157,6 +158,12 @@ class RateConfig:
                 "must be a positive number of requests per second "
                 "(leave it out to adapt to the server's limit)",
             )
+        _require(
+            self.adaptive or self.requests_per_second is not None,
+            "rate.adaptive",
+            "False holds rate.requests_per_second fixed, and none is given: give the rate "
+            "to hold, or leave adaptive on to find the server's limit",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

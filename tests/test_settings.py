@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchclassify import ExitCode, HttpConfig, JobConfig, UsageError, classify
+from batchclassify import ExitCode, HttpConfig, JobConfig, RateConfig, UsageError, classify
 from batchclassify.server import BackgroundServer
 
 from .conftest import KEY, Cli, MakeServer, make_images, png, read_rows, run_args
@@ -133,3 +133,14 @@ def test_the_flags_map_onto_the_one_field(
     assert both.code == ExitCode.USAGE
     assert both.err.startswith("batchclassify: error: --overwrite and --retry-failed: pick one")
     assert server.stats.requests == 4
+
+
+def test_no_rate_and_no_adaptation_is_refused() -> None:
+    """``adaptive=False`` holds ``requests_per_second`` fixed: without one, nothing would
+    control the rate at all (429s would not slow the job down)."""
+    with pytest.raises(UsageError) as refused:
+        RateConfig(adaptive=False)
+    message = str(refused.value)
+    assert message.startswith("rate.adaptive: False holds rate.requests_per_second fixed")
+    assert RateConfig(requests_per_second=20, adaptive=False).requests_per_second == 20
+    assert RateConfig().adaptive and RateConfig().requests_per_second is None
