@@ -6,6 +6,10 @@ Before: ``HttpConfig(api_url=A, api_urls=(B, C))`` dropped A without a word.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import pytest
 from batchclassify import ExitCode, HttpConfig, JobConfig, RateConfig, UsageError, classify
 from batchclassify.server import BackgroundServer
 
-from .conftest import KEY, Cli, MakeServer, make_images, png, read_rows, run_args
+from .conftest import KEY, REPO, Cli, MakeServer, make_images, png, read_rows, run_args
 
 
 def test_one_field_holds_one_server_or_several() -> None:
@@ -144,3 +148,86 @@ def test_no_rate_and_no_adaptation_is_refused() -> None:
     assert message.startswith("rate.adaptive: False holds rate.requests_per_second fixed")
     assert RateConfig(requests_per_second=20, adaptive=False).requests_per_second == 20
     assert RateConfig().adaptive and RateConfig().requests_per_second is None
+
+
+# A job in a child process whose open-file limit (soft and hard) is too low for its
+# --concurrency 256, so fdlimit.py lowers it to n. In memory: the first ``_FAST`` requests are
+# answered at once, which earns the copies' budget up to its cap (HedgePolicy: 2% of requests
+# sent, at most max(budget_cap, concurrency)); then each item's first request hangs and a copy
+# of it is answered, so the job sends as many copies as the budget allows. Prints what it saw.
+_LOWERED_JOB = """
+import json, sys
+from collections import Counter
+import anyio
+import orjson
+from batchclassify import HttpConfig, Job, JobConfig, Response
+from batchclassify.job.hedging import HedgePolicy
+
+FAST, STUCK = int(sys.argv[1]), int(sys.argv[2])
+ANSWER = Response(200, {}, orjson.dumps({"top": "red", "confidence": 0.9, "predictions": []}))
+
+class Transport:
+    def __init__(self):
+        self.asked = Counter()
+    async def send(self, url, body, headers):
+        image = url.query["image"]
+        seen = self.asked[image]
+        self.asked[image] += 1
+        if int(image.rsplit("/", 1)[1]) >= FAST and seen == 0:
+            await anyio.sleep_forever()  # stuck: answered by its copy, or cut by the watchdog
+        await anyio.lowlevel.checkpoint()
+        return ANSWER
+    async def aclose(self):
+        pass
+
+folder = sys.argv[3]
+with open(f"{folder}/urls.txt", "w") as manifest:
+    manifest.writelines(f"https://images.example/{n}\\n" for n in range(FAST + STUCK))
+config = JobConfig(
+    sources=f"{folder}/urls.txt", model="colors/1", output=f"{folder}/out.jsonl",
+    http=HttpConfig(
+        api_url="https://api.example", api_key="k", concurrency=256, timeout=2, stall_after=1
+    ),
+)
+transport = Transport()
+job = Job(config, transport=transport)
+summary = anyio.run(job.run)
+n = job.config.http.concurrency
+print(json.dumps({
+    "lowered_to": n, "notes": summary.notes, "ok": summary.ok, "hedged": summary.hedged,
+    "cap": max(HedgePolicy.budget_cap, n),
+}))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE")
+def test_a_job_lowered_to_fit_the_open_file_limit_is_built_for_the_lowered_concurrency(
+    tmp_path: Path,
+) -> None:
+    """Every stage is built from the config the job runs with. Before, ``run()`` patched the
+    lowered concurrency into the config after the stages were built, and the copies' budget
+    kept the cap of --concurrency 256: copies of stuck requests beyond what the open-file
+    limit allows."""
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    fast, stuck = 800, 16  # 800 requests earn 2 + 16 copies; the lowered cap is far below
+    done = subprocess.run(  # in the checkout: python -c puts the working directory first
+        [sys.executable, "-c", _LOWERED_JOB, str(fast), str(stuck), str(tmp_path)],
+        preexec_fn=low_limit,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    n = seen["lowered_to"]
+    assert 1 <= n < 16 and seen["cap"] < stuck  # the scenario tells the two caps apart
+    assert any(f"--concurrency 256 lowered to {n}" in note for note in seen["notes"])
+    assert seen["ok"] == fast + stuck
+    assert seen["hedged"] <= seen["cap"]  # the budget of the lowered concurrency

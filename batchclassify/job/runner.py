@@ -87,7 +87,11 @@ class Job:
         transport: Transport | None = None,
     ) -> None:
         """``clock`` and ``counter`` are seams for tests; ``transport`` sends the HTTP
-        requests (``client.py``; default: aiohttp), for tests or an HTTP stack of your own."""
+        requests (``client.py``; default: aiohttp), for tests or an HTTP stack of your own.
+
+        The stages are built when ``run`` starts, from the effective config: ``config`` with
+        the concurrency the open-file limit allows (``fdlimit.py``); ``config`` is then that.
+        """
         self.config = config
         self._counter = counter
         self._stdin = stdin
@@ -115,13 +119,14 @@ class Job:
             if config.max_credits is None
             else Budget(limit=config.max_credits, rule=self._billing, on_reached=self._reached)
         )
-        self._flow_control(config, clock)
-        self._stages(config, stdin=stdin, clock=clock)
         self._transport = transport
         self._fleet: FleetTransport | None = None
         self._sink: Sink = open_sink(config.output, config.format)
-        # The answer cache (--cache) and in-flight sharing; run() opens the real one.
-        self._answers = self._workers.answers
+
+    def _build(self, config: JobConfig) -> None:
+        """Every stage, from one config: the effective one (``run``)."""
+        self._flow_control(config, self._clock)
+        self._stages(config, stdin=self._stdin, clock=self._clock)
 
     def _flow_control(self, config: JobConfig, clock: Callable[[], float]) -> None:
         """The rate controller, the outage monitor, the stuck-request deadline, the watchdog."""
@@ -238,10 +243,11 @@ class Job:
             return await self._run_holding_output()
 
     async def _run_holding_output(self) -> JobSummary:
-        # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
-        self.config, notice = fit_open_files(self.config)
-        config = self.config
-        self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
+        # Before anything opens a file: raise the open-file limit, or lower concurrency to it;
+        # then every stage is built from the config the job runs with, never patched after.
+        config, notice = fit_open_files(self.config)
+        self.config = config
+        self._build(config)
         if config.watch is not None:  # first: it needs no network to refuse an s3:// source
             from ..inputs.watching import check_followable
 
