@@ -548,6 +548,9 @@ def classify(
     methods are called on that thread. Ctrl-C (or a notebook's interrupt) stops the job as
     the CLI's does: requests in flight finish, every row is written, then
     ``KeyboardInterrupt`` is raised; a second one cuts the requests off. Rerun to resume.
+
+    Like every job (``Job.run``), it raises the process's soft open-file limit as far as the
+    job needs (never the hard one), and leaves it raised (``fdlimit.py``, docs/running.md).
     """
     from anyio.from_thread import start_blocking_portal
 
