@@ -10,13 +10,26 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
+from yarl import URL
 
-from batchclassify import ExitCode, HttpConfig, JobConfig, RateConfig, UsageError, classify
+from batchclassify import (
+    ExitCode,
+    HttpConfig,
+    JobConfig,
+    RateConfig,
+    Response,
+    UsageError,
+    classify,
+    run_job,
+)
 from batchclassify.server import BackgroundServer
 
 from .conftest import KEY, REPO, Cli, MakeServer, make_images, png, read_rows, run_args
@@ -231,3 +244,52 @@ def test_a_job_lowered_to_fit_the_open_file_limit_is_built_for_the_lowered_concu
     assert any(f"--concurrency 256 lowered to {n}" in note for note in seen["notes"])
     assert seen["ok"] == fast + stuck
     assert seen["hedged"] <= seen["cap"]  # the budget of the lowered concurrency
+
+
+class _InMemory:
+    """A ``Transport`` answering every request at once with its image's URL as the label."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.closed = False
+
+    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
+        image = url.query["image"]
+        self.asked.append(image)
+        answer = {
+            "top": image,
+            "confidence": 0.9,
+            "predictions": [{"class": image, "confidence": 0.9}],
+        }
+        return Response(200, {}, orjson.dumps(answer))
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _in_memory_job(tmp_path: Path, name: str) -> tuple[JobConfig, list[str]]:
+    urls = [f"https://images.example/{name}-{n}.jpg" for n in range(5)]
+    manifest = tmp_path / f"{name}.txt"
+    manifest.write_text("\n".join(urls) + "\n")
+    config = JobConfig(
+        sources=manifest,
+        model="colors/1",
+        output=tmp_path / f"{name}.jsonl",
+        http=HttpConfig(api_url="https://api.example", api_key="k"),
+    )
+    return config, urls
+
+
+def test_classify_and_run_job_take_a_transport_as_job_does(tmp_path: Path) -> None:
+    """httpx takes ``transport=`` on every entry point; so do ``classify`` and ``run_job``."""
+    config, urls = _in_memory_job(tmp_path, "sync")
+    transport = _InMemory()
+    summary = classify(config, transport=transport)
+    assert summary.ok == len(urls) and sorted(transport.asked) == urls and transport.closed
+    assert {row["id"]: row["top"] for row in read_rows(config.output)} == {u: u for u in urls}
+
+    config, urls = _in_memory_job(tmp_path, "async")
+    transport = _InMemory()
+    summary = anyio.run(partial(run_job, config, transport=transport))
+    assert summary.ok == len(urls) and sorted(transport.asked) == urls and transport.closed
+    assert {row["id"]: row["top"] for row in read_rows(config.output)} == {u: u for u in urls}

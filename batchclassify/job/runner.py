@@ -523,8 +523,10 @@ async def run_job(
     *,
     progress: ProgressListener | None = None,
     stdin: TextIO | None = None,
+    transport: Transport | None = None,
 ) -> JobSummary:
-    """Run one job to the end and return its summary.
+    """Run one job to the end and return its summary. ``transport`` sends the HTTP requests,
+    as ``Job``'s does (default: aiohttp).
 
     Raises ``UsageError`` or ``OutputError`` before anything is sent if the input or output is
     unusable, and ``OutputWriteError`` if writing fails mid-job. Anything else that stops the
@@ -532,7 +534,7 @@ async def run_job(
     whose ``stop_cause`` and ``stopped_by`` say why, and whose ``exit_code`` is
     ``ExitCode.STOPPED``.
     """
-    return await Job(config, progress=progress, stdin=stdin).run()
+    return await Job(config, progress=progress, stdin=stdin, transport=transport).run()
 
 
 def classify(
@@ -540,8 +542,11 @@ def classify(
     *,
     progress: ProgressListener | None = None,
     stdin: TextIO | None = None,
+    transport: Transport | None = None,
 ) -> JobSummary:
     """Run one job to the end and return its summary: ``run_job`` for synchronous code.
+    ``transport`` sends the HTTP requests, as ``Job``'s does; its methods run on the job's
+    thread.
 
     Works in scripts and inside a running event loop alike (a Jupyter notebook): the job runs
     on a worker thread with its own event loop while the caller waits, so ``progress``'s
@@ -555,7 +560,7 @@ def classify(
     from anyio.from_thread import start_blocking_portal
 
     with start_blocking_portal() as portal:
-        job = portal.call(lambda: Job(config, progress=progress, stdin=stdin))
+        job = portal.call(lambda: Job(config, progress=progress, stdin=stdin, transport=transport))
         finished = portal.start_task_soon(job.run)
         return _wait_stopping_on_interrupt(portal, job, finished)
 
