@@ -19,6 +19,7 @@ ENTRY_POINTS: tuple[Any, ...] = (
     batchclassify.Job.__init__,
     batchclassify.Job.run,
     batchclassify.Job.request_stop,
+    batchclassify.read_results,
 )
 
 
