@@ -13,10 +13,11 @@ async code; ``Job`` is one run, for async code that wants ``request_stop()``.
 
 This module exports exactly what a caller meets: the configuration, the functions that run a
 job, what they return (``JobSummary`` with its ``StopCause``, ``ExitCode`` and
-``InputReport``; rows' ``ErrorType``), the progress listener they accept, the HTTP
-``Transport`` a job may be given (and the ``Response`` it returns), the errors they raise or
-report, and ``read_results``, which reads an output's rows back (each image's latest). The
-rest of the package is internal and may change.
+``InputReport``; rows' ``ErrorType``), the progress listener they accept (and the
+``Progress`` snapshots it is shown), the HTTP ``Transport`` a job may be given (and the
+``Response`` it returns), the errors they raise or report, and ``read_results``, which reads
+an output's rows back (each image's latest). The rest of the package is internal and may
+change.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from .job.runner import Job, classify, run_job
     from .output.reading import read_results
     from .shards import Shard, parse_shard
-    from .summary import InputReport, JobSummary, ProgressListener, SilentProgress
+    from .summary import InputReport, JobSummary, Progress, ProgressListener, SilentProgress
 
 #: Where each name lives. Imported on first use (PEP 562), so that ``import batchclassify``,
 #: and with it every command (``batchclassify status``, ``serve``...), does not load the job's
@@ -93,6 +94,7 @@ _HOMES = {
     "parse_shard": "shards",
     "InputReport": "summary",
     "JobSummary": "summary",
+    "Progress": "summary",
     "ProgressListener": "summary",
     "SilentProgress": "summary",
 }
@@ -130,6 +132,7 @@ __all__ = [
     "OutageTimeoutError",
     "OutputError",
     "OutputWriteError",
+    "Progress",
     "ProgressListener",
     "RateConfig",
     "Response",

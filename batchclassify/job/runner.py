@@ -36,7 +36,7 @@ from ..inputs.fileread import FileReader
 from ..inputs.sources import check_sources
 from ..output.cache import KeySettings
 from ..output.outputs import hold_output
-from ..output.progressfile import FanOut, ProgressFile
+from ..output.progressfile import ProgressFile
 from ..output.resume import PriorState, prepare_output
 from ..output.sinks import Sink, open_sink
 from ..summary import JobSummary, ProgressListener, SilentProgress
@@ -51,6 +51,7 @@ from .itemqueue import ItemQueue
 from .producer import Producer
 from .ratelimit import RateController
 from .stopping import StopSignal
+from .tracking import ProgressTracker
 from .waiting import WaitDescriber
 from .worker import Workers
 
@@ -98,12 +99,12 @@ class Job:
         self._clock = clock
         started_over = config.existing == "overwrite"
         self._summary = JobSummary(output=config.output, started_over=started_over)
-        # <output>.progress.json for `batchclassify status`, fed like the progress display.
+        # <output>.progress.json for `batchclassify status`, shown what the display is shown.
         self._status_file = ProgressFile(
             config.output, self._summary, live=self._live_status, clock=clock
         )
         display = progress or SilentProgress()
-        self._progress = FanOut(display, self._status_file)
+        self._progress = ProgressTracker(self._summary, display, self._status_file)
         # Rows go to the display alone: the progress file reads its counts off the summary.
         self._row_listener = display
         self._stop = StopSignal()
@@ -182,7 +183,7 @@ class Job:
             record=self._record,
             fail=self._fail,
             summary=self._summary,
-            progress=self._progress,
+            notify=self._progress.note,
             timeout=config.http.timeout,
             concurrency=config.http.concurrency,
             clock=clock,
@@ -469,7 +470,7 @@ class Job:
             summary.costed += 1
         elif row["status"] == "ok":
             summary.uncosted += 1  # answered, but its cost could not be read
-        self._row_listener.row(row["status"])
+        self._row_listener.row(row)
         if self._following is not None:
             self._following.latency.row(row["id"])
 
