@@ -13,9 +13,11 @@ async code; ``Job`` is one run, for async code that wants ``request_stop()``.
 
 This module exports exactly what a caller meets: the configuration, the functions that run a
 job, what they return (``JobSummary`` with its ``StopCause``, ``ExitCode`` and
-``InputReport``; rows' ``ErrorType``), the progress listener they accept, the HTTP
-``Transport`` a ``Job`` may be given (and the ``Response`` it returns), and the errors they
-raise or report. The rest of the package is internal and may change.
+``InputReport``; rows' ``ErrorType``), the progress listener they accept (and the
+``Progress`` snapshots it is shown), the HTTP ``Transport`` a job may be given (and the
+``Response`` it returns), the errors they raise or report, and ``read_results``, which reads
+an output's rows back (each image's latest). The rest of the package is internal and may
+change.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ if TYPE_CHECKING:
     )
     from .exit_codes import ExitCode
     from .job.runner import Job, classify, run_job
+    from .output.reading import read_results
     from .shards import Shard, parse_shard
-    from .summary import InputReport, JobSummary, ProgressListener, SilentProgress
+    from .summary import InputReport, JobSummary, Progress, ProgressListener, SilentProgress
 
 #: Where each name lives. Imported on first use (PEP 562), so that ``import batchclassify``,
 #: and with it every command (``batchclassify status``, ``serve``...), does not load the job's
@@ -86,10 +89,12 @@ _HOMES = {
     "Job": "job.runner",
     "classify": "job.runner",
     "run_job": "job.runner",
+    "read_results": "output.reading",
     "Shard": "shards",
     "parse_shard": "shards",
     "InputReport": "summary",
     "JobSummary": "summary",
+    "Progress": "summary",
     "ProgressListener": "summary",
     "SilentProgress": "summary",
 }
@@ -127,6 +132,7 @@ __all__ = [
     "OutageTimeoutError",
     "OutputError",
     "OutputWriteError",
+    "Progress",
     "ProgressListener",
     "RateConfig",
     "Response",
@@ -141,5 +147,6 @@ __all__ = [
     "__version__",
     "classify",
     "parse_shard",
+    "read_results",
     "run_job",
 ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 from urllib.parse import urlsplit
 
 from .errors import UsageError
@@ -33,6 +33,8 @@ OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
     ".parquet": "parquet",
 }
 KeyPlacement = Literal["query", "header"]
+#: What a job does with an output that holds rows already (``JobConfig.existing``).
+Existing = Literal["resume", "retry_failed", "overwrite"]
 #: What ``JobConfig(sources=...)`` accepts: one source, or several.
 SourcesArg: TypeAlias = "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]"
 
@@ -69,6 +71,33 @@ def _is_hosted(url: str) -> bool:
     """Is ``url`` Roboflow's hosted API (a ``roboflow.com`` server), which needs a key?"""
     host = urlsplit(url).hostname or ""
     return host == "roboflow.com" or host.endswith(".roboflow.com")
+
+
+def _as_servers(api_url: str | Iterable[str]) -> str | tuple[str, ...]:
+    """``api_url`` checked: one http(s) URL or ``"local"`` stays a ``str``; several distinct
+    http(s) URLs become a tuple (a sequence of one is that one URL)."""
+    if isinstance(api_url, str):
+        urls: tuple[object, ...] = (api_url,)
+    elif isinstance(api_url, Iterable):
+        urls = tuple(api_url)
+    else:
+        urls = (api_url,)  # refused below: not a str
+    _require(len(urls) > 0, "http.api_url", "no server given: name at least one URL")
+    bases = []
+    for url in urls:
+        text = url if isinstance(url, str) else ""
+        local = text == "local"
+        _require(
+            (local and len(urls) == 1) or text.startswith(("http://", "https://")),
+            "http.api_url",
+            f"{url!r} is not an http(s) URL"
+            + (" ('local' cannot be one of several servers)" if local else " (or use 'local')"),
+        )
+        bases.append(text.rstrip("/"))
+    for base in bases:
+        _require(bases.count(base) == 1, "http.api_url", f"{base!r} is given more than once")
+    servers = tuple(map(str, urls))
+    return servers[0] if len(servers) == 1 else servers
 
 
 def _format_from_suffix(output: Path) -> OutputFormat:
@@ -118,7 +147,8 @@ class RateConfig:
     """A ceiling: never faster; ``None`` lets the adaptive controller find the server's limit."""
     adaptive: bool = True
     """Cut the rate on 429 and creep back up while requests succeed (up to the ceiling, if
-    any); ``False`` holds ``requests_per_second`` fixed whatever the server answers."""
+    any); ``False`` holds ``requests_per_second`` fixed whatever the server answers, and so
+    needs one: with neither there would be no rate control at all."""
 
     def __post_init__(self) -> None:
         if self.requests_per_second is not None:
@@ -128,6 +158,12 @@ class RateConfig:
                 "must be a positive number of requests per second "
                 "(leave it out to adapt to the server's limit)",
             )
+        _require(
+            self.adaptive or self.requests_per_second is not None,
+            "rate.adaptive",
+            "False holds rate.requests_per_second fixed, and none is given: give the rate "
+            "to hold, or leave adaptive on to find the server's limit",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,13 +192,17 @@ class OutageConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class HttpConfig:
-    """Where requests go and how each one is bounded."""
+    """Where requests go and how each one is bounded.
 
-    api_url: str = DEFAULT_API_URL
-    """The API's base URL, or ``"local"`` for the embedded Roboflow-compatible server."""
-    api_urls: tuple[str, ...] = ()
-    """Several servers of one API (``--api-url`` given more than once, ``fleet.py``): requests
-    are spread over them. When given, ``api_url`` is set to the first."""
+    ``api_url`` takes one server (a ``str``) or several servers of one API (a sequence of
+    them, as ``--api-url`` given more than once): one field, so the servers cannot disagree.
+    After construction it is a ``str`` for one server and a tuple for several; ``servers`` is
+    always the tuple.
+    """
+
+    api_url: str | tuple[str, ...] = DEFAULT_API_URL
+    """The API's base URL, ``"local"`` for the embedded Roboflow-compatible server, or
+    several base URLs of one API (``api/fleet.py``: requests are spread over them)."""
     api_key: str | None = field(default=None, repr=False)
     api_key_in: KeyPlacement = "query"
     concurrency: int = 32
@@ -175,16 +215,22 @@ class HttpConfig:
     """Watchdog: seconds with requests in flight and none completing before they are cancelled
     and retried; ``None`` means three times ``timeout``."""
 
+    if TYPE_CHECKING:  # what the generated __init__ accepts; __post_init__ normalises it
+
+        def __init__(
+            self,
+            *,
+            api_url: str | Sequence[str] = ...,
+            api_key: str | None = ...,
+            api_key_in: KeyPlacement = ...,
+            concurrency: int = ...,
+            timeout: float = ...,
+            connect_timeout: float | None = ...,
+            stall_after: float | None = ...,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
-        if self.api_urls:
-            object.__setattr__(self, "api_urls", tuple(self.api_urls))
-            self._check_servers()
-            object.__setattr__(self, "api_url", self.api_urls[0])
-        _require(
-            self.api_url == "local" or self.api_url.startswith(("http://", "https://")),
-            "http.api_url",
-            f"{self.api_url!r} is not an http(s) URL (or use 'local')",
-        )
+        object.__setattr__(self, "api_url", _as_servers(self.api_url))
         _require(self.api_key_in in ("query", "header"), "http.api_key_in", "use query or header")
         _require(1 <= self.concurrency <= 4096, "http.concurrency", "must be between 1 and 4096")
         _require(_positive(self.timeout), "http.timeout", "must be a positive number of seconds")
@@ -192,18 +238,6 @@ class HttpConfig:
             _require(_positive(self.connect_timeout), "http.connect_timeout", "must be positive")
         if self.stall_after is not None:
             _require(_positive(self.stall_after), "http.stall_after", "must be positive")
-
-    def _check_servers(self) -> None:
-        for url in self.api_urls:
-            _require(
-                url.startswith(("http://", "https://")),
-                "http.api_urls",
-                f"{url!r} is not an http(s) URL"
-                + (" ('local' cannot be one of several servers)" if url == "local" else ""),
-            )
-        bases = [url.rstrip("/") for url in self.api_urls]
-        for url in bases:
-            _require(bases.count(url) == 1, "http.api_urls", f"{url!r} is given more than once")
 
     @property
     def connect_seconds(self) -> float:
@@ -217,8 +251,8 @@ class HttpConfig:
 
     @property
     def servers(self) -> tuple[str, ...]:
-        """The base URL of each server: ``api_urls``, or ``api_url`` alone."""
-        return self.api_urls or (self.api_url,)
+        """The base URL of each server: ``api_url``'s, as a tuple of one or more."""
+        return (self.api_url,) if isinstance(self.api_url, str) else self.api_url
 
     def check_key(self) -> None:
         """Refuse to start without a key where one is required: Roboflow's hosted API (a
@@ -288,8 +322,11 @@ class JobConfig:
     max_size: int | None = None
     """Downscale images whose longer side exceeds this many pixels before upload."""
     jpeg_quality: int = 90
-    overwrite: bool = False
-    retry_failed: bool = False
+    existing: Existing = "resume"
+    """An output that holds rows already: ``"resume"`` adds the items not recorded yet (what
+    rerunning the same command does), ``"retry_failed"`` resumes and classifies the failed
+    rows again (``--retry-failed``), ``"overwrite"`` starts over (``--overwrite``: only a
+    batchclassify output is removed)."""
     max_failures: int | None = None
     cache: Path | None = None
     """The answer cache file (``--cache``): answers found there are not requested again,
@@ -324,8 +361,7 @@ class JobConfig:
             max_upload_bytes: int = ...,
             max_size: int | None = ...,
             jpeg_quality: int = ...,
-            overwrite: bool = ...,
-            retry_failed: bool = ...,
+            existing: Existing = ...,
             max_failures: int | None = ...,
             cache: str | os.PathLike[str] | None = ...,
             shard: Shard | None = ...,
@@ -371,9 +407,9 @@ class JobConfig:
         if self.max_failures is not None:
             _require(self.max_failures >= 1, "max_failures", "must be at least 1")
         _require(
-            not (self.overwrite and self.retry_failed),
-            "overwrite",
-            "contradicts retry_failed (which resumes): pick one",
+            self.existing in get_args(Existing),
+            "existing",
+            f"{self.existing!r} is not one of {', '.join(get_args(Existing))}",
         )
         if self.max_credits is not None:
             _require(

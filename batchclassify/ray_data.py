@@ -130,7 +130,7 @@ class Classifier:
             outage_after=outage.outage_after,
             probe_initial=outage.probe_initial,
             probe_max=outage.probe_max,
-            api_url=http.api_url,
+            servers=http.servers,
         )
         policy = AttemptPolicy(
             retry or RetryConfig(),

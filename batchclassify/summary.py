@@ -1,8 +1,9 @@
-"""What a job reports: the listener a progress display implements, and the final summary."""
+"""What a job reports: progress snapshots to a listener as it runs, and the final summary."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,75 +12,67 @@ from .errors import JobStopped, StopCause
 from .exit_codes import ExitCode
 
 
-class ProgressListener(Protocol):
-    """What the runner tells a progress display. Every method is called on the event loop.
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a job stands: what a ``ProgressListener`` is shown when the job starts, when
+    its expected total changes, about once a second, and when it ends (``finished``)."""
 
-    The producer reports each batch it lists: ``listed`` (items gone through, and how many of
-    them an earlier run recorded), then ``add_total`` (how many of them are queued for this
-    run); ``listing_finished`` once the sources are exhausted. ``counted`` brings the number
-    of items in the sources (skipped ones included) from a separate counting walk, whenever
-    it finishes, or never (stdin). ``tick`` comes about once a second, so a display can
-    refresh and log while nothing else happens (a long pause).
+    already_done: int
+    """Items an earlier run recorded (ok, or failed unless ``existing="retry_failed"``)."""
+    ok: int
+    """Items classified in this run."""
+    failed: int
+    """Items that failed in this run."""
+    retries: int
+    """Requests sent again in this run."""
+    total: int | None
+    """Items expected in all, ``already_done`` included: estimated from the sources' count
+    until they are listed to the end, then exact; ``None`` while not known (never below
+    ``done``)."""
+    total_is_exact: bool
+    """The sources have been listed to the end: ``total`` is what they held."""
+    found: int
+    """Items met so far that are done or to do: what ``total`` will be at least."""
+    waiting: str | None
+    """What new requests wait for (a rate-limit pause, an outage), in words; ``None``."""
+    finished: bool = False
+    """The job is over: the last snapshot."""
+
+    @property
+    def done(self) -> int:
+        """Items done, earlier runs' included."""
+        return self.already_done + self.ok + self.failed
+
+
+class ProgressListener(Protocol):
+    """What a job tells its caller as it runs. Every method is called on the job's event loop
+    (``classify``: the job's thread).
+
+    ``progress`` brings a ``Progress`` snapshot when the job starts, whenever the expected
+    total changes, about once a second (so a display can refresh during a long pause) and
+    at the end (``finished``); ``row`` each row as it is recorded (read it, do not change
+    it); ``note`` news from the job (an outage, stuck requests, a stop), ``None`` once it
+    no longer holds.
     """
 
-    def started(self, *, already_done: int) -> None: ...
+    def progress(self, progress: Progress) -> None: ...
 
-    def counted(self, total: int) -> None: ...
-
-    def listed(self, *, seen: int, recorded: int) -> None: ...
-
-    def add_total(self, count: int) -> None: ...
-
-    def listing_finished(self) -> None: ...
-
-    def row(self, status: str) -> None: ...
-
-    def retried(self) -> None: ...
+    def row(self, row: Mapping[str, Any]) -> None: ...
 
     def note(self, text: str | None) -> None: ...
-
-    def waiting(self, text: str | None) -> None: ...
-
-    def tick(self) -> None: ...
-
-    def finished(self) -> None: ...
 
 
 class SilentProgress:
     """A ProgressListener that shows nothing (the default for the Python API). Subclass it to
-    hear only some of the calls: the listener protocol may grow."""
+    hear only some of the calls."""
 
-    def started(self, *, already_done: int) -> None:
+    def progress(self, progress: Progress) -> None:
         pass
 
-    def counted(self, total: int) -> None:
-        pass
-
-    def listed(self, *, seen: int, recorded: int) -> None:
-        pass
-
-    def add_total(self, count: int) -> None:
-        pass
-
-    def listing_finished(self) -> None:
-        pass
-
-    def row(self, status: str) -> None:
-        pass
-
-    def retried(self) -> None:
+    def row(self, row: Mapping[str, Any]) -> None:
         pass
 
     def note(self, text: str | None) -> None:
-        pass
-
-    def waiting(self, text: str | None) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
-
-    def finished(self) -> None:
         pass
 
 
@@ -201,41 +194,3 @@ class JobSummary:
         if self.failed or self.previously_failed:
             return ExitCode.FAILED_ITEMS
         return ExitCode.OK
-
-
-class ItemCount:
-    """How many items the job has done and expects in all, from what the runner reports.
-
-    ``base`` items were done before this run (recorded ok, or failed without
-    ``--retry-failed``); each ``row`` of this run adds one. The expected total is exact once
-    the listing is finished: ``base`` plus every item queued. Before that, with the sources'
-    item count known, the items not listed yet are added, less the recorded items not met yet
-    (a rerun finds them among the rest of the sources, and skips them). Without the count it
-    is unknown. It never drops below what is done, so the bar ends at 100% even if the
-    count was off (files added or removed meanwhile).
-    """
-
-    def __init__(self) -> None:
-        self.base = 0
-        self.rows = 0
-        self.counted: int | None = None
-        self.seen = 0
-        self.recorded_seen = 0
-        self.queued = 0
-        self.listing_done = False
-
-    @property
-    def done(self) -> int:
-        return self.base + self.rows
-
-    @property
-    def total(self) -> int | None:
-        if self.listing_done:
-            expected = self.base + self.queued
-        elif self.counted is None:
-            return None
-        else:
-            unseen = max(0, self.counted - self.seen)
-            recorded_unseen = max(0, self.base - self.recorded_seen)
-            expected = self.base + self.queued + max(0, unseen - recorded_unseen)
-        return max(expected, self.done)

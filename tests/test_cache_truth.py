@@ -24,7 +24,7 @@ from batchclassify.output.cache import AnswerCache, Keys, KeySettings
 from batchclassify.output.parquet_sink import ParquetSink
 from batchclassify.output.sinks import JsonlSink
 from batchclassify.server import BackgroundServer
-from batchclassify.summary import SilentProgress
+from batchclassify.summary import Progress, SilentProgress
 
 from .conftest import (
     KEY,
@@ -378,8 +378,9 @@ class _DamageOnStart(SilentProgress):
         self.notes: list[str] = []
         self.damaged = b""
 
-    def started(self, *, already_done: int) -> None:
-        self.damaged = _damage(self.cache, pages=1 << 20)  # the whole second half
+    def progress(self, progress: Progress) -> None:
+        if not self.damaged:  # the first snapshot: the job has started
+            self.damaged = _damage(self.cache, pages=1 << 20)  # the whole second half
 
     def note(self, text: str | None) -> None:
         if text:

@@ -165,7 +165,7 @@ def test_another_4xx_is_an_http_error_row(tmp_path: Path, server: BackgroundServ
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (("--overwrite", "--retry-failed"), "--overwrite: contradicts --retry-failed"),
+        (("--overwrite", "--retry-failed"), "--overwrite and --retry-failed: pick one"),
         (("--timeout", "0"), "--timeout: must be a positive number of seconds"),
         (("--max-outage", "-1"), "--max-outage: must be a positive number of seconds"),
     ],

@@ -461,7 +461,7 @@ def test_a_server_that_stops_answering_is_taken_out_and_the_job_finishes(
         model="colors/1",
         output=tmp_path / "out.jsonl",
         http=HttpConfig(
-            api_urls=tuple(server.url for server in (*fine, hung)),
+            api_url=[server.url for server in (*fine, hung)],
             api_key=KEY,
             concurrency=6,
             timeout=2,

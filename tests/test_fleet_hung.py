@@ -97,7 +97,7 @@ def test_a_job_over_a_hung_a_failing_and_a_healthy_server_answers_every_image_on
         model="colors/1",
         output=tmp_path / "out.jsonl",
         http=HttpConfig(
-            api_urls=(hung.url, failing.url, healthy.url),
+            api_url=(hung.url, failing.url, healthy.url),
             api_key=KEY,
             concurrency=8,
             timeout=20,

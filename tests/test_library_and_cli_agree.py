@@ -84,7 +84,7 @@ def test_other_servers_need_no_key() -> None:
         HttpConfig(api_url=url).check_key()  # no error
     HttpConfig(api_url=HOSTED[0], api_key="k").check_key()
     with pytest.raises(UsageError):
-        HttpConfig(api_urls=("http://localhost:9001", HOSTED[1])).check_key()
+        HttpConfig(api_url=("http://localhost:9001", HOSTED[1])).check_key()
 
 
 def test_plan_takes_the_configurations_concurrency(

@@ -8,7 +8,7 @@ import io
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ class _InterruptOnFirstRow(SilentProgress):
     def __init__(self) -> None:
         self.sent = False
 
-    def row(self, status: str) -> None:
+    def row(self, row: Mapping[str, Any]) -> None:
         if not self.sent:
             self.sent = True
             os.kill(os.getpid(), signal.SIGINT)

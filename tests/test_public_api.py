@@ -19,6 +19,8 @@ ENTRY_POINTS: tuple[Any, ...] = (
     batchclassify.Job.__init__,
     batchclassify.Job.run,
     batchclassify.Job.request_stop,
+    batchclassify.read_results,
+    batchclassify.ProgressListener.progress,
 )
 
 
@@ -57,6 +59,7 @@ def test_every_type_a_caller_meets_is_exported() -> None:
         "OutageConfig",
         "JobSummary",
         "ProgressListener",
+        "Progress",
         "InputReport",
         "JobStopped",
     }

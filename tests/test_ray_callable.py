@@ -252,7 +252,7 @@ def test_a_bytes_column_that_holds_no_bytes_is_a_row() -> None:
 
 def test_settings_ray_cannot_honour_are_refused() -> None:
     with pytest.raises(UsageError, match=r"http\.api_url: give one server"):
-        Classifier(model="colors/1", http=HttpConfig(api_urls=("http://a:1", "http://b:2")))
+        Classifier(model="colors/1", http=HttpConfig(api_url=("http://a:1", "http://b:2")))
     with pytest.raises(UsageError, match="actors: must be at least 1"):
         Classifier(model="colors/1", actors=0)
 

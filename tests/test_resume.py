@@ -750,7 +750,7 @@ def test_interrupted_overwrite_run_says_to_resume_without_overwrite(
         sources=(str(tmp_path / "images"),),
         model="colors/1",
         output=output,
-        overwrite=True,
+        existing="overwrite",
         http=HttpConfig(api_url=server.url, api_key=KEY, concurrency=2),
     )
     summary, _ = run_and_stop(Job(config), lambda: server.stats.requests >= 2)

@@ -16,7 +16,7 @@ import math
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,7 @@ from batchclassify.job.health import HealthMonitor
 from batchclassify.job.ratelimit import RateController
 from batchclassify.job.runner import JobSummary
 from batchclassify.server import BackgroundServer, Fault, RequestRecord
+from batchclassify.summary import Progress
 
 from .conftest import (
     COLORS,
@@ -105,7 +106,7 @@ class Recorder(ProgressBar):
     screen: io.StringIO = field(default_factory=io.StringIO)
     notes: list[tuple[float, str | None]] = field(default_factory=list)
     rows: list[tuple[float, str]] = field(default_factory=list)
-    on_total: Callable[[int], None] | None = None
+    on_progress: Callable[[Progress], None] | None = None
     _waiting: list[tuple[int, anyio.Event]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -117,17 +118,17 @@ class Recorder(ProgressBar):
             self._waiting.append((count, reached))
             await reached.wait()
 
-    def add_total(self, count: int) -> None:
-        if self.on_total is not None:
-            self.on_total(count)
-        super().add_total(count)
+    def progress(self, progress: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(progress)
+        super().progress(progress)
 
-    def row(self, status: str) -> None:
-        self.rows.append((time.monotonic(), status))
+    def row(self, row: Mapping[str, Any]) -> None:
+        self.rows.append((time.monotonic(), row["status"]))
         for count, reached in self._waiting:
             if len(self.rows) >= count:
                 reached.set()
-        super().row(status)
+        super().row(row)
 
     def note(self, text: str | None) -> None:
         self.notes.append((time.monotonic(), text))

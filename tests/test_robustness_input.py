@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from batchclassify.summary import Progress
+
 from .conftest import KEY, Cli, MakeServer, make_image, png, read_rows, rows_by_id
 from .test_robustness import Recorder, hard_timeout, job_config, run
 
@@ -46,11 +48,12 @@ def test_bad_files_each_get_a_clear_error_row(
         handle.write(png("green"))
     output = tmp_path / output_name
 
-    def delete_after_the_walk(count: int) -> None:
-        # Called once a batch has been listed and before any of it is read.
-        (folder / "vanishing.jpg").unlink(missing_ok=True)
+    def delete_after_the_walk(progress: Progress) -> None:
+        # Shown once a batch has been listed (found), before any of it is read.
+        if progress.found:
+            (folder / "vanishing.jpg").unlink(missing_ok=True)
 
-    progress = Recorder(on_total=delete_after_the_walk)
+    progress = Recorder(on_progress=delete_after_the_walk)
     config = job_config(server, folder, output, max_upload_bytes=4096)
 
     summary = run(config, progress)

@@ -12,6 +12,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 from batchclassify.commands.status import KILLED, read_status
 from batchclassify.output.progressfile import ProgressFile, progress_path
 from batchclassify.server import BackgroundServer
-from batchclassify.summary import JobSummary
+from batchclassify.summary import JobSummary, Progress
 
 from .conftest import Cli, make_images, run_args, start_cli, wait_for_job
 
@@ -153,22 +154,27 @@ def test_progress_file_rates_eta_and_atomic_rewrites(tmp_path: Path) -> None:
     clock = _Clock()
     live = {"rate_limit_per_s": 20.0, "answered_429": 3, "outage": False}
     writer = ProgressFile(output, summary, live=lambda: live, clock=clock, wall=clock)
-    writer.started(already_done=10)
-    writer.add_total(100)
-    writer.listing_finished()
+
+    def shown(*, finished: bool = False) -> Progress:  # as the job's tracker shows it
+        return Progress(
+            already_done=10, ok=summary.ok, failed=summary.failed, retries=0, total=110,
+            total_is_exact=True, found=110, waiting=None, finished=finished,
+        )  # fmt: skip
+
+    writer.progress(shown())
     clock.now += 10
     summary.ok, summary.failed = 18, 2
-    writer.tick()
+    writer.progress(shown())
     found = _progress(output)
     assert (found["total"], found["remaining"], found["ok"]) == (110, 80, 18)
     assert found["images_per_s"] == 2.0 and found["eta_s"] == 40
     assert found["answered_429"] == 3 and found["rate_limit_per_s"] == 20.0
     clock.now += 1  # within the interval: not rewritten
     summary.ok = 19
-    writer.tick()
+    writer.progress(shown())
     assert _progress(output)["ok"] == 18
     summary.interrupted = True
-    writer.finished()
+    writer.progress(shown(finished=True))
     assert _progress(output)["state"] == "interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl.progress.json"]
 
@@ -177,8 +183,12 @@ def test_progress_file_never_overwrites_a_file_it_did_not_write(tmp_path: Path) 
     output = tmp_path / "out.jsonl"
     progress_path(output).write_text('{"mine": true}\n')
     writer = ProgressFile(output, JobSummary(output=output), live=dict)
-    writer.started(already_done=0)
-    writer.finished()
+    nothing = Progress(
+        already_done=0, ok=0, failed=0, retries=0, total=None, total_is_exact=False, found=0,
+        waiting=None,
+    )  # fmt: skip
+    writer.progress(nothing)
+    writer.progress(replace(nothing, finished=True))
     assert progress_path(output).read_text() == '{"mine": true}\n'
 
 

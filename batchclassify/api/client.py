@@ -209,10 +209,12 @@ class ClassificationClient:
     ) -> None:
         """``billing``: the rule each answer is priced by (default: the API URL's)."""
         self._config = config
-        self.billing = billing or rule_for_url(config.api_url)
-        self._endpoint = f"{config.api_url.rstrip('/')}/{model}"
+        # Several servers: built for the first; the fleet's transport sends each elsewhere.
+        base = config.servers[0]
+        self.billing = billing or rule_for_url(base)
+        self._endpoint = f"{base.rstrip('/')}/{model}"
         # Named in messages: without a user:password@ part, which is a secret too.
-        self._host = urlsplit(config.api_url).netloc.rpartition("@")[2]
+        self._host = urlsplit(base).netloc.rpartition("@")[2]
         self._params: dict[str, str] = {}
         self._headers: dict[str, str] = dict(_FORM)
         if config.api_key:

@@ -20,6 +20,7 @@ from typing import Any
 from ..api.redaction import redact
 from ..config import (
     DEFAULT_EXTENSIONS,
+    Existing,
     HttpConfig,
     JobConfig,
     OutageConfig,
@@ -51,10 +52,8 @@ FIELD_FLAGS = {
     "max_size": "--max-size",
     "jpeg_quality": "--jpeg-quality",
     "max_failures": "--max-failures",
-    "overwrite": "--overwrite",
-    "retry_failed": "--retry-failed",
+    "existing": "--overwrite or --retry-failed",
     "http.api_url": "--api-url",
-    "http.api_urls": "--api-url",
     "http.api_key": "--api-key (or $ROBOFLOW_API_KEY)",
     "http.api_key_in": "--api-key-in",
     "http.concurrency": "--concurrency",
@@ -395,7 +394,6 @@ def _command_named(argv: Sequence[str]) -> str | None:
 
 def _job_config(args: argparse.Namespace) -> JobConfig:
     api_key = args.api_key or os.environ.get("ROBOFLOW_API_KEY") or None
-    api_urls: list[str] = args.api_url or [HttpConfig.api_url]
     extensions = extensions_option(args.extensions)
     shard = None if args.shard is None else parse_shard(args.shard)
     if args.processes > 1 and shard is not None:
@@ -410,16 +408,14 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
         extensions=extensions,
         max_size=args.max_size,
         jpeg_quality=args.jpeg_quality,
-        overwrite=args.overwrite,
-        retry_failed=args.retry_failed,
+        existing=_existing(args),
         max_failures=args.max_failures,
         cache=cache_option(args),
         max_credits=args.max_credits,
         billing=args.billing,
         watch=watch_config(args),
         http=HttpConfig(
-            api_url=api_urls[0],
-            api_urls=tuple(api_urls) if len(api_urls) > 1 else (),
+            api_url=args.api_url or HttpConfig.api_url,  # --api-url given more than once: a list
             api_key=api_key,
             api_key_in=args.api_key_in,
             concurrency=args.concurrency,
@@ -431,6 +427,16 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
     )
     config.http.check_key()  # the library's rule, here before --processes starts children
     return config
+
+
+def _existing(args: argparse.Namespace) -> Existing:
+    """``--overwrite`` or ``--retry-failed`` (or neither: resume) as ``JobConfig.existing``."""
+    if args.overwrite and args.retry_failed:
+        raise UsageError(
+            "--overwrite and --retry-failed: pick one (--overwrite starts over, "
+            "--retry-failed resumes and classifies the failed images again)"
+        )
+    return "overwrite" if args.overwrite else "retry_failed" if args.retry_failed else "resume"
 
 
 def _command_run(args: argparse.Namespace) -> int:

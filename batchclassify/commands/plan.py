@@ -150,7 +150,9 @@ class Planner:
     def run(self, stdin: TextIO | None) -> PlanReport:
         inputs = InputReport()
         config = self.config
-        screen = Screen(self._ids, retry_failed=config.retry_failed, shard=config.shard)
+        screen = Screen(
+            self._ids, retry_failed=config.existing == "retry_failed", shard=config.shard
+        )
         batches = iter_item_batches(
             config.sources,
             extensions=config.extensions,
@@ -315,7 +317,7 @@ def _config(args: argparse.Namespace) -> JobConfig:
         extensions=extensions_option(args.extensions),
         max_size=args.max_size,
         jpeg_quality=args.jpeg_quality,
-        retry_failed=args.retry_failed,
+        existing="retry_failed" if args.retry_failed else "resume",
         cache=cache_option(args),
         shard=shard,
         http=HttpConfig(concurrency=args.concurrency),  # refused as run refuses it

@@ -43,7 +43,7 @@ from ..output.outputs import lock_holder
 from ..output.progressfile import progress_path
 from ..output.reading import read_settings
 from ..shards import PLACEHOLDER, Shard, layout_folder, layout_name, layout_shard, shard_output
-from ..summary import JobSummary
+from ..summary import JobSummary, Progress
 from .progress import ProgressBar
 
 _POLL = 0.5
@@ -249,39 +249,54 @@ def _watch(
     """Wait for the children, showing their progress files summed (a bar on a terminal, a
     log line a minute off one, as a lone job shows its own); nothing once the terminal is
     gone."""
-    with contextlib.suppress(OSError):
-        progress.started(already_done=0)
+    last = _progress(layout)
+    with contextlib.suppress(OSError):  # a display that cannot draw stops no job
+        progress.progress(last)
     try:
         while any(child.process.poll() is None for child in children):
             time.sleep(_POLL)
             if hung_up():
                 continue
-            already_done, ok, failed, total = _progress(layout)
-            progress.snapshot(already_done=already_done, ok=ok, failed=failed, total=total)
-            with contextlib.suppress(OSError):  # a display that cannot draw stops no job
-                progress.tick()
+            last = _progress(layout)
+            with contextlib.suppress(OSError):
+                progress.progress(last)
     finally:
         with contextlib.suppress(OSError):
-            progress.finished()
+            progress.progress(replace(last, finished=True))
 
 
-def _progress(layout: Layout) -> tuple[int, int, int, int | None]:
-    """Items done by earlier runs, ok and failed in this one, and expected in all (``None``
-    until every shard knows its own), over every shard."""
-    already_done = ok = failed = 0
+def _progress(layout: Layout) -> Progress:
+    """The shards' progress files summed: items done by earlier runs, ok, failed and retried
+    in this one, and expected in all (``None`` until every shard knows its own)."""
+    already_done = ok = failed = retries = found = 0
     total: int | None = 0
+    exact = True
     for output in layout.outputs:
         try:
             state = orjson.loads(progress_path(output).read_bytes())
         except (OSError, orjson.JSONDecodeError):
-            total = None
+            total, exact = None, False
             continue
         already_done += int(state.get("already_done") or 0)
         ok += int(state.get("ok") or 0)
         failed += int(state.get("failed") or 0)
+        retries += int(state.get("retries") or 0)
+        found += int(state.get("found_so_far") or 0)
+        exact = exact and bool(state.get("total_is_exact"))
         shard_total = state.get("total")
         total = None if total is None or shard_total is None else total + int(shard_total)
-    return already_done, ok, failed, total
+    if total is not None:
+        total = max(total, already_done + ok + failed)
+    return Progress(
+        already_done=already_done,
+        ok=ok,
+        failed=failed,
+        retries=retries,
+        total=total,
+        total_is_exact=exact,
+        found=found,
+        waiting=None,
+    )
 
 
 def _load(path: Path) -> JobSummary | None:

@@ -4,9 +4,10 @@ On a terminal (stderr is a tty) a tqdm bar; elsewhere (a log file of an overnigh
 a line a minute with done/total/rate/ETA, plus a line whenever the job starts or stops
 waiting for something (a rate-limit pause, an outage, stuck requests).
 
-The total comes from ``ItemCount``: the items the sources hold (counted ahead by
-``counting.py``), less those the job skips (recorded by an earlier run, duplicates). Until
-that count is known, the bar shows items done and the rate without a percentage or a total.
+The total comes from the job's snapshots (``summary.Progress``, kept by
+``job/tracking.py``): the items the sources hold, less those the job skips (recorded by an
+earlier run, duplicates). Until it is known, the bar shows items done and the rate without
+a percentage or a total.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, TextIO
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from ..cost import cost_text
 from ..names import printable
-from ..summary import ItemCount, JobSummary
+from ..summary import JobSummary, Progress
 
 if TYPE_CHECKING:  # imported when a bar is drawn: off a terminal a job never loads tqdm
     from tqdm import tqdm
@@ -33,7 +34,9 @@ LOG_INTERVAL = 60.0
 
 
 class ProgressBar:
-    """The job's progress for a person: a tqdm bar, log lines, or nothing.
+    """The job's progress for a person: a tqdm bar, log lines, or nothing. A
+    ``ProgressListener``: ``run`` shows it its job's snapshots, ``run --processes`` the sum
+    of its shards' progress files.
 
     ``enabled``: ``True`` draws the bar (on any stream), ``False`` shows nothing, ``None``
     (default) draws the bar on a terminal and writes log lines anywhere else.
@@ -58,22 +61,44 @@ class ProgressBar:
         self._log_interval = log_interval
         self._clock = clock
         self._bar: tqdm | None = None
-        self.count = ItemCount()
+        self._started = False
+        self._already_done = 0
         self._ok = 0
         self._failed = 0
         self._retried = 0
+        self._total: int | None = None
+        self._told_total = False  # the total has been logged
         self._note: str | None = None
         self._wait_text: str | None = None
         self._last_postfix = 0.0
-        self._started_at = clock()
-        self._last_line = self._started_at  # the last progress line (not news) written
+        self._last_line = clock()  # the last progress line (not news) written
         self._rows_at_last_line = 0
-        self._told_total: int | None = None
-        self._told = False  # the counts come whole, from snapshot(), not row by row
 
-    def started(self, *, already_done: int) -> None:
-        self.count.base = already_done
-        self._started_at = self._last_line = self._clock()
+    @property
+    def _done(self) -> int:
+        return self._already_done + self._ok + self._failed
+
+    def progress(self, progress: Progress) -> None:
+        """A snapshot: the counts and total to show; on the first, the display starts; on a
+        ``finished`` one, it ends."""
+        if not self._started:
+            self._start(progress.already_done)
+        self._already_done = progress.already_done
+        self._ok, self._failed, self._retried = progress.ok, progress.failed, progress.retries
+        self._set_total(progress.total)
+        if progress.waiting != self._wait_text:
+            self._log_change(progress.waiting, self._wait_text)
+            self._wait_text = progress.waiting
+        if self._bar is not None:
+            self._postfix(force=True)
+        elif self.style == "log" and self._clock() - self._last_line >= self._log_interval:
+            self._log(self._progress_line())
+        if progress.finished:
+            self._finish()
+
+    def _start(self, already_done: int) -> None:
+        self._started = True
+        self._last_line = self._clock()
         if self.style != "bar":
             return
         from tqdm import tqdm  # here, not at the top: ~10 ms of import a log-only job skips
@@ -94,71 +119,35 @@ class ProgressBar:
             desc=self._desc,
         )
 
-    # -- what the producer and the counting walk report -----------------------------------
-
-    def counted(self, total: int) -> None:
-        self.count.counted = total
-        self._sync_total()
-        if self.style == "log":
-            done = f" ({self.count.base:,} of them done before)" if self.count.base else ""
-            self._log(f"{total:,} items in the sources{done}")
-
-    def listed(self, *, seen: int, recorded: int) -> None:
-        self.count.seen += seen
-        self.count.recorded_seen += recorded
-
-    def add_total(self, count: int) -> None:
-        self.count.queued += count
-        self._sync_total()
-
-    def listing_finished(self) -> None:
-        self.count.listing_done = True
-        self._sync_total()
-
-    def _sync_total(self) -> None:
+    def _set_total(self, total: int | None) -> None:
+        self._total = total
+        if total is not None and not self._told_total and self.style == "log":
+            self._told_total = True
+            before = self._already_done
+            done = f" ({before:,} of them done before)" if before else ""
+            self._log(f"{total:,} items in all{done}")
         # tqdm's ETA is (total - n) / rate, its rate counts only update()s (this run's rows,
         # not the ``initial`` done before): both right once the total is.
         bar = self._bar
         if bar is None:
             return
-        total = self.count.total
+        if bar.n != self._done:  # progress told whole (run --processes), not row by row
+            bar.initial = self._already_done
+            bar.n = self._done
         if total != bar.total:
             bar.total = total
             bar.refresh()
 
-    # -- what the workers report ----------------------------------------------------------
-
-    def row(self, status: str) -> None:
-        if status == "ok":
+    def row(self, row: Mapping[str, Any]) -> None:
+        if row["status"] == "ok":
             self._ok += 1
         else:
             self._failed += 1
-        self.count.rows += 1
         if self._bar is not None:
-            if self._bar.total is not None and self.count.done > self._bar.total:
-                self._bar.total = self.count.done  # more than counted: files added meanwhile
+            if self._bar.total is not None and self._done > self._bar.total:
+                self._bar.total = self._done  # more than counted: files added meanwhile
             self._bar.update(1)
             self._postfix()
-
-    def retried(self) -> None:
-        self._retried += 1
-
-    # -- what a caller that sees no rows reports --------------------------------------------
-
-    def snapshot(self, *, already_done: int, ok: int, failed: int, total: int | None) -> None:
-        """Progress told whole rather than row by row (``run --processes``: its shards'
-        progress files summed); ``total`` is the expected total, ``None`` if not known yet.
-        ``tick()`` shows it."""
-        self._told = True
-        self._told_total = None if total is None else max(total, already_done + ok + failed)
-        self.count.base = already_done
-        self.count.rows = ok + failed
-        self._ok, self._failed = ok, failed
-        bar = self._bar
-        if bar is not None:
-            bar.initial = already_done  # tqdm's rate and ETA count from it: this run's rows
-            bar.n = self.count.done
-            bar.total = self._told_total
 
     def note(self, text: str | None) -> None:
         """News from the job (an outage, stuck requests, a stop); ``None`` clears it."""
@@ -166,20 +155,6 @@ class ProgressBar:
             self._log_change(text, self._note)
         self._note = text
         self._postfix(force=True)
-
-    def waiting(self, text: str | None) -> None:
-        """What new requests wait for (a rate-limit pause); ``None``: nothing."""
-        if text != self._wait_text:
-            self._log_change(text, self._wait_text)
-            self._wait_text = text
-            self._postfix(force=True)
-
-    def tick(self) -> None:
-        """About once a second: keep the bar's clock moving; off a terminal, log when due."""
-        if self._bar is not None:
-            self._postfix(force=True)
-        elif self.style == "log" and self._clock() - self._last_line >= self._log_interval:
-            self._log(self._progress_line())
 
     def _postfix(self, force: bool = False) -> None:
         # set_postfix redraws the bar; doing it for every row would cost more than the row.
@@ -206,11 +181,10 @@ class ProgressBar:
         """Done/total (%), the rate since the last line, ETA, counts, and what the job waits
         for: the line written off a terminal."""
         now = self._clock()
-        count = self.count
-        done, total = count.done, (self._told_total if self._told else count.total)
+        done, total, rows = self._done, self._total, self._ok + self._failed
         elapsed = now - self._last_line
-        rate = (count.rows - self._rows_at_last_line) / elapsed if elapsed > 0 else 0.0
-        self._last_line, self._rows_at_last_line = now, count.rows
+        rate = (rows - self._rows_at_last_line) / elapsed if elapsed > 0 else 0.0
+        self._last_line, self._rows_at_last_line = now, rows
         if total is None:
             head = f"{done:,} done (total not counted yet)"
         else:
@@ -235,9 +209,8 @@ class ProgressBar:
         stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
         print(printable(f"[{stamp}] batchclassify: {text}"), file=self._stream, flush=True)
 
-    def finished(self) -> None:
+    def _finish(self) -> None:
         if self._bar is not None:
-            self._postfix(force=True)
             self._bar.close()
             self._bar = None
 

@@ -47,15 +47,14 @@ class HealthMonitor:
         probe_initial: float = 1.0,
         probe_max: float = 60.0,
         first_contact_grace: float = 3.0,
-        api_url: str = "",
-        api_urls: tuple[str, ...] = (),
+        servers: tuple[str, ...] = (),
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[str | None], None] = lambda _text: None,
     ) -> None:
         self._max_outage = max_outage
         self._first_contact_grace = first_contact_grace
         # Several servers (fleet.py): the job only stops once every one is unreachable.
-        self._api_urls = api_urls or (api_url,)
+        self._servers = servers
         self._answered = False  # any answer at all, ever, in this job
         # The first failure to reach the host at all (no DNS name, refused, a connection never
         # accepted), while nothing has been answered.
@@ -139,7 +138,7 @@ class HealthMonitor:
         """Why ``gave_up``: the message the job stops with."""
         if self._never_reached:
             return (
-                f"cannot reach the API at {', '.join(map(_shown_url, self._api_urls))} "
+                f"cannot reach the API at {', '.join(map(_shown_url, self._servers))} "
                 f"({self.last_error}); "
                 "no request has been answered: check --api-url (the host name, the port, "
                 "http or https), that the server is running, and the network; then rerun "

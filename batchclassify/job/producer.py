@@ -17,10 +17,11 @@ from ..config import JobConfig
 from ..inputs.sources import iter_item_batches
 from ..models import Item, error_row
 from ..output.resume import PriorState, Screen
-from ..summary import JobSummary, ProgressListener
+from ..summary import JobSummary
 from .following import Following
 from .itemqueue import ItemQueue
 from .stopping import StopSignal
+from .tracking import ProgressTracker
 from .worker import Recorder
 
 
@@ -32,7 +33,7 @@ class Producer:
         config: JobConfig,
         *,
         summary: JobSummary,
-        progress: ProgressListener,
+        progress: ProgressTracker,
         record: Recorder,
         stopping: StopSignal,
         stdin: TextIO | None = None,
@@ -68,7 +69,9 @@ class Producer:
         work = work or anyio.Event()
         summary = self._summary
         config = self._config
-        screen = Screen(prior.index, retry_failed=config.retry_failed, shard=config.shard)
+        screen = Screen(
+            prior.index, retry_failed=config.existing == "retry_failed", shard=config.shard
+        )
         batches: Iterator[list[Item]] = iter_item_batches(
             self._config.sources,
             extensions=self._config.extensions,

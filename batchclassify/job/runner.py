@@ -36,7 +36,7 @@ from ..inputs.fileread import FileReader
 from ..inputs.sources import check_sources
 from ..output.cache import KeySettings
 from ..output.outputs import hold_output
-from ..output.progressfile import FanOut, ProgressFile
+from ..output.progressfile import ProgressFile
 from ..output.resume import PriorState, prepare_output
 from ..output.sinks import Sink, open_sink
 from ..summary import JobSummary, ProgressListener, SilentProgress
@@ -51,6 +51,7 @@ from .itemqueue import ItemQueue
 from .producer import Producer
 from .ratelimit import RateController
 from .stopping import StopSignal
+from .tracking import ProgressTracker
 from .waiting import WaitDescriber
 from .worker import Workers
 
@@ -87,18 +88,23 @@ class Job:
         transport: Transport | None = None,
     ) -> None:
         """``clock`` and ``counter`` are seams for tests; ``transport`` sends the HTTP
-        requests (``client.py``; default: aiohttp), for tests or an HTTP stack of your own."""
+        requests (``client.py``; default: aiohttp), for tests or an HTTP stack of your own.
+
+        The stages are built when ``run`` starts, from the effective config: ``config`` with
+        the concurrency the open-file limit allows (``fdlimit.py``); ``config`` is then that.
+        """
         self.config = config
         self._counter = counter
         self._stdin = stdin
         self._clock = clock
-        self._summary = JobSummary(output=config.output, started_over=config.overwrite)
-        # <output>.progress.json for `batchclassify status`, fed like the progress display.
+        started_over = config.existing == "overwrite"
+        self._summary = JobSummary(output=config.output, started_over=started_over)
+        # <output>.progress.json for `batchclassify status`, shown what the display is shown.
         self._status_file = ProgressFile(
             config.output, self._summary, live=self._live_status, clock=clock
         )
         display = progress or SilentProgress()
-        self._progress = FanOut(display, self._status_file)
+        self._progress = ProgressTracker(self._summary, display, self._status_file)
         # Rows go to the display alone: the progress file reads its counts off the summary.
         self._row_listener = display
         self._stop = StopSignal()
@@ -106,7 +112,7 @@ class Job:
         self._fatal_error: JobStopped | OutputError | None = None
         self._cancel: anyio.CancelScope | None = None
         # The billing rule of the endpoint in use (cost.py), and --max-credits (budget.py).
-        self._billing = rule_for_url(config.http.api_url, config.billing)
+        self._billing = rule_for_url(config.http.servers[0], config.billing)
         self._summary.billing = str(self._billing.kind)
         self._summary.max_credits = config.max_credits
         self._budget = (
@@ -114,13 +120,14 @@ class Job:
             if config.max_credits is None
             else Budget(limit=config.max_credits, rule=self._billing, on_reached=self._reached)
         )
-        self._flow_control(config, clock)
-        self._stages(config, stdin=stdin, clock=clock)
         self._transport = transport
         self._fleet: FleetTransport | None = None
         self._sink: Sink = open_sink(config.output, config.format)
-        # The answer cache (--cache) and in-flight sharing; run() opens the real one.
-        self._answers = self._workers.answers
+
+    def _build(self, config: JobConfig) -> None:
+        """Every stage, from one config: the effective one (``run``)."""
+        self._flow_control(config, self._clock)
+        self._stages(config, stdin=self._stdin, clock=self._clock)
 
     def _flow_control(self, config: JobConfig, clock: Callable[[], float]) -> None:
         """The rate controller, the outage monitor, the stuck-request deadline, the watchdog."""
@@ -132,7 +139,7 @@ class Job:
             probe_max=config.outage.probe_max,
             clock=clock,
             notify=self._progress.note,
-            api_urls=config.http.servers,
+            servers=config.http.servers,
         )
         # Stuck requests: the deadline, learned from latencies, and the budget of copies.
         self._hedge = HedgePolicy(
@@ -176,7 +183,7 @@ class Job:
             record=self._record,
             fail=self._fail,
             summary=self._summary,
-            progress=self._progress,
+            notify=self._progress.note,
             timeout=config.http.timeout,
             concurrency=config.http.concurrency,
             clock=clock,
@@ -237,10 +244,11 @@ class Job:
             return await self._run_holding_output()
 
     async def _run_holding_output(self) -> JobSummary:
-        # Before anything opens a file: raise the open-file limit, or lower concurrency to it.
-        self.config, notice = fit_open_files(self.config)
-        config = self.config
-        self._workers.sender.concurrency = config.http.concurrency  # maybe lowered to fit
+        # Before anything opens a file: raise the open-file limit, or lower concurrency to it;
+        # then every stage is built from the config the job runs with, never patched after.
+        config, notice = fit_open_files(self.config)
+        self.config = config
+        self._build(config)
         if config.watch is not None:  # first: it needs no network to refuse an s3:// source
             from ..inputs.watching import check_followable
 
@@ -255,7 +263,8 @@ class Job:
             self._answers.close()
             raise
         started = self._clock()
-        self._progress.started(already_done=prior.ok + (0 if config.retry_failed else prior.failed))
+        retried = config.existing == "retry_failed"  # the failed rows are to do again
+        self._progress.started(already_done=prior.ok + (0 if retried else prior.failed))
         if notice is not None:
             self._summary.notes.append(notice)
             self._progress.note(notice)
@@ -316,7 +325,7 @@ class Job:
         @asynccontextmanager
         async def serve() -> Any:
             if self.config.http.api_url != "local":
-                yield self.config.http.api_url
+                yield self.config.http.api_url  # one server or several: the job's own
                 return
             from ..server import ServerConfig, start_server
 
@@ -461,7 +470,7 @@ class Job:
             summary.costed += 1
         elif row["status"] == "ok":
             summary.uncosted += 1  # answered, but its cost could not be read
-        self._row_listener.row(row["status"])
+        self._row_listener.row(row)
         if self._following is not None:
             self._following.latency.row(row["id"])
 
@@ -506,7 +515,7 @@ class Job:
                 self._summary.notes.append(problem)
 
 
-def _with_api_url(http: HttpConfig, api_url: str) -> HttpConfig:
+def _with_api_url(http: HttpConfig, api_url: str | tuple[str, ...]) -> HttpConfig:
     return http if http.api_url == api_url else replace(http, api_url=api_url)
 
 
@@ -515,8 +524,10 @@ async def run_job(
     *,
     progress: ProgressListener | None = None,
     stdin: TextIO | None = None,
+    transport: Transport | None = None,
 ) -> JobSummary:
-    """Run one job to the end and return its summary.
+    """Run one job to the end and return its summary. ``transport`` sends the HTTP requests,
+    as ``Job``'s does (default: aiohttp).
 
     Raises ``UsageError`` or ``OutputError`` before anything is sent if the input or output is
     unusable, and ``OutputWriteError`` if writing fails mid-job. Anything else that stops the
@@ -524,7 +535,7 @@ async def run_job(
     whose ``stop_cause`` and ``stopped_by`` say why, and whose ``exit_code`` is
     ``ExitCode.STOPPED``.
     """
-    return await Job(config, progress=progress, stdin=stdin).run()
+    return await Job(config, progress=progress, stdin=stdin, transport=transport).run()
 
 
 def classify(
@@ -532,19 +543,25 @@ def classify(
     *,
     progress: ProgressListener | None = None,
     stdin: TextIO | None = None,
+    transport: Transport | None = None,
 ) -> JobSummary:
     """Run one job to the end and return its summary: ``run_job`` for synchronous code.
+    ``transport`` sends the HTTP requests, as ``Job``'s does; its methods run on the job's
+    thread.
 
     Works in scripts and inside a running event loop alike (a Jupyter notebook): the job runs
     on a worker thread with its own event loop while the caller waits, so ``progress``'s
     methods are called on that thread. Ctrl-C (or a notebook's interrupt) stops the job as
     the CLI's does: requests in flight finish, every row is written, then
     ``KeyboardInterrupt`` is raised; a second one cuts the requests off. Rerun to resume.
+
+    Like every job (``Job.run``), it raises the process's soft open-file limit as far as the
+    job needs (never the hard one), and leaves it raised (``fdlimit.py``, docs/running.md).
     """
     from anyio.from_thread import start_blocking_portal
 
     with start_blocking_portal() as portal:
-        job = portal.call(lambda: Job(config, progress=progress, stdin=stdin))
+        job = portal.call(lambda: Job(config, progress=progress, stdin=stdin, transport=transport))
         finished = portal.start_task_soon(job.run)
         return _wait_stopping_on_interrupt(portal, job, finished)
 

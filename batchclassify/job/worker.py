@@ -23,7 +23,7 @@ from ..errors import BudgetReachedError, ItemError, JobStopped, OutputError
 from ..inputs.encoding import EncodedImage
 from ..inputs.fileread import FileReader
 from ..models import Item, error_row
-from ..summary import JobSummary, ProgressListener
+from ..summary import JobSummary
 from .answers import CachingClassifier
 from .attempts import AttemptPolicy
 from .budget import Budget, budgeted
@@ -60,7 +60,7 @@ class Workers:
         record: Recorder,
         fail: Callable[[JobStopped | OutputError], None],
         summary: JobSummary,
-        progress: ProgressListener,
+        notify: Callable[[str | None], None],
         timeout: float,
         concurrency: int,
         clock: Callable[[], float] = time.monotonic,
@@ -76,7 +76,6 @@ class Workers:
         self._record = record
         self._fail = fail
         self._summary = summary
-        self._progress = progress
         self._requests = ItemRequests(
             policy=policy, stop=stop, hedge=hedge, retried=self._retried, clock=clock
         )
@@ -88,7 +87,7 @@ class Workers:
             concurrency=concurrency,
             start_spare=self.work,
             stopping=stop,
-            notify=progress.note,
+            notify=notify,
             clock=clock,
         )
         """Sends each request; its ``group`` must be set to the worker task group."""
@@ -186,6 +185,5 @@ class Workers:
             return None
 
     def _retried(self) -> None:
-        """A request is to be sent again: the summary and the display count it."""
+        """A request is to be sent again: the summary counts it (and the display reads it)."""
         self._summary.retries += 1
-        self._progress.retried()

@@ -1,9 +1,10 @@
 """``<output>.progress.json``: a running job's state, kept current for ``batchclassify status``.
 
-The runner feeds ``ProgressFile`` through the ``ProgressListener`` calls it already makes (see
-``FanOut``) and calls ``tick()`` from its flush timer; the file is rewritten at most every
-``interval`` seconds, atomically (a temporary file renamed over it), so a reader never sees
-half a file. It is written only over a file this tool wrote (``"tool": "batchclassify"``).
+``ProgressFile`` is a ``ProgressListener`` beside the caller's: the job shows it the same
+snapshots (at the start, as the total changes, every second, at the end). The file is
+rewritten at the start and the end, and between at most every ``interval`` seconds,
+atomically (a temporary file renamed over it), so a reader never sees half a file. It is
+written only over a file this tool wrote (``"tool": "batchclassify"``).
 
 ``read_progress`` reads it back for ``status`` and ``report``, and says whether the job is
 still running: a ``running`` file whose process is gone (same host: no such pid, or one that
@@ -17,14 +18,14 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..summary import ItemCount, JobSummary, ProgressListener
+from ..summary import JobSummary, Progress
 from .sidecars import PROGRESS, existing, sidecar
 
 TOOL = "batchclassify"
@@ -91,7 +92,7 @@ def iso(moment: float) -> str:
 
 
 class ProgressFile:
-    """Writes the job's progress file; a ``ProgressListener`` plus ``tick()``."""
+    """Writes the job's progress file: a ``ProgressListener``."""
 
     def __init__(
         self,
@@ -110,68 +111,48 @@ class ProgressFile:
         self._clock = clock
         self._wall = wall
         self._interval = interval
-        self._enabled = False
+        self._enabled: bool | None = None  # decided at the first snapshot
         self._state = "running"
-        self._count = ItemCount()
+        self._progress: Progress | None = None
         self._note: str | None = None
-        self._waiting: str | None = None
         self._started = 0.0
         self._last_write = -1e18
         self._samples: deque[tuple[float, int, int]] = deque()
 
     # -- ProgressListener -------------------------------------------------------------------
 
-    def started(self, *, already_done: int) -> None:
-        self._enabled = _ours_or_absent(self.path)
-        self._count.base = already_done
-        self._started = self._wall()
+    def progress(self, progress: Progress) -> None:
+        """Written at the first snapshot, at the last, and between when ``interval`` has
+        passed."""
+        self._progress = progress
+        if self._enabled is None:
+            self._enabled = _ours_or_absent(self.path)
+            self._started = self._wall()
+        elif progress.finished:
+            summary = self._summary
+            if summary.fatal is not None:
+                self._state = f"stopped: {summary.fatal}"
+            elif summary.interrupted:
+                self._state = "interrupted"
+            else:
+                self._state = "finished"
+        elif self._clock() - self._last_write < self._interval:
+            return
         self._write()
 
-    def counted(self, total: int) -> None:
-        self._count.counted = total
-
-    def listed(self, *, seen: int, recorded: int) -> None:
-        self._count.seen += seen
-        self._count.recorded_seen += recorded
-
-    def add_total(self, count: int) -> None:
-        self._count.queued += count
-
-    def listing_finished(self) -> None:
-        self._count.listing_done = True
-
-    def row(self, status: str) -> None:
+    def row(self, row: Mapping[str, Any]) -> None:
         pass  # the ok / failed counts are the summary's
-
-    def retried(self) -> None:
-        pass
 
     def note(self, text: str | None) -> None:
         self._note = text
-
-    def waiting(self, text: str | None) -> None:
-        self._waiting = text
-
-    def finished(self) -> None:
-        summary = self._summary
-        if summary.fatal is not None:
-            self._state = f"stopped: {summary.fatal}"
-        elif summary.interrupted:
-            self._state = "interrupted"
-        else:
-            self._state = "finished"
-        self._write()
-
-    def tick(self) -> None:
-        """Called every second or so: rewrite the file when ``interval`` has passed."""
-        if self._clock() - self._last_write >= self._interval:
-            self._write()
 
     # -- the file ---------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         """What the file holds: state, process, counts, recent speed, rate control, outages."""
         summary = self._summary
+        progress = self._progress
+        assert progress is not None  # written from the first snapshot on
         now = self._clock()
         done = summary.ok + summary.failed
         requests = done - summary.requests_saved + summary.retries
@@ -182,12 +163,9 @@ class ProgressFile:
         first_time, first_done, first_requests = self._samples[0]
         span = now - first_time
         images_per_s = (done - first_done) / span if span > 0 else None
-        count = self._count
-        count.rows = done
-        total = count.total
-        found = count.base + count.queued
+        total, found = progress.total, progress.found
         # Without a count of the sources, remaining is what was found so far: a floor.
-        remaining = max((found if total is None else total) - count.done, 0)
+        remaining = max((found if total is None else total) - progress.already_done - done, 0)
         eta = remaining / images_per_s if images_per_s else None
         return {
             "tool": TOOL,
@@ -199,9 +177,9 @@ class ProgressFile:
             "updated": iso(self._wall()),
             "updated_unix": round(self._wall(), 3),
             "elapsed_s": round(self._wall() - self._started, 1),
-            "already_done": count.base,
+            "already_done": progress.already_done,
             "total": total,
-            "total_is_exact": count.listing_done,
+            "total_is_exact": progress.total_is_exact,
             "found_so_far": found,
             "ok": summary.ok,
             "failed": summary.failed,
@@ -216,7 +194,7 @@ class ProgressFile:
             "eta_s": None if eta is None else round(eta),
             "eta_is_lower_bound": total is None,
             "note": self._note,
-            "waiting_for": self._waiting,
+            "waiting_for": progress.waiting,
             **live,
         }
 
@@ -242,54 +220,3 @@ def _ours_or_absent(path: Path) -> bool:
     except (OSError, orjson.JSONDecodeError):
         return False
     return isinstance(found, dict) and found.get("tool") == TOOL
-
-
-class FanOut:
-    """A ``ProgressListener`` that passes every call on to several."""
-
-    def __init__(self, *listeners: ProgressListener) -> None:
-        self._listeners = listeners
-
-    def started(self, *, already_done: int) -> None:
-        for listener in self._listeners:
-            listener.started(already_done=already_done)
-
-    def add_total(self, count: int) -> None:
-        for listener in self._listeners:
-            listener.add_total(count)
-
-    def row(self, status: str) -> None:
-        for listener in self._listeners:
-            listener.row(status)
-
-    def retried(self) -> None:
-        for listener in self._listeners:
-            listener.retried()
-
-    def note(self, text: str | None) -> None:
-        for listener in self._listeners:
-            listener.note(text)
-
-    def counted(self, total: int) -> None:
-        for listener in self._listeners:
-            listener.counted(total)
-
-    def listed(self, *, seen: int, recorded: int) -> None:
-        for listener in self._listeners:
-            listener.listed(seen=seen, recorded=recorded)
-
-    def listing_finished(self) -> None:
-        for listener in self._listeners:
-            listener.listing_finished()
-
-    def waiting(self, text: str | None) -> None:
-        for listener in self._listeners:
-            listener.waiting(text)
-
-    def tick(self) -> None:
-        for listener in self._listeners:
-            listener.tick()
-
-    def finished(self) -> None:
-        for listener in self._listeners:
-            listener.finished()

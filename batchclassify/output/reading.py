@@ -8,9 +8,10 @@ journals of parts not finished yet.
 
 ``iter_latest_rows`` yields each id once, with its latest row, as the output will hold it
 after the next compaction (a ``--retry-failed`` run appends a new row for an id before the
-old one is dropped). ``image_file`` finds a row's image from any working directory.
-``check_output`` refuses, saying what it is, a file that is no batchclassify output (some
-other JSONL, a CSV, a Parquet file), which would otherwise read as an output of 0 images.
+old one is dropped); ``read_results`` is that for callers of the library. ``image_file``
+finds a row's image from any working directory. ``check_output`` refuses, saying what it
+is, a file that is no batchclassify output (some other JSONL, a CSV, a Parquet file), which
+would otherwise read as an output of 0 images.
 """
 
 from __future__ import annotations
@@ -174,6 +175,22 @@ def iter_latest_rows(output: Path) -> Iterator[dict[str, Any]]:
     """Each id once, with its latest row. Two passes over the output; memory ~14 bytes/id."""
     counts = count_ids(iter_ids(output))
     yield from (row for row in iter_rows(output) if is_latest(counts, row["id"]))
+
+
+def read_results(output: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The rows of a job's output, one per image: each id's latest row, as ``report`` and
+    ``export`` read it (a ``--retry-failed`` run killed before its end leaves an id's old row
+    before its new one; this skips the old).
+
+    ``output`` is a run's ``--output``: a ``.jsonl`` file, a ``.parquet`` folder, or the
+    folder of a ``run --processes`` job (its shards' rows, one shard after another). Safe
+    while a job writes it (rows written so far). Reads the output twice, lazily; memory
+    about 14 bytes per id. Raises ``UsageError`` at once, before any row, for a missing
+    output or a file that is not one.
+    """
+    path = Path(output)
+    check_output(path)
+    return iter_latest_rows(path)
 
 
 def image_file(item_id: str, path: str | None, *, base: Path | None = None) -> str | None:

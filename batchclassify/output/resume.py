@@ -87,10 +87,11 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         "confidence": config.confidence,
         "max_size": config.max_size,
         "format": config.format,
-        "api_url": config.http.api_url,
+        # The first server (a str, as it always was, for readers of older files); several
+        # servers (fleet.py) are listed in full in ``api_urls``.
+        "api_url": config.http.servers[0],
         "shard": None if config.shard is None else str(config.shard),
-        # Several servers (fleet.py): all of them; ``api_url`` is the first.
-        **({"api_urls": list(config.http.api_urls)} if len(config.http.api_urls) > 1 else {}),
+        **({"api_urls": list(config.http.servers)} if len(config.http.servers) > 1 else {}),
         "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
     }
@@ -103,11 +104,12 @@ def prepare_output(config: JobConfig, sink: Sink) -> PriorState:
     Nothing batchclassify did not write is removed or replaced (see ``outputs``).
     """
     settings_file = settings_path(config.output)
-    if config.overwrite:
+    overwrite = config.existing == "overwrite"
+    if overwrite:
         check_overwrite(config.output, sink.own_names())
         sink.remove()
         settings_file.unlink(missing_ok=True)
-    wanted = job_settings(config) if config.overwrite else check_resumable(config)
+    wanted = job_settings(config) if overwrite else check_resumable(config)
     write_settings(settings_file, wanted)
     state = PriorState()
     state.scan = sink.scan(state)
@@ -151,7 +153,7 @@ def check_resumable(config: JobConfig) -> dict[str, Any]:
     for key in _COMPATIBILITY_KEYS:
         if recorded.get(key) == wanted[key]:
             continue
-        if config.retry_failed and key in _RETRY_MAY_CHANGE:
+        if config.existing == "retry_failed" and key in _RETRY_MAY_CHANGE:
             changed[key] = recorded.get(key)
             continue
         hint = " (or add --retry-failed to retry only the failed rows with it)"
