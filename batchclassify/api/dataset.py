@@ -121,11 +121,12 @@ class DatasetClient:
         self, config: HttpConfig, *, project: str, transport: Transport | None = None
     ) -> None:
         self._config = config
-        base = config.api_url.rstrip("/")
+        [api_url] = config.servers  # push talks to one API
+        base = api_url.rstrip("/")
         self._upload = URL(f"{base}/dataset/{project}/upload")
         self._annotate = f"{base}/dataset/{project}/annotate/"
         # Named in messages: without a user:password@ part, which is a secret too.
-        self._host = urlsplit(config.api_url).netloc.rpartition("@")[2]
+        self._host = urlsplit(api_url).netloc.rpartition("@")[2]
         # The key travels in the query, as Roboflow's client sends it to this API.
         self._key: dict[str, str] = {"api_key": config.api_key} if config.api_key else {}
         self._given = transport

@@ -215,15 +215,15 @@ def options_from(args: argparse.Namespace) -> PushOptions:
 def _command(args: argparse.Namespace) -> int:
     options = options_from(args)
     selection = select_items(options)
-    path = options.ledger or ledger_path(options.output, options.project, options.http.api_url)
+    path = options.ledger or ledger_path(options.output, options.project, options.http.servers[0])
     say: Callable[[str], None] = lambda text: print(  # noqa: E731
         redact(text, options.http.api_key), file=sys.stderr
     )
     if options.dry_run:
-        ledger = Ledger(path, project=options.project, api_url=options.http.api_url).read()
+        ledger = Ledger(path, project=options.project, api_url=options.http.servers[0]).read()
         print("\n".join(describe_plan(options, selection, ledger)))
         return ExitCode.OK
-    with Ledger(path, project=options.project, api_url=options.http.api_url) as ledger:
+    with Ledger(path, project=options.project, api_url=options.http.servers[0]) as ledger:
         summary = _push(options, selection, ledger, quiet=args.quiet)
     if not args.quiet:
         say(format_summary(summary, options, selection, path))
@@ -297,7 +297,7 @@ def describe_plan(options: PushOptions, selection: Selection, ledger: Ledger) ->
     assert upload.per_unit is not None  # a price per image
     credits = len(pending_upload) * upload.per_unit
     lines = [
-        f"push to project {options.project} at {options.http.api_url} (dry run: nothing sent)",
+        f"push to project {options.project} at {options.http.servers[0]} (dry run: nothing sent)",
         f"  {selection.rows:,} rows in {options.output}: {len(selection.items):,} selected, "
         f"{selection.failed_rows:,} failed rows never pushed",
         f"  {len(selection.items) - len(todo):,} already pushed (ledger {ledger.path})",

@@ -33,7 +33,7 @@ from ...job.attempts import AttemptPolicy, GiveUp, StopJob
 from ...job.health import HealthMonitor
 from ...job.ratelimit import RateController
 from ...job.stopping import StopSignal
-from ...summary import ProgressListener, SilentProgress
+from ...summary import Progress, ProgressListener, SilentProgress
 from .ledger import Ledger
 from .options import PushOptions
 from .selection import PushItem
@@ -139,12 +139,13 @@ class Pusher:
             probe_max=options.outage.probe_max,
             clock=clock,
             notify=self._progress.note,
-            api_urls=http.servers,
+            servers=http.servers,
         )
         self._policy = AttemptPolicy(
             options.retry, health=self._health, rate=self._rate, clock=clock
         )
         self._cancel: anyio.CancelScope | None = None
+        self._pushed = 0  # items fully pushed in this run, for the progress snapshots
 
     @property
     def pending(self) -> int:
@@ -165,9 +166,7 @@ class Pusher:
     async def run(self) -> PushSummary:
         started = self._clock()
         progress = self._progress
-        progress.started(already_done=self.summary.done_before)
-        progress.add_total(len(self._todo))
-        progress.listing_finished()
+        progress.progress(self._snapshot())
         queue = iter(self._todo)
         try:
             async with (
@@ -184,7 +183,7 @@ class Pusher:
                 group.cancel_scope.cancel()  # the ticker
         finally:
             self.summary.elapsed = self._clock() - started
-            progress.finished()
+            progress.progress(self._snapshot(finished=True))
         if self.summary.stopped_by is not None:
             self.summary.interrupted = False
         return self.summary
@@ -192,7 +191,23 @@ class Pusher:
     async def _tick(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            self._progress.tick()
+            self._progress.progress(self._snapshot())
+
+    def _snapshot(self, *, finished: bool = False) -> Progress:
+        """Where the push stands, for the progress bar: every selected item is known from
+        the start, so the total is exact."""
+        total = self.summary.done_before + len(self._todo)
+        return Progress(
+            already_done=self.summary.done_before,
+            ok=self._pushed,
+            failed=self.summary.failed,
+            retries=self.summary.retries,
+            total=total,
+            total_is_exact=True,
+            found=total,
+            waiting=None,
+            finished=finished,
+        )
 
     def _fail(self, error: JobStopped | OutputError) -> None:
         """Stop the push at once for ``error`` (the first one wins)."""
@@ -234,7 +249,7 @@ class Pusher:
             summary.duplicates += uploaded.duplicate
         if not item.classes:
             summary.unlabelled += 1
-            self._progress.row("ok")
+            self._pushed += 1
             return
         overwrite = options.overwrite_annotations
         saved = await self._send(
@@ -261,7 +276,7 @@ class Pusher:
         )
         summary.annotated += saved
         summary.already_annotated += not saved
-        self._progress.row("ok")
+        self._pushed += 1
 
     @property
     def _job_name(self) -> str:
@@ -353,7 +368,6 @@ class Pusher:
                 if stop.requested:
                     return _STOPPED
                 self.summary.retries += 1
-                self._progress.retried()
                 await stop.pause(after.seconds)
                 continue
             except ItemError as error:
@@ -380,7 +394,6 @@ class Pusher:
         )
         self.summary.failed += 1
         self.summary.errors[f"{stage}: {error}"] += 1
-        self._progress.row("failed")
 
 
 def default_batch(model: str | None) -> str:
