@@ -50,7 +50,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import replace
 from typing import Any
@@ -87,7 +88,9 @@ class Classifier:
     (pass the size of the actor pool); ``http.concurrency`` bounds each actor's requests in
     flight. ``http.api_key`` defaults to ``$ROBOFLOW_API_KEY`` in the actor's environment,
     read when the actor is made. ``transport`` sends the HTTP requests (``client.py``), for
-    tests or an HTTP stack of your own.
+    tests or an HTTP stack of your own. ``clock`` (for tests; leave it) is the time the rate,
+    the outage pause and the retry budget are judged on, as the job's parts take it: a test
+    on a virtual clock passes its event loop's ``time``, which the waits already follow.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Classifier:
         jpeg_quality: int = 90,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if actors < 1:
             raise UsageError("actors: must be at least 1 (the size of the actor pool)")
@@ -131,14 +135,16 @@ class Classifier:
             probe_initial=outage.probe_initial,
             probe_max=outage.probe_max,
             servers=http.servers,
+            clock=clock,
         )
         policy = AttemptPolicy(
             retry or RetryConfig(),
             health=health,
-            rate=RateController.from_config(rate or RateConfig(), share=actors),
+            rate=RateController.from_config(rate or RateConfig(), share=actors, clock=clock),
+            clock=clock,
         )
         # Nothing stops an actor: past max_outage the loop hands back a Stop, made a row here.
-        self._requests = ItemRequests(policy=policy, stop=StopSignal())
+        self._requests = ItemRequests(policy=policy, stop=StopSignal(), clock=clock)
         self._fatal: str | None = None
         # Made on the actor's event loop at the first batch: aiohttp sessions and asyncio
         # semaphores belong to the loop they were made on.

@@ -104,9 +104,15 @@ def test_the_parents_death_stops_every_child_and_a_rerun_finishes_exactly_once(
 
     if how == "SIGHUP":  # handled like Ctrl-C: the children stopped, the parent says how
         assert code == 129, err
-    # Stopped gently: every request made got its row written.
+    # Stopped gently: the requests in flight finished (job/runner.py gives them STOP_GRACE,
+    # 30 s, for 1 s answers) and every request the server got is an attempt of a row
+    # written, none answered and lost. Counted through the rows' ``attempts``, which also
+    # count a retry or a stuck request's copy, so a busy machine's extra request is no
+    # failure here (rows == requests held only while there were none).
     on_disk = [row for shard in sorted(shards.glob("shard-*.jsonl")) for row in read_rows(shard)]
-    assert 4 <= len(on_disk) == slow.stats.requests < 200
+    assert 4 <= len(on_disk) < 200
+    assert {row["status"] for row in on_disk} == {"ok"}
+    assert slow.stats.requests <= sum(row["attempts"] for row in on_disk)
     assert not output.exists()  # not merged: the job did not finish
 
     fast = make_server()

@@ -10,7 +10,6 @@ backs off on 429, ``http.concurrency`` is the requests in flight, messages say "
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,11 +22,13 @@ from yarl import URL
 
 from batchclassify.api.client import Response
 from batchclassify.config import HttpConfig, OutageConfig, RateConfig, RetryConfig
-from batchclassify.errors import UsageError
+from batchclassify.error_types import ErrorType
+from batchclassify.errors import RetryableError, UsageError
 from batchclassify.ray_data import Classifier
 from batchclassify.server import BackgroundServer
 
 from .conftest import KEY, png
+from .virtual_time import VirtualTimeLoop
 
 pytest.importorskip("pyarrow")
 
@@ -59,6 +60,14 @@ def images(count: int, prefix: str = "img") -> dict[str, list[Any]]:
     }
 
 
+def urls(count: int, prefix: str = "img") -> dict[str, list[Any]]:
+    """Images given by URL: nothing to encode, so no thread, as a virtual clock needs."""
+    return {
+        "url": [f"https://images.example/{prefix}-{n}.png" for n in range(count)],
+        "id": [f"{prefix}-{n}" for n in range(count)],
+    }
+
+
 def http(server: BackgroundServer, **options: Any) -> HttpConfig:
     return HttpConfig(api_url=server.url, api_key=KEY, **options)
 
@@ -66,9 +75,16 @@ def http(server: BackgroundServer, **options: Any) -> HttpConfig:
 class MemoryServer:
     """An in-memory transport that answers every request, recording when each was sent and
     how many were in flight; ``limit`` refuses (429) a request that would be the
-    ``limit``-th+1 in one second, as a sliding-window server does."""
+    ``limit``-th+1 in one second (on ``clock``), as a sliding-window server does."""
 
-    def __init__(self, *, limit: int | None = None, hold: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int | None = None,
+        hold: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self.sent: list[float] = []
         self.refused = 0
         self.in_flight = 0
@@ -80,7 +96,7 @@ class MemoryServer:
         self._full: anyio.Event | None = None
 
     async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
-        now = time.monotonic()
+        now = self._clock()
         self.sent.append(now)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -124,25 +140,28 @@ def test_http_concurrency_is_each_actors_requests_in_flight() -> None:
 def test_the_rate_is_a_ceiling_that_backs_off_on_429() -> None:
     """``RateConfig(requests_per_second=100)`` against a server that allows 10 a second: the
     first 429s teach the actor the server's limit and it slows below it, as a job does, so
-    the next batch meets no 429 (a fixed rate, which the Ray path had, met them again)."""
-    transport = MemoryServer(limit=10)
+    the next batch meets no 429 (a fixed rate, which the Ray path had, met them again).
+    On a virtual clock, the server's one-second window included: no machine is too slow."""
+    loop = VirtualTimeLoop()
+    transport = MemoryServer(limit=10, clock=loop.time)
     classifier = Classifier(
         model="colors/1",
         http=HttpConfig(api_url="https://api.example", api_key="k", concurrency=4),
         rate=RateConfig(requests_per_second=100),
         transport=transport,
+        clock=loop.time,
     )
 
     async def main() -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
         try:
-            first = (await classifier(images(15, "first"))).to_pylist()
+            first = (await classifier(urls(15, "first"))).to_pylist()
             refused_while_learning = transport.refused
-            second = (await classifier(images(8, "second"))).to_pylist()
+            second = (await classifier(urls(8, "second"))).to_pylist()
         finally:
             await classifier.aclose()
         return first, refused_while_learning, second
 
-    first, refused_while_learning, second = asyncio.run(main())
+    first, refused_while_learning, second = loop.run(main())
     assert {row["status"] for row in first + second} == {"ok"}
     assert refused_while_learning > 0  # the server's limit was met
     assert transport.refused == refused_while_learning  # and not met again
@@ -257,33 +276,62 @@ def test_settings_ray_cannot_honour_are_refused() -> None:
         Classifier(model="colors/1", actors=0)
 
 
-def test_an_outage_mid_dataset_leaves_no_error_rows(
-    make_server: Callable[..., BackgroundServer],
-) -> None:
+class OutageServer:
+    """An in-memory server that answers every request, except that it is down (connection
+    refused) from its ``down_at``-th request for ``down_for`` seconds on ``clock``."""
+
+    def __init__(self, *, down_at: int, down_for: float, clock: Callable[[], float]) -> None:
+        self._down_at, self._down_for, self._clock = down_at, down_for, clock
+        self.requests = 0
+        self.refused = 0
+        self.up_again: float | None = None
+
+    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
+        self.requests += 1
+        await asyncio.sleep(0.01)  # on the wire: requests overlap, as the server's do
+        if self.requests == self._down_at:
+            self.up_again = self._clock() + self._down_for
+        if self.up_again is not None and self._clock() < self.up_again:
+            self.refused += 1
+            raise RetryableError(
+                "cannot connect to api.example: Connection refused", kind=ErrorType.CONNECTION
+            )
+        return Response(200, {}, _ANSWER)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_an_outage_mid_dataset_leaves_no_error_rows() -> None:
     """The server goes down for a while mid-dataset (connections refused) and comes back: the
     actor pauses and probes, as a job does, instead of spending each image's retries, so
-    every row is ok though an image can be sent more often than its retries allow."""
-    server = make_server(latency=0.01)
+    every row is ok though an image can be sent more often than its retries allow. The
+    outage starts at the 20th request of 60, on a virtual clock: it always happens mid-way
+    and always lasts past ``outage_after`` and the retries' backoff together."""
+    loop = VirtualTimeLoop()
+    transport = OutageServer(down_at=20, down_for=1.5, clock=loop.time)
     outage = OutageConfig(outage_after=0.3, probe_initial=0.2, probe_max=0.4, max_outage=60)
     retry = RetryConfig(retries=1, backoff_base=0.05, backoff_max=0.1)
     classifier = Classifier(
-        model="colors/1", http=http(server, concurrency=4), retry=retry, outage=outage
+        model="colors/1",
+        http=HttpConfig(api_url="https://api.example", api_key="k", concurrency=4),
+        retry=retry,
+        outage=outage,
+        transport=transport,
+        clock=loop.time,
     )
 
-    def outage_midway() -> None:
-        while server.stats.requests < 20:
-            time.sleep(0.005)
-        server.set_down(True)
-        time.sleep(1.5)  # past outage_after and the retries' backoff together
-        server.set_down(False)
+    async def main() -> list[dict[str, Any]]:
+        try:
+            rows: list[dict[str, Any]] = (await classifier(urls(60))).to_pylist()
+            return rows
+        finally:
+            await classifier.aclose()
 
-    controller = threading.Thread(target=outage_midway)
-    controller.start()
-    try:
-        rows = rows_of(classifier, images(60))
-    finally:
-        controller.join()
+    rows = loop.run(main())
 
     assert len(rows) == 60
     assert [(row["id"], row["error_type"]) for row in rows if row["status"] != "ok"] == []
+    assert transport.refused > 4  # the outage came mid-dataset and outlived the retries
     assert max(row["attempts"] for row in rows) > 2  # waited out, not counted
+    assert sum(row["attempts"] for row in rows) == transport.requests
