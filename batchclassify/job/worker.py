@@ -90,6 +90,7 @@ class Workers:
             stopping=stop,
             notify=progress.note,
             clock=clock,
+            budget=budget,
         )
         """Sends each request; its ``group`` must be set to the worker task group."""
 
