@@ -145,11 +145,6 @@ def rule_for_url(api_url: str, billing: Billing | str | None = None) -> BillingR
     return RULES[Billing.SELF_HOSTED]
 
 
-def credits_for(server_ms: float) -> float:
-    """Credits one request costs under the serverless rule, from its processing time."""
-    return max(server_ms, MIN_BILLED_MS) / MS_PER_CREDIT
-
-
 class Cost(NamedTuple):
     """What an answer's headers say it cost; ``None`` for what is absent or unreadable."""
 

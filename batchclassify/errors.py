@@ -162,6 +162,10 @@ class ItemError(BatchClassifyError):
         self.http_status = http_status
         self.retry_after = retry_after
 
+    answered_by_copy: bool = False
+    """The answer of a copy of a stuck request (``sending.py``): the request itself was
+    cancelled unanswered, and may have run (``--max-credits`` counts it at its reservation)."""
+
 
 class RetryableError(ItemError):
     """A failure that a later attempt may not meet (timeouts, 429, 5xx, dropped connections)."""

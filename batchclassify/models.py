@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .cost import credits_for
 from .error_types import ErrorType
 from .errors import ItemError
 from .names import as_text
@@ -297,9 +296,6 @@ def ok_row(
 ) -> dict[str, Any]:
     # One dict display, in ROW_FIELDS order (checked below): the row of every image.
     path = item.path
-    credits = prediction.credits
-    if credits is None and prediction.server_ms is not None:  # priced by no rule: serverless
-        credits = credits_for(prediction.server_ms)
     row = {
         "id": item.id,
         "path": None if path is None else as_text(path),
@@ -322,7 +318,7 @@ def ok_row(
         "cached_from": None,
         "server_ms": prediction.server_ms,
         "cold_start": prediction.cold_start,
-        "credits": credits,
+        "credits": prediction.credits,  # the endpoint rule's price (cost.py), or unknown
     }
     if item.metadata:
         _add_metadata(row, item.metadata)

@@ -192,7 +192,7 @@ def test_every_kind_of_row_lists_the_columns_in_order() -> None:
     item = Item("/in/a.jpg", path="/in/a.jpg", metadata={"label": "x", "top": "y"})
     answer = Prediction(
         False, "red", 0.9, [{"class": "red", "confidence": 0.9}], ["red"], 8, 8, None, 12.0
-    )
+    )._replace(credits=100 / 500_000)  # the endpoint's rule's price, as the client sets it
     answered = ok_row(item, answer, attempts=1, elapsed_ms=3.0)
     rows = [
         answered,

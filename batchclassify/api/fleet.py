@@ -13,8 +13,10 @@ attempt policy and the rate controller see one API, with two exceptions spelt ou
   (timeouts, dropped connections, 5xx) with no answer in between. While out, it gets no
   user's image: ``FleetTransport.watch`` probes it with a tiny image of its own
   (``PROBE_BODY``) on a growing interval (``probe_initial`` doubling up to ``probe_max``);
-  the first answer puts it back in. Any answer that is not a retryable failure (a 200, a
-  400 for a bad image, a 429) counts as an answer: the server is up;
+  the first answer puts it back in. A probe is an inference: under ``--max-credits`` it
+  takes a ticket from the job's budget (``admit_probe``) and is not sent without one. Any
+  answer that is not a retryable failure (a 200, a 400 for a bad image, a 429) counts as an
+  answer: the server is up;
 * silence, per server: a server with requests in flight that has answered none of them for
   the stuck-request deadline (``suspect_after()``, ``hedging.py``) while another server
   answered is *silent*: it gets no new requests while another server is in and answering,
@@ -68,6 +70,20 @@ PROBE_BODY = (
 )
 #: Seconds between the checks of ``FleetTransport.watch`` (silence, probes due).
 WATCH_EVERY = 0.25
+
+
+#: Asked before a probe: a function to call with what it cost (``None``: unknown) once it is
+#: over, or ``None``: send no probe now.
+ProbeAdmission = Callable[[], Callable[[float | None], None] | None]
+
+
+def _no_cost(_credits: float | None) -> None:
+    pass
+
+
+def _free() -> Callable[[float | None], None]:
+    """Without ``--max-credits``: every probe may go."""
+    return _no_cost
 
 
 def shown_host(url: str) -> str:
@@ -356,6 +372,9 @@ class FleetTransport:
         self._clock = clock
         self._on: dict[asyncio.Task[Any], Server] = {}
         """The server each task's request is on, while it is."""
+        self.admit_probe: ProbeAdmission = _free
+        """Asked before each probe, a real inference: under ``--max-credits`` the job's
+        budget (``budget.py``)."""
         self._probe: tuple[URL, dict[str, str]] | None = None
         """A probe's URL (for the first server) and headers: a request's, without an
         ``image=`` URL."""
@@ -442,6 +461,10 @@ class FleetTransport:
             pool.probed(server, "no request to model a probe on yet")
             return
         url, headers = self._probe
+        settle = self.admit_probe()
+        if settle is None:
+            pool.probed(server, "no probe: --max-credits leaves no room for one")
+            return
         limit = pool.silent_after()
         try:
             with anyio.fail_after(limit):
@@ -455,6 +478,8 @@ class FleetTransport:
         else:
             failed = response.status in SERVER_FAILURES
             pool.probed(server, f"HTTP {response.status}" if failed else None)
+        finally:
+            settle(None)  # a probe's cost is not read: it counts at a request's reckoning
 
     async def aclose(self) -> None:
         for server in self.pool.servers:

@@ -39,7 +39,7 @@ from ..errors import OutputError, UsageError
 from ..exit_codes import ExitCode
 from ..models import ContradictoryRowError
 from ..names import printable
-from ..output.outputs import is_empty, lock_holder, written_by_batchclassify
+from ..output.outputs import foreign_files, is_empty, lock_holder, written_by_batchclassify
 from ..output.reading import iter_rows, output_kind, read_job_settings, read_settings
 from ..output.resume import write_settings
 from ..output.sidecars import PROGRESS, existing, find_shards, settings_path
@@ -66,7 +66,7 @@ def merge_outputs(
         raise UsageError(f"--output {output}: name a .jsonl or .parquet output, or pass --format")
     settings = _common_settings(inputs)
     lacking = check_inputs(inputs, partial=partial)
-    _check_target(output, inputs)
+    _check_target(output, inputs, fmt)
     rows = _write_merged(inputs, output, fmt)
     merged = dict(settings, format=fmt, shard=None, merged_from=[str(p) for p in inputs])
     if lacking:
@@ -181,7 +181,7 @@ def _common_settings(inputs: Sequence[Path]) -> dict[str, Any]:
     return {k: v for k, v in first.items() if k != "merged_from"}
 
 
-def _check_target(output: Path, inputs: Sequence[Path]) -> None:
+def _check_target(output: Path, inputs: Sequence[Path], fmt: OutputFormat) -> None:
     real = os.path.realpath(output)
     if any(os.path.realpath(path) == real for path in inputs):
         raise UsageError(f"--output {output} is one of the inputs; merge into a new output")
@@ -195,6 +195,15 @@ def _check_target(output: Path, inputs: Sequence[Path]) -> None:
             f"{output} exists and is not an earlier merge: merge only replaces its own "
             "outputs; move it away or choose another --output"
         )
+    if output.is_dir() and not output.is_symlink():
+        # The earlier merge's folder is replaced whole: nothing in it but the sink's own files.
+        own = open_sink(output, fmt).own_names() or frozenset()
+        foreign = foreign_files(output, own)
+        if foreign:
+            raise UsageError(
+                f"{output} holds files batchclassify did not write ({foreign}); merge replaces "
+                "an earlier merge whole: move those away or choose another --output"
+            )
 
 
 def _write_merged(inputs: Sequence[Path], output: Path, fmt: OutputFormat) -> int:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import orjson
 
 from ..config import DEFAULT_API_URL, DEFAULT_EXTENSIONS, HttpConfig, JobConfig
-from ..cost import MIN_BILLED_MS, MS_PER_CREDIT, Billing, rule_for_url
+from ..cost import Billing, rule_for_url
 from ..errors import ItemError, UsageError
 from ..exit_codes import ExitCode
 from ..inputs.encoding import EncodedImage, read_and_encode
@@ -107,15 +107,9 @@ class PlanReport:
         throughput = min(self.rate_limit, self.concurrency / self.latency)
         return self.requests / throughput if throughput > 0 else 0.0
 
-    @property
-    def min_credits(self) -> float:
-        """Serverless billing's floor: every request counts at least 100 ms."""
-        return self.requests * MIN_BILLED_MS / MS_PER_CREDIT
-
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 1)
-        data["min_credits"] = round(self.min_credits, 6)
         data.update(self.money())
         return data
 

@@ -216,7 +216,8 @@ class Follower:
         self._report = InputReport()  # the walk's counts of names passed over: not shown again
         self.settling = Settling(config.settle, clock=clock, wall=wall)
         self.last_news = clock()
-        """(clock) When a file last arrived: ``--idle-exit`` counts from here."""
+        """(clock) When a file last arrived, or following began: ``--idle-exit`` counts
+        from here."""
         self.mode, self.poll_every, self.why = _choose_mode(
             config, [top for top, _ in self._roots.folders], mount_table
         )
@@ -264,8 +265,15 @@ class Follower:
         ``self.ended_by`` says which (``None``: ``stop``).
         """
         self.ended_by = None
+        # Idle from now, not from before the first walk (which may take longer than
+        # --idle-exit); and what arrived during the walk is looked at before anything ends.
+        self.last_news = self._clock()
         if self.mode == "polling":
             await anyio.to_thread.run_sync(self._poll_folders)
+        elif self._notify is not None:
+            changes = await self._notify.wait(0, stop)
+            if changes:
+                await anyio.to_thread.run_sync(self._look_at, changes)
         next_poll = self._clock() + (self.poll_every or 0)
         check_every = check_interval(self.config.settle)
         while not stop.is_set():

@@ -141,7 +141,8 @@ def budgeted(send: Send, budget: Budget, stop: StopSignal) -> Send:
     """``send`` under the budget: each request waits for the budget's leave, and settles its
     ticket with what it cost: an answer's price (``None`` when it could not be read), nothing
     for an error the server answered (no inference), the reckoning for a request that got no
-    answer. A request the budget does not admit (the cap, or a stop request) raises
+    answer, or was cancelled because a copy of it was answered first (each copy takes its
+    own ticket: ``Sender``). A request the budget does not admit (the cap, or a stop request) raises
     ``BudgetReachedError``: the item is left for a rerun, and the job is stopping already."""
 
     async def send_paid(
@@ -161,12 +162,15 @@ def budgeted(send: Send, budget: Budget, stop: StopSignal) -> Send:
         try:
             prediction, race = await send(item, encoded, started)
         except ItemError as error:
-            ticket.settle(0.0 if error.http_status is not None else None)
+            answered = error.http_status is not None and not error.answered_by_copy
+            ticket.settle(0.0 if answered else None)
             raise
         except BaseException:
             ticket.settle(None)
             raise
-        ticket.settle(prediction.credits)
+        # A copy's answer (its own ticket paid for it): this request was cancelled unanswered
+        # on a server that may have run it.
+        ticket.settle(None if race.answer is not None else prediction.credits)
         return prediction, race
 
     return send_paid

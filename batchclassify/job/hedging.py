@@ -63,8 +63,10 @@ class HedgePolicy:
     max_copies = 2
 
     def __init__(self, *, timeout: float, concurrency: int = 1, copies: bool = True) -> None:
-        """``copies=False``: never send a copy (under ``--max-credits``: a copy is a request
-        the budget did not admit)."""
+        """``copies=False``: no copies of stragglers (under ``--max-credits``). Copies of
+        requests stuck on a server that is out or silent (``copy_for_server``) still go out:
+        under ``--max-credits`` each takes its own ticket from the money budget first
+        (``Sender``)."""
         self._timeout = timeout
         if not copies:
             self.budget_initial = self.budget_ratio = 0.0

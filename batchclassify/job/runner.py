@@ -316,6 +316,11 @@ class Job:
         if isinstance(self._transport, FleetTransport):
             self._fleet = self._transport
             self._workers.sender.server_failing = self._fleet.routed_around
+            budget = self._budget
+            if budget is not None:  # probes are inferences too: each takes a ticket
+                self._fleet.admit_probe = lambda: (
+                    None if (ticket := budget.try_admit()) is None else ticket.settle
+                )
         return self._transport
 
     def _api_url(self) -> Any:

@@ -7,7 +7,10 @@ counted from the latest request sent for the item, and if the budget allows, a c
 as a task in the worker group; the first answer wins. With several servers (``fleet.py``), a
 request on a server that is out or silent while others answer (``server_failing``) is
 copied to another server once it is slow, without waiting for the deadline and outside the
-budget: the server failed, not the request. A request the
+budget of copies: the server failed, not the request. Under ``--max-credits`` such a copy
+is a request like any other: it takes its own ticket from the money budget (``budget.py``)
+and is not sent while the budget refuses one; the original it cuts off is settled at its
+reservation, since the silent server may have run it. A request the
 watchdog cuts (``RequestCut``) is either the loser of that race, which takes the copy's
 answer, or stalled, which is a timeout the worker retries.
 """
@@ -30,6 +33,7 @@ from ..errors import FatalApiError, ItemError, RetryableError
 from ..inputs.encoding import EncodedImage
 from ..models import Item, Prediction
 from .attempts import AttemptPolicy
+from .budget import Budget, Ticket
 from .health import RequestCut, Watchdog, Watched
 from .hedging import HedgePolicy
 from .itemqueue import ItemQueue
@@ -91,8 +95,11 @@ class Sender:
         stopping: Callable[[], bool],
         notify: Callable[[str | None], None],
         clock: Callable[[], float] = time.monotonic,
+        budget: Budget | None = None,
     ) -> None:
         self._policy = policy
+        self._budget = budget
+        """``--max-credits``: each copy of a stuck request takes its own ticket."""
         self._hedge = hedge
         self._watchdog = watchdog
         self._timeout = timeout
@@ -142,6 +149,8 @@ class Sender:
                     "by the watchdog",
                     kind=ErrorType.TIMEOUT,
                 ) from None
+            if isinstance(race.answer, ItemError):
+                race.answer.answered_by_copy = True
             if isinstance(race.answer, Exception):
                 raise race.answer from None
             return race.answer, race
@@ -177,6 +186,11 @@ class Sender:
         hedge = self._hedge
         if self._policy.health.is_down:
             return False
+        ticket: Ticket | None = None
+        if server_failed and self._budget is not None:
+            ticket = self._budget.try_admit()
+            if ticket is None:
+                return False  # a paid request the budget does not admit (yet): ask again
         if server_failed:
             hedge.copy_for_server()
         elif not hedge.try_copy(first_try=not race.refused):
@@ -190,7 +204,7 @@ class Sender:
             return False
         race.copies += 1
         race.last_sent = self._clock()
-        group.start_soon(self._send_copy, race)
+        group.start_soon(self._send_copy, race, ticket)
         if server_failed:
             self._notify(
                 f"request(s) stuck on a server that is out or not answering: sent to another "
@@ -203,42 +217,54 @@ class Sender:
             )
         return True
 
-    async def _send_copy(self, race: Race) -> None:
-        """A copy of a stuck request; if it is answered first, its answer is the item's."""
+    async def _send_copy(self, race: Race, ticket: Ticket | None) -> None:
+        """A copy of a stuck request; if it is answered first, its answer is the item's.
+        ``ticket``: its admission under ``--max-credits``, settled as ``budgeted`` settles a
+        request: its price, nothing for an error the server answered (or a copy never
+        sent), the reservation when it got no answer (the server may have run it)."""
+        cost: float | None = 0.0
         scope = anyio.CancelScope()
         if race.scopes is None:
             race.scopes = []
         race.scopes.append(scope)
-        with scope:
-            if race.done:
-                return
-            rate, health = self._policy.rate, self._policy.health
-            if rate.try_acquire() > 0:
-                await rate.acquire()
-            started = self._clock()
-            watched = self._watchdog.watch(started)
-            watched.on_overdue = partial(self._overdue, race, watched)
-            answer: Prediction | Exception
-            try:
-                async with watched:
-                    answer = await post(race.item, race.encoded, race.client)
-            except RequestCut:
-                return  # stalled, or the original was answered first
-            except RetryableError as error:
-                # The original may still answer, or time out and be retried as usual.
-                self._policy.note_failure(error, race.item.id, started)
-                return
-            except (ItemError, FatalApiError) as error:
-                health.success(started)
-                rate.on_answer(started)
-                answer = error
-            else:
-                health.success(started)
-                rate.on_success(started)
-                self._hedge.record(self._clock() - started)
-            if not race.done:
-                race.answer = answer
-                race.cut_now()
+        try:
+            with scope:
+                if race.done:
+                    return
+                rate, health = self._policy.rate, self._policy.health
+                if rate.try_acquire() > 0:
+                    await rate.acquire()
+                started = self._clock()
+                watched = self._watchdog.watch(started)
+                watched.on_overdue = partial(self._overdue, race, watched)
+                answer: Prediction | Exception
+                cost = None
+                try:
+                    async with watched:
+                        answer = await post(race.item, race.encoded, race.client)
+                except RequestCut:
+                    return  # stalled, or the original was answered first
+                except RetryableError as error:
+                    # The original may still answer, or time out and be retried as usual.
+                    self._policy.note_failure(error, race.item.id, started)
+                    cost = 0.0 if error.http_status is not None else None
+                    return
+                except (ItemError, FatalApiError) as error:
+                    health.success(started)
+                    rate.on_answer(started)
+                    cost = 0.0 if error.http_status is not None else None
+                    answer = error
+                else:
+                    health.success(started)
+                    rate.on_success(started)
+                    self._hedge.record(self._clock() - started)
+                    cost = answer.credits
+                if not race.done:
+                    race.answer = answer
+                    race.cut_now()
+        finally:
+            if ticket is not None:
+                ticket.settle(cost)
 
     def _settle(self, race: Race) -> None:
         """The item's request is over: cancel copies still out, send its spare home."""

@@ -89,6 +89,7 @@ class Workers:
             stopping=stop,
             notify=notify,
             clock=clock,
+            budget=budget,
         )
         """Sends each request; its ``group`` must be set to the worker task group."""
 

@@ -139,13 +139,20 @@ def check_overwrite(output: Path, own_names: frozenset[str] | None) -> None:
             "--output"
         )
     if own_names is not None:
-        foreign = sorted(set(os.listdir(output)) - own_names)
+        foreign = foreign_files(output, own_names)
         if foreign:
             raise OutputError(
-                f"{output} holds files batchclassify did not write ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); --overwrite removes only its own part "
-                "and journal files: move those away or choose another --output"
+                f"{output} holds files batchclassify did not write ({foreign}); --overwrite "
+                "removes only its own part and journal files: move those away or choose "
+                "another --output"
             )
+
+
+def foreign_files(folder: Path, own_names: frozenset[str]) -> str:
+    """The names in a Parquet output ``folder`` that are not the sink's own (``own_names``),
+    shown as a message lists them (the first three); empty if there are none."""
+    foreign = sorted(set(os.listdir(folder)) - own_names)
+    return f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}"
 
 
 def is_empty(path: Path) -> bool:

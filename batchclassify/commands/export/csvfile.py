@@ -9,7 +9,8 @@ tab or carriage return) as a formula. Such a text cell (a class name, an id, met
 leading ``'``, which spreadsheets show as text (OWASP's advice); numbers (``-3.5``) are left
 as they are. ``--no-formula-guard`` (``ExportOptions.formula_guard``) writes every cell as is.
 
-Written to a temporary file renamed over DEST at the end, so DEST is never half written.
+Written to a temporary file (``.DEST.tmp``, made new: an existing one is refused, never
+written over) renamed over DEST at the end, so DEST is never half written.
 """
 
 from __future__ import annotations
@@ -78,7 +79,14 @@ class CsvFormat:
         self._metadata = list(survey.metadata)
         try:
             self._options.dest.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self._tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            # "x": a file of that name that is not ours (a user's, or one left by an export
+            # that was killed) is never written over, nor removed on abort.
+            self._handle = open(self._tmp, "x", encoding="utf-8", newline="")  # noqa: SIM115
+        except FileExistsError:
+            raise OutputError(
+                f"{self._tmp} exists (left by an export that was killed, or not batchclassify's)"
+                "; the CSV is written there first: remove or move it, then rerun"
+            ) from None
         except OSError as exc:
             raise OutputError(f"cannot write {self._tmp}: {exc.strerror}") from None
         self._writer = csv.writer(self._handle)
