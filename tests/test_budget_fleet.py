@@ -74,7 +74,7 @@ def test_a_hung_fleet_member_never_takes_spend_past_the_cap(tmp_path: Path, cap:
         max_credits=cap,
         billing="hosted-v1",
         http=HttpConfig(
-            api_urls=("https://a.example", "https://b.example"),
+            api_url=("https://a.example", "https://b.example"),
             api_key="k",
             concurrency=8,
             timeout=1,
