@@ -110,6 +110,8 @@ def command_report(args: argparse.Namespace) -> int:
     _check_flags(args)
     settings = read_job_settings(output)
     evaluation = evaluate.start(args)
+    if evaluation is not None:
+        evaluation.truth.count_names(iter_latest_rows(output))
     stats = collect(
         evaluate.tap(iter_latest_rows(output), evaluation),
         low=args.low_confidence,

@@ -200,6 +200,8 @@ class Evaluation:
             "scored": self.scored,
             "without_truth": self.no_truth,
             "failed_with_truth": self.failed,
+            "ambiguous_truth_keys": self.truth.ambiguous_keys,
+            "without_truth_shared_name": self.truth.shared_names,
         }
         if not self.multilabel:
             figures["several_truths"] = self.several
