@@ -14,7 +14,7 @@ from typing import Any
 from ...errors import UsageError
 from ...exit_codes import ExitCode
 from ...names import printable
-from ...output.reading import iter_latest_rows, output_kind
+from ...output.reading import iter_latest_rows, output_kind, run_folder
 
 DEFAULT_GALLERY = 60
 MAX_TABLE = 10
@@ -163,7 +163,7 @@ def command_diff(args: argparse.Namespace) -> int:
     if args.html is not None:
         from .page import render_page
 
-        page = render_page(figures, found.flips(), args.a, args.b, base=args.b.resolve().parent)
+        page = render_page(figures, found.flips(), args.a, args.b, base=run_folder(args.b))
         write_page(args.html, page)
         print(printable(f"wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)"), file=sys.stderr)
     return ExitCode.OK

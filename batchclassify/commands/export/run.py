@@ -197,7 +197,7 @@ def roboflow_split(exported: str) -> str:
 
 def _source_file(record: Record, options: ExportOptions) -> str | None:
     """The image file of a record, found from any working directory (``image_file``)."""
-    return image_file(record.id, record.path, base=options.output.absolute().parent)
+    return image_file(record.id, record.path, base=options.run_folder)
 
 
 def describe(options: ExportOptions, result: ExportResult) -> list[str]:
