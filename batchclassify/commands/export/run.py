@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UsageError
+from ...models import row_is_ok
 from ...output.reading import check_output, image_file
 from .base import ExportFormat
 from .csvfile import CsvFormat, prepare_file
@@ -81,7 +82,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResu
         fmt.begin(found, classes)
         try:
             for row in rows_of(options):
-                if row.get("status") != "ok":
+                if not row_is_ok(row):
                     result.failed += 1
                     continue
                 record = make_record(row, options, found.splits)
@@ -153,7 +154,7 @@ def _export_row(
     result: ExportResult,
 ) -> None:
     source = str(row.get("path") or row.get("url") or "")
-    if row.get("status") != "ok":
+    if not row_is_ok(row):
         result.failed += 1
         mapping.add(str(row["id"]), source, "", "", "failed", False)
         return

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...models import ContradictoryRowError, is_answer
+from ...models import ContradictoryRowError, is_answer, row_is_ok
 from ...output.reading import image_file, iter_latest_rows, read_job_settings, run_folder
 from ..export.options import content_key, split_of
 from ..export.records import labels_of
@@ -61,7 +61,7 @@ def select_items(options: PushOptions) -> Selection:
     ranked: list[tuple[float, int, dict[str, Any]]] = []
     for row in iter_latest_rows(options.output):
         found.rows += 1
-        if row.get("status") != "ok":
+        if not row_is_ok(row):
             found.failed_rows += 1
             continue
         if wanted is not None and row["id"] not in wanted:
@@ -117,11 +117,11 @@ def _take(
     return turns[:limit]
 
 
-def _item(row: dict[str, Any], options: PushOptions, base: Path) -> PushItem:
+def _item(row: dict[str, Any], options: PushOptions, base: Path | None = None) -> PushItem:
     if row.get("status") != "ok" or not is_answer(row):
         # Where rows become uploads: a failed row must never reach Roboflow as a prediction.
         raise ContradictoryRowError(f"row {row['id']!r} is not a classified image: not pushed")
-    path = image_file(row["id"], row.get("path"), base=base)
+    path = image_file(row["id"], row.get("path"), base=base or run_folder(options.output))
     url = row.get("url") if path is None else None
     key = (content_key(path) if path is not None and len(options.splits) > 1 else None) or row["id"]
     confidence = row.get("confidence")

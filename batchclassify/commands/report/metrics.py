@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...models import row_is_ok
 from .calibration import Reliability, Sweep
 from .stats import NO_CLASS, _scores
 from .truth import Labels, Truth
@@ -82,7 +83,7 @@ class Evaluation:
         if truth is None:
             self.no_truth += 1
             return
-        if row.get("status") != "ok":
+        if not row_is_ok(row):
             self.failed += 1
             return
         if self.multilabel is None:
