@@ -258,6 +258,17 @@ def is_answer(fields: dict[str, Any]) -> bool:
     return type(fields.get("predictions")) is list and type(fields.get("multilabel")) is bool
 
 
+def row_is_ok(row: dict[str, Any]) -> bool:
+    """Whether a row read back from an output is a success: ``status`` ok *and* a real answer
+    (``is_answer``). An ``ok`` row with empty answer columns (an older version's cache bug
+    wrote some) is a failure: resume retries it, and report, export, diff, status and plan
+    count it failed. A row of another writer without the answer columns at all is taken by
+    its status, as the resume scan's fast path takes it. The one rule every reader asks."""
+    if row.get("status") != "ok":
+        return False
+    return "predictions" not in row or is_answer(row)
+
+
 def check_row(row: dict[str, Any]) -> None:
     """Refuse (``ContradictoryRowError``) a row that contradicts itself: ``ok`` without a
     prediction, or not ``ok`` without an error type. Called for every row written."""

@@ -71,7 +71,7 @@ from .job.ratelimit import RateController
 from .job.requesting import NOT_HEDGED, GivenUp, Hedged, ItemRequests, Stop
 from .job.sending import post
 from .job.stopping import StopSignal
-from .models import ROW_FIELDS, Item, Prediction, error_row
+from .models import ROW_FIELDS, Item, Prediction, check_row, error_row
 from .names import object_scheme
 
 #: Input columns that say what the image is; every other column is carried as metadata.
@@ -195,10 +195,14 @@ class Classifier:
         assert self._slots is not None
         async with self._slots:
             try:
-                return await self._classify(item, data)
+                row = await self._classify(item, data)
             except Exception as error:  # one image's surprise must not cost the block
                 message = redact(f"{type(error).__name__}: {error}", self._http.api_key)
-                return error_row(item, error=message, error_type=ErrorType.INTERNAL, attempts=0)
+                row = error_row(item, error=message, error_type=ErrorType.INTERNAL, attempts=0)
+        # Outside the try: a row that contradicts itself fails the block loudly, as the sinks
+        # refuse it, instead of passing for an answer (or a mere internal error).
+        check_row(row)
+        return row
 
     async def _classify(self, item: Item, data: bytes | None) -> dict[str, Any]:
         if item.problem is not None:

@@ -30,7 +30,7 @@ from ..errors import ItemError, UsageError
 from ..exit_codes import ExitCode
 from ..inputs.encoding import EncodedImage, read_and_encode
 from ..inputs.sources import check_sources, iter_item_batches
-from ..models import Item
+from ..models import Item, row_is_ok
 from ..names import printable
 from ..output.cache import AnswerCache, Keys, KeySettings
 from ..output.idindex import IdIndex
@@ -227,7 +227,7 @@ def recorded_ids(config: JobConfig) -> IdIndex:
     if not os.path.lexists(output):
         return index
     for row in iter_rows(output):
-        index.set(row["id"], RECORDED_OK if row.get("status") == "ok" else RECORDED_FAILED)
+        index.set(row["id"], RECORDED_OK if row_is_ok(row) else RECORDED_FAILED)
     return index
 
 

@@ -30,7 +30,8 @@ import orjson
 
 from ..errors import UsageError
 from ..exit_codes import ExitCode
-from ..output.reading import image_file, iter_latest_rows, read_job_settings
+from ..models import row_is_ok
+from ..output.reading import image_file, iter_latest_rows, read_job_settings, run_folder
 from .export.options import content_key
 from .uncertainty import MEASURES, measure, threshold_of, truncated
 
@@ -68,12 +69,13 @@ def read_candidates(output: Path, by: str) -> tuple[list[Candidate], int, int, f
     uncertainty = measure(by, threshold=threshold_of(settings))
     found: list[Candidate] = []
     rows = cut = 0
+    base = run_folder(output)
     for row in iter_latest_rows(output):
         rows += 1
-        if row.get("status") != "ok":
+        if not row_is_ok(row):
             continue
         cut += truncated(row)
-        path = image_file(row["id"], row.get("path"), base=output.absolute().parent)
+        path = image_file(row["id"], row.get("path"), base=base)
         found.append(
             Candidate(
                 uncertainty=uncertainty(row),

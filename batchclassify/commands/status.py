@@ -24,6 +24,7 @@ import orjson
 from ..cost import cost_text
 from ..errors import UsageError
 from ..exit_codes import ExitCode
+from ..models import row_is_ok
 from ..names import printable
 from ..output.progressfile import TOOL, is_killed, read_progress
 from ..output.reading import check_output, iter_latest_rows, read_settings
@@ -101,7 +102,7 @@ def _output_counts(output: Path) -> tuple[int, int, Counter[str]]:
     ok = failed = 0
     errors: Counter[str] = Counter()
     for row in iter_latest_rows(output):  # UsageError if there is no such output
-        if row.get("status") == "ok":
+        if row_is_ok(row):
             ok += 1
         else:
             failed += 1

@@ -30,7 +30,7 @@ from ..names import as_text, id_file, object_scheme
 from .parquet_sink import JOURNAL_RE, PART_RE, load_pyarrow, metadata_text
 from .progressfile import read_progress
 from .rowlog import count_ids, is_latest
-from .sidecars import SETTINGS, existing, find_shards
+from .sidecars import SETTINGS, WORKDIR, existing, find_shards
 
 
 def read_settings(output: Path) -> dict[str, Any] | None:
@@ -193,7 +193,17 @@ def read_results(output: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     return iter_latest_rows(path)
 
 
-def image_file(item_id: str, path: str | None, *, base: Path | None = None) -> str | None:
+def run_folder(output: Path) -> Path:
+    """The folder a row's relative ``path`` is relative to: the one ``run`` started in, as
+    the output's settings record it; for an output written before they did, its own folder.
+    Never the reader's working folder: another file may have the same relative path there."""
+    recorded = (read_job_settings(output) or {}).get(WORKDIR)
+    if isinstance(recorded, str) and os.path.isabs(recorded):
+        return Path(recorded)
+    return output.absolute().parent
+
+
+def image_file(item_id: str, path: str | None, *, base: Path) -> str | None:
     """The local file of a row (its ``id`` and ``path``), as ``open`` takes it; ``None`` for a
     URL or object-storage item. The one rule ``export`` and ``report`` find images by.
 
@@ -201,14 +211,14 @@ def image_file(item_id: str, path: str | None, *, base: Path | None = None) -> s
     a local file is its absolute path, escaped injectively (``names.as_id``), so the file is
     found from any folder, on any later day, non-UTF-8 names included. An id a manifest gave
     (its file name is not ``path``'s) or an older id scheme's leaves ``path``: a relative one
-    is tried here, then against ``base`` (the output's folder).
+    is taken against ``base``, the output's ``run_folder``.
     """
     if path is None or object_scheme(path) is not None:
         return None
     named = id_file(item_id)
     if named is not None and as_text(os.path.basename(named)) == os.path.basename(path):
         return named
-    if os.path.isabs(path) or os.path.exists(path) or base is None:
+    if os.path.isabs(path):
         return path
     return str(base / path)
 

@@ -28,7 +28,7 @@ from ..version import __version__
 from .idindex import IdIndex
 from .outputs import check_overwrite, check_settings_file_is_ours, is_empty
 from .rowlog import ScanReport
-from .sidecars import SETTINGS, existing, settings_path
+from .sidecars import SETTINGS, WORKDIR, existing, settings_path
 from .sinks import Sink
 
 #: Tags in the job's IdIndex.
@@ -94,6 +94,9 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         **({"api_urls": list(config.http.servers)} if len(config.http.servers) > 1 else {}),
         "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
+        # Where relative paths of this run's rows start; not a compatibility key (a rerun
+        # from elsewhere may resume, and records its own).
+        WORKDIR: os.getcwd(),
     }
 
 

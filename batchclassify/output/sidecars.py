@@ -24,6 +24,9 @@ SETTINGS: Kind = ".job.json"
 PROGRESS: Kind = ".progress.json"
 LOCK: Kind = ".lock"
 KINDS: tuple[Kind, ...] = (SETTINGS, PROGRESS, LOCK)
+#: The settings' key of the folder ``run`` started in: a row's relative ``path`` is relative to
+#: it (``reading.run_folder``). Added later: an older settings file lacks it.
+WORKDIR = "workdir"
 #: Starts the names of a dataset shard's own files: Parquet readers skip them.
 HIDDEN_PREFIX = "_"
 

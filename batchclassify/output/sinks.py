@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import OutputError, OutputWriteError
-from ..models import check_row
+from ..models import check_row, row_is_ok
 from .idindex import IdIndex
 from .rowlog import (
     ScanReport,
@@ -235,7 +235,8 @@ _ROW_HEAD = re.compile(
 _NOT_A_ROW = (b"", b"", b"")
 #: What only a row marked ``ok`` with empty answer columns holds (``ok_row`` always writes a
 #: list of predictions): one an older batchclassify wrote from a failed image's cache entry.
-#: A chunk holding it is parsed in full, where such a row counts as failed (``_no_answer``).
+#: A chunk holding it is parsed in full, where such a row counts as failed
+#: (``models.row_is_ok``): the pattern is only a pre-filter, the rule is that function.
 _OK_WITHOUT_ANSWER = (
     b'"status":"ok","top":null,"confidence":null,"predicted_classes":null,"predictions":null'
 )
@@ -303,7 +304,7 @@ def _scan_lines(handle: FileIO, size: int, target: ScanTarget, report: ScanRepor
 
 def _scan_slowly(lines: bytes, target: ScanTarget, report: ScanReport) -> None:
     """Each line parsed in full: a row is an object with a string ``id`` and ``status``; an
-    ``ok`` one with empty answer columns counts as failed."""
+    ``ok`` one without a real answer counts as failed (``models.row_is_ok``)."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     ids: list[str] = []
     oks: list[bool] = []
@@ -317,19 +318,11 @@ def _scan_slowly(lines: bytes, target: ScanTarget, report: ScanReport) -> None:
             continue
         if type(item_id) is str and type(status) is str:
             ids.append(item_id)
-            oks.append(status == "ok" and not _no_answer(row))
+            oks.append(row_is_ok(row))
     report.rows += len(ids)
     report.unparsable_lines += bad
     if ids:
         target.record(ids, oks)
-
-
-def _no_answer(row: dict[str, Any]) -> bool:
-    """A row whose answer columns are there but empty (``predictions`` null): marked ``ok``,
-    it is what ``_OK_WITHOUT_ANSWER`` finds, and it is resumed as failed, so
-    ``--retry-failed`` classifies it again. (A row of another writer without the columns
-    is taken by its status, as the fast path takes it.)"""
-    return "predictions" in row and row["predictions"] is None
 
 
 def _line_id(line: bytes) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 from ...errors import UsageError
 from ...exit_codes import ExitCode
 from ...names import printable
-from ...output.reading import output_kind
+from ...output.reading import iter_latest_rows, output_kind, run_folder
 
 DEFAULT_GALLERY = 60
 MAX_TABLE = 10
@@ -115,6 +115,16 @@ def render_text(figures: dict[str, Any], a: Path, b: Path) -> str:
             f"A right {outcomes['a_right']:,}, B right {outcomes['b_right']:,}, neither "
             f"{outcomes['neither']:,}, no truth {outcomes['no_truth']:,}",
         ]
+        if truth.get("without_truth_shared_name"):
+            lines.append(
+                f"  no truth for {truth['without_truth_shared_name']:,} images whose file name "
+                "another image shares (the truth is keyed by file name)"
+            )
+        if truth.get("ambiguous_truth_keys"):
+            lines.append(
+                f"  {truth['ambiguous_truth_keys']:,} keys of the truth file have different "
+                "labels on different lines: their images have no truth"
+            )
     return "\n".join(map(printable, lines)) + "\n"
 
 
@@ -137,10 +147,15 @@ def command_diff(args: argparse.Namespace) -> int:
         for path in (args.a, args.b):
             check_page_target(args.html, path)
     truth = None if args.truth is None else open_truth(args.truth)
+    if truth is not None:
+        truth.count_names(iter_latest_rows(args.b))  # the truth is looked up on B's rows
     found = diff(args.a, args.b, truth=truth, gallery=args.flips if args.html else 0)
     if truth is not None:
         truth.check(found.b_rows)
     figures = found.figures()
+    if truth is not None and "truth" in figures:
+        figures["truth"]["ambiguous_truth_keys"] = truth.ambiguous_keys
+        figures["truth"]["without_truth_shared_name"] = truth.shared_names
     if args.json:
         sys.stdout.write(dumps(figures))
     else:
@@ -148,7 +163,7 @@ def command_diff(args: argparse.Namespace) -> int:
     if args.html is not None:
         from .page import render_page
 
-        page = render_page(figures, found.flips(), args.a, args.b, base=args.b.resolve().parent)
+        page = render_page(figures, found.flips(), args.a, args.b, base=run_folder(args.b))
         write_page(args.html, page)
         print(printable(f"wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)"), file=sys.stderr)
     return ExitCode.OK

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...models import row_is_ok
 from ...output.idindex import IdIndex
 from ...output.reading import iter_ids, iter_latest_rows
 from ..report.stats import FAILED, NO_CLASS
@@ -28,7 +29,7 @@ MAX_EXAMPLES = 5
 
 def answer_of(row: dict[str, Any]) -> tuple[str, float | None]:
     """The row's answer and its confidence (multi-label: the highest predicted score)."""
-    if row.get("status") != "ok":
+    if not row_is_ok(row):
         return FAILED, None
     confidence = row.get("confidence")
     score = float(confidence) if isinstance(confidence, int | float) else None

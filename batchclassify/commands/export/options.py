@@ -11,6 +11,7 @@ from pathlib import Path
 import xxhash
 
 from ...errors import UsageError
+from ...output.reading import run_folder
 from ..thresholds import Thresholds
 
 FORMATS = ("folders", "roboflow-multilabel", "label-studio", "csv")
@@ -42,6 +43,8 @@ class ExportOptions:
     document_root: Path | None = None
     """label-studio: the Label Studio server's LOCAL_FILES_DOCUMENT_ROOT (default: DEST)."""
     split_names: tuple[str, ...] = field(init=False)
+    run_folder: Path = field(init=False)
+    """Where the rows' relative paths start (``reading.run_folder``), read once."""
 
     def __post_init__(self) -> None:
         if self.to not in FORMATS:
@@ -51,6 +54,7 @@ class ExportOptions:
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
             raise UsageError(f"--min-confidence {self.min_confidence:g}: must be within 0..1")
         object.__setattr__(self, "split_names", tuple(name for name, _ in self.splits))
+        object.__setattr__(self, "run_folder", run_folder(self.output))
 
     @property
     def is_tree(self) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...models import ROW_FIELDS
+from ...models import ROW_FIELDS, row_is_ok
 from ...output.idindex import IdIndex
 from ...output.reading import iter_latest_rows, iter_rows, read_job_settings
 from ..thresholds import sure
@@ -167,7 +167,7 @@ def survey(
         for key in row:
             if key not in _ROW_FIELDS and key not in found.metadata:
                 found.metadata[key] = None
-        if row.get("status") != "ok":
+        if not row_is_ok(row):
             continue
         found.ok += 1
         found.multilabel = found.multilabel or bool(row.get("multilabel"))

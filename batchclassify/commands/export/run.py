@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UsageError
+from ...models import row_is_ok
 from ...output.reading import check_output, image_file
 from .base import ExportFormat
 from .csvfile import CsvFormat, prepare_file
@@ -81,7 +82,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None]) -> ExportResu
         fmt.begin(found, classes)
         try:
             for row in rows_of(options):
-                if row.get("status") != "ok":
+                if not row_is_ok(row):
                     result.failed += 1
                     continue
                 record = make_record(row, options, found.splits)
@@ -153,7 +154,7 @@ def _export_row(
     result: ExportResult,
 ) -> None:
     source = str(row.get("path") or row.get("url") or "")
-    if row.get("status") != "ok":
+    if not row_is_ok(row):
         result.failed += 1
         mapping.add(str(row["id"]), source, "", "", "failed", False)
         return
@@ -197,7 +198,7 @@ def roboflow_split(exported: str) -> str:
 
 def _source_file(record: Record, options: ExportOptions) -> str | None:
     """The image file of a record, found from any working directory (``image_file``)."""
-    return image_file(record.id, record.path, base=options.output.absolute().parent)
+    return image_file(record.id, record.path, base=options.run_folder)
 
 
 def describe(options: ExportOptions, result: ExportResult) -> list[str]:

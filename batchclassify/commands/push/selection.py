@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ...models import ContradictoryRowError, is_answer
-from ...output.reading import image_file, iter_latest_rows, read_job_settings
+from ...models import ContradictoryRowError, is_answer, row_is_ok
+from ...output.reading import image_file, iter_latest_rows, read_job_settings, run_folder
 from ..export.options import content_key, split_of
 from ..export.records import labels_of
 from ..select import manifest_ids
@@ -60,7 +61,7 @@ def select_items(options: PushOptions) -> Selection:
     ranked: list[tuple[float, int, dict[str, Any]]] = []
     for row in iter_latest_rows(options.output):
         found.rows += 1
-        if row.get("status") != "ok":
+        if not row_is_ok(row):
             found.failed_rows += 1
             continue
         if wanted is not None and row["id"] not in wanted:
@@ -75,7 +76,8 @@ def select_items(options: PushOptions) -> Selection:
     rows = [row for _, _, row in ranked]
     chosen = _take(rows, per_class=options.per_class, limit=options.limit)
     found.left_out["over --per-class or --limit"] += len(rows) - len(chosen)
-    found.items = [_item(row, options) for row in chosen]
+    base = run_folder(options.output)
+    found.items = [_item(row, options, base) for row in chosen]
     found.left_out = +found.left_out  # drop the zero counts
     return found
 
@@ -115,11 +117,11 @@ def _take(
     return turns[:limit]
 
 
-def _item(row: dict[str, Any], options: PushOptions) -> PushItem:
+def _item(row: dict[str, Any], options: PushOptions, base: Path | None = None) -> PushItem:
     if row.get("status") != "ok" or not is_answer(row):
         # Where rows become uploads: a failed row must never reach Roboflow as a prediction.
         raise ContradictoryRowError(f"row {row['id']!r} is not a classified image: not pushed")
-    path = image_file(row["id"], row.get("path"), base=options.output.absolute().parent)
+    path = image_file(row["id"], row.get("path"), base=base or run_folder(options.output))
     url = row.get("url") if path is None else None
     key = (content_key(path) if path is not None and len(options.splits) > 1 else None) or row["id"]
     confidence = row.get("confidence")

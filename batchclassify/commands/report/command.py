@@ -10,7 +10,7 @@ from typing import Any
 from ...errors import UsageError
 from ...exit_codes import ExitCode
 from ...names import printable
-from ...output.reading import check_output, iter_latest_rows, read_job_settings
+from ...output.reading import check_output, iter_latest_rows, read_job_settings, run_folder
 from . import evaluate
 from .facts import job_facts
 from .stats import ReportStats, collect
@@ -110,6 +110,8 @@ def command_report(args: argparse.Namespace) -> int:
     _check_flags(args)
     settings = read_job_settings(output)
     evaluation = evaluate.start(args)
+    if evaluation is not None:
+        evaluation.truth.count_names(iter_latest_rows(output))
     stats = collect(
         evaluate.tap(iter_latest_rows(output), evaluation),
         low=args.low_confidence,
@@ -133,7 +135,7 @@ def command_report(args: argparse.Namespace) -> int:
         return ExitCode.OK
     from .html import gallery_thumbnails, render_html, write_page
 
-    base = output.resolve().parent
+    base = run_folder(output)
     thumbs = gallery_thumbnails(stats, base=base)
     first = []
     if evaluation is not None and figures is not None:

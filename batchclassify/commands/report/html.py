@@ -326,7 +326,7 @@ def render_html(
     thumbs: dict[str, str | None] | None = None,
     first: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The whole page. ``base``: where relative image paths are tried when not found here;
+    """The whole page. ``base``: where relative image paths start (``reading.run_folder``);
     ``thumbs``: the gallery's thumbnails, if ``gallery_thumbnails`` already made them;
     ``first``: sections (anchor, title, HTML) shown before the rest (``report --truth``'s)."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...models import row_is_ok
 from .calibration import Reliability, Sweep
 from .stats import NO_CLASS, _scores
 from .truth import Labels, Truth
@@ -82,7 +83,7 @@ class Evaluation:
         if truth is None:
             self.no_truth += 1
             return
-        if row.get("status") != "ok":
+        if not row_is_ok(row):
             self.failed += 1
             return
         if self.multilabel is None:
@@ -200,6 +201,8 @@ class Evaluation:
             "scored": self.scored,
             "without_truth": self.no_truth,
             "failed_with_truth": self.failed,
+            "ambiguous_truth_keys": self.truth.ambiguous_keys,
+            "without_truth_shared_name": self.truth.shared_names,
         }
         if not self.multilabel:
             figures["several_truths"] = self.several

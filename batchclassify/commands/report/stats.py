@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...models import ROW_FIELDS
+from ...models import ROW_FIELDS, row_is_ok
 from .gallery import Gallery
 
 BINS = 1000
@@ -106,7 +106,7 @@ class ReportStats:
         if isinstance(elapsed, int | float):
             self.elapsed_ms += elapsed
             self.timed += 1
-        if row.get("status") == "ok":
+        if row_is_ok(row):
             labels = self._add_ok(row)
         else:
             self._add_error(row)

@@ -9,6 +9,11 @@ a key and a label (key column ``id``, ``path``, ``url`` or a file name column: `
 or Roboflow's multi-label ``_classes.csv`` (``filename`` then one 0/1 column per class),
 matched by file name.
 
+A key is trusted only when it names one image: a key the file lists twice with different
+labels is ambiguous, and keyed by file name, output rows that share a name (``day1/IMG_1.jpg``
+and ``day2/IMG_1.jpg``: camera folders repeat names) could be either line; both are rows
+with no truth, counted (``ambiguous_keys``, ``shared_names``), never given one's label.
+
 A file is read once into an ``IdIndex`` of its keys (a 64-bit hash and a 4-byte label-set
 number per key, ~30 bytes a key) and the distinct label sets: a million keys cost ~40 MB,
 never the file's text. A row with no truth gets ``None``: it is counted, never guessed.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -44,6 +49,9 @@ LABEL_COLUMNS = ("label", "labels", "class", "classes", "truth")
 
 Labels = tuple[str, ...]
 
+AMBIGUOUS = 2**32 - 1
+"""The label-set number of a key listed with different labels (a wide tag's largest)."""
+
 
 class Truth:
     """Each row's true labels: ``of(row)`` is a tuple of labels, or ``None`` if unknown."""
@@ -51,6 +59,14 @@ class Truth:
     description: str = ""
     several: bool = False
     """Whether some image has more than one true label (a multi-label truth)."""
+    ambiguous_keys: int = 0
+    """Keys the truth lists with different labels: their rows have no truth."""
+    shared_names: int = 0
+    """Rows left without a truth because another row of the output has the same file name."""
+
+    def count_names(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Before scoring: a pass over the output's rows when the truth is keyed by file name
+        (to know which names more than one row has); otherwise ``rows`` is not read."""
 
     def of(self, row: dict[str, Any]) -> Labels | None:
         raise NotImplementedError
@@ -164,6 +180,8 @@ class FileTruth(Truth):
         self._labels: list[Labels] = []
         self.key = "id"
         self.keys = 0
+        self._names: IdIndex | None = None
+        """File name -> 1 (one output row has it) or 2 (several), after ``count_names``."""
         try:
             with open(path, "rb") as handle:
                 head = handle.read(1).lstrip()
@@ -184,8 +202,13 @@ class FileTruth(Truth):
             number = self._sets[labels] = len(self._labels) + 1
             self._labels.append(labels)
             self.several = self.several or len(labels) > 1
-        if not self._index.set(key, number):
+        previous = self._index.set(key, number)
+        if not previous:
             self.keys += 1
+        elif previous == AMBIGUOUS or previous != number:
+            # listed again with other labels: neither line can be trusted for this key
+            self.ambiguous_keys += previous != AMBIGUOUS
+            self._index.set(key, AMBIGUOUS)
 
     def _csv(self, handle: io.BufferedReader, path: Path) -> Iterator[tuple[str, Labels | None]]:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
@@ -234,9 +257,25 @@ class FileTruth(Truth):
             self.key = KEY_COLUMNS[key_name]
             yield str(record[key_name]), labels_in(record[label_name])
 
+    def count_names(self, rows: Iterable[dict[str, Any]]) -> None:
+        if self.key != "name":
+            return
+        seen = IdIndex()  # only names the truth holds: bounded by the truth, not the output
+        for row in rows:
+            name = _name(row)
+            if name is not None and self._index.get(name):
+                seen.set(name, min(seen.get(name) + 1, 2))
+        self._names = seen
+
     def of(self, row: dict[str, Any]) -> Labels | None:
-        key = _name(row) if self.key == "name" else row.get(self.key)
+        by_name = self.key == "name"
+        key = _name(row) if by_name else row.get(self.key)
         if not isinstance(key, str):
             return None
         number = self._index.get(key)
-        return self._labels[number - 1] if number else None
+        if not number or number == AMBIGUOUS:
+            return None
+        if by_name and self._names is not None and self._names.get(key) > 1:
+            self.shared_names += 1
+            return None
+        return self._labels[number - 1]

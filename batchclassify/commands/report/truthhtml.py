@@ -61,6 +61,18 @@ def _metrics(figures: dict[str, Any]) -> str:
         f"Against {escape(figures['truth'])}: {headline} on {figures['scored']:,} images; "
         f"{figures['without_truth']:,} without a truth and {figures['failed_with_truth']:,} "
         "failed were not scored."
+        + (
+            f" {figures['without_truth_shared_name']:,} of those without a truth share their "
+            "file name with another image (the truth is keyed by file name)."
+            if figures.get("without_truth_shared_name")
+            else ""
+        )
+        + (
+            f" {figures['ambiguous_truth_keys']:,} keys of the truth file have different labels "
+            "on different lines: their images have no truth."
+            if figures.get("ambiguous_truth_keys")
+            else ""
+        )
     )
     table = f'<table class="errors metrics"><thead>{head}</thead><tbody>{rows}</tbody></table>'
     return _section("truth", "Against the truth", table, lede)

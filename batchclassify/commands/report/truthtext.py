@@ -32,6 +32,16 @@ def _header(figures: dict[str, Any]) -> list[str]:
             else ""
         ),
     ]
+    if figures.get("without_truth_shared_name"):
+        lines.append(
+            f"  no truth for {figures['without_truth_shared_name']:,} images whose file name "
+            "another image shares (the truth is keyed by file name: use a path or id key)"
+        )
+    if figures.get("ambiguous_truth_keys"):
+        lines.append(
+            f"  {figures['ambiguous_truth_keys']:,} keys of the truth file have different "
+            "labels on different lines: their images have no truth"
+        )
     if figures["kind"] == "multi-label":
         lines.append(
             f"  subset accuracy {_pct(figures['subset_accuracy']).strip()}   "
