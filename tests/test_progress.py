@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -481,23 +482,27 @@ def test_quiet_logs_nothing_while_running(
     assert result.code == 0 and result.err == ""
 
 
-def unused_port() -> int:
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port where connections are refused: bound by a socket that does not listen, so that
+    no other process (another test's server) can take it while the test runs."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
     "api_url",
-    [f"http://127.0.0.1:{unused_port()}", "http://nonexistent.invalid"],
+    ["http://127.0.0.1:{port}", "http://nonexistent.invalid"],
     ids=["refused", "unresolvable"],
 )
 @pytest.mark.slow
 def test_a_job_that_never_reached_its_api_stops_in_seconds(
-    tmp_path: Path, cli: Cli, api_url: str
+    tmp_path: Path, cli: Cli, api_url: str, refusing_port: int
 ) -> None:
     """A typo'd host or port: exit 3 in seconds (not after --max-outage, 30 minutes), with the
     URL and what to check; nothing recorded, the key nowhere."""
+    api_url = api_url.format(port=refusing_port)
     make_images(tmp_path / "in", 6)
     output = tmp_path / "out.jsonl"
     started = time.monotonic()
@@ -550,9 +555,11 @@ def test_a_job_whose_connections_are_never_accepted_stops_in_seconds(
 
 
 @pytest.mark.slow
-def test_the_url_in_the_message_holds_no_credentials(tmp_path: Path, cli: Cli) -> None:
+def test_the_url_in_the_message_holds_no_credentials(
+    tmp_path: Path, cli: Cli, refusing_port: int
+) -> None:
     make_images(tmp_path / "in", 1)
-    url = f"http://user:hunter2@127.0.0.1:{unused_port()}/v1?api_key=secret-in-url"
+    url = f"http://user:hunter2@127.0.0.1:{refusing_port}/v1?api_key=secret-in-url"
 
     result = cli("run", tmp_path / "in", "-m", "colors/1", "--api-url", url,
                  "-o", tmp_path / "out.jsonl")  # fmt: skip
