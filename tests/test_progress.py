@@ -670,12 +670,24 @@ def test_a_finished_jobs_rerun_takes_its_total_from_the_walk_not_a_second_read(
     make_images(tmp_path / "in", 12)
     out = tmp_path / "out.jsonl"
     counts: list[str] = []
+    begun = threading.Event()
 
     def counter(sources: Any, *, extensions: frozenset[str], stop: threading.Event) -> int:
         counts.append("counted")
+        begun.set()
         return count_items(sources, extensions=extensions, stop=stop) or -1
 
-    first = run_with(Job(config(server, out, tmp_path / "in"), counter=counter))
+    class CountBegun(ProgressBar):
+        """Holds the first row until the count has begun: the count runs in a worker thread
+        beside the job, and a job of a few images can end (abandoning its count) before a
+        busy machine gives that thread the CPU; a job of a million images cannot."""
+
+        def row(self, status: str) -> None:
+            assert begun.wait(30), "no count was started"
+            super().row(status)
+
+    first = run_with(Job(config(server, out, tmp_path / "in"), progress=CountBegun(enabled=False),
+                         counter=counter))  # fmt: skip
     assert first.ok == 12 and counts == ["counted"]
     requests = server.stats.requests
 
@@ -688,5 +700,7 @@ def test_a_finished_jobs_rerun_takes_its_total_from_the_walk_not_a_second_read(
     assert "| 12/12 " in frames(progress.screen)[-1]
 
     make_images(tmp_path / "in", 14)  # two more: work to do, so the count runs
-    run_with(Job(config(server, out, tmp_path / "in"), counter=counter))
+    begun.clear()
+    run_with(Job(config(server, out, tmp_path / "in"), progress=CountBegun(enabled=False),
+                 counter=counter))  # fmt: skip
     assert counts == ["counted", "counted"]
