@@ -22,11 +22,12 @@ import pytest
 from batchclassify.config import HttpConfig, JobConfig, OutageConfig, RateConfig, RetryConfig
 from batchclassify.job.hedging import HedgePolicy
 from batchclassify.job.ratelimit import SentWindow
-from batchclassify.job.runner import Job
+from batchclassify.job.runner import FLUSH_INTERVAL, Job
 from batchclassify.server import Fault
 from batchclassify.summary import JobSummary
 
 from .conftest import read_rows, rows_by_id
+from .test_resume import on_disk
 from .test_robustness import Recorder
 from .virtualtime import MemoryApi, loop_time, most_in_one_second, run_virtual
 
@@ -52,7 +53,7 @@ def job_config(tmp_path: Path, source: Path, **changes: Any) -> JobConfig:
     return JobConfig(
         sources=(str(source),),
         model="colors/1",
-        output=tmp_path / "out.jsonl",
+        output=changes.pop("output", tmp_path / "out.jsonl"),
         http=HttpConfig(api_url="https://api.example", api_key="k", **http),
         **changes,
     )
@@ -371,3 +372,35 @@ def test_a_request_that_keeps_hanging_stops_holding_its_place(tmp_path: Path) ->
     assert summary.hedged == HedgePolicy.max_copies
     assert api.count("hang") == 1 + HedgePolicy.max_copies
     assert any("with no answer after" in text for text in progress.texts())
+
+
+# -- what a kill -9 can lose ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_rows_reach_the_disk_within_the_flush_interval(tmp_path: Path, fmt: str) -> None:
+    """What kill -9 may lose: a row made longer ago than ``FLUSH_INTERVAL`` (0.5 s) is on
+    disk (written to the file, where a killed process leaves it), at any moment of a job
+    whose answers come slowly enough that no buffer fills up. (The kill itself, and that
+    nothing written is lost or changed: test_resume.py.)"""
+    api = MemoryApi(latency=0.05)
+    progress = Recorder(clock=loop_time)
+    config = job_config(
+        tmp_path, manifest(tmp_path, 200), http={"concurrency": 4}, output=tmp_path / f"o.{fmt}"
+    )
+    samples: list[tuple[float, int]] = []  # (moment, rows on disk)
+
+    async def look_now_and_then() -> None:
+        while len(progress.rows) < 200:
+            await anyio.sleep(0.07)
+            samples.append((loop_time(), len(on_disk(config.output))))
+
+    summary = run(config, api, progress, during=look_now_and_then)
+
+    assert summary.ok == 200
+    made = [moment for moment, _ in progress.rows]
+    assert len(samples) > 20
+    for moment, written in samples:
+        assert written >= sum(1 for t in made if t < moment - FLUSH_INTERVAL), moment
+    # ... and it looked while rows were buffered (else the bound above would say nothing).
+    assert any(written < sum(1 for t in made if t < moment) for moment, written in samples)
