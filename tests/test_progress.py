@@ -433,13 +433,15 @@ def test_a_day_long_retry_after_is_capped_and_shown_with_its_end(
     summary = anyio.run(main)
 
     assert summary.interrupted and summary.ok == 0 and summary.rate_limited == 1
-    [text] = progress.waits
-    assert re.fullmatch(
-        r"HTTP 429: no new requests until \d\d:\d\d:\d\d \(\d+ s\); a Retry-After is "
-        r"honoured for at most 10 min, then the server is asked again",
-        text,
-    ), text
-    assert 590 <= int(text.split("(")[1].split(" ")[0]) <= 600
+    # Once a second while it lasts: a busy machine may draw a second tick before the stop.
+    assert progress.waits
+    for text in progress.waits:
+        assert re.fullmatch(
+            r"HTTP 429: no new requests until \d\d:\d\d:\d\d \(\d+ s\); a Retry-After is "
+            r"honoured for at most 10 min, then the server is asked again",
+            text,
+        ), text
+        assert 590 <= int(text.split("(")[1].split(" ")[0]) <= 600
     assert any("HTTP 429: no new requests until" in frame for frame in frames(progress.screen))
 
 
@@ -558,7 +560,7 @@ def test_a_job_whose_connections_are_never_accepted_stops_in_seconds(
 def test_the_url_in_the_message_holds_no_credentials(
     tmp_path: Path, cli: Cli, refusing_port: int
 ) -> None:
-    make_images(tmp_path / "in", 1)
+    make_images(tmp_path / "in", 6)  # more workers retrying: the stop is seen sooner
     url = f"http://user:hunter2@127.0.0.1:{refusing_port}/v1?api_key=secret-in-url"
 
     result = cli("run", tmp_path / "in", "-m", "colors/1", "--api-url", url,
