@@ -15,7 +15,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -482,15 +481,6 @@ def test_quiet_logs_nothing_while_running(
     )  # fmt: skip
 
     assert result.code == 0 and result.err == ""
-
-
-@pytest.fixture
-def refusing_port() -> Iterator[int]:
-    """A port where connections are refused: bound by a socket that does not listen, so that
-    no other process (another test's server) can take it while the test runs."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
