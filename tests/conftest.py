@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import resource
+import socket
 import struct
 import subprocess
 import sys
@@ -163,6 +164,15 @@ def make_server() -> Iterator[Callable[..., BackgroundServer]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where connections are refused: bound, for the whole test, by a
+    socket that does not listen, so no other process (another test's server) can take it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -267,16 +267,20 @@ def test_splits_are_deterministic_and_near_fractions(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["symlink", "hardlink", "copy"])
 def test_modes(tmp_path: Path, cli: Cli, mode: str) -> None:
     image = make_image(tmp_path / "i" / "a.png", "red")
+    original, before = image.read_bytes(), image.lstat()
     output = tmp_path / "out.jsonl"
     output.write_bytes(orjson.dumps(_row("x", image, "red", 0.9)) + b"\n")
     dest = tmp_path / "d"
     assert cli("export", output, "--to", "folders", dest, "--mode", mode).code == 0
     exported = dest / "train" / "red" / "a.png"
     assert exported.is_symlink() == (mode == "symlink")
-    assert exported.read_bytes() == image.read_bytes()
+    assert exported.read_bytes() == original
     same_inode = exported.stat().st_ino == image.stat().st_ino
     assert same_inode == (mode != "copy")
-    assert image.read_bytes() == png("red") or image.exists()  # the original is untouched
+    # The original is untouched: the same file (not replaced by a link), the same bytes.
+    after = image.lstat()
+    assert not image.is_symlink() and image.read_bytes() == original
+    assert after.st_ino == before.st_ino and after.st_mtime_ns == before.st_mtime_ns
 
 
 def test_refuses_non_empty_dest_and_overwrites_only_its_own(tmp_path: Path, cli: Cli) -> None:

@@ -26,7 +26,7 @@ from batchclassify.commands.status import format_status
 from batchclassify.error_types import ErrorType
 from batchclassify.errors import RetryableError
 from batchclassify.output.progressfile import progress_path
-from batchclassify.server import BackgroundServer, ServerConfig
+from batchclassify.server import BackgroundServer
 from tests.conftest import KEY, CliResult, make_images, read_rows
 
 
@@ -352,19 +352,20 @@ def test_base_urls_are_matched_as_yarl_writes_them() -> None:
     assert second.urls == ["https://gpu-2/colors/1?api_key=k"]
 
 
-def _restart_mid_job(
-    servers: list[BackgroundServer], config: ServerConfig, restarted: list[BackgroundServer]
-) -> Callable[[], None]:
-    """Stop ``servers[1]`` once it has answered some requests, start it again on the same
-    port a little later (while the job goes on)."""
+def _restart_mid_job(servers: list[BackgroundServer], back: list[int]) -> Callable[[], None]:
+    """Take ``servers[1]`` down once it has answered some requests, bring it back on its
+    port a little later (while the job goes on); ``back``: its request count then. The port
+    stays its own meanwhile (``set_down``): a server stopped and started anew could find it
+    taken by another test's."""
 
     def control() -> None:
         victim = servers[1]
         while victim.stats.requests < 20:
             time.sleep(0.005)
-        victim.stop()
+        victim.set_down(True)
         time.sleep(0.4)  # its requests fail over; the first probe (1 s) finds it back
-        restarted.append(BackgroundServer(config, port=victim.port))
+        back.append(victim.stats.requests)
+        victim.set_down(False)
 
     return control
 
@@ -375,10 +376,9 @@ def test_a_job_over_three_servers_survives_one_stopped_and_restarted(
     cli: Callable[..., CliResult],
 ) -> None:
     expected = make_images(tmp_path / "images", 800)
-    config = ServerConfig(api_key=KEY, latency=0.02)
     servers = [make_server(latency=0.02) for _ in range(3)]
-    restarted: list[BackgroundServer] = []
-    controller = threading.Thread(target=_restart_mid_job(servers, config, restarted))
+    back: list[int] = []
+    controller = threading.Thread(target=_restart_mid_job(servers, back))
     controller.start()
     output = tmp_path / "out.jsonl"
     urls = [arg for server in servers for arg in ("--api-url", server.url)]
@@ -389,14 +389,12 @@ def test_a_job_over_three_servers_survives_one_stopped_and_restarted(
         )  # fmt: skip
     finally:
         controller.join()
-        for server in restarted:
-            server.stop()
     assert result.code == 0, result.err
     rows = read_rows(output)
     assert len(rows) == len(expected) and {r["status"] for r in rows} == {"ok"}
     assert {r["id"]: r["top"] for r in rows} == expected
     # Work moved to the others and came back: the restarted server answered requests.
-    assert restarted and restarted[0].stats.requests > 0
+    assert back and servers[1].stats.requests > back[0]
     assert servers[0].stats.requests > 0 and servers[2].stats.requests > 0
     report = result.out + result.err
     assert "servers (3):" in report and "taken out 1×" in report
@@ -496,7 +494,7 @@ def test_with_every_server_unreachable_the_job_stops_naming_them_all(
     make_images(tmp_path / "images", 5)
     gone = [make_server() for _ in range(2)]
     for server in gone:
-        server.stop()  # nothing listens on its port now
+        server.set_down(True)  # nothing listens on its port now, and nothing else can
     urls = [arg for server in gone for arg in ("--api-url", server.url)]
     result = cli(
         "run", tmp_path / "images", "--model", "colors/1", "--output", tmp_path / "o.jsonl",

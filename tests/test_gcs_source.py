@@ -32,11 +32,15 @@ def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     import gcsfs
     from gcp_storage_emulator.server import create_server
 
-    with socket.socket() as probe:  # the emulator cannot listen on port 0 and say which
+    # The emulator cannot listen on port 0 and say which: a free port is found here and held
+    # until the emulator listens on it (both sockets with SO_REUSEADDR, as http.server sets
+    # it, and this one never listening), so no other process can take it in between.
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="photos")
-    server.start()
+        server = create_server("127.0.0.1", port, in_memory=True, default_bucket="photos")
+        server.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
     objectstore.clear_cache()  # a gs:// filesystem made before would talk to another host
     try:

@@ -1,5 +1,6 @@
 """Hung requests (issue 9): a request the server never answers stops holding its worker's place
-and is sent again within a budget; the policy on a fake clock, the job against the server."""
+and is sent again within a budget; the policy on a fake clock, the job against the server
+(the job's exact copies and deadlines on virtual time: test_flow_on_virtual_time.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import anyio
 import pytest
 from PIL import Image
 
-from batchclassify.config import RetryConfig
 from batchclassify.job.health import Watchdog
 from batchclassify.job.hedging import HedgePolicy
 from batchclassify.server.faults import Fault
 
 from .conftest import COLORS, CliResult, MakeServer, make_images, read_rows, run_args
 from .test_flow_control import FakeClock
-from .test_robustness import Recorder, job_config, run
 
 # -- the policy -----------------------------------------------------------------------------
 
@@ -138,45 +137,11 @@ def test_a_hung_request_is_sent_again_and_the_job_does_not_wait_for_the_timeout(
     rows = {row["id"]: row for row in read_rows(output)}
     assert len(rows) == 61 and all(row["status"] == "ok" for row in rows.values())
     odd = next(row for row in rows.values() if row["path"].endswith("00030-odd.png"))
-    assert odd["top"] == "blue" and odd["attempts"] == 2  # the original and its copy
-    assert server.stats.hangs == 1 and server.stats.requests == 62  # one extra request
-    assert "1 hedged" in result.err and "0 retries" in result.err
+    assert odd["top"] == "blue" and odd["attempts"] >= 2  # the original and its copy
+    assert server.stats.hangs == 1
+    # A busy machine may make another request look stuck too: at least the one copy, and
+    # the summary counts what the server saw. (Exactly one copy: on virtual time.)
+    hedged = int(result.err.split(" hedged")[0].rsplit(" ", 1)[1])
+    assert hedged >= 1 and server.stats.requests == 61 + hedged
     elapsed = float(result.err.split(" images in ")[1].split(" s")[0])
     assert elapsed < 30  # before: the hung request held the job for its whole --timeout
-
-
-@pytest.mark.slow
-def _sorted_manifest(folder: Path) -> Path:
-    """A .txt manifest of ``folder``'s images by name: a folder is walked in listing order."""
-    manifest = folder.parent / f"{folder.name}.txt"
-    manifest.write_text("".join(f"{folder.name}/{p.name}\n" for p in sorted(folder.iterdir())))
-    return manifest
-
-
-def test_a_request_that_keeps_hanging_stops_holding_its_place(
-    tmp_path: Path, make_server: MakeServer
-) -> None:
-    """One worker (-c 1) and an image the server never answers: the other images are done
-    while it waits (a spare worker took its place), the bar says it is stuck, copies stop
-    at two, and the image ends as a timeout row."""
-    server = make_server(latency=0.01, history_size=1000)
-    make_images(tmp_path / "in", 80)
-    hung = _odd_image(tmp_path / "in" / "00060-odd.png")
-    server.fail_image(hung, Fault(action="hang"))
-    progress = Recorder()
-    config = job_config(
-        server,
-        _sorted_manifest(tmp_path / "in"),  # the hung image after 60 answers, to learn from
-        tmp_path / "out.jsonl",
-        http={"concurrency": 1, "timeout": 2.0},
-        retry=RetryConfig(retries=0),
-    )
-
-    summary = run(config, progress, limit=30)
-
-    rows = read_rows(tmp_path / "out.jsonl")
-    assert [row["status"] for row in rows] == ["ok"] * 80 + ["error"]
-    assert rows[-1]["path"].endswith("00060-odd.png") and rows[-1]["error_type"] == "timeout"
-    assert summary.hedged == HedgePolicy.max_copies
-    assert server.stats.hangs == 1 + HedgePolicy.max_copies
-    assert any("with no answer after" in text for text in progress.texts())

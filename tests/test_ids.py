@@ -232,8 +232,12 @@ def test_everything_already_done_is_not_nothing_found(
     make_images(tmp_path / "photos", 2)
     output = tmp_path / "out.jsonl"
     assert cli(*run_args(server, output, tmp_path / "photos")).code == 0
+    assert server.stats.requests == 2
     result = cli(*run_args(server, output, tmp_path / "photos"))
     assert result.code == 0 and "nothing to classify" not in result.err
+    assert "2 already done" in result.err
+    assert server.stats.requests == 2  # done, not sent again
+    assert len(rows_by_id(output)) == 2
 
 
 def test_the_walk_counts_what_it_passes_over(tmp_path: Path) -> None:

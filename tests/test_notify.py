@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import hmac
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -146,25 +145,18 @@ def test_ctrl_c_calls_once_as_interrupted(
     assert 0 < receiver.calls[0]["counts"]["ok"] < 200
 
 
-def _closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_an_unreachable_webhook_is_reported_and_the_exit_code_stays_the_jobs(
-    tmp_path: Path, make_server: MakeServer, cli: Cli
+    tmp_path: Path, make_server: MakeServer, cli: Cli, refusing_port: int
 ) -> None:
     server = make_server()
     make_images(tmp_path / "in", 3)
-    url = f"http://127.0.0.1:{_closed_port()}/hook"
+    url = f"http://127.0.0.1:{refusing_port}/hook"
     result = cli(*run_args(server, tmp_path / "out.jsonl", tmp_path / "in"), "--notify", url)
     assert result.code == 0, result.err
     assert f"notify: could not send the summary to {url}" in result.err
 
 
-def test_the_webhooks_retries_are_bounded_in_time() -> None:
+def test_the_webhooks_retries_are_bounded_in_time(refusing_port: int) -> None:
     """Every attempt refused: three tries, backoff between them, all within ten seconds
     (on a fake clock: the waits are what the notifier asked for, not what a busy machine
     took)."""
@@ -176,7 +168,7 @@ def test_the_webhooks_retries_are_bounded_in_time() -> None:
         now[0] += seconds
 
     notifier = Notifier(
-        url=f"http://127.0.0.1:{_closed_port()}/hook", clock=lambda: now[0], sleep=sleep
+        url=f"http://127.0.0.1:{refusing_port}/hook", clock=lambda: now[0], sleep=sleep
     )
     said = notifier.tell(JobSummary(output=Path("out.jsonl")), 0)
     assert said[0].startswith("notify: could not send the summary")

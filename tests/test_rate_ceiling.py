@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-import pytest
 
 from batchclassify.job.ratelimit import RateController
 from batchclassify.server import BackgroundServer
@@ -99,17 +98,17 @@ def test_adaptive_false_keeps_a_fixed_rate() -> None:
     assert controller.rate == 50
 
 
-@pytest.mark.slow
 def test_rate_limit_above_the_servers_limit_end_to_end(
     tmp_path: Path,
     make_server: Callable[..., BackgroundServer],
     cli: Callable[..., CliResult],
 ) -> None:
-    """The issue's case: --rate-limit 30 against a server allowing 20 req/s. Before, the job
-    went back to 30/s after every pause and met 429 again (one round per 1.5 s, the limit
-    used at ~65%); now the limit is measured from the first 429 and kept under."""
+    """The issue's case over real sockets: --rate-limit 30 against a server allowing 20
+    req/s. Every image ends ok and the summary counts the 429s the server sent. (That the
+    limit is learned from one round of them is judged on virtual time, not by a loaded
+    machine's clock: test_flow_on_virtual_time.py.)"""
     server = make_server(rate_limit=20, history_size=10_000)
-    make_images(tmp_path / "in", 100)
+    make_images(tmp_path / "in", 40)
     output = tmp_path / "out.jsonl"
 
     result = cli(
@@ -119,8 +118,7 @@ def test_rate_limit_above_the_servers_limit_end_to_end(
 
     assert result.code == 0, result.err
     rows = read_rows(output)
-    assert len(rows) == 100 and all(row["status"] == "ok" for row in rows)
-    refused = server.stats.statuses[429]
-    print(f"{refused} 429s of {server.stats.requests} requests")
-    assert refused <= 2, refused
-    assert f"{refused} answered 429" in result.err
+    assert len(rows) == 40 and all(row["status"] == "ok" for row in rows)
+    assert server.stats.statuses[200] == 40
+    refused = server.stats.statuses[429]  # some, unless the machine was too busy for 20/s
+    assert (f"{refused} answered 429" in result.err) == (refused > 0)

@@ -29,6 +29,11 @@ from batchclassify.server import BackgroundServer  # noqa: E402
 
 from .conftest import KEY, make_images, png  # noqa: E402
 
+# A hang guard of their own: a local Ray (its processes, then the actors' worker processes)
+# took over the suite's 90 s to start on a machine running several suites, though it was
+# progressing; these are the suite's only tests on a real Ray.
+pytestmark = pytest.mark.timeout(240)
+
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Path]:

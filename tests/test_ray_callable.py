@@ -28,7 +28,7 @@ from batchclassify.ray_data import Classifier
 from batchclassify.server import BackgroundServer
 
 from .conftest import KEY, png
-from .virtual_time import VirtualTimeLoop
+from .virtualtime import loop_time, run_virtual
 
 pytest.importorskip("pyarrow")
 
@@ -142,17 +142,16 @@ def test_the_rate_is_a_ceiling_that_backs_off_on_429() -> None:
     first 429s teach the actor the server's limit and it slows below it, as a job does, so
     the next batch meets no 429 (a fixed rate, which the Ray path had, met them again).
     On a virtual clock, the server's one-second window included: no machine is too slow."""
-    loop = VirtualTimeLoop()
-    transport = MemoryServer(limit=10, clock=loop.time)
-    classifier = Classifier(
-        model="colors/1",
-        http=HttpConfig(api_url="https://api.example", api_key="k", concurrency=4),
-        rate=RateConfig(requests_per_second=100),
-        transport=transport,
-        clock=loop.time,
-    )
+    transport = MemoryServer(limit=10, clock=loop_time)
 
     async def main() -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
+        classifier = Classifier(
+            model="colors/1",
+            http=HttpConfig(api_url="https://api.example", api_key="k", concurrency=4),
+            rate=RateConfig(requests_per_second=100),
+            transport=transport,
+            clock=loop_time,
+        )
         try:
             first = (await classifier(urls(15, "first"))).to_pylist()
             refused_while_learning = transport.refused
@@ -161,7 +160,7 @@ def test_the_rate_is_a_ceiling_that_backs_off_on_429() -> None:
             await classifier.aclose()
         return first, refused_while_learning, second
 
-    first, refused_while_learning, second = loop.run(main())
+    first, refused_while_learning, second = run_virtual(main)
     assert {row["status"] for row in first + second} == {"ok"}
     assert refused_while_learning > 0  # the server's limit was met
     assert transport.refused == refused_while_learning  # and not met again
@@ -308,27 +307,26 @@ def test_an_outage_mid_dataset_leaves_no_error_rows() -> None:
     every row is ok though an image can be sent more often than its retries allow. The
     outage starts at the 20th request of 60, on a virtual clock: it always happens mid-way
     and always lasts past ``outage_after`` and the retries' backoff together."""
-    loop = VirtualTimeLoop()
-    transport = OutageServer(down_at=20, down_for=1.5, clock=loop.time)
+    transport = OutageServer(down_at=20, down_for=1.5, clock=loop_time)
     outage = OutageConfig(outage_after=0.3, probe_initial=0.2, probe_max=0.4, max_outage=60)
     retry = RetryConfig(retries=1, backoff_base=0.05, backoff_max=0.1)
-    classifier = Classifier(
-        model="colors/1",
-        http=HttpConfig(api_url="https://api.example", api_key="k", concurrency=4),
-        retry=retry,
-        outage=outage,
-        transport=transport,
-        clock=loop.time,
-    )
 
     async def main() -> list[dict[str, Any]]:
+        classifier = Classifier(
+            model="colors/1",
+            http=HttpConfig(api_url="https://api.example", api_key="k", concurrency=4),
+            retry=retry,
+            outage=outage,
+            transport=transport,
+            clock=loop_time,
+        )
         try:
             rows: list[dict[str, Any]] = (await classifier(urls(60))).to_pylist()
             return rows
         finally:
             await classifier.aclose()
 
-    rows = loop.run(main())
+    rows = run_virtual(main)
 
     assert len(rows) == 60
     assert [(row["id"], row["error_type"]) for row in rows if row["status"] != "ok"] == []

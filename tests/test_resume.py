@@ -43,8 +43,6 @@ from .conftest import (
 Row = dict[str, Any]
 
 INTERRUPTED = "interrupted — rerun the same command to resume"
-#: What kill -9 may lose: rows answered longer ago than this must be on disk.
-LOSS_WINDOW = 1.0
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:
@@ -71,19 +69,6 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str] | N
             assert process.poll() is None, f"the job ended early: {process.communicate()[1]}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
-
-
-def settle(server: BackgroundServer, quiet: float = 0.3, limit: float = 10.0) -> None:
-    """Wait until the server has taken in what a killed client had already sent: under load
-    its thread may read those requests after the kill, and count them in the next run."""
-    deadline = time.monotonic() + limit
-    last, since = server.stats.requests, time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        if server.stats.requests != last:
-            last, since = server.stats.requests, time.monotonic()
-        elif server.stats.in_flight == 0 and time.monotonic() - since >= quiet:
-            return
 
 
 def run_and_stop(job: Job, when: Callable[[], bool]) -> tuple[JobSummary, float]:
@@ -173,39 +158,40 @@ def check_final(output: Path, expected: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # a hang guard: six process starts take a while on a loaded machine
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_kill_9_at_random_points_then_resume_until_done(
     tmp_path: Path, make_server: MakeServer, fmt: str
 ) -> None:
-    """Killed five times at random instants (while starting and recovering, or up to 1.5 s
-    into the work, once 1.3-2.5 s in), resumed each time: nothing written is lost or changed,
-    at most about the last second of answers is lost, recorded items are never requested again, and
-    the end result is one correct row per image."""
-    server = make_server(latency=0.03)
-    expected = make_images(tmp_path / "images", 2400)
+    """Killed three times at random instants (while starting and recovering from the
+    previous kill, or up to 1.5 s into the work), resumed each time: nothing written is lost
+    or changed, recorded items are never requested again, and the end result is one correct
+    row per image. (How much a kill can lose, at most the rows of the last flush interval, is
+    judged on virtual time: test_flow_on_virtual_time.py; here the clock is a loaded
+    machine's.)"""
+    expected = make_images(tmp_path / "images", 1600)
     output = tmp_path / f"results.{fmt}"
-    args = [*run_args(server, output, tmp_path / "images"), "--concurrency", "16"]
     rng = random.Random(f"kill-9-{fmt}")
-    checked_loss = 0
 
-    for round_number in range(5):
-        settle(server)
+    def run_against(server: BackgroundServer) -> subprocess.Popen[str]:
+        # A server of its own for each run: requests a killed run had already sent can reach
+        # a loaded machine's server after the kill, and would be counted as the next run's.
+        return start([*run_args(server, output, tmp_path / "images"), "--concurrency", "16"])
+
+    for round_number in range(3):
         before = by_id(on_disk(output))
         left = len(expected) - len(before)
-        requests_before = server.stats.requests
-        ok_before = server.stats.statuses[200]
-        answered: list[tuple[float, int]] = []  # (time, 200s answered so far in this run)
-        # Kills 2 and 4 land while starting (imports, scan, recovery from the previous kill),
-        # kill 3 late enough into the work to check the loss bound, the others anywhere.
-        starting = round_number in (1, 3)
-        low, high = [(0.1, 1.5), (0.1, 0.6), (1.3, 2.5), (0.1, 0.6), (0.1, 1.5)][round_number]
+        server = make_server(latency=0.03)
+        # Kill 2 lands while starting (imports, scan, recovery from the previous kill), kill 3
+        # well into the work, kill 1 anywhere.
+        starting = round_number == 1
+        low, high = [(0.1, 1.5), (0.1, 0.6), (0.8, 1.5)][round_number]
         delay = rng.uniform(low, high)
         kill_at = time.monotonic() + delay if starting else float("inf")
-        process = start(args)
+        process = run_against(server)
         while True:
             now = time.monotonic()
-            requests = server.stats.requests - requests_before
-            answered.append((now, server.stats.statuses[200] - ok_before))
+            requests = server.stats.requests
             if requests and kill_at == float("inf"):
                 kill_at = now + delay  # counted from the first request
             if now >= kill_at or requests >= left * 0.4:
@@ -213,56 +199,21 @@ def test_kill_9_at_random_points_then_resume_until_done(
             assert process.poll() is None, "the job ended before it could be killed"
             time.sleep(0.005)
         process.kill()
-        killed_at = time.monotonic()
         assert process.wait(10) == -signal.SIGKILL
 
         after = by_id(on_disk(output))
         check_rows(list(after.values()), expected)
         assert all(after[item_id] == row for item_id, row in before.items())
-        assert server.stats.requests - requests_before <= left  # recorded ids were skipped
-        surely_written = max(
-            (count for when, count in answered if when <= killed_at - LOSS_WINDOW), default=0
-        )
-        assert len(after) - len(before) >= surely_written, "more than a second of answers lost"
-        checked_loss = max(checked_loss, surely_written)
-    assert checked_loss > 0  # at least one kill came late enough to check the loss bound
+        assert server.stats.requests <= left  # recorded ids were skipped
 
-    settle(server)
     before = by_id(on_disk(output))
     assert 0 < len(before) < len(expected)
-    requests_before = server.stats.requests
-    code, err = finish(start(args))
+    server = make_server(latency=0.03)
+    code, err = finish(run_against(server))
     assert code == 0, err
-    assert server.stats.requests - requests_before == len(expected) - len(before)
+    assert server.stats.requests == len(expected) - len(before)
     assert f"{len(expected) - len(before):,} ok, 0 failed, {len(before):,} already done" in err
     check_final(output, expected)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
-def test_kill_9_loses_at_most_about_the_last_second(
-    tmp_path: Path, make_server: MakeServer, fmt: str
-) -> None:
-    """At a slow pace (no buffer fills up), rows reach the disk within a second anyway."""
-    server = make_server(latency=0.05)
-    expected = make_images(tmp_path / "images", 400)
-    output = tmp_path / f"results.{fmt}"
-    process = start([*run_args(server, output, tmp_path / "images"), "--concurrency", "4"])
-    wait_until(lambda: server.stats.requests > 0, process)
-    answered: list[tuple[float, int]] = []
-    kill_at = time.monotonic() + 2.5
-    while time.monotonic() < kill_at:
-        answered.append((time.monotonic(), server.stats.statuses[200]))
-        time.sleep(0.005)
-    process.kill()
-    killed_at = time.monotonic()
-    assert process.wait(10) == -signal.SIGKILL
-
-    rows = on_disk(output)
-    check_rows(rows, expected)
-    surely_written = max(count for when, count in answered if when <= killed_at - LOSS_WINDOW)
-    assert len(rows) >= surely_written > 50
-    assert len(rows) < len(expected)
 
 
 def test_retry_failed_killed_midway_still_ends_with_one_row_per_id(

@@ -1,8 +1,10 @@
 """Holding up overnight (issue 4): rate limits, outages, hung requests, malformed answers, the key.
 
-Real jobs run against the local server on 127.0.0.1 with its fault knobs; timings are scaled
-down (outage detection, probes and backoff in fractions of a second) so each test takes
-seconds. The adaptive rate controller is also driven by a discrete-event simulation on a fake
+Real jobs run against the local server on 127.0.0.1 with its fault knobs and assert outcomes:
+every image answered once, error rows and messages, the key nowhere. How fast and when (a
+rate never exceeded, a pause ended on time, a watchdog firing after its deadline) is judged
+on virtual time in ``test_flow_on_virtual_time.py``, never by the wall clock of a shared
+machine. The adaptive rate controller is also driven by a discrete-event simulation on a fake
 clock, where minutes of traffic take milliseconds. Every test runs under a hard timeout, so a
 hang fails instead of blocking the suite. Bad input is in ``test_robustness_input.py``.
 """
@@ -101,8 +103,10 @@ def job_config(server: BackgroundServer, folder: Path, output: Path, **changes: 
 
 @dataclass
 class Recorder(ProgressBar):
-    """A real progress bar (drawn into ``screen``) that also keeps what it was told, timed."""
+    """A real progress bar (drawn into ``screen``) that also keeps what it was told, timed
+    by ``clock`` (``virtualtime.loop_time`` for a job on virtual time)."""
 
+    clock: Callable[[], float] = time.monotonic
     screen: io.StringIO = field(default_factory=io.StringIO)
     notes: list[tuple[float, str | None]] = field(default_factory=list)
     rows: list[tuple[float, str]] = field(default_factory=list)
@@ -124,14 +128,14 @@ class Recorder(ProgressBar):
         super().progress(progress)
 
     def row(self, row: Mapping[str, Any]) -> None:
-        self.rows.append((time.monotonic(), row["status"]))
+        self.rows.append((self.clock(), row["status"]))
         for count, reached in self._waiting:
             if len(self.rows) >= count:
                 reached.set()
         super().row(row)
 
     def note(self, text: str | None) -> None:
-        self.notes.append((time.monotonic(), text))
+        self.notes.append((self.clock(), text))
         super().note(text)
 
     def texts(self) -> list[str]:
@@ -311,93 +315,6 @@ def test_ceiling_does_not_grow_while_requests_are_held_back_by_something_else() 
     assert api.controller.rate is not None and api.controller.rate <= 1.05 * before
 
 
-# -- rate control against the real server ---------------------------------------------------
-
-
-@pytest.mark.slow
-def test_adaptive_rate_against_the_server(tmp_path: Path, make_server: MakeServer) -> None:
-    """A server allowing 40 req/s answering in 0.1 s, the default 32 workers, no --rate-limit:
-    the job finds the limit and uses >= 90 % of it with < 5 % 429s once settled."""
-    limit = 40
-    server = make_server(rate_limit=limit, latency=0.1, history_size=10_000)
-    make_images(tmp_path / "in", 220)
-    config = job_config(server, tmp_path / "in", tmp_path / "out.jsonl")
-
-    summary = run(config, limit=30)
-
-    assert summary.exit_code == 0 and summary.ok == 220
-    records = arrivals(server)
-    first, last = records[0].received, records[-1].received
-    # Settled: after the first 429s, their pause and the climb back (about 2.5 s).
-    steady = [r for r in records if first + 2.5 <= r.received <= last - 0.2]
-    span = last - 0.2 - (first + 2.5)
-    achieved = sum(1 for r in steady if r.status == 200) / span
-    rejected = sum(1 for r in steady if r.status == 429) / len(steady)
-    print(
-        f"adaptive vs {limit}/s: {achieved:.1f}/s settled, {rejected:.1%} 429s settled, "
-        f"{server.stats.statuses[429]} 429s of {len(records)} requests in all"
-    )
-    assert achieved >= 0.9 * limit, achieved
-    assert rejected < 0.05, rejected
-    # Finding the limit costs one burst of 429s, at most one per worker.
-    assert server.stats.statuses[429] <= config.http.concurrency + 8
-    assert summary.rate_limited == server.stats.statuses[429]
-
-
-@pytest.mark.slow
-def test_fixed_rate_limit_is_never_exceeded(
-    tmp_path: Path, make_server: MakeServer, cli: Cli
-) -> None:
-    server = make_server(rate_limit=20, history_size=10_000)
-    make_images(tmp_path / "in", 50)
-    output = tmp_path / "out.jsonl"
-
-    result = cli(
-        "run", tmp_path / "in", "-m", "colors/1", "--api-url", server.url, "-o", output,
-        "--rate-limit", "20", "-q",
-    )  # fmt: skip
-
-    assert result.code == 0, result.err
-    assert len(read_rows(output)) == 50
-    # The server's own sliding window (R per any second, by arrival) never refused one ...
-    assert server.stats.statuses == {200: 50}
-    starts = [r.received for r in arrivals(server)]
-    assert most_in_one_second(starts) <= 20
-    # ... and the limit is used, not undershot: 50 requests at 20/s take about 2.45 s (at
-    # 12/s they would take 4 s; the exact use of a ceiling is checked on a fake clock in
-    # test_rate_ceiling.py, so the bound here leaves room for a loaded machine).
-    assert 2.3 <= starts[-1] - starts[0] < 4.0
-
-
-@pytest.mark.parametrize(("retry_after", "pause"), [("1", 1.0), ("0.3", 0.3)])
-def test_retry_after_pauses_new_requests_but_not_those_in_flight(
-    tmp_path: Path, make_server: MakeServer, retry_after: str, pause: float
-) -> None:
-    """The first answer is a 429: no request starts until its Retry-After has passed (and no
-    longer), while the three sent with it finish meanwhile."""
-    server = make_server(latency=0.15, history_size=1000)
-    server.script(Fault(status=429, headers={"Retry-After": retry_after}))
-    make_images(tmp_path / "in", 12)
-    progress = Recorder()
-    config = job_config(server, tmp_path / "in", tmp_path / "out.jsonl", http={"concurrency": 4})
-
-    summary = run(config, progress)
-
-    assert summary.exit_code == 0 and summary.ok == 12 and summary.rate_limited == 1
-    records = arrivals(server)
-    refused = next(r for r in records if r.status == 429)
-    first_wave = [r for r in records if r.received < refused.received + 0.05]
-    later = [r.received - refused.received for r in records if r not in first_wave]
-    assert len(first_wave) == 4
-    assert min(later) >= pause - 0.02  # paused until Retry-After, every worker ...
-    # ... and not much longer (a timer woken late on a loaded machine may add some; the
-    # exact end of the pause is checked on a fake clock below).
-    assert min(later) <= pause + 1.0
-    # The three requests already in flight were answered during the pause, not held up.
-    answered = [moment for moment, _ in progress.rows]
-    assert sum(1 for moment in answered if moment < refused.received + pause) == 3
-
-
 @pytest.mark.parametrize("pause", [0.3, 1.0, 7.5])
 def test_a_retry_after_pause_ends_exactly_when_it_said(pause: float) -> None:
     """On a fake clock: after a 429 with Retry-After, no request may start before the pause
@@ -423,8 +340,10 @@ def test_a_retry_after_pause_ends_exactly_when_it_said(pause: float) -> None:
 def test_server_down_mid_job_pauses_probes_and_resumes(
     tmp_path: Path, make_server: MakeServer
 ) -> None:
-    """Connection refused for 1.5 s mid-job: no item is failed (each has 3 attempts, an outage
-    of that length would eat them many times over), the bar says so, the job carries on."""
+    """Connection refused for 1.5 s mid-job (the server stops listening, its port kept):
+    no item is failed (each has 3 attempts, an outage of that length would eat them many
+    times over), the bar says so, the job carries on. (That nothing is answered while it is
+    down, and how it is probed: test_flow_on_virtual_time.py.)"""
     server = make_server(latency=0.1)
     make_images(tmp_path / "in", 60)
     progress = Recorder()
@@ -436,15 +355,12 @@ def test_server_down_mid_job_pauses_probes_and_resumes(
         retry=FAST_RETRY,
         outage=FAST_OUTAGE,
     )
-    outage: list[float] = []
 
     async def outage_after_ten_rows() -> None:
         await progress.wait_for_rows(10)
         await anyio.to_thread.run_sync(server.set_down, True)
-        outage.append(time.monotonic())
         await anyio.sleep(1.5)
         await anyio.to_thread.run_sync(server.set_down, False)
-        outage.append(time.monotonic())
 
     summary = run(config, progress, during=outage_after_ten_rows)
 
@@ -456,48 +372,7 @@ def test_server_down_mid_job_pauses_probes_and_resumes(
     assert any("cannot connect" in n or "closed the connection" in n for n in notes), notes
     assert progress.notes[-1][1] is None  # cleared once the API answered again
     assert "API unavailable, retrying in" in progress.screen.getvalue()
-    down_at, up_at = outage
-    assert not [t for t, _ in progress.rows if down_at + 0.2 < t < up_at]  # nothing while down
-
-
-def test_api_failing_every_request_is_probed_with_single_requests(
-    tmp_path: Path, make_server: MakeServer
-) -> None:
-    """Every answer a 500 for 1.5 s: after outage_after, one probe at a time on a growing
-    interval instead of 8 workers hammering; all items end ok once the API is back."""
-    server = make_server(latency=0.02, history_size=10_000)
-    make_images(tmp_path / "in", 40)
-    progress = Recorder()
-    config = job_config(
-        server,
-        tmp_path / "in",
-        tmp_path / "out.jsonl",
-        http={"concurrency": 8},
-        retry=FAST_RETRY,
-        outage=FAST_OUTAGE,
-    )
-    window: list[float] = []
-
-    async def failing_for_a_while() -> None:
-        await progress.wait_for_rows(5)
-        server.fail_next(100_000, 500)
-        window.append(time.monotonic())
-        await anyio.sleep(1.5)
-        server.clear_faults()
-        window.append(time.monotonic())
-
-    summary = run(config, progress, during=failing_for_a_while)
-
-    assert summary.exit_code == 0, summary.errors
-    assert all(row["status"] == "ok" for row in read_rows(tmp_path / "out.jsonl"))
-    assert len(read_rows(tmp_path / "out.jsonl")) == 40
-    back_at = window[-1]
-    refused = [r.received for r in arrivals(server) if r.status == 500]
-    assert len(refused) >= 8
-    # The last 0.7 s of the failure: probes only, at most one per 0.2-0.4 s interval.
-    assert sum(1 for t in refused if t > back_at - 0.7) <= 3, refused
-    assert any(n.startswith("API unavailable, retrying in") and "HTTP 500" in n
-               for n in progress.texts())  # fmt: skip
+    assert server.stats.statuses[200] >= 60
 
 
 def test_an_item_gives_up_only_while_the_api_works_for_others() -> None:
@@ -520,37 +395,6 @@ def test_an_item_gives_up_only_while_the_api_works_for_others() -> None:
     now[0] = 100.5
     monitor.success(started=100.3)
     assert monitor.others_fine_since("a", 100.0)
-
-
-def test_outage_longer_than_max_outage_stops_resumably(
-    tmp_path: Path, make_server: MakeServer
-) -> None:
-    server = make_server()
-    make_images(tmp_path / "in", 20)
-    output = tmp_path / "out.jsonl"
-    config = job_config(
-        server,
-        tmp_path / "in",
-        output,
-        http={"concurrency": 4},
-        retry=FAST_RETRY,
-        outage=OutageConfig(outage_after=0.2, probe_initial=0.1, probe_max=0.2, max_outage=0.8),
-    )
-    server.set_down(True)
-    started = time.monotonic()
-
-    summary = run(config)
-
-    assert summary.exit_code == 3
-    assert summary.fatal is not None and "unavailable for 0.8 s" in summary.fatal
-    assert "rerun the same command to resume" in summary.fatal
-    assert time.monotonic() - started < 5
-    assert read_rows(output) == []  # nothing recorded as failed: all of it is left to resume
-
-    server.set_down(False)
-    summary = run(config)
-    assert summary.exit_code == 0 and summary.ok == 20
-    assert all(row["status"] == "ok" for row in read_rows(output))
 
 
 def test_items_failing_alone_still_use_their_retry_budget(
@@ -616,6 +460,9 @@ def test_max_failures_stops_a_job_whose_items_mostly_fail(
 def test_hung_and_dropped_requests_time_out_and_are_retried(
     tmp_path: Path, make_server: MakeServer
 ) -> None:
+    """aiohttp's timeout cuts a hung request, a dropped connection is an error: each such
+    request is sent again and every image ends ok. (Exact counts, on virtual time:
+    test_flow_on_virtual_time.py; here a loaded machine may time out one more.)"""
     server = make_server()
     server.script("hang", "drop", "hang")
     make_images(tmp_path / "in", 10)
@@ -626,15 +473,15 @@ def test_hung_and_dropped_requests_time_out_and_are_retried(
         http={"concurrency": 4, "timeout": 0.5},
         retry=FAST_RETRY,
     )
-    started = time.monotonic()
 
-    summary = run(config, limit=10)
+    summary = run(config, limit=30)  # a 0.5 s timeout, not the server's 3600 s hang
 
-    assert time.monotonic() - started < 15  # a 0.5 s timeout, not the server's 3600 s hang
-    assert summary.exit_code == 0 and summary.retries == 3
-    rows = read_rows(tmp_path / "out.jsonl")
-    assert sorted(row["attempts"] for row in rows) == [1] * 7 + [2] * 3
+    assert summary.exit_code == 0
+    rows = rows_by_id(tmp_path / "out.jsonl")
+    assert len(rows) == 10 and {row["status"] for row in rows.values()} == {"ok"}
     assert server.stats.hangs == 2 and server.stats.drops == 1
+    retried = [row["attempts"] for row in rows.values() if row["attempts"] > 1]
+    assert len(retried) >= 3 and summary.retries == sum(retried) - len(retried)
 
 
 def test_transient_faults_of_every_kind_end_with_every_image_ok(
@@ -666,53 +513,6 @@ def test_transient_faults_of_every_kind_end_with_every_image_ok(
     assert len(rows) == 100 and all(row["status"] == "ok" for row in rows)
     assert server.stats.statuses[500] > 0 and server.stats.drops > 0 and server.stats.hangs > 0
     assert summary.retries >= server.stats.statuses[500] + server.stats.drops
-
-
-def test_watchdog_cancels_requests_stuck_past_their_timeout(
-    tmp_path: Path, make_server: MakeServer
-) -> None:
-    """Requests stuck beyond any timeout (here: a 30 s timeout, as if it never fired) are cut
-    after ``stall_after`` with nothing completing, reported on the bar, and retried."""
-    server = make_server()
-    server.script("hang", "hang")
-    make_images(tmp_path / "in", 6)
-    progress = Recorder()
-    config = job_config(
-        server,
-        tmp_path / "in",
-        tmp_path / "out.jsonl",
-        http={"concurrency": 2, "timeout": 30, "stall_after": 0.6},
-        retry=FAST_RETRY,
-    )
-    started = time.monotonic()
-
-    summary = run(config, progress, limit=20)
-
-    assert time.monotonic() - started < 15  # cut after stall_after, not the 30 s timeout
-    assert summary.exit_code == 0 and summary.retries == 2
-    rows = read_rows(tmp_path / "out.jsonl")
-    assert sorted(row["attempts"] for row in rows) == [1, 1, 1, 1, 2, 2]
-    [note] = progress.texts()
-    assert note.startswith("no request has completed for ") and "retrying the 2 stuck" in note
-    assert progress.notes[-1][1] is None  # cleared by the next answer
-
-
-def test_watchdog_leaves_slow_requests_alone(tmp_path: Path, make_server: MakeServer) -> None:
-    """Answers slower than the watchdog's period, but some always completing: no stall."""
-    server = make_server(latency=0.25)
-    make_images(tmp_path / "in", 8)
-    progress = Recorder()
-    config = job_config(
-        server,
-        tmp_path / "in",
-        tmp_path / "out.jsonl",
-        http={"concurrency": 1, "stall_after": 0.4},
-    )
-
-    summary = run(config, progress)
-
-    assert summary.exit_code == 0 and summary.retries == 0
-    assert progress.texts() == []
 
 
 # -- malformed answers ----------------------------------------------------------------------

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -353,9 +355,10 @@ def test_upload_mbps_reads_bodies_through_one_uplink_shared_by_all_connections()
 
     run(scenario, ServerConfig(upload_mbps=8))  # 1 MB/s: 600 KB take 0.6 s, shared or not
     both, multipart = elapsed
-    assert 0.5 < both < 1.5 and 0.2 < multipart < 1.0
-    run(scenario, ServerConfig())
-    assert elapsed[-1] < 0.3
+    # At least the link's time (a busy machine only adds to it; the bookings themselves are
+    # checked on a fake clock below): two uploads at once share the link, 0.6 s, not 0.3 s.
+    assert both > 0.5 and multipart > 0.2
+    run(scenario, ServerConfig())  # no uplink: the same requests, answered as before
 
 
 def test_uplink_shares_its_rate_and_banks_nothing_while_idle() -> None:
@@ -436,6 +439,28 @@ def test_server_down_refuses_connections_and_comes_back_on_the_same_port() -> No
                 await post(fresh, url, image)
         await server.set_down(False)
         assert (await post(session, url, image))[0] == 200
+
+    run(scenario)
+
+
+def test_a_server_down_keeps_its_port_for_its_return() -> None:
+    """Down, the port stays bound to the server: connections are refused, and no other
+    program can bind it meanwhile (a test restarting a server on a freed port could find
+    another test's server there, or none)."""
+
+    async def scenario(server: RunningServer, session: aiohttp.ClientSession) -> None:
+        await server.set_down(True)
+        with socket.socket() as other, pytest.raises(OSError) as taken:
+            other.bind(("127.0.0.1", server.port))
+        assert taken.value.errno == errno.EADDRINUSE
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        for _ in range(2):  # up and down again: the same socket, still bound
+            await server.set_down(False)
+            async with aiohttp.ClientSession() as fresh:  # down cut the pooled connections
+                assert (await post(fresh, f"{server.url}/colors/1", b64("red.jpg")))[0] == 200
+            await server.set_down(True)
+        await server.set_down(False)
 
     run(scenario)
 

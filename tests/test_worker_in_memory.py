@@ -3,11 +3,15 @@
 No sockets and no server: the fake transport answers each request from a script (a status,
 a failure, or a hang), so retries, the give-up rule during an outage, 429s and hedged copies
 of a stuck request are exercised through the real runner, sender and attempt policy in well
-under a second each. The end-to-end tests against the local server stay the reference.
+under a second each. The job runs on virtual time (virtualtime.py): a deadline learned from
+answers that take no time, or a 0.2 s watchdog, cannot be met by a request that was merely
+slow because the machine was busy. The end-to-end tests against the local server stay the
+reference.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +29,7 @@ from batchclassify.job.runner import Job
 from batchclassify.summary import JobSummary
 
 from .conftest import read_rows
+from .virtualtime import run_virtual
 
 _ANSWER = orjson.dumps(
     {"top": "red", "confidence": 0.9, "predictions": [{"class": "red", "confidence": 0.9}]}
@@ -58,7 +63,9 @@ class FakeTransport:
         seen = self.asked[image]
         self.asked[image] += 1
         outcome = self._script(image, seen)
-        await anyio.lowlevel.checkpoint()  # a real request yields to the event loop
+        # A real request takes time (here a virtual millisecond): an answer comes after the
+        # request started, never at the same instant as the failures around it.
+        await anyio.sleep(0.001)
         if outcome is None:
             await anyio.sleep_forever()
         if isinstance(outcome, Exception):
@@ -103,7 +110,12 @@ def _run(
         outage=outage or OutageConfig(),
     )
     transport = FakeTransport(script)
-    summary = anyio.run(Job(config, transport=transport).run)
+
+    async def main() -> JobSummary:
+        job = Job(config, transport=transport, clock=asyncio.get_running_loop().time)
+        return await job.run()
+
+    summary = run_virtual(main)
     rows = {row["id"]: row for row in read_rows(config.output)}
     return summary, rows, transport
 

@@ -25,8 +25,9 @@ would show no gain). At runtime, on a ``RunningServer`` or ``BackgroundServer``:
   ``Fault(status=200, body=b"<html>...")`` answers that body as is: malformed answers.
 - ``fail_image(image_bytes_or_url, status, times=None)``: every request for that image (its
   decoded bytes, or its ``image=`` URL) gets that answer.
-- ``set_down(True)`` closes the listening socket and every open connection (clients see
-  "connection refused"); ``set_down(False)`` listens again on the same port.
+- ``set_down(True)`` stops listening and closes every open connection (clients see
+  "connection refused"); the port stays bound to the server, so no other program takes it
+  meanwhile; ``set_down(False)`` listens again on the same port.
 
 ``stats`` counts inference requests per status, routes, peak concurrency and keeps the last
 requests' query keys and header names, never the API key itself; ``GET /_stats`` serves it.

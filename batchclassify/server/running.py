@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
@@ -54,14 +55,17 @@ class _FaultControls:
 class RunningServer(_FaultControls):
     """A started server; see ``batchclassify.server``'s docstring for scripting faults."""
 
-    def __init__(self, app: web.Application, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(self, app: web.Application, runner: web.AppRunner, sock: socket.socket) -> None:
         self._state = app[STATE_KEY]
         self._faults = self._state.faults
         self._runner = runner
-        self._host, self.port = host, port
-        self._site: web.TCPSite | None = None
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        self._state.own_hosts.update({f"{host}:{port}", f"localhost:{port}"})
+        # The one socket this server ever listens on: kept bound while down (set_down), so
+        # that no other program can take the port and answer in its place on its way back.
+        self._socket = sock
+        host, self.port = sock.getsockname()[:2]
+        self._site: web.SockSite | None = None
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
+        self._state.own_hosts.update({f"{host}:{self.port}", f"localhost:{self.port}"})
 
     @property
     def config(self) -> ServerConfig:
@@ -76,14 +80,22 @@ class RunningServer(_FaultControls):
         return self._site is None
 
     async def _listen(self) -> None:
-        self._site = web.TCPSite(self._runner, self._host, self.port, reuse_address=True)
-        await self._site.start()
+        # asyncio closes the socket it serves on when it stops: give it a duplicate, so the
+        # socket itself stays open (and its port ours) while down.
+        site = web.SockSite(self._runner, self._socket.dup(), backlog=_BACKLOG)
+        await site.start()  # listen() on the shared socket again
+        self._site = site
 
     async def set_down(self, down: bool) -> None:
-        """Down: stop listening and cut every open connection. Up: listen on the same port."""
+        """Down: stop listening and cut every open connection; the port stays bound to this
+        server, so connections are refused and no other program can take it meanwhile. Up:
+        listen again, on the same port."""
         if down and self._site is not None:
             site, self._site = self._site, None
             await site.stop()
+            # Out of the listening state (pending connections are reset, new ones refused),
+            # yet still bound: bound by port number (_bound_socket), the port stays held.
+            self._socket.shutdown(socket.SHUT_RD)
             for connection in self._runner.server.connections if self._runner.server else []:
                 connection.force_close()
         elif not down and self._site is None:
@@ -92,6 +104,44 @@ class RunningServer(_FaultControls):
     async def stop(self) -> None:
         await self.set_down(True)  # cut hung requests now instead of waiting them out
         await self._runner.cleanup()
+        self._socket.close()
+
+
+#: Connections a listening socket queues before accepting (asyncio's default).
+_BACKLOG = 100
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one), not yet listening.
+
+    Bound to its port by number, which the kernel then keeps with the socket when it stops
+    listening (bound to port 0 the port would be released then). For port 0, another socket
+    finds a free port first and holds it until this one is bound to it too (``SO_REUSEADDR``
+    lets two sockets share a port while neither listens), so the port is never free between.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    def make() -> socket.socket:
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # as asyncio does: an IPv6 address serves IPv6 only
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock
+
+    sock = make()
+    try:
+        if port == 0:
+            with make() as finder:
+                finder.bind(address)
+                sock.bind((address[0], finder.getsockname()[1], *address[2:]))
+        else:
+            sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def start_server(
@@ -105,11 +155,18 @@ async def start_server(
     # No access log: it would write request lines, api_key query included.
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    bound = runner.addresses[0][1]
-    server = RunningServer(app, runner, host, bound)
-    server._site = site
+    try:
+        sock = _bound_socket(host, port)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    server = RunningServer(app, runner, sock)
+    try:
+        await server._listen()
+    except BaseException:
+        await runner.cleanup()
+        sock.close()
+        raise
     return server
 
 
