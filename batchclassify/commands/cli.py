@@ -197,9 +197,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         type=int,
         default=HttpConfig.concurrency,
         metavar="N",
-        help="requests in flight, 1 to 4096, not counting ones slower than 99%% of recent "
-        "answers (see docs/errors.md: hung requests; default %(default)s); lowered to what the "
-        "open-file limit (ulimit -n) allows, with a note",
+        help="requests in flight, 1 to 4096 (default %(default)s): the server sees at most "
+        "N + max(2, N/8), the extra for spare workers and copies standing in for hung "
+        "requests (see docs/errors.md: hung requests); lowered to what the open-file limit "
+        "(ulimit -n) allows, with a note",
     )
     speed.add_argument(
         "--rate-limit",
