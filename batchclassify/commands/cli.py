@@ -457,14 +457,14 @@ def _command_run(args: argparse.Namespace) -> int:
     import anyio
 
     from ..job.runner import Job
-    from ..job.running import run_until_signalled
+    from ..job.running import loop_options, run_until_signalled
     from .progress import ProgressBar, format_summary
 
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
     prepare_job_process()  # this process runs one job (gctuning.py)
     try:
-        summary, signum = anyio.run(run_until_signalled, job)
+        summary, signum = anyio.run(run_until_signalled, job, backend_options=loop_options())
     except BatchClassifyError as error:  # e.g. the disk filled up: the job ended all the same
         if notifier.wanted:
             from ..summary import JobSummary
