@@ -38,11 +38,11 @@ that long. The cap only frees a worker's place earlier (free, and bounded by
 
 Spare workers and copies are requests beyond ``--concurrency``: ``extra_requests`` bounds
 them together (``sending.py`` keeps the count), so a server sized for N sees at most N plus
-an eighth, hung requests included. A stuck request that gets no copy (no place for one, or
-its copies stuck too) is cut ``retry_factor`` × the deadline after the latest request for
-it and sent again, from the same budget (``try_resend``): a retry replaces the stuck
-request instead of adding to it, and the image does not wait for ``--timeout`` while the
-deadline is known and the budget lasts.
+an eighth, hung requests included. A stuck request that gets no copy is cut and sent again,
+from the same budget (``try_resend``): at the deadline when no place is free for a copy,
+``retry_factor`` × the deadline after its latest copy when both copies are stuck too. A
+retry replaces the stuck request instead of adding to it, and the image does not wait for
+``--timeout`` while the deadline is known and the budget lasts.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class HedgePolicy:
     floor = 0.25
     #: ``slow_after`` is at most this multiple of the median answer (at least ``floor``).
     slow_cap = 8.0
-    #: A stuck request with no copy is sent again this many deadlines after the latest
-    #: request for it.
+    #: A stuck request whose copies are stuck too is sent again this many deadlines after
+    #: the latest copy.
     retry_factor = 2.0
     #: Answers needed before any request is called stuck.
     min_samples = 50

@@ -16,9 +16,9 @@ have run it.
 THE bound on requests in flight is kept here: spare workers and copies take one of the
 ``extra_requests(--concurrency)`` places beyond ``--concurrency`` (a spare for its life, a
 copy for its request), and nothing is started without one. A stuck item that gets no copy
-(no place, or its copies stuck too) is cut ``retry_factor`` deadlines after its latest
-request and retried like a timeout, within the copies' budget: the retry replaces the stuck
-request, never adds to it.
+is cut and retried like a timeout, within the copies' budget: at its deadline when no place
+is free, ``retry_factor`` deadlines after its latest copy when both copies are stuck too.
+The retry replaces the stuck request, never adds to it.
 A request the watchdog cuts (``RequestCut``) is either the loser of a race, which takes the
 copy's answer, cut for that retry, or stalled, which is a timeout the worker retries.
 """
@@ -237,8 +237,10 @@ class Sender:
             else:
                 self._refused(race, deadline)
             return False
-        if deadline is not None and since >= hedge.retry_factor * deadline:
-            # No copy can go out: the stuck requests are cut and the item sent again.
+        # No place for a copy: sent again now, in the stuck request's own place. Its copies
+        # stuck too: once they have had ``retry_factor`` deadlines.
+        resend_after = 1.0 if race.copies < HedgePolicy.max_copies else hedge.retry_factor
+        if deadline is not None and since >= resend_after * deadline:
             if hedge.try_resend(first_try=not race.refused):
                 return self._resend(race)
             self._refused(race, deadline)
