@@ -166,6 +166,8 @@ class Sender:
                     f"no answer after {self._clock() - race.started:.1f} s, nor from "
                     f"{race.copies} copy(ies): sent again",
                     kind=ErrorType.TIMEOUT,
+                    retry_after=0.0,  # at once, as a copy would go: the request hung, the
+                    # server did not ask for time
                 ) from None
             raise RetryableError(
                 "no answer, and no other request completed either, for "
