@@ -267,10 +267,6 @@ class Watchdog:
     (aiohttp ties the job to asyncio already.)
     """
 
-    #: Event-loop rounds let run before a late check: a ready socket's data, then the
-    #: client's future, then the request's task.
-    catch_up_rounds = 3
-
     def __init__(
         self,
         *,
@@ -322,15 +318,9 @@ class Watchdog:
             asleep = self._clock()
             await anyio.sleep(tick)
             now = self._clock()
-            if now - asleep >= 2 * tick:
-                # Woken late, the event loop itself was held up (a long flush, a GC pause, a
-                # busy machine): answers may be waiting unread. Let the loop read them first,
-                # then check; skipping the check instead left hung requests holding their
-                # workers for as long as the machine stayed busy.
-                for _ in range(self.catch_up_rounds):
-                    await anyio.lowlevel.checkpoint()
-                now = self._clock()
-            if overdue_after is not None:
+            # Woken late, the event loop itself was held up (a long flush, a GC pause): answers
+            # may be waiting unread, so requests are not called stuck on this round.
+            if overdue_after is not None and now - asleep < 2 * tick:
                 self.check_overdue(now, overdue_after)
             self._check_stall(now)
 
