@@ -122,7 +122,7 @@ class AiohttpTransport:
         connector = aiohttp.TCPConnector(
             # The job bounds its own requests; this is only a backstop. Room beyond
             # --concurrency for stuck requests, the spare workers standing in for them and
-            # the copies sent of them (hedging.py): at most one spare per worker, copies
+            # the copies sent of them: at most hedging.extra_requests beyond it, copies
             # within a small budget.
             limit=CONNECTIONS_PER_WORKER * config.concurrency,
             ttl_dns_cache=300,

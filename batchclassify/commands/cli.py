@@ -197,9 +197,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         type=int,
         default=HttpConfig.concurrency,
         metavar="N",
-        help="requests in flight, 1 to 4096, not counting ones slower than 99%% of recent "
-        "answers (see docs/errors.md: hung requests; default %(default)s); lowered to what the "
-        "open-file limit (ulimit -n) allows, with a note",
+        help="requests in flight, 1 to 4096 (default %(default)s): the server sees at most "
+        "N + max(2, N/8), the extra for spare workers and copies standing in for hung "
+        "requests (see docs/errors.md: hung requests); lowered to what the open-file limit "
+        "(ulimit -n) allows, with a note",
     )
     speed.add_argument(
         "--rate-limit",
@@ -456,14 +457,14 @@ def _command_run(args: argparse.Namespace) -> int:
     import anyio
 
     from ..job.runner import Job
-    from ..job.running import run_until_signalled
+    from ..job.running import loop_options, run_until_signalled
     from .progress import ProgressBar, format_summary
 
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress, stdin=sys.stdin)
     prepare_job_process()  # this process runs one job (gctuning.py)
     try:
-        summary, signum = anyio.run(run_until_signalled, job)
+        summary, signum = anyio.run(run_until_signalled, job, backend_options=loop_options())
     except BatchClassifyError as error:  # e.g. the disk filled up: the job ended all the same
         if notifier.wanted:
             from ..summary import JobSummary

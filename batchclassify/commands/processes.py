@@ -347,7 +347,7 @@ def _child() -> int:
     from ..api.redaction import redact
     from ..job.gctuning import prepare_job_process
     from ..job.runner import Job
-    from ..job.running import run_until_signalled
+    from ..job.running import loop_options, run_until_signalled
     from ..summary import SilentProgress
 
     parent = os.getppid()
@@ -357,7 +357,9 @@ def _child() -> int:
     prepare_job_process()  # this process runs one job
     job = Job(config, progress=SilentProgress())
     try:
-        summary, signum = anyio.run(partial(run_until_signalled, job, parent_pipe=0))
+        summary, signum = anyio.run(
+            partial(run_until_signalled, job, parent_pipe=0), backend_options=loop_options()
+        )
     except BatchClassifyError as error:
         message = redact(str(error), config.http.api_key)
         _say(f"batchclassify: error: shard {config.shard}: {message}")

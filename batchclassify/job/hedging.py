@@ -29,12 +29,32 @@ up. So it is kept as "longer than anything": while fewer than 1% of the window a
 is unknown and the longest answered request stands in for it: with 1% of requests hanging it
 is the natural tail's far end, so the deadline stays close above it; after a deadline set too
 low (a long tail not yet seen), requests answered just under it raise it, refresh by refresh.
+
+``slow_after`` is capped at ``slow_cap`` × the median of the window: a moment when the machine
+was busy delays a few answers by seconds, which is the 99th percentile, yet the median hardly
+moves. Under such a spike ``slow_after`` rose to ~3 s and each hung request held its worker
+that long. The cap only frees a worker's place earlier (free, and bounded by
+``extra_requests``); the deadline of a paid copy stays on the uncapped quantile.
+
+Spare workers and copies are requests beyond ``--concurrency``: ``extra_requests`` bounds
+them together (``sending.py`` keeps the count), so a server sized for N sees at most N plus
+an eighth, hung requests included. A stuck request that gets no copy is cut and sent again,
+from the same budget (``try_resend``): at the deadline when no place is free for a copy,
+``retry_factor`` × the deadline after its latest copy when both copies are stuck too. A
+retry replaces the stuck request instead of adding to it, and the image does not wait for
+``--timeout`` while the deadline is known and the budget lasts.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+
+
+def extra_requests(concurrency: int) -> int:
+    """Requests beyond ``--concurrency`` in flight at once, spare workers and copies together:
+    an eighth more, at least two (a single hung request must not stop a small job)."""
+    return max(2, concurrency // 8)
 
 
 class HedgePolicy:
@@ -49,6 +69,11 @@ class HedgePolicy:
     factor = 2.0
     #: ...but never below this many seconds.
     floor = 0.25
+    #: ``slow_after`` is at most this multiple of the median answer (at least ``floor``).
+    slow_cap = 8.0
+    #: A stuck request whose copies are stuck too is sent again this many deadlines after
+    #: the latest copy.
+    retry_factor = 2.0
     #: Answers needed before any request is called stuck.
     min_samples = 50
     window = 512
@@ -82,6 +107,8 @@ class HedgePolicy:
         """Copies sent so far (both kinds)."""
         self.server_copies = 0
         """Of which, copies of requests stuck on a server out or silent: not from the budget."""
+        self.resent = 0
+        """Stuck requests cut and sent again (``try_resend``)."""
         self.refused = 0
         """Stuck requests that got no copy because the budget was spent."""
 
@@ -128,7 +155,8 @@ class HedgePolicy:
             high = ordered[answered - 1]
         deadline = max(self.floor, self.factor * high)
         self._deadline = deadline if deadline < self._timeout else None
-        slow_after = max(self.floor, high)
+        median = ordered[len(ordered) // 2]
+        slow_after = max(self.floor, min(high, self.slow_cap * median))
         self._slow_after = slow_after if slow_after < self._timeout else None
 
     def sent(self) -> None:
@@ -145,9 +173,23 @@ class HedgePolicy:
     def try_copy(self, *, first_try: bool = True) -> bool:
         """Spend one copy from the budget, if there is one. ``first_try=False`` for a stuck
         request asking again, so ``refused`` counts requests, not questions."""
+        if self._spend(first_try):
+            self.copies += 1
+            return True
+        return False
+
+    def try_resend(self, *, first_try: bool = True) -> bool:
+        """Spend one from the budget to cut a stuck request and send it again (no place or
+        copy left for it): a retry may throw away a slow answer's progress, so it is paid
+        for like a copy, and a server slow for everyone cannot turn into a retry storm."""
+        if self._spend(first_try):
+            self.resent += 1
+            return True
+        return False
+
+    def _spend(self, first_try: bool) -> bool:
         if self._credit >= 1.0:
             self._credit -= 1.0
-            self.copies += 1
             return True
         if first_try:
             self.refused += 1

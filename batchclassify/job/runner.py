@@ -122,6 +122,8 @@ class Job:
         )
         self._transport = transport
         self._fleet: FleetTransport | None = None
+        self.prior: PriorState | None = None
+        """What the output held at the start, with the resume index (once ``run`` began)."""
         self._sink: Sink = open_sink(config.output, config.format)
 
     def _build(self, config: JobConfig) -> None:
@@ -258,7 +260,7 @@ class Job:
         self._answers = self._workers.answers = open_answers(config)
         sink = self._sink
         try:
-            prior = prepare_output(config, sink)
+            prior = self.prior = prepare_output(config, sink)
         except BaseException:
             self._answers.close()
             raise
@@ -358,7 +360,7 @@ class Job:
                 if self._fleet is not None:
                     group.start_soon(self._fleet.watch)  # silent servers out, probes
                 work = anyio.Event()  # set by the producer: its first item, or the walk's end
-                group.start_soon(self._count, work)
+                group.start_soon(self._count, work, prior)
                 async with anyio.create_task_group() as workers:
                     self._workers.sender.group = workers
                     group.start_soon(self._cut_after_grace, workers.cancel_scope)
@@ -399,9 +401,10 @@ class Job:
 
     # -- what the progress display hears --------------------------------------------------
 
-    async def _count(self, work: anyio.Event) -> None:
+    async def _count(self, work: anyio.Event, prior: PriorState) -> None:
         """Count the sources' items in a thread, beside the walk (never before it: the first
-        request must not wait for a count of a million files), and pass the count on.
+        request must not wait for a count of a million files), and pass the count on: to
+        the progress display, and to the resume index, sized for it at once.
 
         The count starts with the job's first item to classify: a walk that ends with nothing
         to do (a finished job's rerun) has met every item itself, and its total is exact, so
@@ -420,7 +423,9 @@ class Job:
         finally:
             stop.set()  # a cancelled count's thread ends at its next look at the flag
         if total is not None:
-            self._progress.counted(expected_share(total, config.shard))
+            share = expected_share(total, config.shard)
+            prior.expect(share)
+            self._progress.counted(share)
 
     async def _tick_periodically(self) -> None:
         while True:

@@ -129,7 +129,7 @@ class Workers:
         finally:
             queue.leave()
             if until is not None:
-                self.sender.spares -= 1
+                self.sender.spare_done()
 
     async def _classify(self, item: Item, send: Send) -> None:
         """Classify one item and record its row: from the answer cache, an identical image

@@ -29,6 +29,9 @@ class IdIndex:
         self._tags = self._new_tags(size)
         self._mask = size - 1
         self._count = 0
+        self.growths = 0
+        """Times the table was rebuilt larger (each holds the old table and the new at once:
+        ``reserve`` the expected count early to make it once, while it is small)."""
 
     def __len__(self) -> int:
         return self._count
@@ -122,6 +125,7 @@ class IdIndex:
             self._grow(size)
 
     def _grow(self, size: int = 0) -> None:
+        self.growths += 1
         old_keys, old_tags = self._keys, self._tags
         size = size or len(old_keys) * 2
         keys = array("q", [0]) * size

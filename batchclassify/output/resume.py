@@ -66,6 +66,9 @@ class PriorState:
         return bool(self.superseded or self.scan.unparsable_lines)
 
     def expect(self, rows: int) -> None:
+        """Room for ``rows`` ids in all: the output's rows before its scan, the sources'
+        count once known (every id the walk keeps goes in the index), so a 10M-item job
+        grows its index once, early, instead of doubling it with the old table held."""
         self.index.reserve(rows)
 
     def record(self, ids: list[str], ok: list[bool]) -> None:
