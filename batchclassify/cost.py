@@ -84,9 +84,7 @@ class BillingRule:
 
     def credits_at(self, seconds: float) -> float:
         """What a request taking ``seconds`` of processing costs (estimates: ``plan``)."""
-        if self.per_unit is not None:
-            return self.per_unit
-        return max(seconds * 1000.0, MIN_BILLED_MS) / MS_PER_CREDIT
+        return self.credits(Cost(seconds * 1000.0, None)) or 0.0
 
 
 #: Every billing rule, the one table (docs/cost.md shows it; a test compares the two).

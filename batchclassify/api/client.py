@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -191,7 +191,34 @@ class AiohttpTransport:
             ) from None
 
 
-class ClassificationClient:
+class TransportHolder:
+    """An async context manager holding one transport for a client's life: the caller's, or
+    an aiohttp connection pool made on entry (an aiohttp session belongs to the running event
+    loop), closed on exit. ``base_url`` names the host in messages."""
+
+    def __init__(self, config: HttpConfig, base_url: str, transport: Transport | None) -> None:
+        self._config = config
+        # Named in messages: without a user:password@ part, which is a secret too.
+        self._host = urlsplit(base_url).netloc.rpartition("@")[2]
+        self._given = transport
+        self._transport: Transport | None = None
+
+    async def __aenter__(self) -> Self:
+        self._transport = self._given or AiohttpTransport(self._config, host=self._host)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
+
+
+class ClassificationClient(TransportHolder):
     """Sends one image per request to ``{api_url}/{slug}/{version}``.
 
     Use as an async context manager; one instance holds one transport (by default an aiohttp
@@ -208,13 +235,11 @@ class ClassificationClient:
         billing: BillingRule | None = None,
     ) -> None:
         """``billing``: the rule each answer is priced by (default: the API URL's)."""
-        self._config = config
         # Several servers: built for the first; the fleet's transport sends each elsewhere.
         base = config.servers[0]
+        super().__init__(config, base, transport)
         self.billing = billing or rule_for_url(base)
         self._endpoint = f"{base.rstrip('/')}/{model}"
-        # Named in messages: without a user:password@ part, which is a secret too.
-        self._host = urlsplit(base).netloc.rpartition("@")[2]
         self._params: dict[str, str] = {}
         self._headers: dict[str, str] = dict(_FORM)
         if config.api_key:
@@ -228,23 +253,6 @@ class ClassificationClient:
             self._params["confidence"] = "100" if confidence >= 1 else repr(confidence)
         # Built once: encoding the query for every request is a measurable share of its cost.
         self._url = URL(self._endpoint).with_query(self._params)
-        self._given = transport
-        self._transport: Transport | None = None
-
-    async def __aenter__(self) -> ClassificationClient:
-        # Made here, not in __init__: an aiohttp session belongs to the running event loop.
-        self._transport = self._given or AiohttpTransport(self._config, host=self._host)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._transport is not None:
-            await self._transport.aclose()
-            self._transport = None
 
     def redact(self, text: str) -> str:
         return redact(text, self._config.api_key)

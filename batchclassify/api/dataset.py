@@ -25,9 +25,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import orjson
 from yarl import URL
@@ -35,7 +33,7 @@ from yarl import URL
 from ..config import HttpConfig
 from ..error_types import ErrorType
 from ..errors import FatalApiError, ItemError, RateLimitedError, RetryableError
-from .client import AiohttpTransport, Transport, _server_message
+from .client import Transport, TransportHolder, _server_message
 from .redaction import redact
 from .retry import RETRYABLE_STATUSES, parse_retry_after
 
@@ -113,38 +111,20 @@ def multipart(fields: Sequence[tuple[str, str]], file: tuple[str, bytes, str]) -
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-class DatasetClient:
+class DatasetClient(TransportHolder):
     """Uploads images to one project and saves their annotations; an async context manager
     holding one transport (by default an aiohttp connection pool) for the push."""
 
     def __init__(
         self, config: HttpConfig, *, project: str, transport: Transport | None = None
     ) -> None:
-        self._config = config
         [api_url] = config.servers  # push talks to one API
+        super().__init__(config, api_url, transport)
         base = api_url.rstrip("/")
         self._upload = URL(f"{base}/dataset/{project}/upload")
         self._annotate = f"{base}/dataset/{project}/annotate/"
-        # Named in messages: without a user:password@ part, which is a secret too.
-        self._host = urlsplit(api_url).netloc.rpartition("@")[2]
         # The key travels in the query, as Roboflow's client sends it to this API.
         self._key: dict[str, str] = {"api_key": config.api_key} if config.api_key else {}
-        self._given = transport
-        self._transport: Transport | None = None
-
-    async def __aenter__(self) -> DatasetClient:
-        self._transport = self._given or AiohttpTransport(self._config, host=self._host)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._transport is not None:
-            await self._transport.aclose()
-            self._transport = None
 
     async def upload_file(
         self,
