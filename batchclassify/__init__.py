@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .api.client import Response, Transport
+    from .api.transport import Response, Transport
     from .config import (
         HttpConfig,
         JobConfig,

@@ -58,8 +58,9 @@ from typing import Any
 
 import anyio
 
-from .api.client import ClassificationClient, Transport
+from .api.client import ClassificationClient
 from .api.redaction import redact
+from .api.transport import Transport
 from .config import MAX_UPLOAD_BYTES, HttpConfig, OutageConfig, RateConfig, RetryConfig
 from .error_types import ErrorType
 from .errors import FatalApiError, ItemError, UsageError

@@ -149,15 +149,19 @@ def run_client(
     log: Path | None = None,
     poll: Callable[[], Any] | None = None,
     poll_every: float = 0.5,
+    env: dict[str, str] | None = None,
 ) -> ProcResult:
     """Run one client to the end; sample its output's growth and its memory while it runs.
 
     ``poll`` (e.g. the server's counters) is called every ``poll_every`` seconds meanwhile;
-    its answers land in ``ProcResult.polls`` with their time since start.
+    its answers land in ``ProcResult.polls`` with their time since start. ``env``: the
+    client's environment (default: this process's).
     """
     log_handle = open(log, "w", encoding="utf-8") if log else subprocess.DEVNULL  # noqa: SIM115
     started = time.monotonic()
-    proc = subprocess.Popen(pinned(cmd, cpu), stdout=log_handle, stderr=log_handle, cwd=ROOT.parent)
+    proc = subprocess.Popen(
+        pinned(cmd, cpu), stdout=log_handle, stderr=log_handle, cwd=ROOT.parent, env=env
+    )
     # With taskset the child execs the client, so its pid is the client's.
     result = ProcResult(wall=0.0, cpu=0.0, maxrss_mb=0.0, exit_code=-1)
     stop = threading.Event()

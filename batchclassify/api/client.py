@@ -1,23 +1,22 @@
 """HTTP to the classification API: one request per image, answers mapped to our errors.
 
 Two layers, as httpx has them: ``ClassificationClient`` builds each request and maps the
-answer (status, headers, body) to a ``Prediction`` or an error; a ``Transport`` sends the
-request and returns the answer. ``AiohttpTransport``, the default, is the only code that
-touches aiohttp: its exceptions are translated there, once, into ``RetryableError``; their
-text is never passed on as is, because aiohttp puts the full request URL, ``api_key`` query
-included, into its messages. Tests pass a transport of their own to run the job in memory.
+answer (status, headers, body) to a ``Prediction`` or an error; a ``Transport``
+(``transport.py``) sends the request and returns the answer: ``http1.Http1Transport`` by
+default, ``aiohttp_transport.AiohttpTransport`` with ``BATCHCLASSIFY_HTTP=aiohttp``. Both say
+what went wrong without the URL, whose query holds the API key. Tests pass a transport of
+their own to run the job in memory.
 """
 
 from __future__ import annotations
 
-import socket
+import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol, Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -32,11 +31,11 @@ from ..errors import (
     RetryableError,
 )
 from ..models import Prediction, parse_prediction
+from .http1 import Http1Transport
 from .redaction import redact
 from .retry import RETRYABLE_STATUSES, parse_retry_after
-
-#: Connections the pool may open per unit of --concurrency (see ``__aenter__``).
-CONNECTIONS_PER_WORKER = 3
+from .transport import HTTP_VARIABLE, Transport
+from .transport import Response as Response  # re-exported: what a given transport returns
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -82,119 +81,20 @@ def _credits_message(body: bytes) -> str:
     return f"{message} [{', '.join(codes)}]" if codes else message
 
 
-class Response(NamedTuple):
-    """What a transport returns: an answer from the server, whatever its status."""
+def new_transport(config: HttpConfig, *, host: str) -> Transport:
+    """The transport a client makes for itself: ``Http1Transport``, or ``AiohttpTransport``
+    with ``BATCHCLASSIFY_HTTP=aiohttp``. Call it inside the running event loop."""
+    if os.environ.get(HTTP_VARIABLE, "").strip().lower() == "aiohttp":
+        from .aiohttp_transport import AiohttpTransport  # only when chosen
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    server_out: bool = False
-    """Several servers (``fleet.py``): the server that gave a retryable failure is out now,
-    while another is in: the failure was the server's, not the item's."""
-
-
-_new_tuple = tuple.__new__
-
-
-class Transport(Protocol):
-    """Sends one POST and returns the server's answer.
-
-    A request that got no answer (no connection, a timeout, a cut-off answer) raises
-    ``RetryableError`` (kind ``timeout`` or ``connection``) with a message safe to show: no
-    URL, no key. Cancellation must pass through (the watchdog cuts requests by cancelling).
-    """
-
-    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
-        """POST ``body`` to ``url`` and return the answer."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections; called once, when the client closes."""
-        ...
-
-
-class AiohttpTransport:
-    """The real transport: one aiohttp connection pool for the job."""
-
-    def __init__(self, config: HttpConfig, *, host: str) -> None:
-        self._config = config
-        self._host = host
-        connector = aiohttp.TCPConnector(
-            # The job bounds its own requests; this is only a backstop. Room beyond
-            # --concurrency for stuck requests, the spare workers standing in for them and
-            # the copies sent of them: at most hedging.extra_requests beyond it, copies
-            # within a small budget.
-            limit=CONNECTIONS_PER_WORKER * config.concurrency,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-        )
-        timeout = aiohttp.ClientTimeout(total=config.timeout, sock_connect=config.connect_seconds)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            raise_for_status=False,
-            auto_decompress=True,
-        )
-
-    async def aclose(self) -> None:
-        await self._session.close()
-
-    async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
-        try:
-            async with self._session.post(url, data=body, headers=headers) as response:
-                # tuple.__new__: the NamedTuple without its Python-level __new__, per request.
-                return _new_tuple(
-                    Response, (response.status, response.headers, await response.read(), False)
-                )
-        except aiohttp.ConnectionTimeoutError:
-            # The connection itself was never accepted: nothing at that address answers (a
-            # firewall dropping packets, a wrong address or port). Before any answer, the
-            # job stops soon (health.py) rather than sitting out --max-outage.
-            error = RetryableError(
-                f"cannot connect to {self._host}: the connection was not accepted within "
-                f"{self._config.connect_seconds:g} s (a firewall, or a wrong address or port?)",
-                kind=ErrorType.CONNECTION,
-            )
-            error.unreachable = True
-            raise error from None
-        except TimeoutError:
-            raise RetryableError(
-                f"no answer from {self._host} within {self._config.timeout:g} s "
-                "(raise --timeout if the server is just slow)",
-                kind=ErrorType.TIMEOUT,
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            error = RetryableError(
-                f"cannot connect to {self._host}: "
-                f"{redact(str(exc.os_error), self._config.api_key)}",
-                kind=ErrorType.CONNECTION,
-            )
-            error.unreachable = isinstance(exc.os_error, socket.gaierror | ConnectionRefusedError)
-            raise error from None
-        except aiohttp.ServerDisconnectedError:
-            raise RetryableError(
-                f"{self._host} closed the connection before answering", kind=ErrorType.CONNECTION
-            ) from None
-        except aiohttp.ClientPayloadError:
-            raise RetryableError(
-                f"the answer from {self._host} was cut off", kind=ErrorType.CONNECTION
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise RetryableError(
-                f"request to {self._host} failed: {type(exc).__name__}", kind=ErrorType.CONNECTION
-            ) from None
-        except OSError as exc:
-            raise RetryableError(
-                f"network error talking to {self._host}: {exc.strerror or type(exc).__name__}",
-                kind=ErrorType.CONNECTION,
-            ) from None
+        return AiohttpTransport(config, host=host)
+    return Http1Transport(config, host=host)
 
 
 class TransportHolder:
     """An async context manager holding one transport for a client's life: the caller's, or
-    an aiohttp connection pool made on entry (an aiohttp session belongs to the running event
-    loop), closed on exit. ``base_url`` names the host in messages."""
+    ``new_transport``'s made on entry (a connection pool belongs to the running event loop),
+    closed on exit. ``base_url`` names the host in messages."""
 
     def __init__(self, config: HttpConfig, base_url: str, transport: Transport | None) -> None:
         self._config = config
@@ -204,7 +104,7 @@ class TransportHolder:
         self._transport: Transport | None = None
 
     async def __aenter__(self) -> Self:
-        self._transport = self._given or AiohttpTransport(self._config, host=self._host)
+        self._transport = self._given or new_transport(self._config, host=self._host)
         return self
 
     async def __aexit__(
@@ -221,8 +121,8 @@ class TransportHolder:
 class ClassificationClient(TransportHolder):
     """Sends one image per request to ``{api_url}/{slug}/{version}``.
 
-    Use as an async context manager; one instance holds one transport (by default an aiohttp
-    connection pool) for the job, and closes it at the end.
+    Use as an async context manager; one instance holds one transport (by default a pool of
+    keep-alive connections) for the job, and closes it at the end.
     """
 
     def __init__(

@@ -33,9 +33,10 @@ from yarl import URL
 from ..config import HttpConfig
 from ..error_types import ErrorType
 from ..errors import FatalApiError, ItemError, RateLimitedError, RetryableError
-from .client import Transport, TransportHolder, _server_message
+from .client import TransportHolder, _server_message
 from .redaction import redact
 from .retry import RETRYABLE_STATUSES, parse_retry_after
+from .transport import Transport
 
 #: Roboflow's REST API (the ``roboflow`` package's ``API_URL``).
 DEFAULT_DATASET_API = "https://api.roboflow.com"

@@ -50,8 +50,9 @@ from yarl import URL
 from ..config import HttpConfig
 from ..error_types import ErrorType
 from ..errors import RetryableError
-from .client import AiohttpTransport, Response, Transport
+from .client import new_transport
 from .retry import RETRYABLE_STATUSES
+from .transport import Response, Transport
 
 #: Failures in a row, with no answer in between, that take a server out.
 FAILS_TO_TAKE_OUT = 3
@@ -389,10 +390,11 @@ class FleetTransport:
         deadline: Callable[[], float | None] = lambda: None,
         notify: Callable[[str | None], None] = lambda _text: None,
     ) -> FleetTransport:
-        """One aiohttp transport per server of ``config.servers`` (call inside the event loop);
-        ``deadline``: the stuck-request deadline (``HedgePolicy.deadline``), once known."""
+        """One transport (``client.new_transport``) per server of ``config.servers`` (call
+        inside the event loop); ``deadline``: the stuck-request deadline
+        (``HedgePolicy.deadline``), once known."""
         pairs: list[tuple[str, Transport]] = [
-            (url, AiohttpTransport(config, host=shown_host(url))) for url in config.servers
+            (url, new_transport(config, host=shown_host(url))) for url in config.servers
         ]
         return cls(
             pairs,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from ..api.client import CONNECTIONS_PER_WORKER
+from ..api.transport import CONNECTIONS_PER_WORKER
 from ..config import JobConfig
 
 #: File descriptors per unit of --concurrency: the sockets a worker may hold (its request,

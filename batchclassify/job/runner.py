@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from ..api.client import ClassificationClient, Transport
+from ..api.client import ClassificationClient
+from ..api.transport import Transport
 from ..config import HttpConfig, JobConfig
 from ..cost import rule_for_url
 from ..errors import BudgetReachedError, JobStopped, OutputError, TooManyFailuresError
@@ -381,6 +382,9 @@ class Job:
 
     def _fail(self, error: JobStopped | OutputError) -> None:
         """Stop everything at once: every further request would fail the same way."""
+        # No worker takes another item, even one whose answer is in before the cancellation
+        # below reaches it (a request goes out without an await when a connection is idle).
+        self._stop.request()
         if self._fatal_error is None:
             self._fatal_error = error
             if isinstance(error, JobStopped):

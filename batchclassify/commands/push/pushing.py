@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ...api.client import Transport
 from ...api.dataset import DatasetClient, Uploaded, annotation_text
+from ...api.transport import Transport
 from ...config import MAX_UPLOAD_BYTES, HttpConfig
 from ...error_types import ErrorType
 from ...errors import ItemError, JobStopped, OutputError, RetryableError
