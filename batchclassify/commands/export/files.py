@@ -3,8 +3,8 @@
 Two images with the same file name bound for the same folder must not overwrite each other.
 Which names collide is counted in a first pass (``FileNames.count``), so the renaming depends
 only on the rows, not on their order: every image of a colliding name gets ``__<hash of its
-id>`` before its suffix, a unique name is kept as it is. The counts live in an ``IdIndex`` (hashes,
-~14 bytes a name), not a dict of strings: a million rows cost ~14 MB, not ~150.
+id>`` before its suffix, a unique name is kept as it is. The counts live in an ``IdIndex`` (64-bit
+hashes, ~14 bytes a name), not a dict of strings: a million rows cost ~14 MB, not ~150.
 """
 
 from __future__ import annotations
