@@ -96,7 +96,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self.idle_since = 0.0
-        self._paused = False
+        self.paused = False
         self._drained: asyncio.Future[None] | None = None
         self._buffer = bytearray()
         self._state = _HEAD
@@ -147,10 +147,10 @@ class _Connection(asyncio.Protocol):
         self.pool._lost(self)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.paused = False
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
@@ -171,7 +171,7 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the kernel took the request (a large upload on a slow link)."""
-        if self._paused and not self.closed:
+        if self.paused and not self.closed:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
 
@@ -276,9 +276,11 @@ class _Connection(asyncio.Protocol):
             name, colon, value = line.partition(":")
             if not colon:
                 raise _Broken("malformed", "a malformed HTTP header line")
-            name = name.strip().lower()
-            value = value.strip()
-            by_name[name] = f"{by_name[name]}, {value}" if name in by_name else value
+            name = name.lower()  # no space may come before the colon (RFC 9112)
+            if name in by_name:
+                by_name[name] = f"{by_name[name]}, {value.strip()}"
+            else:
+                by_name[name] = value.strip()
         if 100 <= status < 200:
             return True  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         self._status = status
@@ -336,6 +338,7 @@ class Http1Transport:
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._prefixes: dict[URL, bytes] = {}
+        self._header_lines: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._closed = False
 
     async def send(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Response:
@@ -353,7 +356,8 @@ class Http1Transport:
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_every, self._sweep, loop)
         try:
-            await connection.drain()
+            if connection.paused:  # a large body on a slow link: wait until the kernel took it
+                await connection.drain()
             status, answer_headers, payload = await waiter
         except BaseException as exc:
             connection.abort()
@@ -446,24 +450,33 @@ class Http1Transport:
         if secure and self._ssl is None:
             self._ssl = ssl.create_default_context()
         seconds = self._config.connect_seconds
+        made: list[_Connection] = []
+
+        def connection_for_this_request() -> _Connection:
+            made.append(_Connection(self, origin))
+            return made[0]
+
         try:
             async with asyncio.timeout(seconds):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self, origin),
+                    connection_for_this_request,
                     host,
                     port,
                     ssl=self._ssl if secure else None,
                     server_hostname=host if secure else None,
                 )
         except BaseException as exc:
-            self._open -= 1
-            self._wake()
+            if not made or made[0].transport is None:
+                # Never connected; else its connection_lost gives the place back.
+                self._open -= 1
+                self._wake()
             if isinstance(exc, Exception):
                 raise self._connect_error(exc, seconds) from None
             raise
         return connection
 
     def _head(self, url: URL, headers: Mapping[str, str], length: int) -> bytes:
+        """The request head up to its Content-Length: built once per URL and per headers."""
         prefix = self._prefixes.get(url)
         if prefix is None:
             prefix = (
@@ -473,10 +486,17 @@ class Http1Transport:
             if len(self._prefixes) >= 64:  # URL items: a new query each time
                 self._prefixes.clear()
             self._prefixes[url] = prefix
-        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
-            raise ValueError("a request header holds a line break")
-        return b"%s%sContent-Length: %d\r\n\r\n" % (prefix, lines.encode("latin-1"), length)
+        given = tuple(headers.items())
+        lines = self._header_lines.get(given)
+        if lines is None:
+            text = "".join([f"{name}: {value}\r\n" for name, value in given])
+            if text.count("\n") != len(given) or text.count("\r") != len(given):
+                raise ValueError("a request header holds a line break")
+            lines = text.encode("latin-1")
+            if len(self._header_lines) >= 64:
+                self._header_lines.clear()
+            self._header_lines[given] = lines
+        return b"%s%sContent-Length: %d\r\n\r\n" % (prefix, lines, length)
 
     # Errors: said without the URL (its query holds the API key)
 
