@@ -153,6 +153,10 @@ def run_client(
 ) -> ProcResult:
     """Run one client to the end; sample its output's growth and its memory while it runs.
 
+    Peak RSS is ``ru_maxrss``, in MiB: the kernel counts in it the peak of this process
+    at the time the client was started (forked, then exec'd), so a benchmark that grew to
+    more than its client first (building data in-process) reports its own peak instead.
+
     ``poll`` (e.g. the server's counters) is called every ``poll_every`` seconds meanwhile;
     its answers land in ``ProcResult.polls`` with their time since start. ``env``: the
     client's environment (default: this process's).

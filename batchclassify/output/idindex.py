@@ -4,7 +4,7 @@ A Python ``set`` of id strings costs 100+ bytes per id: a gigabyte or more for a
 image job. This open-addressing table (linear probing) keeps each id's 64-bit hash in an
 ``array('Q')`` and its tag beside it in a ``bytearray`` (``wide``: an ``array('I')``). Its size
 is any odd number (an id's first slot is its key modulo the size), so ``reserve`` sizes it for
-the count the job expects, at 80% load: 11.25 bytes per id (ten million ids: 112 MB, where the
+the count the job expects, at 85% load: 10.6 bytes per id (ten million ids: 106 MB, where the
 power-of-two table this replaces took 151 MB). Grown by doubling instead, it costs 13-26
 bytes per id. Two different ids share a 64-bit hash with odds of about n²/2⁶⁵: one in ~370,000
 jobs of ten million ids, a risk accepted here (the cost would be one image taken as done).
@@ -29,17 +29,19 @@ def _grown_limit(size: int) -> int:
 
 
 def _reserved_limit(size: int) -> int:
-    """Ids a table sized by ``reserve`` holds before it grows: 85% of its slots. Sized for
-    80%, so a count a little above the estimate it was sized for (the scan's, then the
-    sources' count) makes no second table; probes run longer at that load (~3 slots for an
-    id present, ~13 for one absent at 80%), a price paid only by tables a job sized for
-    millions of ids."""
-    return size * 17 // 20
+    """Ids a table sized by ``reserve`` holds before it grows: 90% of its slots. Sized for
+    85%, so a count a little above the estimate it was sized for (the scan's, then the
+    sources' count) makes no second table. Probes run longer at that load (at 85%, ~4 slots
+    for an id present, ~23 for one absent: 0.5 and 1.6 µs a look-up against 0.4 and 1.0 at
+    80%, ``benchmarks/idindex_speed.py``): under a microsecond an image, the price of 6 MB
+    less at ten million ids (issue 25: a 10M-item job under 150 MB), paid only by tables a
+    job sized for its count."""
+    return size * 9 // 10
 
 
 def _reserved_size(ids: int) -> int:
-    """Slots for ``ids`` ids at 80% load; odd, so that key % size uses every bit of a key."""
-    return (ids * 5 // 4) | 1
+    """Slots for ``ids`` ids at 85% load; odd, so that key % size uses every bit of a key."""
+    return (ids * 20 // 17) | 1
 
 
 class IdIndex:
