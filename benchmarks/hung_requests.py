@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/hung_requests.py      # ~15 minutes; writes hung_requests.md
     .venv/bin/python benchmarks/hung_requests.py --runs 0.05:1000 --repeats 1
+    .venv/bin/python benchmarks/hung_requests.py --runs 0.05:6000 --no-pin --spike 3:4
 
 For each server latency, the local server runs twice in its own process: once answering every
 request, once hanging 1% of them for an hour (``--hang-rate 0.01``, the seed fixed so both
@@ -10,6 +11,11 @@ timeout) on the same images each time. *extra requests* is what the server count
 per image: the copies sent for hung requests (hedges) and any retries. The target is ≥ 80% of
 the no-hang images/s with ≤ 2% extra requests. Nothing here asserts anything: it prints the
 table and writes it to ``benchmarks/hung_requests.md``, which ``report.py`` puts in RESULTS.md.
+
+``--spike START:SECONDS`` (issue 25) busies both cores for SECONDS from START seconds into
+every run, with and without hangs (two processes spinning, at the client's priority): the
+moment a job's recent answers slow down and ``slow_after`` could climb with them. It prints
+the table and writes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,7 +52,33 @@ NOTE = [
 _SUMMARY = re.compile(r"([\d,]+) images in ([\d,.]+) s \(([\d,.]+) images/s\)")
 
 
-def one_run(paths: list[Path], latency: str, hang_rate: float, pin: bool) -> dict[str, float]:
+_SPIN = (
+    "import sys, time\nend = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end: pass"
+)
+
+
+def spike(start: float, seconds: float) -> threading.Thread:
+    """After ``start`` seconds, keep both cores busy for ``seconds``."""
+
+    def run() -> None:
+        time.sleep(start)
+        spinners = [subprocess.Popen([sys.executable, "-c", _SPIN, str(seconds)]) for _ in range(2)]
+        for spinner in spinners:
+            spinner.wait()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def one_run(
+    paths: list[Path],
+    latency: str,
+    hang_rate: float,
+    pin: bool,
+    spike_at: tuple[float, float] | None = None,
+) -> dict[str, float]:
     """One server, one batchclassify run over ``paths``: what the client and server saw."""
     knobs = ["--model-cost", "hash", "--seed", "9"]
     if latency == "longtail":  # hosted-like: p50 ≈ 180 ms, p99 ≈ 5.6 s (3% of stragglers)
@@ -64,7 +98,10 @@ def one_run(paths: list[Path], latency: str, hang_rate: float, pin: bool) -> dic
         cmd.remove("32")  # default settings
         log = DATA / "logs" / f"{tag}-client.log"
         before = srv.stats().get("requests", 0)
+        spinning = spike(*spike_at) if spike_at else None
         result = run_client(cmd, output=output, cpu="0" if pin else None, log=log)
+        if spinning is not None:
+            spinning.join()
         requests = srv.stats().get("requests", 0) - before
     text = log.read_text(encoding="utf-8")
     match = _SUMMARY.search(text)
@@ -97,7 +134,9 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="medians over this many")
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--spike", help="START:SECONDS: both cores busy meanwhile (see above)")
     args = parser.parse_args()
+    spike_at = tuple(float(x) for x in args.spike.split(":")) if args.spike else None
     plan = [(lat, int(n)) for lat, n in (run.split(":") for run in args.runs.split(","))]
     files = datagen.ensure_images(DATA / "small", min(2000, max(n for _, n in plan)), large=False)
     rows = [
@@ -111,7 +150,8 @@ def main() -> int:
         base = 0.0
         for hang_rate in (0.0, 0.01):
             runs = [
-                one_run(paths, latency, hang_rate, not args.no_pin) for _ in range(args.repeats)
+                one_run(paths, latency, hang_rate, not args.no_pin, spike_at)  # type: ignore[arg-type]
+                for _ in range(args.repeats)
             ]
             run = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
             run["exit"] = max(r["exit"] for r in runs)
@@ -126,6 +166,8 @@ def main() -> int:
                 f"{run['exit']:.0f} |"
             )
             print(rows[-1], flush=True)
+    if spike_at:
+        return 0
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     TABLE.write_text(
         "\n".join(
