@@ -88,8 +88,58 @@ def test_an_output_without_a_recorded_folder_is_read_beside_itself(
     settings = json.loads(settings_file.read_text())
     del settings["workdir"]  # as an older version wrote it
     settings_file.write_text(json.dumps(settings))
+    _as_older_versions_wrote(output, "img/one.png")
 
     monkeypatch.chdir(b)
     dest = tmp_path / "dataset"
     assert cli("export", output, "--to", "folders", dest).code == 0
     assert _exported(dest) == {os.path.realpath(a / "img" / "one.png"): "red"}
+
+
+def _as_older_versions_wrote(output: Path, relative: str) -> None:
+    """Rows with a manifest's relative path as given, as versions before 0.1 (issue 25's
+    session) wrote them: relative to the folder ``run`` started in."""
+    rows = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+    for row in rows:
+        row["path"] = relative
+    output.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+
+
+@pytest.mark.parametrize("rows", ["this version's", "an older version's"])
+def test_a_rerun_from_another_folder_leaves_each_row_its_own_file(
+    tmp_path: Path,
+    server: BackgroundServer,
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: str,
+) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    _image(a / "img" / "one.png", "red")
+    _image(a / "img" / "two.png", "green")
+    _image(b / "img" / "one.png", "green")  # same relative paths, other images
+    _image(b / "img" / "two.png", "blue")
+    c.mkdir()
+    (a / "list.csv").write_text("id,path\nfirst,img/one.png\n")
+    (b / "more.csv").write_text("id,path\nsecond,img/two.png\n")
+    output = tmp_path / "out.jsonl"
+    monkeypatch.chdir(a)
+    assert cli(*run_args(server, output, "list.csv"), "-q").code == 0
+    if rows == "an older version's":
+        _as_older_versions_wrote(output, "img/one.png")
+
+    # The same job, resumed from another folder with more of its images.
+    monkeypatch.chdir(b)
+    result = cli(*run_args(server, output, "more.csv"), "-q")
+    assert result.code == 0, result.err
+    settings = json.loads(Path(f"{output}.job.json").read_text())
+    assert settings["workdir"] == str(a)  # where the first rows' relative paths start
+
+    # Before: the rerun recorded b, so "first" was exported as b's one.png (green) under red.
+    monkeypatch.chdir(c)
+    dest = tmp_path / "dataset"
+    result = cli("export", output, "--to", "folders", dest)
+    assert result.code == 0, result.err
+    assert _exported(dest) == {
+        os.path.realpath(a / "img" / "one.png"): "red",
+        os.path.realpath(b / "img" / "two.png"): "blue",
+    }

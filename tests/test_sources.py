@@ -246,10 +246,11 @@ def test_txt_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     found = items("lists/images.txt")
 
     assert [(i.id, i.path, i.url) for i in found] == [
-        (str(tmp_path / "lists/images/a.jpg"), "lists/images/a.jpg", None),
+        # A relative path joined to the manifest's folder, absolute: found from anywhere.
+        (str(tmp_path / "lists/images/a.jpg"), str(tmp_path / "lists/images/a.jpg"), None),
         ("/abs/b.png", "/abs/b.png", None),
         ("https://example.com/c.jpg?x=1", None, "https://example.com/c.jpg?x=1"),
-        (str(tmp_path / "up/d.jpg"), "lists/../up/d.jpg", None),
+        (str(tmp_path / "up/d.jpg"), f"{tmp_path}/lists/../up/d.jpg", None),
         ("HTTP://EXAMPLE.COM/E.JPG", None, "HTTP://EXAMPLE.COM/E.JPG"),
     ]
     assert all(i.problem is None and i.metadata is None for i in found)
@@ -258,7 +259,8 @@ def test_txt_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_txt_manifest_next_to_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     touch(tmp_path / "images.txt", b"\xef\xbb\xbfa.jpg\n")  # with a UTF-8 byte order mark
     monkeypatch.chdir(tmp_path)
-    assert [(i.id, i.path) for i in items("images.txt")] == [(str(tmp_path / "a.jpg"), "a.jpg")]
+    a = str(tmp_path / "a.jpg")
+    assert [(i.id, i.path) for i in items("images.txt")] == [(a, a)]
 
 
 @posix_only
@@ -284,7 +286,8 @@ def test_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stdin = io.StringIO("# from find\nphotos/a.jpg\n\n/abs/b.jpg\nhttps://x.test/c.png\n")
     found = items("-", stdin=stdin)
     assert [(i.id, i.path, i.url) for i in found] == [
-        (str(tmp_path / "photos/a.jpg"), "photos/a.jpg", None),  # relative to the current folder
+        # Relative to the current folder, made absolute.
+        (str(tmp_path / "photos/a.jpg"), str(tmp_path / "photos/a.jpg"), None),
         ("/abs/b.jpg", "/abs/b.jpg", None),
         ("https://x.test/c.png", None, "https://x.test/c.png"),
     ]

@@ -30,10 +30,13 @@ _POSIX = os.name == "posix"
 # -- rows ----------------------------------------------------------------------------------
 
 
-def _prefix(manifest: str) -> str:
-    """What a relative path in ``manifest`` is joined to: its folder plus a separator."""
-    folder = os.path.dirname(manifest)
-    return os.path.join(folder, "") if folder else ""
+def _prefix(manifest: str | None) -> str:
+    """What a relative path in ``manifest`` is joined to: its folder's absolute path plus a
+    separator (stdin's: the current folder's). Absolute, so that a row's ``path`` names its
+    file from any folder and any later day: with its own ``id`` column a manifest's row has
+    nothing else to find its file by (``reading.image_file``)."""
+    folder = os.path.abspath(os.path.dirname(manifest) if manifest is not None else os.curdir)
+    return os.path.join(folder, "")
 
 
 def _resolve(prefix: str, value: str) -> str:
@@ -56,7 +59,7 @@ class Manifest:
     def __init__(self, source: str | None, ids: LocalIds, keep: Keep = keep_all) -> None:
         self.name = _STDIN_NAME if source is None else as_text(source)
         self.ident = _STDIN_NAME if source is None else ids.file(source)
-        self.prefix = "" if source is None else _prefix(source)
+        self.prefix = _prefix(source)
         self.ids = ids
         self.keep = keep
 

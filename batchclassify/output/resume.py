@@ -97,8 +97,9 @@ def job_settings(config: JobConfig) -> dict[str, Any]:
         **({"api_urls": list(config.http.servers)} if len(config.http.servers) > 1 else {}),
         "id_scheme": ID_SCHEME,
         "batchclassify_version": __version__,
-        # Where relative paths of this run's rows start; not a compatibility key (a rerun
-        # from elsewhere may resume, and records its own).
+        # Where relative paths of rows start: those of versions that wrote a manifest's
+        # relative paths as given (rows name their files absolutely now). Not a compatibility
+        # key: a rerun from elsewhere resumes, and keeps the folder recorded first.
         WORKDIR: os.getcwd(),
     }
 
@@ -168,6 +169,13 @@ def check_resumable(config: JobConfig) -> dict[str, Any]:
             f"{wanted[key]!r}{hint if key in _RETRY_MAY_CHANGE else ''}; use --overwrite to "
             "start over, or choose another --output"
         )
+    # The older rows' relative paths start where the output's first run started (or, with
+    # no folder recorded, beside the output): recording this run's folder instead would
+    # take each of them for another file.
+    if isinstance(recorded.get(WORKDIR), str):
+        changed[WORKDIR] = recorded[WORKDIR]
+    else:
+        del changed[WORKDIR]
     retried = list(recorded.get(RETRIED_MAX_SIZES) or [])
     if changed["max_size"] != wanted["max_size"] and wanted["max_size"] not in retried:
         retried.append(wanted["max_size"])
