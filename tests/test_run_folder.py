@@ -97,8 +97,8 @@ def test_an_output_without_a_recorded_folder_is_read_beside_itself(
 
 
 def _as_older_versions_wrote(output: Path, relative: str) -> None:
-    """Rows with a manifest's relative path as given, as versions before 0.1 (issue 25's
-    session) wrote them: relative to the folder ``run`` started in."""
+    """Rows with a manifest's relative path as given, as earlier versions wrote them:
+    relative to the folder ``run`` started in."""
     rows = [orjson.loads(line) for line in output.read_bytes().splitlines()]
     for row in rows:
         row["path"] = relative
