@@ -371,3 +371,24 @@ def test_a_job_gets_the_same_rows_through_either_transport(
     assert all(row["status"] == "ok" for row in rows)
     assert {row["id"]: row["top"] for row in rows} == expected
     assert server.stats.requests == 30  # one request per image, none paid twice
+
+
+def test_an_undecodable_answer_ended_by_the_close_is_an_error_not_a_hang() -> None:
+    async def bad_gzip(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\nnot gzip at all")
+        await writer.drain()
+        return False  # the close ends the answer
+
+    async def main() -> RetryableError:
+        async with Scripted(bad_gzip).running() as base:
+            client = transport(timeout=30.0)
+            with pytest.raises(RetryableError) as caught:
+                # Before: the decoding error escaped connection_lost and the request waited
+                # for its timeout (30 s here: the test would fail on pytest's own limit).
+                await asyncio.wait_for(client.send(endpoint(base), b"x", FORM), 5)
+            await client.aclose()
+        return caught.value
+
+    error = asyncio.run(main())
+    assert error.kind == ErrorType.CONNECTION
+    assert "could not be decoded" in str(error)

@@ -137,7 +137,11 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             if self._state == _UNTIL_CLOSE:
                 self._parts.append(bytes(self._buffer))
-                self._finish()
+                self._buffer.clear()
+                try:
+                    self._finish()
+                except (_Broken, zlib.error):  # an undecodable body: never leave it unanswered
+                    self._fail(_Broken("malformed", "an answer that could not be decoded"))
             elif self._got_any:
                 self._fail(_Broken("cut"))
             else:
