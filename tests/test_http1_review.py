@@ -1,0 +1,84 @@
+"""The default transport (``api/http1.py``) where a review found it wrong: answers and
+cancellations that used to leave the pool short of a connection for good, against scripted
+servers on 127.0.0.1, on the standard event loop and on uvloop (the job's loop when installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from batchclassify.error_types import ErrorType
+from batchclassify.errors import RetryableError
+
+from .test_http1 import FORM, SECRET, Scripted, answer, endpoint, transport
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def run(main: Coroutine[Any, Any, None], loop: str) -> None:
+    if loop == "uvloop":
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
+def all_at_once(count: int) -> Scripted:
+    """A server that answers only once ``count`` requests are in at the same time: the client
+    must still be able to open that many connections."""
+    arrived = 0
+    everyone_in = asyncio.Event()
+
+    async def barrier(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= count:
+            everyone_in.set()
+        await everyone_in.wait()
+        writer.write(answer(b"for " + body))
+        return True
+
+    return Scripted(barrier)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_cut_off_compressed_answer_without_a_length_fails_fast_and_frees_its_place(
+    loop: str,
+) -> None:
+    # A gateway's error page, gzipped though identity was asked for, framed by the end of the
+    # connection, and cut off: its body cannot be decoded once the connection is gone.
+    cut = gzip.compress(b"<html>bad gateway</html>" * 20)[:15]
+
+    async def gateway(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if body == b"cut":
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Encoding: gzip\r\n\r\n" + cut)
+            await writer.drain()
+            return False
+        writer.write(answer(b"for " + body))
+        return True
+
+    async def main() -> None:
+        async with Scripted(gateway).running() as base:
+            client = transport(concurrency=1, timeout=3.0)  # a pool of 3 connections
+            for _ in range(4):
+                with pytest.raises(RetryableError) as caught:
+                    await client.send(endpoint(base), b"cut", FORM)
+                # A broken answer, said at once: not a timeout after --timeout seconds.
+                assert caught.value.kind == ErrorType.CONNECTION
+                assert "request to the-server failed: an answer that could not be decoded" in str(
+                    caught.value
+                )
+                assert SECRET not in str(caught.value)
+            # The pool is not short of the connections those answers came on.
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(client.send(endpoint(base), b"%d" % n, FORM) for n in range(3))),
+                10,
+            )
+            assert [a.body for a in answers] == [b"for 0", b"for 1", b"for 2"]
+            await client.aclose()
+
+    run(main(), loop)
