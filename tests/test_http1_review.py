@@ -5,6 +5,7 @@ servers on 127.0.0.1, on the standard event loop and on uvloop (the job's loop w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 from collections.abc import Coroutine
 from typing import Any
@@ -80,5 +81,49 @@ def test_a_cut_off_compressed_answer_without_a_length_fails_fast_and_frees_its_p
             )
             assert [a.body for a in answers] == [b"for 0", b"for 1", b"for 2"]
             await client.aclose()
+
+    run(main(), loop)
+
+
+def _cancel_after(task: asyncio.Task[Any], turns: int) -> None:
+    """Cancel ``task`` after ``turns`` turns of the event loop."""
+    loop = asyncio.get_running_loop()
+
+    def tick(left: int) -> None:
+        if left == 0:
+            task.cancel()
+        else:
+            loop.call_soon(tick, left - 1)
+
+    loop.call_soon(tick, turns)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_requests_cancelled_at_every_turn_of_connecting_leave_the_whole_pool(loop: str) -> None:
+    # The job's watchdog and its hedged copies cancel requests at any moment, and some land
+    # while a new connection is being opened (on uvloop, between the connection being made and
+    # create_connection returning it, no connection_lost follows).
+    async def closing(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer(body, extra=b"Connection: close\r\n"))
+        await writer.drain()
+        return False
+
+    async def main() -> None:
+        client = transport(concurrency=1)  # a pool of 3 connections
+        async with Scripted(closing).running() as base:
+            for turns in range(40):  # from before connecting to after the answer
+                task = asyncio.create_task(client.send(endpoint(base), b"x", FORM))
+                _cancel_after(task, turns)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # All 3 connections can still be open at once.
+        server = all_at_once(3)
+        async with server.running() as base:
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(client.send(endpoint(base), b"%d" % n, FORM) for n in range(3))),
+                10,
+            )
+            await client.aclose()
+        assert [a.body for a in answers] == [b"for 0", b"for 1", b"for 2"]
 
     run(main(), loop)
