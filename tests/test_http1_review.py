@@ -127,3 +127,35 @@ def test_requests_cancelled_at_every_turn_of_connecting_leave_the_whole_pool(loo
         assert [a.body for a in answers] == [b"for 0", b"for 1", b"for 2"]
 
     run(main(), loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_answer_before_the_upload_was_all_sent_is_taken_at_once(loop: str) -> None:
+    # A server that refuses a large upload from its head (413) and reads no more of it: the
+    # client, its writes paused, must take the answer then, not after --timeout seconds.
+    async def refuse_large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if length > 1_000_000:
+                writer.write(answer(b'{"message": "too large"}', status="413 Payload Too Large"))
+                await asyncio.sleep(60)  # reads nothing more
+            await reader.readexactly(length)
+            writer.write(answer(b"for " + head[:4]))
+
+    async def main() -> None:
+        server = await asyncio.start_server(refuse_large, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        client = transport(concurrency=1, timeout=60.0)
+        for _ in range(4):  # more than the pool's 3 connections
+            refused = await asyncio.wait_for(
+                client.send(endpoint(base), b"x" * 32_000_000, FORM), 10
+            )
+            assert refused.status == 413
+            assert refused.body == b'{"message": "too large"}'
+        small = await asyncio.wait_for(client.send(endpoint(base), b"x", FORM), 10)
+        assert small.body == b"for POST"
+        await client.aclose()
+        server.close()
+
+    run(main(), loop)

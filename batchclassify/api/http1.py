@@ -218,6 +218,12 @@ class _Connection(asyncio.Protocol):
             waiter.set_result((self._status, self._headers, body))
         if self._buffer:  # more than the answer: out of step
             self.reusable = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            # Answered before the request was all sent (a 413): the rest never will be, and a
+            # close would wait for it to be.
+            drained.set_result(None)
+            self.abort()
 
     def _parse(self) -> None:
         buffer = self._buffer
