@@ -159,3 +159,25 @@ def test_an_answer_before_the_upload_was_all_sent_is_taken_at_once(loop: str) ->
         server.close()
 
     run(main(), loop)
+
+
+def test_an_empty_answer_marked_compressed_keeps_its_status() -> None:
+    # A 429 or 503 with no body but a Content-Encoding header (as some proxies send it) is
+    # still the server's answer: the job slows down or waits as told, as through aiohttp,
+    # rather than seeing a broken connection.
+    async def busy(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
+            b"Content-Encoding: gzip\r\nRetry-After: 7\r\n\r\n"
+        )
+        return True
+
+    async def main() -> None:
+        async with Scripted(busy).running() as base:
+            client = transport()
+            response = await client.send(endpoint(base), b"x", FORM)
+            await client.aclose()
+        assert (response.status, response.body) == (429, b"")
+        assert response.headers["Retry-After"] == "7"
+
+    asyncio.run(main())

@@ -208,7 +208,7 @@ class _Connection(asyncio.Protocol):
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         encoding = self._headers.get("content-encoding")
-        if encoding and encoding.lower() != "identity":
+        if encoding and body and encoding.lower() != "identity":  # no body: nothing encoded
             body = _decoded(body, encoding.lower())
         self._state = _HEAD
         self._parts = []
