@@ -94,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[tuple[int, Headers, bytes]] | None = None
         self.closed = False
+        self.counted = True  # holds a place in the pool's count until it is lost
         self.reusable = True
         self.idle_since = 0.0
         self.paused = False
@@ -207,7 +208,7 @@ class _Connection(asyncio.Protocol):
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         encoding = self._headers.get("content-encoding")
-        if encoding and encoding.lower() != "identity":
+        if encoding and body and encoding.lower() != "identity":  # no body: nothing encoded
             body = _decoded(body, encoding.lower())
         self._state = _HEAD
         self._parts = []
@@ -217,6 +218,12 @@ class _Connection(asyncio.Protocol):
             waiter.set_result((self._status, self._headers, body))
         if self._buffer:  # more than the answer: out of step
             self.reusable = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            # Answered before the request was all sent (a 413): the rest never will be, and a
+            # close would wait for it to be.
+            drained.set_result(None)
+            self.abort()
 
     def _parse(self) -> None:
         buffer = self._buffer
@@ -428,8 +435,10 @@ class Http1Transport:
             connection.close()
 
     def _lost(self, connection: _Connection) -> None:
-        """A connection closed (``connection_lost``): its place is free."""
-        self._open -= 1
+        """A connection closed (``connection_lost``): its place is free, once."""
+        if connection.counted:
+            connection.counted = False
+            self._open -= 1
         self._wake()
 
     def _wake(self) -> None:
@@ -470,8 +479,12 @@ class Http1Transport:
                     server_hostname=host if secure else None,
                 )
         except BaseException as exc:
-            if not made or made[0].transport is None:
-                # Never connected; else its connection_lost gives the place back.
+            # Cut off while connecting: give the place back now. uvloop calls no
+            # connection_lost for a connection made just before create_connection was
+            # cancelled; when asyncio does, _lost finds its place given back already.
+            if made:
+                self._lost(made[0])
+            else:
                 self._open -= 1
                 self._wake()
             if isinstance(exc, Exception):
