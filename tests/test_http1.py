@@ -392,3 +392,31 @@ def test_an_undecodable_answer_ended_by_the_close_is_an_error_not_a_hang() -> No
     error = asyncio.run(main())
     assert error.kind == ErrorType.CONNECTION
     assert "could not be decoded" in str(error)
+
+
+def test_no_body_is_awaited_after_a_204_and_chunks_with_a_length_end_the_connection() -> None:
+    async def odd(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if body == b"204":  # a length with no body: a 204 has none, whatever it says
+            writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+        else:  # chunks and a length both: read as chunks, the connection not used again
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"2\r\nok\r\n0\r\n\r\n"
+            )
+        return True
+
+    async def main() -> Scripted:
+        server = Scripted(odd)
+        async with server.running() as base:
+            client = transport(timeout=30.0)
+            empty = await asyncio.wait_for(client.send(endpoint(base), b"204", FORM), 5)
+            assert (empty.status, empty.body) == (204, b"")
+            both = await asyncio.wait_for(client.send(endpoint(base), b"both", FORM), 5)
+            assert (both.status, both.body) == (200, b"ok")
+            again = await asyncio.wait_for(client.send(endpoint(base), b"204", FORM), 5)
+            assert again.status == 204
+            await client.aclose()
+        return server
+
+    assert asyncio.run(main()).connections == 2  # the 204's kept, the one after "both" new
+

@@ -300,16 +300,18 @@ class _Connection(asyncio.Protocol):
         if "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection):
             self.reusable = False
         transfer = by_name.get("transfer-encoding")
-        if transfer is not None and "chunked" in transfer.lower():
+        if status in (204, 304):  # never a body, whatever the headers say (RFC 9110)
+            self._left = 0
+            self._state = _LENGTH
+        elif transfer is not None and "chunked" in transfer.lower():
             self._state = _CHUNK_SIZE
+            if "content-length" in by_name:  # both: the chunks count, the connection is suspect
+                self.reusable = False
         elif "content-length" in by_name:
             length = int(by_name["content-length"])
             if length < 0:
                 raise _Broken("malformed", "a negative Content-Length")
             self._left = length
-            self._state = _LENGTH
-        elif status in (204, 304):
-            self._left = 0
             self._state = _LENGTH
         else:
             self.reusable = False
@@ -432,7 +434,9 @@ class Http1Transport:
             self._idle.setdefault(connection.origin, []).append(connection)
             self._wake()
         else:
-            connection.close()
+            # Not close(): that would wait to send whatever of the request is still buffered,
+            # to a server that may never read it.
+            connection.abort()
 
     def _lost(self, connection: _Connection) -> None:
         """A connection closed (``connection_lost``): its place is free, once."""
@@ -450,10 +454,19 @@ class Http1Transport:
 
     async def _connect(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> _Connection:
         while self._open >= self._limit:
-            # At the limit: wait for a connection to come back or to close.
+            # At the limit: wait for a connection to come back or to close, within the
+            # request's own time (a TimeoutError: said as a request that got no answer).
             waiter = loop.create_future()
             self._waiters.append(waiter)
-            await waiter
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await waiter
+            except TimeoutError:
+                raise self._error(TimeoutError()) from None
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken and cancelled at once: pass the turn on
+                raise
             connection = self._take_idle(origin, loop.time())
             if connection is not None:
                 return connection
