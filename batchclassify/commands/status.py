@@ -7,6 +7,10 @@ output from an older version, or a ``merge`` result), the counts come from the o
 The ``--output`` of a ``run --processes P`` job (a Parquet folder of shard outputs, or a JSONL
 output with ``<output>.shards/``) is shown whole: the shards' progress files summed, the worst
 shard's state, and a line per shard.
+
+A ``push`` of the output keeps a progress file of its own beside it (one per project and API,
+``sidecars.push_file``): each is shown after the job, by the same rules (running, ended, or
+killed: a ``running`` file whose process is gone).
 """
 
 from __future__ import annotations
@@ -22,16 +26,17 @@ from typing import Any
 import orjson
 
 from ..cost import cost_text
-from ..errors import UsageError
+from ..errors import BatchClassifyError, UsageError
 from ..exit_codes import ExitCode
 from ..models import row_is_ok
 from ..names import printable
-from ..output.progressfile import TOOL, is_killed, read_progress
+from ..output.progressfile import TOOL, is_killed, read_progress, read_progress_file
 from ..output.reading import check_output, iter_latest_rows, read_settings
-from ..output.sidecars import PROGRESS, existing, find_shards
+from ..output.sidecars import PROGRESS, existing, find_shards, push_progress_files
 from ..shards import Shard, layout_shard
 
 KILLED = "not running (killed?) — rerun the same command to resume"
+PUSH_KILLED = "not running (killed?) — rerun push to finish"
 
 
 def register(commands: Any) -> None:
@@ -42,7 +47,8 @@ def register(commands: Any) -> None:
         description="Show the state of the job writing OUTPUT, from its OUTPUT.progress.json "
         "(kept current by the running job), or counts from OUTPUT itself for an output "
         "written before progress files existed. For the --output of a run --processes job, "
-        "the whole job: its shards summed, the worst shard's state, a line per shard. "
+        "the whole job: its shards summed, the worst shard's state, a line per shard. Then "
+        "each push of OUTPUT (running, ended or killed), from its own progress file. "
         "Read-only: never disturbs the job.",
     )
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="the --output of a run")
@@ -60,14 +66,58 @@ def register(commands: Any) -> None:
 
 def read_status(output: Path, *, now: float | None = None) -> dict[str, Any]:
     """The job's status as a dict: the progress file plus ``running`` and ``summary``; for a
-    ``--processes`` job, the shards' summed (see ``job_status``)."""
-    found = _from_progress_file(output, now or time.time())
-    if found is not None:
-        return found
-    shards = find_shards(output)
-    if shards:
-        return job_status(output, shards, now=now)
-    return _status_from_output(output)
+    ``--processes`` job, the shards' summed (see ``job_status``); under ``pushes``, each push
+    of the output that has a progress file (``push_statuses``)."""
+    moment = now or time.time()
+    found = _from_progress_file(output, moment)
+    if found is None:
+        shards = find_shards(output)
+        found = job_status(output, shards, now=moment) if shards else _status_from_output(output)
+    pushes = push_statuses(output, now=moment)
+    if pushes:
+        found["pushes"] = pushes
+    return found
+
+
+def push_statuses(output: Path, *, now: float | None = None) -> list[dict[str, Any]]:
+    """Each push of ``output`` (any project, any API) as its progress file has it, with
+    ``running`` and ``summary`` as a job's; a killed push says to rerun it."""
+    found = []
+    for path in push_progress_files(output):
+        push = read_progress_file(path, command="push", now=now)
+        if push is None:
+            continue
+        push["progress_file"] = str(path)
+        push["summary"] = PUSH_KILLED if is_killed(push) else push.get("state")
+        if is_killed(push):
+            push["ledger_counts"] = _ledger_counts(push)
+        found.append(push)
+    return found
+
+
+def _ledger_counts(push: dict[str, Any]) -> dict[str, int] | None:
+    """A killed push's ledger, counted: its progress file stopped up to 2 s (and any number
+    of answers) before the kill; the ledger has every answer but one per worker. Over every
+    push of the output to that project (not only the last one's selection)."""
+    from .push.ledger import Ledger  # only for a killed push
+
+    path = Path(str(push.get("ledger")))
+    if not path.is_file():
+        return None  # moved away: the progress file's counts are all there is
+    try:
+        ledger = Ledger(
+            path,
+            project=str(push.get("project")),
+            api_url=str(push.get("api_url")),
+        ).read()
+    except BatchClassifyError:
+        return None  # unreadable, or another push's now
+    entries = ledger.entries.values()
+    return {
+        "uploaded": sum(entry.image_id is not None for entry in entries),
+        "annotated": sum(entry.annotated for entry in entries),
+        "failed": sum(entry.failure is not None for entry in entries),
+    }
 
 
 def _from_progress_file(output: Path, now: float) -> dict[str, Any] | None:
@@ -311,7 +361,62 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  {status['note']}")
     if status.get("shards") and status.get("state") != "finished":
         lines.extend(_shard_line(part) for part in status["shards"])
+    for push in status.get("pushes") or ():
+        lines.extend(_push_lines(push))
     return "\n".join(lines)
+
+
+def _push_lines(push: dict[str, Any]) -> list[str]:
+    """A push of the output, in a few lines: its state, process, counts, speed or length."""
+    lines = [
+        f"push to project {push.get('project')} at {push.get('api_url')}: {push['summary']}",
+        f"  process {push.get('pid')} on {push.get('host')}, started {push.get('started')}, "
+        f"updated {push.get('updated')}",
+    ]
+    done = (
+        f"  {push.get('selected', 0):,} selected: {push.get('pushed', 0):,} pushed "
+        f"({push.get('uploaded', 0):,} uploaded, {push.get('annotated', 0):,} predictions "
+        f"saved), {push.get('failed', 0):,} failed"
+    )
+    if push.get("already_done"):
+        done += f", {push['already_done']:,} done by an earlier push (ledger)"
+    done += f", {push.get('remaining', 0):,} remaining"
+    if is_killed(push):
+        done += " (as of its last update)"
+    lines.append(done)
+    if push.get("ledger_counts"):
+        counted = push["ledger_counts"]
+        lines.append(
+            f"  its ledger: {counted['uploaded']:,} uploaded, {counted['annotated']:,} "
+            f"annotated, {counted['failed']:,} failed (every push to this project)"
+        )
+    again = [
+        f"{push[name]:,} {said}"
+        for name, said in (
+            ("duplicates", "already in the project (duplicate)"),
+            ("already_annotated", "already annotated"),
+            ("unlabelled", "with no class (uploaded, not annotated)"),
+        )
+        if push.get(name)
+    ]
+    if again:
+        lines.append("  " + ", ".join(again))
+    if push.get("errors"):
+        lines.append("  errors: " + ", ".join(f"{k} {v:,}" for k, v in push["errors"].items()))
+    if push.get("running"):
+        lines.append("  " + _speed(push))
+        flying = push.get("in_flight") or {}
+        lines.append(
+            f"  {push.get('stage')}: {flying.get('upload', 0):,} uploads and "
+            f"{flying.get('annotate', 0):,} annotations in flight"
+        )
+        if push.get("outage"):
+            lines.append(f"  API unavailable: {push.get('outage_error')} (waiting, probing)")
+        if push.get("note"):
+            lines.append(f"  {push['note']}")
+    elif push.get("elapsed_s") is not None:
+        lines.append(f"  ran for {_duration(push['elapsed_s'])}")
+    return lines
 
 
 def _shard_line(part: dict[str, Any]) -> str:
@@ -396,7 +501,8 @@ def _command(args: argparse.Namespace) -> int:
         while True:
             status = read_status(args.output)
             _show(status, as_json=args.json, clear=args.watch and sys.stdout.isatty())
-            if not args.watch or not status.get("running"):
+            pushing = any(push["running"] for push in status.get("pushes") or ())
+            if not args.watch or not (status.get("running") or pushing):
                 return ExitCode.OK
             time.sleep(args.interval)
     except KeyboardInterrupt:

@@ -31,11 +31,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from ..errors import ApiUnreachableError, OutageTimeoutError, RetryableError
+
+if TYPE_CHECKING:
+    from .ratelimit import RateController
 
 
 class HealthMonitor:
@@ -230,6 +234,17 @@ class HealthMonitor:
             delay = self._next_probe - now if not self._probing else self._probe_max
             with anyio.move_on_after(max(delay, 0.01)):
                 await recovered.wait()
+
+
+def flow_status(rate: RateController, health: HealthMonitor, now: float) -> dict[str, Any]:
+    """Rate control and outage facts for a progress file: a run's and a push's."""
+    return {
+        "rate_limit_per_s": None if rate.rate is None else round(rate.rate, 2),
+        "answered_429": rate.rate_limited_count,
+        "paused_for_s": round(max(0.0, rate.paused_until - now), 1),
+        "outage": health.is_down,
+        "outage_error": health.last_error if health.is_down else None,
+    }
 
 
 def _shown_url(url: str) -> str:

@@ -46,7 +46,7 @@ from .attempts import AttemptPolicy
 from .budget import Budget
 from .fdlimit import fit_open_files
 from .gctuning import fewer_collections
-from .health import HealthMonitor, Watchdog
+from .health import HealthMonitor, Watchdog, flow_status
 from .hedging import HedgePolicy
 from .itemqueue import ItemQueue
 from .producer import Producer
@@ -495,13 +495,8 @@ class Job:
 
     def _live_status(self) -> dict[str, Any]:
         """Rate control and outage facts for the progress file."""
-        rate, health = self._rate, self._health
         return {
-            "rate_limit_per_s": None if rate.rate is None else round(rate.rate, 2),
-            "answered_429": rate.rate_limited_count,
-            "paused_for_s": round(max(0.0, rate.paused_until - self._clock()), 1),
-            "outage": health.is_down,
-            "outage_error": health.last_error if health.is_down else None,
+            **flow_status(self._rate, self._health, self._clock()),
             "servers": None if self._fleet is None else self._fleet.snapshot(),
             "billing": self._summary.billing,
             "uncosted": self._summary.uncosted,

@@ -8,6 +8,11 @@ or ``.`` when they read the folder, and a ``**/*.parquet`` glob never matches th
 versions named them without the ``_`` (``legacy``): readers fall back to those names, and a
 job renames them (``outputs.adopt_legacy_files``) before it writes. ``find_shards`` finds
 the shard outputs of a ``run --processes`` job from its ``--output``.
+
+A push of ``OUTPUT`` to a project keeps two files beside it, named for its target (the
+project, and a tag of the API for one other than Roboflow's): its ledger
+``OUTPUT.push-TARGET.jsonl`` and, while it runs and after, its progress file
+``OUTPUT.push-TARGET.progress.json`` (``push_file``; ``push_progress_files`` finds them).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ KINDS: tuple[Kind, ...] = (SETTINGS, PROGRESS, LOCK)
 WORKDIR = "workdir"
 #: Starts the names of a dataset shard's own files: Parquet readers skip them.
 HIDDEN_PREFIX = "_"
+
+PushKind = Literal[".jsonl", ".progress.json"]
+PUSH_LEDGER: PushKind = ".jsonl"
+PUSH_PROGRESS: PushKind = ".progress.json"
+_PUSH = ".push-"
 
 
 def in_dataset(output: Path) -> bool:
@@ -68,6 +78,34 @@ def existing(output: Path, kind: Kind) -> Path:
     if old is not None and not current.exists() and old.exists():
         return old
     return current
+
+
+# -- a push's files ---------------------------------------------------------------------------
+
+
+def push_file(output: Path, target: str, kind: PushKind) -> Path:
+    """The ledger or progress file of a push of ``output`` to ``target`` (the project, and a
+    tag of the API: ``commands/push/ledger.push_target``)."""
+    return output.parent / f"{_name(output)}{_PUSH}{target}{kind}"
+
+
+def push_progress_files(output: Path) -> list[Path]:
+    """The progress files of every push of ``output`` (any project, any API), by name."""
+    prefix = _name(output) + _PUSH
+    try:
+        names = os.listdir(output.parent)
+    except OSError:
+        return []
+    return sorted(
+        output.parent / name
+        for name in names
+        if name.startswith(prefix) and name.endswith(PUSH_PROGRESS)
+    )
+
+
+def _name(output: Path) -> str:
+    # "." has no name: its folder's.
+    return output.name or output.resolve().name
 
 
 # -- the shards of a `run --processes` job --------------------------------------------------

@@ -2,7 +2,8 @@
 classification saved as a prediction awaiting review.
 
 ``options.py`` the flags, ``selection.py`` which rows, ``ledger.py`` what was done (resume),
-``pushing.py`` the workers; the HTTP is ``api/dataset.py``. See docs/push.md.
+``pushing.py`` the workers, ``summary.py`` their counts, ``progressfile.py`` the progress
+file ``status`` reads; the HTTP is ``api/dataset.py``. See docs/push.md.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from ...cost import RULES, Billing
 from ...exit_codes import ExitCode
 from .ledger import Ledger, ledger_path
 from .options import DEFAULT_CONCURRENCY, SELECTIONS, PushOptions
-from .pushing import PushSummary, is_done
+from .pushing import is_done
 from .selection import Selection, select_items
+from .summary import PushSummary
 
 _EPILOG = """\
 Each selected image is uploaded (a URL item by its URL: Roboflow fetches it), then its

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from ...errors import OutputError, OutputWriteError, UsageError
+from ...output.sidecars import PUSH_LEDGER, push_file
 
 _HEADER_KEY = "batchclassify_push_ledger"
 _VERSION = 1
@@ -39,6 +40,12 @@ _DEFAULT_API = "https://api.roboflow.com"
 
 def ledger_path(output: Path, project: str, api_url: str) -> Path:
     """The default ledger of a push of ``output`` to ``project`` at ``api_url``."""
+    return push_file(output, push_target(project, api_url), PUSH_LEDGER)
+
+
+def push_target(project: str, api_url: str) -> str:
+    """What names a push's files (``sidecars.push_file``): the project, and for an API other
+    than Roboflow's a tag of it, so a rehearsal never counts as the real push."""
     base = api_url.rstrip("/")
     if base == _DEFAULT_API:
         tag = ""
@@ -46,8 +53,7 @@ def ledger_path(output: Path, project: str, api_url: str) -> Path:
         tag = "-local"
     else:
         tag = "-" + hashlib.blake2b(base.encode(), digest_size=4).hexdigest()
-    name = output.name.rstrip("/") or output.resolve().name
-    return output.parent / f"{name}.push-{project}{tag}.jsonl"
+    return project + tag
 
 
 @dataclass(slots=True)

@@ -17,7 +17,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -27,16 +26,17 @@ from ...api.transport import Transport
 from ...config import MAX_UPLOAD_BYTES, HttpConfig
 from ...error_types import ErrorType
 from ...errors import ItemError, JobStopped, OutputError, RetryableError
-from ...exit_codes import ExitCode
 from ...inputs.encoding import image_type
 from ...job.attempts import AttemptPolicy, GiveUp, StopJob
-from ...job.health import HealthMonitor
+from ...job.health import HealthMonitor, flow_status
 from ...job.ratelimit import RateController
 from ...job.stopping import StopSignal
 from ...summary import Progress, ProgressListener, SilentProgress
 from .ledger import Ledger
 from .options import PushOptions
+from .progressfile import PushProgressFile
 from .selection import PushItem
+from .summary import PushSummary
 
 _T = TypeVar("_T")
 
@@ -51,38 +51,6 @@ class _Failed:
 
 _STOPPED = _Stopped()
 _FAILED = _Failed()
-
-
-@dataclass
-class PushSummary:
-    """What a push did; ``exit_code`` follows the CLI's convention."""
-
-    selected: int = 0
-    done_before: int = 0
-    """Selected items an earlier push finished (the ledger says so): nothing sent."""
-    uploaded: int = 0
-    duplicates: int = 0
-    """Uploads the API answered ``duplicate``: the project held the image already."""
-    annotated: int = 0
-    already_annotated: int = 0
-    """Annotations refused as "already annotated": the image had one."""
-    unlabelled: int = 0
-    """Images with no class: uploaded, with nothing to annotate."""
-    failed: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    bytes_sent: int = 0
-    elapsed: float = 0.0
-    interrupted: bool = False
-    stopped_by: JobStopped | OutputError | None = None
-
-    @property
-    def exit_code(self) -> ExitCode:
-        if self.stopped_by is not None:
-            return ExitCode.for_error(self.stopped_by)
-        if self.interrupted:
-            return ExitCode.INTERRUPTED
-        return ExitCode.FAILED_ITEMS if self.failed else ExitCode.OK
 
 
 def is_done(item: PushItem, ledger: Ledger, *, overwrite: bool) -> bool:
@@ -121,10 +89,23 @@ class Pusher:
         self._http = http
         self._ledger = ledger
         self._model = model
-        self._progress = progress or SilentProgress()
+        self._display = progress or SilentProgress()
         self._transport = transport
         self._clock = clock
         self.summary = PushSummary(selected=len(items))
+        # OUTPUT.push-TARGET.progress.json for `batchclassify status`, shown what the display is.
+        self.progress_file = PushProgressFile(
+            options.output,
+            self.summary,
+            project=options.project,
+            api_url=options.http.servers[0],
+            ledger=ledger.path,
+            secret=http.api_key,
+            live=self._live_status,
+            clock=clock,
+        )
+        self._listeners: tuple[ProgressListener, ...] = (self._display, self.progress_file)
+        self._in_flight: Counter[str] = Counter()
         overwrite = options.overwrite_annotations
         self._todo = [item for item in items if not is_done(item, ledger, overwrite=overwrite)]
         self.summary.done_before = len(items) - len(self._todo)
@@ -138,14 +119,13 @@ class Pusher:
             probe_initial=options.outage.probe_initial,
             probe_max=options.outage.probe_max,
             clock=clock,
-            notify=self._progress.note,
+            notify=self._note,
             servers=http.servers,
         )
         self._policy = AttemptPolicy(
             options.retry, health=self._health, rate=self._rate, clock=clock
         )
         self._cancel: anyio.CancelScope | None = None
-        self._pushed = 0  # items fully pushed in this run, for the progress snapshots
 
     @property
     def pending(self) -> int:
@@ -165,8 +145,7 @@ class Pusher:
 
     async def run(self) -> PushSummary:
         started = self._clock()
-        progress = self._progress
-        progress.progress(self._snapshot())
+        self._show(self._snapshot())
         queue = iter(self._todo)
         try:
             async with (
@@ -183,7 +162,7 @@ class Pusher:
                 group.cancel_scope.cancel()  # the ticker
         finally:
             self.summary.elapsed = self._clock() - started
-            progress.progress(self._snapshot(finished=True))
+            self._show(self._snapshot(finished=True))
         if self.summary.stopped_by is not None:
             self.summary.interrupted = False
         return self.summary
@@ -191,7 +170,30 @@ class Pusher:
     async def _tick(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            self._progress.progress(self._snapshot())
+            self._show(self._snapshot())
+
+    def _show(self, progress: Progress) -> None:
+        for listener in self._listeners:
+            listener.progress(progress)
+
+    def _note(self, text: str | None) -> None:
+        for listener in self._listeners:
+            listener.note(text)
+
+    def _live_status(self) -> dict[str, Any]:
+        """What the push is doing now, for its progress file: the stage, the requests in
+        flight by kind, rate control and outages."""
+        if self._stop.requested:
+            stage = "stopping"  # requests on the wire finish; no new ones
+        elif self._health.is_down:
+            stage = "waiting for the API"
+        else:
+            stage = "pushing"
+        return {
+            "stage": stage,
+            "in_flight": {kind: self._in_flight[kind] for kind in ("upload", "annotate")},
+            **flow_status(self._rate, self._health, self._clock()),
+        }
 
     def _snapshot(self, *, finished: bool = False) -> Progress:
         """Where the push stands, for the progress bar: every selected item is known from
@@ -199,7 +201,7 @@ class Pusher:
         total = self.summary.done_before + len(self._todo)
         return Progress(
             already_done=self.summary.done_before,
-            ok=self._pushed,
+            ok=self.summary.pushed,
             failed=self.summary.failed,
             retries=self.summary.retries,
             total=total,
@@ -249,7 +251,7 @@ class Pusher:
             summary.duplicates += uploaded.duplicate
         if not item.classes:
             summary.unlabelled += 1
-            self._pushed += 1
+            summary.pushed += 1
             return
         overwrite = options.overwrite_annotations
         saved = await self._send(
@@ -276,7 +278,7 @@ class Pusher:
         )
         summary.annotated += saved
         summary.already_annotated += not saved
-        self._pushed += 1
+        summary.pushed += 1
 
     @property
     def _job_name(self) -> str:
@@ -358,8 +360,13 @@ class Pusher:
                 self._fail(decision.error)
                 return _STOPPED
             started = attempts.sending()
+            self.summary.requests += 1
+            self._in_flight[stage] += 1
             try:
-                result = await call()
+                try:
+                    result = await call()
+                finally:
+                    self._in_flight[stage] -= 1
             except RetryableError as error:
                 after = attempts.failed(error, started)
                 if isinstance(after, GiveUp):
