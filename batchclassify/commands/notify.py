@@ -106,7 +106,51 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _shown(url: str) -> str:
+def post(
+    url: str,
+    body: bytes,
+    *,
+    secret: str | None,
+    api_key: str | None,
+    attempts: int = ATTEMPTS,
+    total_seconds: float = TOTAL_SECONDS,
+    attempt_seconds: float = 4.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    give_up: Callable[[], bool] = lambda: False,
+) -> tuple[bool, str]:
+    """POST ``body`` (signed when there is a secret): ``attempts`` tries with backoff, all
+    within ``total_seconds``. Whether it was delivered, and the answer (``HTTP 200``) or the
+    last problem (redacted).
+    ``give_up`` is asked before each try (the progress calls' sender, when the job ends)."""
+    headers = {"Content-Type": "application/json", "User-Agent": "batchclassify"}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(body, secret)
+    deadline = clock() + total_seconds
+    problem = "no attempt made"
+    for attempt in range(attempts):
+        left = deadline - clock()
+        if left <= 0.1 or give_up():
+            break
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=min(left, attempt_seconds)) as answer:
+                return True, f"HTTP {answer.status}"
+        except urllib.error.HTTPError as error:
+            problem = f"HTTP {error.code}"
+            if error.code < 500 and error.code not in (408, 429):
+                break  # the receiver refused it: another try would be refused too
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            reason = getattr(error, "reason", error)
+            problem = redact(str(reason), api_key) or type(error).__name__
+        if attempt < min(attempts - 1, len(_BACKOFF)):
+            wait = min(_BACKOFF[attempt], deadline - clock() - 0.1)
+            if wait > 0:
+                sleep(wait)
+    return False, problem
+
+
+def shown(url: str) -> str:
     """The URL as messages show it: no query (tokens live there), no user:password@."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
@@ -152,31 +196,12 @@ class Notifier:
         return said
 
     def _post(self, url: str, body: bytes) -> str:
-        headers = {"Content-Type": "application/json", "User-Agent": "batchclassify"}
-        if self.secret:
-            headers[SIGNATURE_HEADER] = sign(body, self.secret)
-        deadline = self.clock() + TOTAL_SECONDS
-        problem = "no attempt made"
-        for attempt in range(ATTEMPTS):
-            left = deadline - self.clock()
-            if left <= 0.1:
-                break
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=min(left, 4.0)) as answer:
-                    return f"notify: summary sent to {_shown(url)} (HTTP {answer.status})"
-            except urllib.error.HTTPError as error:
-                problem = f"HTTP {error.code}"
-                if error.code < 500 and error.code not in (408, 429):
-                    break  # the receiver refused it: another try would be refused too
-            except (urllib.error.URLError, OSError, TimeoutError) as error:
-                reason = getattr(error, "reason", error)
-                problem = redact(str(reason), self.api_key) or type(error).__name__
-            if attempt < len(_BACKOFF):
-                wait = min(_BACKOFF[attempt], deadline - self.clock() - 0.1)
-                if wait > 0:
-                    self.sleep(wait)
-        return f"notify: could not send the summary to {_shown(url)}: {problem}"
+        sent, said = post(
+            url, body, secret=self.secret, api_key=self.api_key, clock=self.clock, sleep=self.sleep
+        )
+        if sent:
+            return f"notify: summary sent to {shown(url)} ({said})"
+        return f"notify: could not send the summary to {shown(url)}: {said}"
 
     def _run(self, command: str, body: bytes) -> str:
         env = {k: v for k, v in os.environ.items() if k != "ROBOFLOW_API_KEY"}
