@@ -7,7 +7,8 @@ signed with HMAC-SHA256 of the body when a secret is given (``--notify-secret`` 
 webhook is tried a few times with backoff, all within ``TOTAL_SECONDS``, so an unreachable
 receiver delays the exit by seconds, not minutes; a failure is reported, never fatal. Neither
 carries the API key: the payload holds none, messages are redacted, and the command's
-environment has no ``ROBOFLOW_API_KEY``.
+environment has no ``ROBOFLOW_API_KEY``. ``--notify-every``'s progress calls, on the way,
+are ``progresscalls.py``'s.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -31,6 +33,9 @@ from ..api.redaction import redact
 from ..errors import UsageError
 from ..exit_codes import ExitCode
 from ..summary import JobSummary
+
+if TYPE_CHECKING:
+    from .progresscalls import ProgressCalls
 
 #: Environment variable holding the webhook's secret (kept out of shell history).
 SECRET_ENV = "BATCHCLASSIFY_NOTIFY_SECRET"
@@ -51,6 +56,14 @@ def add_notify_options(group: Any) -> None:
         help="when the job ends, for any reason (finished, failed, stopped, out of credits, "
         "--max-credits, Ctrl-C), POST its summary as JSON to URL (a few tries, at most "
         f"{TOTAL_SECONDS:g} s in all; a failure is reported, the exit code stays the job's)",
+    )
+    group.add_argument(
+        "--notify-every",
+        metavar="PERCENT",
+        type=float,
+        help="with --notify, also POST a progress call (event batchclassify.job.progress) "
+        "each time another PERCENT of the total is done (10: at 10%%, 20%%, ... 90%%; "
+        "the end call says 100%%); never slows the job",
     )
     group.add_argument(
         "--notify-secret",
@@ -164,6 +177,8 @@ class Notifier:
     secret: str | None = None
     command: str | None = None
     api_key: str | None = None
+    every: float | None = None
+    """``--notify-every``: a progress call each time this percent more is done."""
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -172,9 +187,32 @@ class Notifier:
         url = getattr(args, "notify", None)
         if url is not None and not url.startswith(("http://", "https://")):
             raise UsageError(f"--notify: {url!r} is not an http(s) URL")
+        every = getattr(args, "notify_every", None)
+        if every is not None and url is None:
+            raise UsageError("--notify-every: needs --notify URL (where the progress calls go)")
+        if every is not None and not 0 < every < 100:
+            raise UsageError(f"--notify-every: {every:g} is not a percent between 0 and 100")
         secret = getattr(args, "notify_secret", None) or os.environ.get(SECRET_ENV) or None
         return cls(
-            url=url, secret=secret, command=getattr(args, "on_finish", None), api_key=api_key
+            url=url,
+            secret=secret,
+            command=getattr(args, "on_finish", None),
+            api_key=api_key,
+            every=every,
+        )
+
+    def progress_calls(self, output: Path) -> ProgressCalls | None:
+        """The listener making ``--notify-every``'s calls (``None`` without it)."""
+        if self.every is None or self.url is None:
+            return None
+        from .progresscalls import ProgressCalls
+
+        return ProgressCalls(
+            every=self.every,
+            url=self.url,
+            output=str(output),
+            secret=self.secret,
+            api_key=self.api_key,
         )
 
     @property
