@@ -65,7 +65,8 @@ class Thresholds:
         if index <= self._passed:
             return None
         self._passed = index
-        return round(index * self.every, 6)
+        threshold = round(index * float(self.every), 6)
+        return int(threshold) if threshold.is_integer() else threshold  # 20, not 20.0
 
     def _index(self, done: int, total: int) -> int:
         # The small slack keeps 30% of 10 at threshold 3 despite binary fractions.
