@@ -37,6 +37,7 @@ from ..summary import JobSummary
 from ..version import __version__
 from .flags import cache_option, extensions_option
 from .notify import Notifier, add_notify_options
+from .progresscalls import ProgressCalls, Tee
 from .watchflags import add_watch_flags, watch_config
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
@@ -446,7 +447,7 @@ def _command_run(args: argparse.Namespace) -> int:
         raise UsageError("--processes: must be at least 1")
     config = _job_config(args)
     notifier = Notifier.from_args(args, api_key=config.http.api_key)
-    calls = notifier.progress_calls(config.output)  # --notify-every
+    calls = ProgressCalls.wanted_by(notifier, config.output)  # --notify-every
 
     def tell(summary: JobSummary, code: int) -> None:
         # The progress calls end first: none may reach the receiver after the end call.
@@ -461,7 +462,6 @@ def _command_run(args: argparse.Namespace) -> int:
     from ..job.runner import Job
     from ..job.running import loop_options, run_until_signalled
     from .progress import ProgressBar, format_summary
-    from .progresscalls import Tee
 
     progress = ProgressBar(enabled=False if args.quiet else None)
     job = Job(config, progress=progress if calls is None else Tee(progress, calls), stdin=sys.stdin)

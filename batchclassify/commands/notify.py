@@ -23,8 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -33,9 +32,6 @@ from ..api.redaction import redact
 from ..errors import UsageError
 from ..exit_codes import ExitCode
 from ..summary import JobSummary
-
-if TYPE_CHECKING:
-    from .progresscalls import ProgressCalls
 
 #: Environment variable holding the webhook's secret (kept out of shell history).
 SECRET_ENV = "BATCHCLASSIFY_NOTIFY_SECRET"
@@ -199,20 +195,6 @@ class Notifier:
             command=getattr(args, "on_finish", None),
             api_key=api_key,
             every=every,
-        )
-
-    def progress_calls(self, output: Path) -> ProgressCalls | None:
-        """The listener making ``--notify-every``'s calls (``None`` without it)."""
-        if self.every is None or self.url is None:
-            return None
-        from .progresscalls import ProgressCalls
-
-        return ProgressCalls(
-            every=self.every,
-            url=self.url,
-            output=str(output),
-            secret=self.secret,
-            api_key=self.api_key,
         )
 
     @property

@@ -23,13 +23,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..api.redaction import redact
 from ..summary import JobSummary, Progress, ProgressListener
-from .notify import post, shown
+from .notify import Notifier, post, shown
 
 #: A progress call's tries, the time they may take in all, and one try's timeout: short,
 #: since a newer position will follow, and the end waits for at most one try.
@@ -113,6 +114,19 @@ class ProgressCalls:
         self._last: Progress | None = None
         self._started: float | None = None
         self._ok_since = self._failed_since = 0  # rows recorded after the last snapshot
+
+    @classmethod
+    def wanted_by(cls, notifier: Notifier, output: Path) -> ProgressCalls | None:
+        """The listener making ``--notify-every``'s calls (``None`` without it)."""
+        if notifier.every is None or notifier.url is None:
+            return None
+        return cls(
+            every=notifier.every,
+            url=notifier.url,
+            output=str(output),
+            secret=notifier.secret,
+            api_key=notifier.api_key,
+        )
 
     def follow(self, summary: JobSummary) -> None:
         """Read retries and credits off the job's live summary (a lone job's; without it, as
