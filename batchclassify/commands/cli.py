@@ -33,9 +33,11 @@ from ..exit_codes import ExitCode, epilog_table
 from ..job.gctuning import prepare_job_process
 from ..names import printable
 from ..shards import parse_shard, shard_output
+from ..summary import JobSummary
 from ..version import __version__
 from .flags import cache_option, extensions_option
 from .notify import Notifier, add_notify_options
+from .progresscalls import ProgressCalls, Tee
 from .watchflags import add_watch_flags, watch_config
 
 # The job's modules (runner, progress, anyio, aiohttp) are imported by ``run`` when it runs:
@@ -445,15 +447,16 @@ def _command_run(args: argparse.Namespace) -> int:
         raise UsageError("--processes: must be at least 1")
     config = _job_config(args)
     notifier = Notifier.from_args(args, api_key=config.http.api_key)
+    calls = ProgressCalls.wanted_by(notifier, config.output)  # --notify-every
+
+    def tell(summary: JobSummary, code: int) -> None:
+        # The progress calls end first: none may reach the receiver after the end call.
+        _say_all([*(calls.close() if calls is not None else []), *notifier.tell(summary, code)])
+
     if args.processes > 1:
         from .processes import run_processes
 
-        return run_processes(
-            config,
-            args.processes,
-            quiet=args.quiet,
-            on_end=lambda summary, code: _say_all(notifier.tell(summary, code)),
-        )
+        return run_processes(config, args.processes, quiet=args.quiet, on_end=tell, listener=calls)
     import anyio
 
     from ..job.runner import Job
@@ -461,16 +464,15 @@ def _command_run(args: argparse.Namespace) -> int:
     from .progress import ProgressBar, format_summary
 
     progress = ProgressBar(enabled=False if args.quiet else None)
-    job = Job(config, progress=progress, stdin=sys.stdin)
+    job = Job(config, progress=progress if calls is None else Tee(progress, calls), stdin=sys.stdin)
+    if calls is not None:
+        calls.follow(job.summary)
     prepare_job_process()  # this process runs one job (gctuning.py)
     try:
         summary, signum = anyio.run(run_until_signalled, job, backend_options=loop_options())
     except BatchClassifyError as error:  # e.g. the disk filled up: the job ended all the same
         if notifier.wanted:
-            from ..summary import JobSummary
-
-            ended = JobSummary(output=config.output, fatal=str(error))
-            _say_all(notifier.tell(ended, ExitCode.for_error(error)))
+            tell(JobSummary(output=config.output, fatal=str(error)), ExitCode.for_error(error))
         raise
     code = (
         ExitCode.for_signal(signum)
@@ -483,7 +485,7 @@ def _command_run(args: argparse.Namespace) -> int:
     elif summary.fatal is not None:  # --quiet hides the summary, never why the job stopped
         fatal = redact(summary.fatal, config.http.api_key)
         print(printable(f"batchclassify: stopped: {fatal}"), file=sys.stderr)
-    _say_all(notifier.tell(summary, code))  # after the summary: a slow receiver hides nothing
+    tell(summary, code)  # after the summary: a slow receiver hides nothing
     return code
 
 

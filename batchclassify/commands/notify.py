@@ -7,7 +7,8 @@ signed with HMAC-SHA256 of the body when a secret is given (``--notify-secret`` 
 webhook is tried a few times with backoff, all within ``TOTAL_SECONDS``, so an unreachable
 receiver delays the exit by seconds, not minutes; a failure is reported, never fatal. Neither
 carries the API key: the payload holds none, messages are redacted, and the command's
-environment has no ``ROBOFLOW_API_KEY``.
+environment has no ``ROBOFLOW_API_KEY``. ``--notify-every``'s progress calls, on the way,
+are ``progresscalls.py``'s.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ def add_notify_options(group: Any) -> None:
         help="when the job ends, for any reason (finished, failed, stopped, out of credits, "
         "--max-credits, Ctrl-C), POST its summary as JSON to URL (a few tries, at most "
         f"{TOTAL_SECONDS:g} s in all; a failure is reported, the exit code stays the job's)",
+    )
+    group.add_argument(
+        "--notify-every",
+        metavar="PERCENT",
+        type=float,
+        help="with --notify, also POST a progress call (event batchclassify.job.progress) "
+        "each time another PERCENT of the total is done (10: at 10%%, 20%%, ... 90%%; "
+        "the end call says 100%%); never slows the job",
     )
     group.add_argument(
         "--notify-secret",
@@ -106,7 +115,51 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _shown(url: str) -> str:
+def post(
+    url: str,
+    body: bytes,
+    *,
+    secret: str | None,
+    api_key: str | None,
+    attempts: int = ATTEMPTS,
+    total_seconds: float = TOTAL_SECONDS,
+    attempt_seconds: float = 4.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    give_up: Callable[[], bool] = lambda: False,
+) -> tuple[bool, str]:
+    """POST ``body`` (signed when there is a secret): ``attempts`` tries with backoff, all
+    within ``total_seconds``. Whether it was delivered, and the answer (``HTTP 200``) or the
+    last problem (redacted).
+    ``give_up`` is asked before each try (the progress calls' sender, when the job ends)."""
+    headers = {"Content-Type": "application/json", "User-Agent": "batchclassify"}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(body, secret)
+    deadline = clock() + total_seconds
+    problem = "no attempt made"
+    for attempt in range(attempts):
+        left = deadline - clock()
+        if left <= 0.1 or give_up():
+            break
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=min(left, attempt_seconds)) as answer:
+                return True, f"HTTP {answer.status}"
+        except urllib.error.HTTPError as error:
+            problem = f"HTTP {error.code}"
+            if error.code < 500 and error.code not in (408, 429):
+                break  # the receiver refused it: another try would be refused too
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            reason = getattr(error, "reason", error)
+            problem = redact(str(reason), api_key) or type(error).__name__
+        if attempt < min(attempts - 1, len(_BACKOFF)):
+            wait = min(_BACKOFF[attempt], deadline - clock() - 0.1)
+            if wait > 0:
+                sleep(wait)
+    return False, problem
+
+
+def shown(url: str) -> str:
     """The URL as messages show it: no query (tokens live there), no user:password@."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
@@ -120,6 +173,8 @@ class Notifier:
     secret: str | None = None
     command: str | None = None
     api_key: str | None = None
+    every: float | None = None
+    """``--notify-every``: a progress call each time this percent more is done."""
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -128,9 +183,18 @@ class Notifier:
         url = getattr(args, "notify", None)
         if url is not None and not url.startswith(("http://", "https://")):
             raise UsageError(f"--notify: {url!r} is not an http(s) URL")
+        every = getattr(args, "notify_every", None)
+        if every is not None and url is None:
+            raise UsageError("--notify-every: needs --notify URL (where the progress calls go)")
+        if every is not None and not 0 < every < 100:
+            raise UsageError(f"--notify-every: {every:g} is not a percent between 0 and 100")
         secret = getattr(args, "notify_secret", None) or os.environ.get(SECRET_ENV) or None
         return cls(
-            url=url, secret=secret, command=getattr(args, "on_finish", None), api_key=api_key
+            url=url,
+            secret=secret,
+            command=getattr(args, "on_finish", None),
+            api_key=api_key,
+            every=every,
         )
 
     @property
@@ -152,31 +216,12 @@ class Notifier:
         return said
 
     def _post(self, url: str, body: bytes) -> str:
-        headers = {"Content-Type": "application/json", "User-Agent": "batchclassify"}
-        if self.secret:
-            headers[SIGNATURE_HEADER] = sign(body, self.secret)
-        deadline = self.clock() + TOTAL_SECONDS
-        problem = "no attempt made"
-        for attempt in range(ATTEMPTS):
-            left = deadline - self.clock()
-            if left <= 0.1:
-                break
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=min(left, 4.0)) as answer:
-                    return f"notify: summary sent to {_shown(url)} (HTTP {answer.status})"
-            except urllib.error.HTTPError as error:
-                problem = f"HTTP {error.code}"
-                if error.code < 500 and error.code not in (408, 429):
-                    break  # the receiver refused it: another try would be refused too
-            except (urllib.error.URLError, OSError, TimeoutError) as error:
-                reason = getattr(error, "reason", error)
-                problem = redact(str(reason), self.api_key) or type(error).__name__
-            if attempt < len(_BACKOFF):
-                wait = min(_BACKOFF[attempt], deadline - self.clock() - 0.1)
-                if wait > 0:
-                    self.sleep(wait)
-        return f"notify: could not send the summary to {_shown(url)}: {problem}"
+        sent, said = post(
+            url, body, secret=self.secret, api_key=self.api_key, clock=self.clock, sleep=self.sleep
+        )
+        if sent:
+            return f"notify: summary sent to {shown(url)} ({said})"
+        return f"notify: could not send the summary to {shown(url)}: {said}"
 
     def _run(self, command: str, body: bytes) -> str:
         env = {k: v for k, v in os.environ.items() if k != "ROBOFLOW_API_KEY"}

@@ -43,8 +43,9 @@ from ..output.outputs import lock_holder
 from ..output.progressfile import progress_path
 from ..output.reading import read_settings
 from ..shards import PLACEHOLDER, Shard, layout_folder, layout_name, layout_shard, shard_output
-from ..summary import JobSummary, Progress
+from ..summary import JobSummary, Progress, ProgressListener
 from .progress import ProgressBar
+from .progresscalls import Tee
 
 _POLL = 0.5
 
@@ -104,9 +105,11 @@ def run_processes(
     *,
     quiet: bool,
     on_end: Callable[[JobSummary, int], None] | None = None,
+    listener: ProgressListener | None = None,
 ) -> int:
     """Run the job as ``processes`` shard children; returns the exit code. ``on_end`` hears
-    the combined summary and the exit code (``--notify``)."""
+    the combined summary and the exit code (``--notify``); ``listener`` the summed progress
+    the display is shown (``--notify-every``)."""
     if STDIN in config.sources:
         raise UsageError(
             "--processes cannot share stdin (-) among its processes: save the list to a "
@@ -130,7 +133,8 @@ def run_processes(
 
         handled = [signal.SIGINT, signal.SIGTERM] + ([_SIGHUP] if _SIGHUP is not None else [])
         previous = {s: signal.signal(s, forward) for s in handled}
-        progress = ProgressBar(enabled=False if quiet else None)
+        bar = ProgressBar(enabled=False if quiet else None)
+        progress: ProgressListener = bar if listener is None else Tee(bar, listener)
         try:
             _watch(children, layout, progress, hung_up=lambda: _SIGHUP in received)
         finally:
@@ -244,7 +248,11 @@ def _start(config: JobConfig, summary_path: Path) -> _Child:
 
 
 def _watch(
-    children: list[_Child], layout: Layout, progress: ProgressBar, *, hung_up: Callable[[], bool]
+    children: list[_Child],
+    layout: Layout,
+    progress: ProgressListener,
+    *,
+    hung_up: Callable[[], bool],
 ) -> None:
     """Wait for the children, showing their progress files summed (a bar on a terminal, a
     log line a minute off one, as a lone job shows its own); nothing once the terminal is

@@ -204,6 +204,12 @@ class Job:
 
     # -- control --------------------------------------------------------------------------
 
+    @property
+    def summary(self) -> JobSummary:
+        """The summary so far: its counts and credits grow as the job runs (read it on the
+        job's event loop, from a listener), and ``run`` returns it whole."""
+        return self._summary
+
     def request_stop(self) -> None:
         """Stop taking new items; let requests in flight finish. A second call cuts them off.
 
