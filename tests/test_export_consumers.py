@@ -217,8 +217,10 @@ def _multilabel(item_id: str, path: Path, classes: list[str], top: str) -> dict[
 
 def test_multilabel_read_by_roboflow_uploader(tmp_path: Path, cli: Cli) -> None:
     rows = []
-    # Same file names in two folders: with two splits some pair lands in both.
-    for n in range(6):
+    # Same file names in two folders: with two splits some pair lands in both. The split
+    # follows the bytes, which hold the path (tmp_path differs every run): with 6 pairs all
+    # landed together in 1 run of 64 (the guard below failed at random); with 24, 1 in 16M.
+    for n in range(24):
         rows.append(
             _multilabel(f"a{n}", make_image(tmp_path / "a" / f"img{n}.png"), ["red"], "red")
         )
@@ -242,7 +244,7 @@ def test_multilabel_read_by_roboflow_uploader(tmp_path: Path, cli: Cli) -> None:
     assert "class ' dark' written as 'dark'" in result.out
     splits = {m["id"]: m["split"] for m in _mapping(dest)}
     assert splits["a0"] != splits["b0"] or any(
-        splits[f"a{n}"] != splits[f"b{n}"] for n in range(6)
+        splits[f"a{n}"] != splits[f"b{n}"] for n in range(24)
     ), "no file name in two splits: the test would not test the cross-split lookup"
     images = _roboflow(dest)
     got = {
