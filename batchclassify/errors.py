@@ -23,8 +23,8 @@ returns its ``JobSummary``, whose ``stop_cause`` (a ``StopCause``) and ``stopped
 exception) say why. An interrupt (Ctrl-C, ``Job.request_stop``) is ``StopCause.INTERRUPTED``;
 ``classify`` then raises Python's own ``KeyboardInterrupt``.
 
-aiohttp exceptions never leave ``client.py``: they are translated there, once, into these
-classes, with the API key scrubbed from their text.
+A transport's own exceptions (``api/http1.py``'s, aiohttp's) never leave it: they are
+translated there, once, into these classes, with no URL or API key in their text.
 """
 
 from __future__ import annotations

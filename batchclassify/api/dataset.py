@@ -14,7 +14,7 @@ The routes, parameters, bodies and answers are those of Roboflow's own ``roboflo
   sends a ``_classes.csv`` row), in both ``name`` and ``annotationFile``. 200 ``success``; a
   409 saying "already annotated" means the image has one.
 
-Requests go through the classification client's ``Transport`` (``client.py``): aiohttp's
+Requests go through the classification client's ``Transport`` (``transport.py``): its own
 exceptions become ``RetryableError`` there, once, with no URL or key in their text. Answers
 become the same errors as a classification's: retryable (429, 5xx), fatal for the job
 (401/402/403/404/423), or the item's own (400, 413, another 4xx), the key cut out of them.
@@ -114,7 +114,7 @@ def multipart(fields: Sequence[tuple[str, str]], file: tuple[str, bytes, str]) -
 
 class DatasetClient(TransportHolder):
     """Uploads images to one project and saves their annotations; an async context manager
-    holding one transport (by default an aiohttp connection pool) for the push."""
+    holding one transport (by default ``http1.Http1Transport``'s pool) for the push."""
 
     def __init__(
         self, config: HttpConfig, *, project: str, transport: Transport | None = None

@@ -2,7 +2,7 @@
 
 CPython runs a young-generation collection every 700 net allocations of container objects.
 A job keeps many such objects alive for a while (each request in flight holds its item,
-race, response and aiohttp's own), so each of those collections walks thousands of live
+race, response and the transport's), so each of those collections walks thousands of live
 objects to find almost no garbage: at ``--concurrency 128`` against a fast server, 8 µs of
 CPU per image (4% of it), twice the lean client's, measured with ``gc.callbacks``. Memory does
 not depend on the collector: finished requests are freed by reference counting (no cycle

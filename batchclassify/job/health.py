@@ -279,7 +279,7 @@ class Watchdog:
     A request costs one object and no timer: a cut cancels its task directly, as
     ``asyncio.timeout`` would; an anyio cancel scope per request cost several times more on
     the hot path, an ``asyncio.timeout`` and ``async with`` a few microseconds more.
-    (aiohttp ties the job to asyncio already.)
+    (The job runs on asyncio, or uvloop, which is asyncio's loop interface.)
     """
 
     def __init__(

@@ -89,7 +89,8 @@ class Job:
         transport: Transport | None = None,
     ) -> None:
         """``clock`` and ``counter`` are seams for tests; ``transport`` sends the HTTP
-        requests (``client.py``; default: aiohttp), for tests or an HTTP stack of your own.
+        requests (``client.py``; default: ``api/http1.py``), for tests or an HTTP stack of your
+        own.
 
         The stages are built when ``run`` starts, from the effective config: ``config`` with
         the concurrency the open-file limit allows (``fdlimit.py``); ``config`` is then that.
@@ -542,7 +543,7 @@ async def run_job(
     transport: Transport | None = None,
 ) -> JobSummary:
     """Run one job to the end and return its summary. ``transport`` sends the HTTP requests,
-    as ``Job``'s does (default: aiohttp).
+    as ``Job``'s does (default: ``api/http1.py``).
 
     Raises ``UsageError`` or ``OutputError`` before anything is sent if the input or output is
     unusable, and ``OutputWriteError`` if writing fails mid-job. Anything else that stops the
