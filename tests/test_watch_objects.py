@@ -210,12 +210,12 @@ def test_a_key_settles_by_the_listings_and_a_changed_one_waits_again(s3: S3) -> 
     s3.put("rules", "in/a.png", b"first")
     s3.put("rules", "in/b.png", b"first")
     # As ``follow`` does: a listing, then a look at what is settling.
-    watch.objects.list_all(watch._arrived)
+    watch.objects.list_all(watch.settling.add)
     assert watch.settling.ripe() == [] and len(watch.settling) == 2
     clock.now += 6
     s3.put("rules", "in/a.png", b"second, longer")  # written again: it waits anew
     s3.backend.delete_object("rules", "in/b.png")  # deleted before it was sent: dropped
-    watch.objects.list_all(watch._arrived)
+    watch.objects.list_all(watch.settling.add)
     assert watch.settling.ripe() == [] and len(watch.settling) == 1
     clock.now += 6  # 12 s since the first listing, 6 since the change
     assert watch.settling.ripe() == []
@@ -232,12 +232,12 @@ def test_a_failed_listing_is_noted_once_and_the_watch_goes_on(s3: S3) -> None:
     clock, notes = Clock(), list[str]()
     watch = follower("s3://flaky/", settle=10.0, clock=clock, notes=notes)
     assert watch.objects is not None
-    watch.objects.list_all(watch._arrived)
+    watch.objects.list_all(watch.settling.add)
     assert len(watch.settling) == 1
     s3.backend.delete_object("flaky", "a.png")
     s3.backend.delete_bucket("flaky")
-    first = watch.objects.list_all(watch._arrived)
-    second = watch.objects.list_all(watch._arrived)
+    first = watch.objects.list_all(watch.settling.add)
+    second = watch.objects.list_all(watch.settling.add)
     assert first == [
         "listing s3://flaky/: no such bucket (check its name, and the endpoint: "
         "AWS_ENDPOINT_URL for MinIO and other S3-compatible stores) (trying again in 30 s)"
@@ -247,6 +247,6 @@ def test_a_failed_listing_is_noted_once_and_the_watch_goes_on(s3: S3) -> None:
     assert len(watch.settling) == 1 and watch.settling.ripe() == []
     s3.bucket("flaky")
     s3.put("flaky", "b.png", b"y")
-    assert watch.objects.list_all(watch._arrived) == ["listing s3://flaky/ works again"]
+    assert watch.objects.list_all(watch.settling.add) == ["listing s3://flaky/ works again"]
     clock.now += 11
     assert [item.id for item, _ in watch.settling.ripe()] == ["s3://flaky/b.png"]
