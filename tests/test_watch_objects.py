@@ -240,7 +240,7 @@ def test_a_failed_listing_is_noted_once_and_the_watch_goes_on(s3: S3) -> None:
     second = watch.objects.list_all(watch.settling.add)
     assert first == [
         "listing s3://flaky/: no such bucket (check its name, and the endpoint: "
-        "AWS_ENDPOINT_URL for MinIO and other S3-compatible stores) (trying again in 30 s)"
+        "AWS_ENDPOINT_URL for MinIO and other S3-compatible stores); trying again in 30 s"
     ]
     assert second == []  # said once
     # The last complete listing stands: what was settling still is.
@@ -250,3 +250,34 @@ def test_a_failed_listing_is_noted_once_and_the_watch_goes_on(s3: S3) -> None:
     assert watch.objects.list_all(watch.settling.add) == ["listing s3://flaky/ works again"]
     clock.now += 11
     assert [item.id for item, _ in watch.settling.ripe()] == ["s3://flaky/b.png"]
+
+
+def test_a_folder_and_a_prefix_are_followed_by_one_job_each_in_its_own_way(
+    s3: S3, tmp_path: Path
+) -> None:
+    s3.bucket("mixed")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clock, notes = Clock(), list[str]()
+    watch = Follower(
+        [str(folder), "s3://mixed/"],
+        WatchConfig(settle=1.0, poll=5.0),
+        extensions=DEFAULT_EXTENSIONS,
+        keep=lambda _: True,
+        clock=clock,
+        note=notes.append,
+    )
+    assert watch.objects is not None and watch.objects.every == 5.0
+    assert watch.mode == "polling" and watch.poll_every == 5.0
+    assert watch.why == (
+        "polling every 5 s (--poll); listing s3://mixed/ every 5 s (object storage sends no "
+        "notifications; a listing is a request per 1,000 keys: --poll to choose the interval)"
+    )
+    (folder / "a.png").write_bytes(b"file")
+    s3.put("mixed", "b.png", b"object")
+    watch._poll_folders()
+    watch.objects.list_all(watch.settling.add)
+    assert len(watch.settling) == 2
+    clock.now += 2
+    ripe = {item.id.rpartition("/")[2] for item, _ in watch.settling.ripe()}
+    assert ripe == {"a.png", "b.png"} and notes == []

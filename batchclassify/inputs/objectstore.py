@@ -237,7 +237,9 @@ def _listed(source: str, extensions: frozenset[str], report: InputReport) -> Ite
 
 #: Where backends keep what changes with each write (S3: ETag; GCS: md5Hash, generation;
 #: local and memory filesystems: mtime), and when it was written, in order of preference.
-_STAMP_FIELDS = ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "updated")
+_STAMP_FIELDS = (
+    "ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "updated", "created"
+)  # fmt: skip
 _TIME_FIELDS = ("LastModified", "mtime", "updated", "last_modified", "created")
 
 

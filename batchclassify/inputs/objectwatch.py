@@ -66,7 +66,7 @@ class ObjectPrefixes:
             except UsageError as error:
                 # A partial listing says nothing of the keys it did not reach: the last
                 # complete one stands until the next poll lists again.
-                message = f"listing {error} (trying again in {self.every:g} s)"
+                message = f"listing {error}; trying again in {self.every:g} s"
                 if self._failing.get(prefix) != message:
                     notes.append(message)
                 self._failing[prefix] = message
