@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from ..errors import UsageError
 from ..models import Item, Keep
 from .objectstore import list_objects
-from .watching import Look
+
+#: An object as ``Settling`` looks at it (``watching.Look``, spelled out here: ``watching``
+#: imports this module): its size, ETag, and LastModified (``time.time()`` seconds).
+Look = tuple[int, object, float | None]
 
 
 class ObjectPrefixes:
