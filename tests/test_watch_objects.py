@@ -135,8 +135,9 @@ def test_an_object_overwritten_before_it_was_sent_is_sent_once_a_deleted_one_nev
 ) -> None:
     s3.bucket("uploads")
     output = tmp_path / "out.jsonl"
-    # A long settle: the first version is listed, and replaced, well before it could be sent.
-    job = start_watch(server, output, "s3://uploads/", "--settle", "3")
+    # A long settle: the first version is listed, and replaced, well before it could be sent
+    # (the progress file that shows it listed is rewritten every 2 s).
+    job = start_watch(server, output, "s3://uploads/", "--settle", "6")
     wait_following(output, job)
     s3.put("uploads", "photo.png", unique_png("red", "photo-v1"))
     s3.put("uploads", "gone.png", unique_png("red", "gone"))
