@@ -280,13 +280,16 @@ class WatchConfig:
     """A new file is sent once its size and mtime have not changed for this many seconds."""
     poll: float | None = None
     """Seconds between listings of the folders; ``None``: file-system notifications
-    (inotify, through ``watchfiles``) where they work, else polling every ``DEFAULT_POLL``."""
+    (inotify, through ``watchfiles``) where they work, else polling every ``DEFAULT_POLL``;
+    object-store prefixes every ``DEFAULT_OBJECT_POLL``."""
     until: float | None = None
     """Stop following at this wall-clock time (``time.time()`` seconds; ``--watch-until``)."""
     idle_exit: float | None = None
     """Stop following once nothing new has arrived for this many seconds, backlog sent."""
 
     DEFAULT_POLL = 2.0
+    #: Object-store prefixes: a listing is a billed request per 1,000 keys (docs/watch.md).
+    DEFAULT_OBJECT_POLL = 30.0
 
     def __post_init__(self) -> None:
         _require(

@@ -105,10 +105,9 @@ def test_flags_that_need_watch_and_sources_it_cannot_follow_are_refused(
     manifest.write_text(str(source / "a.png") + "\n")
     result = cli(*base[:1], manifest, *base[2:], "--watch")
     assert result.code == 2
-    assert f"--watch follows folders: {manifest} is a manifest" in result.err
-    result = cli(*base[:1], "s3://bucket/photos/", *base[2:], "--watch")
-    assert result.code == 2
-    assert "object-storage prefixes are not followed" in result.err
+    assert f"--watch follows folders and object-store prefixes: {manifest} is a manifest" in (
+        result.err
+    )
     assert not out.exists()
 
 

@@ -18,17 +18,19 @@ def add_watch_flags(run: Any) -> None:
     group.add_argument(
         "--watch",
         action="store_true",
-        help="after the first walk, keep following the folders: each new image is classified "
-        "once it is whole (unchanged for --settle seconds; a hidden or temporary name only once "
-        "renamed to an image's name). File-system notifications (inotify), or polling on "
-        "network file systems; Ctrl-C or SIGTERM ends it with every row written",
+        help="after the first walk, keep following the folders and object-store prefixes: "
+        "each new image is classified once it is whole (unchanged for --settle seconds; a hidden "
+        "or temporary name only once renamed to an image's name). File-system notifications "
+        "(inotify), or polling on network file systems; a prefix's listing every --poll seconds. "
+        "Ctrl-C or SIGTERM ends it with every row written",
     )
     group.add_argument(
         "--settle",
         type=float,
         default=WatchConfig.settle,
         metavar="SECONDS",
-        help="a new file is sent once its size and mtime stayed the same this long "
+        help="a new file is sent once its size and mtime (an object: size and ETag, its "
+        "LastModified counting as the mtime) stayed the same this long "
         "(default %(default)g)",
     )
     group.add_argument(
@@ -37,7 +39,9 @@ def add_watch_flags(run: Any) -> None:
         default=None,
         metavar="SECONDS",
         help="list the folders every SECONDS instead of using notifications (network file "
-        f"systems are polled every {WatchConfig.DEFAULT_POLL:g} s unless this is given)",
+        f"systems are polled every {WatchConfig.DEFAULT_POLL:g} s unless this is given), and "
+        "object-store prefixes every SECONDS (default "
+        f"{WatchConfig.DEFAULT_OBJECT_POLL:g}: each listing is a billed request per 1,000 keys)",
     )
     group.add_argument(
         "--watch-until",

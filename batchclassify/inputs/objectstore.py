@@ -27,6 +27,8 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -160,6 +162,49 @@ def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -
     A listing that fails midway (after the backend's own retries) ends in one problem item;
     a rerun lists again and skips what was done.
     """
+    try:
+        for listed in _listed(source, extensions, report):
+            yield Item(id=listed.url, path=listed.url)
+    except UsageError:
+        raise  # no backend for the scheme: the job's error, not a listing's
+    except Exception as exc:  # the backend's errors, translated here, once
+        yield Item(
+            id=f"listing of {source}",
+            problem=f"listing {source} failed midway: {_describe_listing_error(exc)}; "
+            "rerun to list again (done objects are skipped)",
+            problem_kind=ErrorType.UNREADABLE,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One object as a listing shows it."""
+
+    url: str
+    size: int
+    stamp: str
+    """What changes when the object is written again: its ETag (or the store's version)."""
+    modified: float | None
+    """When it was last written (``time.time()`` seconds; S3's LastModified), if known."""
+
+
+def list_objects(source: str, extensions: frozenset[str]) -> Iterator[Listed]:
+    """The wanted objects under ``source`` with their size, ETag and time, page by page, by
+    the rules of ``iter_objects`` (``run --watch`` lists a prefix again every poll).
+
+    ``UsageError`` naming the source when the listing fails (the store's answer described as
+    ``check_source`` describes it)."""
+    try:
+        yield from _listed(source, extensions, InputReport())
+    except UsageError as error:
+        raise UsageError(f"{source}: {error}") from None
+    except Exception as exc:  # the backend's errors, translated here, once
+        raise UsageError(f"{source}: {_describe_listing_error(exc)}") from None
+
+
+def _listed(source: str, extensions: frozenset[str], report: InputReport) -> Iterator[Listed]:
+    """The listing's rule, for both callers: folder markers, hidden keys and unwanted
+    extensions passed over (and counted). The backend's errors go through."""
     scheme = object_scheme(source)
     assert scheme is not None
     fs = _filesystem(source)
@@ -168,30 +213,56 @@ def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -
     # stays in, which the filesystem's own names leave out.
     base = f"{scheme}://{source.partition('://')[2].rstrip('/')}/"
     skipped = report.skipped_extensions
-    try:
-        for page in _pages(fs, source, limit=None):
-            for name in page:
-                relative = name[prefix_length:]
-                if not relative or relative[-1] == "/":
-                    continue  # a folder marker, not an object
-                if relative[0] == "." or "/." in relative:
-                    report.skipped_hidden += 1
-                    continue
-                leaf = relative.rpartition("/")[2]
-                dot = leaf.rfind(".")
-                extension = leaf[dot + 1 :].lower() if dot > 0 else ""
-                if extension not in extensions:
-                    skipped[extension] += 1
-                    continue
-                url = base + relative
-                yield Item(id=url, path=url)
-    except Exception as exc:  # the backend's errors, translated here, once
-        yield Item(
-            id=f"listing of {source}",
-            problem=f"listing {source} failed midway: {_describe_listing_error(exc)}; "
-            "rerun to list again (done objects are skipped)",
-            problem_kind=ErrorType.UNREADABLE,
-        )
+    for page in _pages(fs, source, limit=None):
+        for entry in page:
+            relative = entry["name"][prefix_length:]
+            if not relative or relative[-1] == "/":
+                continue  # a folder marker, not an object
+            if relative[0] == "." or "/." in relative:
+                report.skipped_hidden += 1
+                continue
+            leaf = relative.rpartition("/")[2]
+            dot = leaf.rfind(".")
+            extension = leaf[dot + 1 :].lower() if dot > 0 else ""
+            if extension not in extensions:
+                skipped[extension] += 1
+                continue
+            yield Listed(
+                url=base + relative,
+                size=int(entry.get("size") or 0),
+                stamp=_stamp(entry),
+                modified=_modified(entry),
+            )
+
+
+#: Where backends keep what changes with each write (S3: ETag; GCS: md5Hash, generation;
+#: local and memory filesystems: mtime), and when it was written, in order of preference.
+_STAMP_FIELDS = (
+    "ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "updated", "created"
+)  # fmt: skip
+_TIME_FIELDS = ("LastModified", "mtime", "updated", "last_modified", "created")
+
+
+def _stamp(entry: dict[str, Any]) -> str:
+    for field in _STAMP_FIELDS:
+        if entry.get(field) is not None:
+            return str(entry[field])
+    return ""
+
+
+def _modified(entry: dict[str, Any]) -> float | None:
+    for field in _TIME_FIELDS:
+        value = entry.get(field)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 def _root(fs: Any, source: str) -> str:
@@ -206,8 +277,11 @@ def _fs_path(fs: Any, url: str) -> str:
     return str(fs._strip_protocol(f"{scheme.lower()}://{rest}"))
 
 
-def _pages(fs: Any, source: str, *, limit: int | None) -> Generator[list[str], None, None]:
-    """The object names (``bucket/key``) under ``source``, a page at a time."""
+def _pages(
+    fs: Any, source: str, *, limit: int | None
+) -> Generator[list[dict[str, Any]], None, None]:
+    """The objects under ``source`` as the backend describes them (``name``: ``bucket/key``,
+    ``size``, ``ETag``...), a page at a time."""
     root = _root(fs, source)
     if hasattr(fs, "_iterdir") and getattr(fs, "async_impl", False):
         # s3fs: ``find``/``walk`` gather the whole listing before returning anything;
@@ -231,19 +305,21 @@ def _pages(fs: Any, source: str, *, limit: int | None) -> Generator[list[str], N
         # Other filesystems: one folder's listing at a time.
         if limit is not None and not fs.exists(root):
             raise FileNotFoundError(root)
-        for folder, _, files in fs.walk(root, detail=False):
-            names = sorted(f"{folder.rstrip('/')}/{name}" for name in files)
-            if names:
-                yield names[:limit] if limit is not None else names
+        for folder, _, files in fs.walk(root, detail=True):
+            entries = [
+                {**files[name], "name": f"{folder.rstrip('/')}/{name}"} for name in sorted(files)
+            ]
+            if entries:
+                yield entries[:limit] if limit is not None else entries
                 if limit is not None:
                     return
 
 
-async def _take(entries: AsyncIterator[dict[str, Any]], count: int) -> list[str]:
-    names: list[str] = []
+async def _take(entries: AsyncIterator[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    names: list[dict[str, Any]] = []
     async for entry in entries:
         if entry.get("type") != "directory":
-            names.append(entry["name"])
+            names.append(entry)
         if len(names) >= count:
             break
     return names
@@ -261,6 +337,10 @@ _CODES = {
     "InvalidAccessKeyId": (
         "the store does not know the access key id (InvalidAccessKeyId): check "
         "AWS_ACCESS_KEY_ID or AWS_PROFILE, and that AWS_ENDPOINT_URL is the store it belongs to"
+    ),
+    "SlowDown": (
+        "the store asks for fewer requests (SlowDown), after the backend's own retries: "
+        "wait, or list less often (--poll)"
     ),
     "SignatureDoesNotMatch": (
         "the secret key does not match the access key id (SignatureDoesNotMatch): check "

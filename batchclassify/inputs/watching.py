@@ -28,15 +28,19 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ..config import WatchConfig
 from ..errors import UsageError
 from ..models import Item, Keep
-from ..names import LocalIds, as_text
+from ..names import LocalIds, as_text, object_scheme
 from ..summary import InputReport
 from .sources import STDIN, is_export_folder, list_folder, source_kind, walk_folder
+
+if TYPE_CHECKING:
+    from .objectwatch import ObjectPrefixes
 
 #: File systems where inotify does not see writes made by other machines: polled instead.
 NETWORK_FILE_SYSTEMS = frozenset(
@@ -57,19 +61,15 @@ _IDLE_WAIT = 1.0
 
 
 def check_followable(sources: Sequence[str]) -> None:
-    """``UsageError`` for a source ``--watch`` cannot follow: it follows local folders."""
+    """``UsageError`` for a source ``--watch`` cannot follow: it follows folders and
+    object-store prefixes."""
     for source in sources:
         kind = "stdin" if source == STDIN else source_kind(source)
-        if kind == "object":
-            raise UsageError(
-                f"--watch: {as_text(source)}: object-storage prefixes are not followed (yet); "
-                "rerun the job on a schedule instead: each run sends only the new objects"
-            )
-        if kind != "dir":
+        if kind not in ("dir", "object"):
             shown = "'-' (stdin)" if kind == "stdin" else as_text(source)
             raise UsageError(
-                f"--watch follows folders: {shown} is a manifest, read once; run it without "
-                "--watch, or give the folder its images arrive in"
+                f"--watch follows folders and object-store prefixes: {shown} is a manifest, "
+                "read once; run it without --watch, or give the folder its images arrive in"
             )
 
 
@@ -79,11 +79,28 @@ def check_interval(settle: float) -> float:
     return min(1.0, max(0.05, settle / 4))
 
 
+#: What a look at a file or object finds: its size, what changes when it is written again
+#: (a file's mtime in ns, an object's ETag), and when it was last written (wall seconds, if
+#: known); ``None``: gone.
+Look = tuple[int, object, float | None]
+
+
+def look_at_file(path: str) -> Look | None:
+    """A regular file's size and mtime; ``None`` if it is gone or not a file."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    if not stat_mode.S_ISREG(found.st_mode):
+        return None
+    return found.st_size, found.st_mtime_ns, found.st_mtime
+
+
 @dataclass(slots=True)
 class _Pending:
     item: Item
     size: int
-    mtime: int
+    stamp: object
     since: float
     """(clock) Unchanged since then, as far as is known."""
     arrived: float
@@ -92,11 +109,14 @@ class _Pending:
 
 
 class Settling:
-    """The files seen but not yet whole: handed on once unchanged for ``settle`` seconds.
+    """The files (or objects) seen but not yet whole: handed on once unchanged for
+    ``settle`` seconds.
 
-    ``trust_mtime``: a file first seen with an mtime older than ``settle`` (moved in with its
-    times kept, or there before the job) has been unchanged that long already. Once its size
-    or mtime changes under our eyes, only our own looks count.
+    ``look`` says what a file is now (``look_at_file``: ``os.stat``; an object: its entry in
+    the latest listing). A file first seen with an mtime older than ``settle`` (moved in with
+    its times kept, or there before the job; an object PUT that long ago) has been unchanged
+    that long already. Once its size or stamp changes under our eyes, only our own looks
+    count.
     """
 
     def __init__(
@@ -105,10 +125,12 @@ class Settling:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        look: Callable[[str], Look | None] = look_at_file,
     ) -> None:
         self._settle = settle
         self._clock = clock
         self._wall = wall
+        self._look = look
         self._files: dict[str, _Pending] = {}
 
     def __len__(self) -> int:
@@ -122,18 +144,16 @@ class Settling:
         path = item.path
         if path is None or path in self._files:
             return
-        try:
-            found = os.stat(path)
-        except OSError:
+        found = self._look(path)
+        if found is None:
             return  # gone already (or never a file): nothing to send, nothing to say
-        if not stat_mode.S_ISREG(found.st_mode):
-            return
+        size, stamp, modified = found
         now = self._clock()
-        age = max(0.0, self._wall() - found.st_mtime)
+        age = 0.0 if modified is None else max(0.0, self._wall() - modified)
         self._files[path] = _Pending(
             item,
-            found.st_size,
-            found.st_mtime_ns,
+            size,
+            stamp,
             since=now - age,
             arrived=now if arrived is None else arrived,
             looks=1,
@@ -148,13 +168,13 @@ class Settling:
         now = self._clock()
         done: list[tuple[Item, float]] = []
         for path, pending in list(self._files.items()):
-            try:
-                found = os.stat(path)
-            except OSError:
+            found = self._look(path)
+            if found is None:
                 del self._files[path]  # deleted (or moved away) before it was read
                 continue
-            if found.st_size != pending.size or found.st_mtime_ns != pending.mtime:
-                pending.size, pending.mtime = found.st_size, found.st_mtime_ns
+            size, stamp, _ = found
+            if size != pending.size or stamp != pending.stamp:
+                pending.size, pending.stamp = size, stamp
                 pending.since, pending.looks = now, 1
                 continue
             pending.looks += 1
@@ -188,7 +208,8 @@ class _Roots:
 
 
 class Follower:
-    """Notices new files in the folders and holds them until whole; ``follow`` hands them on.
+    """Notices new files in the folders (and new objects under the object-store prefixes:
+    ``objectwatch.py``) and holds them until whole; ``follow`` hands them on.
 
     ``keep`` is the producer's screen without its counting (``Screen.would_keep``): files
     whose ids were recorded or queued are not even looked at.
@@ -204,23 +225,42 @@ class Follower:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         mount_table: str = "/proc/self/mountinfo",
+        note: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.config = config
         self._sources = tuple(sources)
-        self._roots = _Roots(sources)
+        folders = [source for source in sources if object_scheme(source) is None]
+        prefixes = [source for source in sources if object_scheme(source) is not None]
+        self._roots = _Roots(folders)
+        self._note = note
         self._wanted = frozenset(ext.lower().lstrip(".") for ext in extensions)
         self._keep = keep
         self._clock = clock
         self._wall = wall
         self._ids = LocalIds()
         self._report = InputReport()  # the walk's counts of names passed over: not shown again
-        self.settling = Settling(config.settle, clock=clock, wall=wall)
+        self.objects: ObjectPrefixes | None = None
+        if prefixes:
+            from .objectwatch import ObjectPrefixes
+
+            self.objects = ObjectPrefixes(
+                prefixes,
+                extensions=self._wanted,
+                keep=keep,
+                every=config.poll or WatchConfig.DEFAULT_OBJECT_POLL,
+            )
+        self.settling = Settling(config.settle, clock=clock, wall=wall, look=self._look)
         self.last_news = clock()
         """(clock) When a file last arrived, or following began: ``--idle-exit`` counts
         from here."""
         self.mode, self.poll_every, self.why = _choose_mode(
             config, [top for top, _ in self._roots.folders], mount_table
         )
+        if self.objects is not None:
+            if not folders:  # nothing but prefixes: they are polled, and that is the news
+                self.mode, self.poll_every, self.why = "polling", None, self.objects.why
+            else:
+                self.why = f"{self.why}; {self.objects.why}"
         self._notify: _Notifications | None = None
         self.ended_by: str | None = None
         """Why ``follow`` ended: ``"until"``, ``"idle"``, or ``None`` (told to stop)."""
@@ -233,7 +273,7 @@ class Follower:
     def start(self) -> None:
         """Start noticing (notifications: before the first walk, so none of its time is
         missed). Polling lists the folders once the walk is over instead."""
-        if self.mode == "inotify":
+        if self.mode == "inotify" and self._roots.folders:
             self._notify = _Notifications([top for top, _ in self._roots.folders])
 
     def set_aside(self, batch: list[Item], release: Callable[[str], None]) -> list[Item]:
@@ -244,7 +284,8 @@ class Follower:
         settle = self.config.settle
         kept: list[Item] = []
         for item in batch:
-            if item.problem is None and item.path is not None:
+            if item.problem is None and item.path is not None and object_scheme(item.path) is None:
+                # (An object is whole once listed: a PUT is atomic. Only files settle here.)
                 try:
                     found = os.stat(item.path)
                 except OSError:
@@ -274,7 +315,11 @@ class Follower:
             changes = await self._notify.wait(0, stop)
             if changes:
                 await anyio.to_thread.run_sync(self._look_at, changes)
+        objects = self.objects
+        if objects is not None:
+            await self._list_objects(objects)
         next_poll = self._clock() + (self.poll_every or 0)
+        next_listing = self._clock() + (0.0 if objects is None else objects.every)
         check_every = check_interval(self.config.settle)
         while not stop.is_set():
             ended = self._over()
@@ -283,8 +328,10 @@ class Follower:
                 return
             now = self._clock()
             wait = _IDLE_WAIT if not self.settling else check_every
-            if self.mode == "polling":
+            if self.mode == "polling" and self.poll_every is not None:
                 wait = min(wait, max(0.0, next_poll - now))
+            if objects is not None:
+                wait = min(wait, max(0.0, next_listing - now))
             wait = min(wait, self._until_end(now))
             if self._notify is not None:
                 changes = await self._notify.wait(wait, stop)
@@ -295,14 +342,28 @@ class Follower:
                     await stop.wait()
                 if stop.is_set():
                     return
-                if self._clock() >= next_poll:
+                if self.poll_every is not None and self._clock() >= next_poll:
                     await anyio.to_thread.run_sync(self._poll_folders)
-                    next_poll = self._clock() + (self.poll_every or 0)
+                    next_poll = self._clock() + self.poll_every
+            if objects is not None and self._clock() >= next_listing:
+                await self._list_objects(objects)
+                next_listing = self._clock() + objects.every
             if self.settling:
                 ripe = await anyio.to_thread.run_sync(self.settling.ripe)
                 if ripe:
                     self.last_news = self._clock()
                     yield ripe
+
+    async def _list_objects(self, objects: ObjectPrefixes) -> None:
+        """List the prefixes again (in a worker thread); say what failed, once."""
+        for note in await anyio.to_thread.run_sync(objects.list_all, self._arrived):
+            self._note(note)
+
+    def _look(self, path: str) -> Look | None:
+        """What ``Settling`` sees of a file (``os.stat``) or an object (the latest listing)."""
+        if self.objects is not None and object_scheme(path) is not None:
+            return self.objects.look(path)
+        return look_at_file(path)
 
     def close(self) -> None:
         if self._notify is not None:

@@ -94,6 +94,7 @@ class Following:
             extensions=config.extensions,
             keep=screen.would_keep,
             clock=self._clock,
+            note=self._notify,
         )
         self.follower.start()
 
