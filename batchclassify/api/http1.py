@@ -362,10 +362,9 @@ class Http1Transport:
         connection = self._take_idle(origin, now)
         if connection is None:
             connection = await self._connect(origin, loop)
-            now = loop.time()
         waiter = connection.start(head, body, loop)
         busy = self._busy
-        busy[connection] = now + self._timeout
+        busy[connection] = now + self._timeout  # --timeout: per request, connect included
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_every, self._sweep, loop)
         try:
