@@ -195,6 +195,9 @@ def list_objects(source: str, extensions: frozenset[str]) -> Iterator[Listed]:
     ``UsageError`` naming the source when the listing fails (the store's answer described as
     ``check_source`` describes it)."""
     try:
+        # Each listing asks the store: gcsfs, adlfs and ftp answer a listing from their own
+        # cache (one per shared instance, never expiring), which would hide every new key.
+        _filesystem(source).invalidate_cache()
         yield from _listed(source, extensions, InputReport())
     except UsageError as error:
         raise UsageError(f"{source}: {error}") from None
