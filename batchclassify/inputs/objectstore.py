@@ -174,6 +174,19 @@ def iter_objects(source: str, extensions: frozenset[str], report: InputReport) -
             "rerun to list again (done objects are skipped)",
             problem_kind=ErrorType.UNREADABLE,
         )
+    finally:
+        _forget_listings(source)
+
+
+def _forget_listings(source: str) -> None:
+    """Drop what the backend keeps of its listings: gcsfs, adlfs and ftp keep every page
+    listed, for the life of the (shared) filesystem, which for a prefix of millions of
+    objects is a job's largest holding (a walk lists each page once; nothing reads it
+    again)."""
+    with _lock:
+        fs = _filesystems.get(_key(source))
+    if fs is not None:
+        fs.invalidate_cache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,8 @@ def list_objects(source: str, extensions: frozenset[str]) -> Iterator[Listed]:
         raise UsageError(f"{source}: {error}") from None
     except Exception as exc:  # the backend's errors, translated here, once
         raise UsageError(f"{source}: {_describe_listing_error(exc)}") from None
+    finally:
+        _forget_listings(source)
 
 
 def _listed(source: str, extensions: frozenset[str], report: InputReport) -> Iterator[Listed]:
