@@ -14,7 +14,8 @@ taken within a repeat (paired), so a slow minute of the machine hits both sides.
 
 Clients: ``batchclassify`` (the CLI as installed: uvloop when the ``[fast]`` extra is),
 ``batchclassify:asyncio`` (the same with ``BATCHCLASSIFY_EVENT_LOOP=asyncio``),
-``batchclassify@DIR`` (the CLI of another checkout: old against new), ``lean``
+``batchclassify@DIR`` (the CLI of another checkout: old against new), ``batchclassify:trim``
+(glibc told not to trim its heap: ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``), ``lean``
 (``lean_client.py``: aiohttp, N in flight, rows written) and ``floor`` (``floor_client.py``:
 an asyncio protocol, keep-alive, read, pybase64, post; no JSON, no rows).
 
@@ -51,6 +52,9 @@ def _env_for(name: str) -> dict[str, str]:
         env["BATCHCLASSIFY_EVENT_LOOP"] = "asyncio"
     if name.endswith(":uvloop"):
         env["FLOOR_LOOP"] = "uvloop"
+    if name.endswith(":trim"):  # glibc keeps freed memory instead of trimming the heap
+        env["MALLOC_TRIM_THRESHOLD_"] = str(128 << 20)
+        env["MALLOC_TOP_PAD_"] = str(32 << 20)
     return env
 
 
