@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -47,6 +47,46 @@ _FATAL_HINTS = {
     423: "usage of this workspace is paused: resume it in Roboflow, then rerun to resume",
     507: "the server may not load this model: check the model and the server's limits",
 }
+
+
+def answer_error(
+    status: int,
+    message: str,
+    retry_after: str | None,
+    *,
+    fatal: Mapping[int, str],
+    too_large: str = "",
+) -> Exception:
+    """The error a non-200 answer stands for, by the rule every client of Roboflow's APIs here
+    follows (classification, dataset uploads): 429 and 5xx are retryable (``Retry-After``
+    kept), a status in ``fatal`` stops the job with its hint, as does a 400 asking for a key;
+    413 and any other 4xx are the item's. ``message``: the server's, the key already cut out;
+    ``too_large``: what a 413's message adds (advice)."""
+    if status in RETRYABLE_STATUSES:
+        rate_limited = status == 429
+        return (RateLimitedError if rate_limited else RetryableError)(
+            f"HTTP {status}: {message}",
+            kind=ErrorType.RATE_LIMITED if rate_limited else ErrorType.SERVER_ERROR,
+            http_status=status,
+            retry_after=parse_retry_after(retry_after, now=time.time),
+        )
+    if status in fatal:
+        return FatalApiError(f"{fatal[status]} (HTTP {status}: {message})", http_status=status)
+    lowered = message.lower()
+    if status == 400 and ("api key" in lowered or "api_key" in lowered):
+        return FatalApiError(
+            f"the server wants an API key: pass --api-key or set ROBOFLOW_API_KEY "
+            f"(HTTP 400: {message})",
+            http_status=status,
+        )
+    if status == 413:
+        return ItemError(
+            f"HTTP 413: the server refused the upload as too large ({message}){too_large}",
+            kind=ErrorType.TOO_LARGE,
+            http_status=status,
+        )
+    kind = ErrorType.BAD_IMAGE if status == 400 else ErrorType.HTTP_ERROR
+    return ItemError(f"HTTP {status}: {message}", kind=kind, http_status=status)
 
 
 def _server_message(body: bytes) -> str:
@@ -197,15 +237,6 @@ class ClassificationClient(TransportHolder):
         raise failure
 
     def _error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:
-        message = self.redact(_server_message(payload))
-        if status in RETRYABLE_STATUSES:
-            rate_limited = status == 429
-            return (RateLimitedError if rate_limited else RetryableError)(
-                f"HTTP {status}: {message}",
-                kind=ErrorType.RATE_LIMITED if rate_limited else ErrorType.SERVER_ERROR,
-                http_status=status,
-                retry_after=parse_retry_after(retry_after, now=time.time),
-            )
         if status == 402:
             said = self.redact(_credits_message(payload))
             return CreditsExhaustedError(
@@ -213,23 +244,10 @@ class ClassificationClient(TransportHolder):
                 "workspace's credit cap in Roboflow, then rerun to resume",
                 http_status=status,
             )
-        if status in _FATAL_HINTS:
-            return FatalApiError(
-                f"{_FATAL_HINTS[status]} (HTTP {status}: {message})", http_status=status
-            )
-        lowered = message.lower()
-        if status == 400 and ("api key" in lowered or "api_key" in lowered):
-            return FatalApiError(
-                f"the server wants an API key: pass --api-key or set ROBOFLOW_API_KEY "
-                f"(HTTP 400: {message})",
-                http_status=status,
-            )
-        if status == 413:
-            return ItemError(
-                f"HTTP 413: the server refused the upload as too large ({message}); "
-                "try --max-size to downscale",
-                kind=ErrorType.TOO_LARGE,
-                http_status=status,
-            )
-        kind = ErrorType.BAD_IMAGE if status == 400 else ErrorType.HTTP_ERROR
-        return ItemError(f"HTTP {status}: {message}", kind=kind, http_status=status)
+        return answer_error(
+            status,
+            self.redact(_server_message(payload)),
+            retry_after,
+            fatal=_FATAL_HINTS,
+            too_large="; try --max-size to downscale",
+        )

@@ -23,7 +23,6 @@ become the same errors as a classification's: retryable (429, 5xx), fatal for th
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -32,10 +31,9 @@ from yarl import URL
 
 from ..config import HttpConfig
 from ..error_types import ErrorType
-from ..errors import FatalApiError, ItemError, RateLimitedError, RetryableError
-from .client import TransportHolder, _server_message
+from ..errors import ItemError
+from .client import TransportHolder, _server_message, answer_error
 from .redaction import redact
-from .retry import RETRYABLE_STATUSES, parse_retry_after
 from .transport import Transport
 
 #: Roboflow's REST API (the ``roboflow`` package's ``API_URL``).
@@ -249,30 +247,4 @@ class DatasetClient(TransportHolder):
     def error_for(self, status: int, payload: bytes, retry_after: str | None) -> Exception:
         """The error a non-200 answer stands for (the key cut out of its message)."""
         message = redact(dataset_message(payload), self._config.api_key)
-        if status in RETRYABLE_STATUSES:
-            limited = status == 429
-            return (RateLimitedError if limited else RetryableError)(
-                f"HTTP {status}: {message}",
-                kind=ErrorType.RATE_LIMITED if limited else ErrorType.SERVER_ERROR,
-                http_status=status,
-                retry_after=parse_retry_after(retry_after, now=time.time),
-            )
-        if status in _FATAL_HINTS:
-            return FatalApiError(
-                f"{_FATAL_HINTS[status]} (HTTP {status}: {message})", http_status=status
-            )
-        lowered = message.lower()
-        if status == 400 and ("api key" in lowered or "api_key" in lowered):
-            return FatalApiError(
-                f"the API wants a key: pass --api-key or set ROBOFLOW_API_KEY (HTTP 400: "
-                f"{message})",
-                http_status=status,
-            )
-        if status == 413:
-            return ItemError(
-                f"HTTP 413: the API refused the upload as too large ({message})",
-                kind=ErrorType.TOO_LARGE,
-                http_status=status,
-            )
-        kind = ErrorType.BAD_IMAGE if status == 400 else ErrorType.HTTP_ERROR
-        return ItemError(f"HTTP {status}: {message}", kind=kind, http_status=status)
+        return answer_error(status, message, retry_after, fatal=_FATAL_HINTS)
