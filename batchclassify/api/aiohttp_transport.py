@@ -7,7 +7,6 @@ request URL, ``api_key`` query included, into its messages.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 
 import aiohttp
@@ -15,10 +14,7 @@ import orjson
 from yarl import URL
 
 from ..config import HttpConfig
-from ..error_types import ErrorType
-from ..errors import RetryableError
-from .redaction import redact
-from .transport import CONNECTIONS_PER_WORKER, Response, new_response
+from .transport import CONNECTIONS_PER_WORKER, Failures, Response, new_response
 
 
 class AiohttpTransport:
@@ -26,7 +22,7 @@ class AiohttpTransport:
 
     def __init__(self, config: HttpConfig, *, host: str) -> None:
         self._config = config
-        self._host = host
+        self._failures = Failures(host, api_key=config.api_key, timeout=config.timeout)
         connector = aiohttp.TCPConnector(
             # The job bounds its own requests; this is only a backstop. Room beyond
             # --concurrency for stuck requests, the spare workers standing in for them and
@@ -55,44 +51,16 @@ class AiohttpTransport:
                     Response, (response.status, response.headers, await response.read(), False)
                 )
         except aiohttp.ConnectionTimeoutError:
-            # The connection itself was never accepted: nothing at that address answers (a
-            # firewall dropping packets, a wrong address or port). Before any answer, the
-            # job stops soon (health.py) rather than sitting out --max-outage.
-            error = RetryableError(
-                f"cannot connect to {self._host}: the connection was not accepted within "
-                f"{self._config.connect_seconds:g} s (a firewall, or a wrong address or port?)",
-                kind=ErrorType.CONNECTION,
-            )
-            error.unreachable = True
-            raise error from None
+            raise self._failures.not_accepted(self._config.connect_seconds) from None
         except TimeoutError:
-            raise RetryableError(
-                f"no answer from {self._host} within {self._config.timeout:g} s "
-                "(raise --timeout if the server is just slow)",
-                kind=ErrorType.TIMEOUT,
-            ) from None
+            raise self._failures.no_answer() from None
         except aiohttp.ClientConnectorError as exc:
-            error = RetryableError(
-                f"cannot connect to {self._host}: "
-                f"{redact(str(exc.os_error), self._config.api_key)}",
-                kind=ErrorType.CONNECTION,
-            )
-            error.unreachable = isinstance(exc.os_error, socket.gaierror | ConnectionRefusedError)
-            raise error from None
+            raise self._failures.cannot_connect_to(exc.os_error) from None
         except aiohttp.ServerDisconnectedError:
-            raise RetryableError(
-                f"{self._host} closed the connection before answering", kind=ErrorType.CONNECTION
-            ) from None
+            raise self._failures.closed() from None
         except aiohttp.ClientPayloadError:
-            raise RetryableError(
-                f"the answer from {self._host} was cut off", kind=ErrorType.CONNECTION
-            ) from None
+            raise self._failures.cut_off() from None
         except aiohttp.ClientError as exc:
-            raise RetryableError(
-                f"request to {self._host} failed: {type(exc).__name__}", kind=ErrorType.CONNECTION
-            ) from None
+            raise self._failures.failed(type(exc).__name__) from None
         except OSError as exc:
-            raise RetryableError(
-                f"network error talking to {self._host}: {exc.strerror or type(exc).__name__}",
-                kind=ErrorType.CONNECTION,
-            ) from None
+            raise self._failures.network(exc) from None

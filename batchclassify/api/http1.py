@@ -20,7 +20,6 @@ timeout, a cancellation, a cut-off or malformed answer) is closed, never reused.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import zlib
 from collections import deque
@@ -30,11 +29,9 @@ from typing import cast
 from yarl import URL
 
 from ..config import HttpConfig
-from ..error_types import ErrorType
 from ..errors import RetryableError
 from ..version import __version__
-from .redaction import redact
-from .transport import CONNECTIONS_PER_WORKER, Response, new_response
+from .transport import CONNECTIONS_PER_WORKER, Failures, Response, new_response
 
 #: An idle connection older than this is closed rather than reused: servers drop idle
 #: connections after a while (5 s to minutes), and a request sent on one they just dropped
@@ -339,7 +336,7 @@ class Http1Transport:
         """``host`` names the server in messages; ``ssl_context`` (default: the system's
         certificates) verifies https servers."""
         self._config = config
-        self._host = host
+        self._failures = Failures(host, api_key=config.api_key, timeout=config.timeout)
         self._timeout = config.timeout
         self._limit = CONNECTIONS_PER_WORKER * config.concurrency
         self._ssl = ssl_context
@@ -530,54 +527,27 @@ class Http1Transport:
     # Errors: said without the URL (its query holds the API key)
 
     def _error(self, exc: Exception) -> RetryableError:
-        host = self._host
+        failures = self._failures
         if isinstance(exc, RetryableError):
             return exc
         if isinstance(exc, TimeoutError):
-            return RetryableError(
-                f"no answer from {host} within {self._timeout:g} s "
-                "(raise --timeout if the server is just slow)",
-                kind=ErrorType.TIMEOUT,
-            )
+            return failures.no_answer()
         if isinstance(exc, _Broken):
             if exc.kind == "closed":
-                message = f"{host} closed the connection before answering"
-            elif exc.kind == "cut":
-                message = f"the answer from {host} was cut off"
-            else:
-                message = f"request to {host} failed: {exc}"
-            return RetryableError(message, kind=ErrorType.CONNECTION)
+                return failures.closed()
+            if exc.kind == "cut":
+                return failures.cut_off()
+            return failures.failed(str(exc))
         if isinstance(exc, OSError):
-            return RetryableError(
-                f"network error talking to {host}: {exc.strerror or type(exc).__name__}",
-                kind=ErrorType.CONNECTION,
-            )
-        return RetryableError(
-            f"request to {host} failed: {type(exc).__name__}", kind=ErrorType.CONNECTION
-        )
+            return failures.network(exc)
+        return failures.failed(type(exc).__name__)
 
     def _connect_error(self, exc: Exception, seconds: float) -> RetryableError:
-        host = self._host
         if isinstance(exc, TimeoutError):
-            # Nothing at that address answers (a firewall dropping packets, a wrong address
-            # or port). Before any answer, the job stops soon (health.py) rather than sitting
-            # out --max-outage.
-            error = RetryableError(
-                f"cannot connect to {host}: the connection was not accepted within "
-                f"{seconds:g} s (a firewall, or a wrong address or port?)",
-                kind=ErrorType.CONNECTION,
-            )
-            error.unreachable = True
-            return error
+            return self._failures.not_accepted(seconds)
         if isinstance(exc, ssl.SSLError | ssl.CertificateError):
             reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
-            return RetryableError(
-                f"cannot connect to {host}: TLS failed ({reason or type(exc).__name__})",
-                kind=ErrorType.CONNECTION,
-            )
-        error = RetryableError(
-            f"cannot connect to {host}: {redact(str(exc), self._config.api_key)}",
-            kind=ErrorType.CONNECTION,
-        )
-        error.unreachable = isinstance(exc, socket.gaierror | ConnectionRefusedError)
-        return error
+            return self._failures.cannot_connect(f"TLS failed ({reason or type(exc).__name__})")
+        if isinstance(exc, OSError):
+            return self._failures.cannot_connect_to(exc)
+        return self._failures.cannot_connect(str(exc))
