@@ -126,9 +126,14 @@ def test_the_parents_death_stops_every_child_and_a_rerun_finishes_exactly_once(
     )  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     assert f"{200 - len(on_disk)} ok, 0 failed, {len(on_disk)} already done" in rerun.stderr
-    assert fast.stats.requests == 200 - len(on_disk)
     rows = rows_by_id(output)  # every image exactly once: no duplicate, none lost
     assert {item_id: row["top"] for item_id, row in rows.items()} == expected
+    # One request per image left, bar the copies of stragglers a busy machine makes (each
+    # counted in its row's attempts): every request the server got is an attempt of a row.
+    done_before = {row["id"] for row in on_disk}
+    new_rows = [row for item_id, row in rows.items() if item_id not in done_before]
+    assert len(new_rows) == 200 - len(on_disk)
+    assert fast.stats.requests == sum(row["attempts"] for row in new_rows)
 
 
 def test_a_rerun_while_shards_are_still_written_says_so_once(
